@@ -1,0 +1,147 @@
+"""Typed configuration: three small dataclasses, their defaults beside them, to and from JSON.
+
+A run folder's `config.json` is `TrainConfig.to_dict()`; `TrainConfig.from_dict` rebuilds it, so a model can be
+rebuilt from the run folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vaekit.errors import VaekitError
+
+FORMAT_VERSION = 1
+
+NETWORKS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
+BINARIZE = ("none", "dynamic", "static")
+DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
+
+
+@dataclass
+class ModelConfig:
+    """What to build. `input_shape` is filled in from the data when training starts."""
+
+    network: str = "mlp"  # "mlp" | "conv"
+    hidden: list[int] = field(default_factory=list)  # MLP widths or conv channels; empty: DEFAULT_HIDDEN[network]
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"  # see LIKELIHOODS
+    gaussian_scale: float = 0.1  # fixed σ of the "gaussian" likelihood; initial σ of the learned ones
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are presented to the model."""
+
+    dataset: str = "fashion-mnist"  # a registered name, or a path to an image folder, .npy or .npz
+    data_dir: str | None = None  # searched before $VAEKIT_DATA, ~/.cache/vaekit and system folders
+    binarize: str = "none"  # "none" (grey values as targets) | "dynamic" (fresh draw per batch) | "static"
+    val_size: int = 5000  # held out of the training split with `split_seed`; capped at 10% for small sets
+    split_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as the run folder's config.json."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0  # weight of the KL term (β-VAE); 1 gives the true ELBO
+    warmup_epochs: float = 0.0  # β ramps linearly from 0 over this many epochs (Bowman et al. 2016)
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> TrainConfig:
+        """Reject settings that would fail later, deep inside torch, with a message nobody can act on."""
+        checks = [
+            (self.model.network in NETWORKS, f"unknown network {self.model.network!r}: use one of {NETWORKS}"),
+            (
+                self.model.likelihood in LIKELIHOODS,
+                f"unknown likelihood {self.model.likelihood!r}: use one of {LIKELIHOODS}",
+            ),
+            (self.data.binarize in BINARIZE, f"unknown binarize mode {self.data.binarize!r}: use one of {BINARIZE}"),
+            (self.model.latent_dim >= 1, "latent_dim must be at least 1"),
+            (all(h >= 1 for h in self.model.hidden), "hidden widths must be positive"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (self.beta >= 0, "beta must be zero or positive"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be zero or positive"),
+            (self.model.gaussian_scale > 0, "gaussian_scale must be positive"),
+            (self.data.val_size >= 0, "val_size must be zero or positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise VaekitError(message)
+        if not self.model.hidden:
+            self.model.hidden = list(DEFAULT_HIDDEN[self.model.network])
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys are errors so a typo never passes silently."""
+        raw = dict(raw)
+        version = raw.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise VaekitError(f"config format_version {version} is not supported (this vaekit reads {FORMAT_VERSION})")
+        model = _build(ModelConfig, raw.pop("model", {}), "model")
+        data = _build(DataConfig, raw.pop("data", {}), "data")
+        config: TrainConfig = _build(cls, raw, "train", model=model, data=data)
+        return config
+
+
+# Flat setting names (CLI flags and TOML keys) and the section of TrainConfig each lives in ("" = top level).
+FLAT_SETTINGS = {
+    **{name: "data" for name in ("dataset", "data_dir", "binarize", "val_size", "split_seed")},
+    **{name: "model" for name in ("network", "hidden", "latent_dim", "likelihood", "gaussian_scale")},
+    **{name: "" for name in ("epochs", "batch_size", "lr", "beta", "warmup_epochs", "seed", "device")},
+}
+
+
+def with_overrides(config: TrainConfig, flat: dict[str, Any]) -> TrainConfig:
+    """A copy of `config` with flat settings (`latent_dim=8`, `latent-dim=8`) applied; unknown names are errors."""
+    raw = config.to_dict()
+    for key, value in flat.items():
+        name = key.replace("-", "_")
+        if name not in FLAT_SETTINGS:
+            raise VaekitError(f"unknown setting {key!r}: valid ones are {', '.join(sorted(FLAT_SETTINGS))}")
+        section = FLAT_SETTINGS[name]
+        (raw[section] if section else raw)[name] = value
+    return TrainConfig.from_dict(raw)
+
+
+def _build(kind: type[Any], raw: dict[str, Any], section: str, **extra: Any) -> Any:
+    """Construct a config dataclass from a dict, rejecting unknown names and values of the wrong type."""
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise VaekitError(
+            f"unknown {section} setting(s) {', '.join(unknown)}: valid ones are {', '.join(sorted(fields))}"
+        )
+    defaults = kind(**extra)
+    for name, value in raw.items():
+        expected = getattr(defaults, name)
+        if not _same_kind(value, expected):
+            raise VaekitError(f"setting {name} = {value!r} should be a {type(expected).__name__}: fix the value")
+    return kind(**raw, **extra)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True  # optional settings (data_dir)
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, list):
+        return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return isinstance(value, type(default))
