@@ -1,0 +1,137 @@
+"""The reparameterization trick and the likelihoods, as small distribution objects (pure tensor math, no state).
+
+The encoder returns a `DiagonalGaussian` q(z|x); the decoder returns a `Bernoulli` or `Gaussian` p(x|z). Nobody
+outside this module touches a log-variance. All log-densities are in nats, summed over event dimensions, one value
+per example: reductions over the batch happen at the caller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# exp(logvar) for logvar in [-30, 20] stays within float32 (σ from 3e-7 to 2e4). The encoder's raw output is
+# clamped rather than squashed through softplus so the usual "logvar head" keeps its meaning; gradients outside the
+# range are zero, which only matters for a network that has already diverged.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+LOG_2PI = math.log(2 * math.pi)
+
+
+def sum_event(t: Tensor, event_ndim: int) -> Tensor:
+    """Sum the last `event_ndim` dimensions: one number per example (and per sample, if sampled)."""
+    return t.flatten(-event_ndim).sum(-1) if event_ndim > 0 else t
+
+
+class DiagonalGaussian:
+    """N(mu, diag(sigma²)) over the last dimension, batched over the others.
+
+    rsample draws z = mu + sigma * eps with eps ~ N(0, I): z is then a differentiable function of (mu, logvar), which
+    is what lets the gradient of the ELBO reach the encoder (Kingma & Welling 2014, section 2.4).
+    """
+
+    def __init__(self, mu: Tensor, logvar: Tensor) -> None:
+        self.mu = mu
+        self.logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    @classmethod
+    def standard(cls, shape: tuple[int, ...], device: torch.device | str = "cpu") -> DiagonalGaussian:
+        """The prior p(z) = N(0, I)."""
+        zeros = torch.zeros(shape, device=device)
+        return cls(zeros, zeros)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.mu
+
+    @property
+    def stddev(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.exp(self.logvar)
+
+    def rsample(
+        self, n_samples: int | None = None, eps: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Reparameterized draw: (..., D), or (n_samples, ..., D). Pass `eps` to fix the noise."""
+        if eps is None:
+            shape = self.mu.shape if n_samples is None else (n_samples, *self.mu.shape)
+            eps = torch.randn(shape, generator=generator, dtype=self.mu.dtype, device=self.mu.device)
+        return self.mu + self.stddev * eps
+
+    def sample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """A draw with no path back to mu or sigma: what a VAE without the trick would have to work with."""
+        with torch.no_grad():
+            return self.rsample(n_samples, generator=generator)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z) = -½ Σ_d [log 2π + logvar_d + (z_d - mu_d)² / sigma_d²]."""
+        return -0.5 * (LOG_2PI + self.logvar + (z - self.mu) ** 2 * torch.exp(-self.logvar)).sum(-1)
+
+    def kl(self, other: DiagonalGaussian | None = None) -> Tensor:
+        """KL(self ‖ other) in closed form; `other=None` means the prior N(0, I).
+
+        KL(N(m, s²) ‖ N(0, 1)) = ½ Σ_d (s_d² + m_d² − 1 − log s_d²)   (Kingma & Welling 2014, appendix B)
+        KL(N(m, s²) ‖ N(m', s'²)) = ½ Σ_d (log s'_d² − log s_d² + (s_d² + (m_d − m'_d)²) / s'_d² − 1)
+        """
+        if other is None:
+            return 0.5 * (self.variance + self.mu**2 - 1.0 - self.logvar).sum(-1)
+        ratio = torch.exp(self.logvar - other.logvar)
+        return 0.5 * (
+            other.logvar - self.logvar + ratio + (self.mu - other.mu) ** 2 * torch.exp(-other.logvar) - 1.0
+        ).sum(-1)
+
+
+class Bernoulli:
+    """p(x|z) = Π Bernoulli(x; sigmoid(logits)). Targets may be binary or grey values in [0, 1] (then log p is the
+    negative binary cross-entropy, the usual, unnormalized choice of tutorials)."""
+
+    def __init__(self, logits: Tensor, event_ndim: int = 3) -> None:
+        self.logits = logits
+        self.event_ndim = event_ndim
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Σ x log p + (1 − x) log(1 − p), computed from logits by the stable fused kernel."""
+        nll = F.binary_cross_entropy_with_logits(self.logits, x.expand_as(self.logits), reduction="none")
+        return -sum_event(nll, self.event_ndim)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        return torch.bernoulli(self.mean, generator=generator)
+
+
+class Gaussian:
+    """p(x|z) = N(x; loc, diag(exp(log_scale)²)); log_scale broadcasts (a constant, one learned scalar, or a learned
+    value per pixel)."""
+
+    def __init__(self, loc: Tensor, log_scale: Tensor, event_ndim: int = 3) -> None:
+        self.loc = loc
+        self.log_scale = log_scale.expand_as(loc)
+        self.event_ndim = event_ndim
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc
+
+    @property
+    def stddev(self) -> Tensor:
+        return torch.exp(self.log_scale)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """−½ Σ [log 2π + 2 log σ + (x − loc)² / σ²]."""
+        z = (x - self.loc) * torch.exp(-self.log_scale)
+        return -sum_event(0.5 * LOG_2PI + self.log_scale + 0.5 * z**2, self.event_ndim)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(self.loc.shape, generator=generator, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + self.stddev * noise
+
+
+Likelihood = Bernoulli | Gaussian

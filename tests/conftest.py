@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny seeded configs, IDX files made on the spot, and a local HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import DataConfig, ModelConfig, TrainConfig
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the real ~/.cache/vaekit, $VAEKIT_DATA or mirrors."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("VAEKIT_DATA", raising=False)
+    monkeypatch.delenv("VAEKIT_MIRRORS", raising=False)
+    torch.manual_seed(0)
+
+
+def tiny_config(**overrides: object) -> TrainConfig:
+    """A model and dataset small enough that a few epochs take well under a second."""
+    config = TrainConfig(
+        model=ModelConfig(hidden=[32], latent_dim=4),
+        data=DataConfig(dataset="digits"),
+        epochs=2,
+        batch_size=64,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array in the IDX format: 0x00 0x00 0x08 ndim, big-endian dims, data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_dataset(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> dict[str, str]:
+    """Four MNIST-named IDX gz files of random 28x28 images; returns file name -> sha256 of the content."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, n_test),
+    }
+    checksums = {}
+    for name, array in arrays.items():
+        raw = idx_bytes(array)
+        (folder / name).write_bytes(gzip.compress(raw))
+        checksums[name] = hashlib.sha256(raw).hexdigest()
+    return checksums
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Serve a fresh folder on 127.0.0.1 (any free port); yields (base URL, folder)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", root
+    finally:
+        server.shutdown()
+        server.server_close()
