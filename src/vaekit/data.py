@@ -1,0 +1,185 @@
+"""Datasets as tensors: named sets (Fashion-MNIST, MNIST, sklearn's digits) and the user's own images or arrays.
+
+Every source ends as a `Dataset` of uint8 (or float32 in [0, 1]) tensors shaped (N, C, H, W), split into train,
+validation and test. Batching and devices are the trainer's business; this module returns tensors, not loaders.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaekit.config import DataConfig
+from vaekit.download import fetch, verify
+from vaekit.errors import VaekitError
+from vaekit.userdata import load_arrays, load_image_folder
+
+TEST_SPLIT_SEED = 1234  # held fixed so that every run of a dataset is tested on the same images
+BINARIZE_SEED = 4321  # the fixed draw used for binarized validation/test sets
+
+
+@dataclass
+class Split:
+    x: Tensor  # (N, C, H, W) uint8, or float32 in [0, 1]
+    y: Tensor | None  # (N,) int64 labels, when the source has them
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return c, h, w
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    """A dataset published as four IDX gz files, with checksums of their decompressed content."""
+
+    files: dict[str, tuple[str, str]]  # role (train_x, train_y, test_x, test_y) -> (file name, sha256)
+    mirrors: tuple[str, ...]
+    system_dirs: tuple[str, ...] = ()
+
+
+MNIST = IdxSource(
+    files={
+        "train_x": ("train-images-idx3-ubyte.gz", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        "train_y": ("train-labels-idx1-ubyte.gz", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        "test_x": ("t10k-images-idx3-ubyte.gz", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        "test_y": ("t10k-labels-idx1-ubyte.gz", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    },
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+)
+FASHION_MNIST = IdxSource(
+    files={
+        "train_x": ("train-images-idx3-ubyte.gz", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        "train_y": ("train-labels-idx1-ubyte.gz", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        "test_x": ("t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        "test_y": ("t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    },
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian's dataset-fashion-mnist
+)
+IDX_SOURCES: dict[str, IdxSource] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}
+NAMED = (*IDX_SOURCES, "digits")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an IDX file (gz or raw): magic 0x0000TTNN (type, number of dims), big-endian dims, then the data."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise VaekitError(f"{path} is not an unsigned-byte IDX file: check the file or delete it to download again")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise VaekitError(f"{path} is truncated: delete it and run again to download a fresh copy")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def search_dirs(name: str, data_dir: str | None, source: IdxSource) -> list[Path]:
+    """Where to look, in order: --data-dir, $VAEKIT_DATA, ~/.cache/vaekit (each as given and /<name>), system dirs."""
+    roots = [Path(r).expanduser() for r in (data_dir, os.environ.get("VAEKIT_DATA"), "~/.cache/vaekit") if r]
+    return [d for root in roots for d in (root / name, root)] + [Path(d) for d in source.system_dirs]
+
+
+def locate_idx(name: str, source: IdxSource, data_dir: str | None) -> dict[str, Path]:
+    """Find the four files (or download them into the first writable root) and verify their checksums."""
+    for folder in search_dirs(name, data_dir, source):
+        paths = {role: folder / file for role, (file, _) in source.files.items()}
+        if all(p.is_file() for p in paths.values()):
+            break
+    else:
+        folder = search_dirs(name, data_dir, source)[0]
+        mirrors = tuple(os.environ["VAEKIT_MIRRORS"].split(",")) if os.environ.get("VAEKIT_MIRRORS") else source.mirrors
+        paths = {role: fetch(file, sha, mirrors, folder) for role, (file, sha) in source.files.items()}
+    for role, path in paths.items():
+        verify(path, source.files[role][1])
+    return paths
+
+
+def load_idx_dataset(name: str, config: DataConfig) -> tuple[Split, Split]:
+    paths = locate_idx(name, IDX_SOURCES[name], config.data_dir)
+    arrays = {role: read_idx(path) for role, path in paths.items()}
+    train = Split(
+        torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1), torch.from_numpy(arrays["train_y"].astype(np.int64))
+    )
+    test = Split(
+        torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1), torch.from_numpy(arrays["test_y"].astype(np.int64))
+    )
+    return train, test
+
+
+def load_digits() -> Split:
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16), rescaled to uint8; needs no files."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = np.rint(bunch.images * (255 / 16)).astype(np.uint8)
+    return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(bunch.target.astype(np.int64)))
+
+
+def split_off(split: Split, count: int, seed: int) -> tuple[Split, Split]:
+    """Move `count` examples, chosen by a seeded permutation, out of `split`: returns (rest, taken)."""
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    rest, taken = order[count:].sort().values, order[:count].sort().values
+
+    def pick(idx: Tensor) -> Split:
+        return Split(split.x[idx], None if split.y is None else split.y[idx])
+
+    return pick(rest), pick(taken)
+
+
+def binarized(split: Split, seed: int = BINARIZE_SEED) -> Split:
+    """A fixed-seed Bernoulli draw of every pixel, stored as uint8 0/255 like the images it replaces."""
+    x = torch.bernoulli(to_float(split.x), generator=torch.Generator().manual_seed(seed))
+    return Split((x * 255).to(torch.uint8), split.y)
+
+
+def to_float(x: Tensor) -> Tensor:
+    """Images as the model sees them: float32 in [0, 1]."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    """The dataset named (or pointed to) by `config.dataset`, split into train / validation / test."""
+    name = config.dataset
+    if name in IDX_SOURCES:
+        train, test = load_idx_dataset(name, config)
+    elif name == "digits":
+        train, test = split_off(load_digits(), 297, TEST_SPLIT_SEED)
+    elif Path(name).expanduser().exists():
+        path = Path(name).expanduser()
+        parts = load_image_folder(path) if path.is_dir() else load_arrays(path)
+        train = Split(*parts["train"])
+        if "test" in parts:  # an .npz that brings its own test split
+            test = Split(*parts["test"])
+        else:
+            train, test = split_off(train, max(1, len(train) // 10), TEST_SPLIT_SEED)
+    elif "/" in name or Path(name).suffix in (".npy", ".npz"):
+        raise VaekitError(f"data path {name} does not exist: check the path (an image folder, .npy or .npz file)")
+    else:
+        raise VaekitError(
+            f"unknown dataset {name!r}: use one of {', '.join(NAMED)}, an image folder, or a .npy/.npz file"
+        )
+    val_count = min(config.val_size, len(train) // 10)
+    train, val = split_off(train, val_count, config.split_seed)
+    if config.binarize in ("dynamic", "static"):  # evaluation always sees one fixed draw
+        val, test = binarized(val), binarized(test)
+    if config.binarize == "static":
+        train = binarized(train)
+    return Dataset(name=name, train=train, val=val, test=test)

@@ -1,0 +1,169 @@
+"""Datasets: IDX parsing, lookup order, sklearn digits, image folders, arrays, splits and binarization."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import SHARED_MNIST, idx_bytes, write_idx_dataset
+from vaekit import DataConfig
+from vaekit.data import IdxSource, Split, load_dataset, locate_idx, read_idx, search_dirs, split_off
+from vaekit.errors import VaekitError
+
+
+def fake_source(checksums: dict[str, str], mirrors: tuple[str, ...] = ()) -> IdxSource:
+    roles = {
+        "train_x": "train-images-idx3-ubyte.gz",
+        "train_y": "train-labels-idx1-ubyte.gz",
+        "test_x": "t10k-images-idx3-ubyte.gz",
+        "test_y": "t10k-labels-idx1-ubyte.gz",
+    }
+    return IdxSource(files={role: (name, checksums[name]) for role, name in roles.items()}, mirrors=mirrors)
+
+
+def test_read_idx_round_trips_an_array(tmp_path: Path) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(array)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), array)
+
+
+def test_read_idx_rejects_a_truncated_file(tmp_path: Path) -> None:
+    (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((4, 5), np.uint8))[:-3]))
+    with pytest.raises(VaekitError, match="truncated"):
+        read_idx(tmp_path / "a.gz")
+
+
+@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="the shared MNIST copy is only present on project machines")
+def test_real_mnist_files_parse_with_the_published_labels() -> None:
+    labels = read_idx(SHARED_MNIST / "train-labels-idx1-ubyte.gz")
+    assert labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert read_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz")[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert read_idx(SHARED_MNIST / "train-images-idx3-ubyte.gz").shape == (60000, 28, 28)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="the shared MNIST copy is only present on project machines")
+def test_real_mnist_loads_by_name_from_data_dir_with_checksums() -> None:
+    data = load_dataset(DataConfig(dataset="mnist", data_dir=str(SHARED_MNIST.parent)))
+    assert (len(data.train), len(data.val), len(data.test)) == (55000, 5000, 10000)
+    assert data.shape == (1, 28, 28) and data.train.x.dtype == torch.uint8
+
+
+def test_search_order_is_data_dir_then_env_then_cache_then_system(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAEKIT_DATA", "/env")
+    source = IdxSource(files={}, mirrors=(), system_dirs=("/usr/share/datasets/x",))
+    dirs = [str(d) for d in search_dirs("x", "/given", source)]
+    home = str(Path("~/.cache/vaekit").expanduser())
+    assert dirs == ["/given/x", "/given", "/env/x", "/env", f"{home}/x", home, "/usr/share/datasets/x"]
+
+
+def test_locate_prefers_data_dir_over_env_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sums = write_idx_dataset(tmp_path / "given" / "fake")
+    write_idx_dataset(tmp_path / "env" / "fake")
+    write_idx_dataset(Path("~/.cache/vaekit/fake").expanduser())
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path / "env"))
+    source = fake_source(sums)
+    assert locate_idx("fake", source, str(tmp_path / "given"))["train_x"].parent == tmp_path / "given" / "fake"
+    assert locate_idx("fake", source, None)["train_x"].parent == tmp_path / "env" / "fake"
+    monkeypatch.delenv("VAEKIT_DATA")
+    assert locate_idx("fake", source, None)["train_x"].parent == Path("~/.cache/vaekit/fake").expanduser()
+
+
+def test_a_corrupt_local_file_is_reported_not_used(tmp_path: Path) -> None:
+    sums = write_idx_dataset(tmp_path / "fake")
+    (tmp_path / "fake" / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01garbage"))
+    with pytest.raises(VaekitError, match="corrupt"):
+        locate_idx("fake", fake_source(sums), str(tmp_path))
+
+
+def test_digits_need_no_files_and_split_deterministically() -> None:
+    a = load_dataset(DataConfig(dataset="digits"))
+    b = load_dataset(DataConfig(dataset="digits"))
+    assert a.shape == (1, 8, 8)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    assert len(a.val) == min(5000, (1797 - 297) // 10)
+    torch.testing.assert_close(a.val.x, b.val.x)
+    c = load_dataset(DataConfig(dataset="digits", split_seed=1))
+    assert not torch.equal(a.val.x, c.val.x)
+    torch.testing.assert_close(a.test.x, c.test.x)  # the test split never depends on the validation seed
+
+
+def test_split_off_partitions_without_loss() -> None:
+    split = Split(torch.arange(20).view(20, 1, 1, 1), torch.arange(20))
+    rest, taken = split_off(split, 5, seed=3)
+    assert sorted(rest.y.tolist() + taken.y.tolist()) == list(range(20))
+    assert len(taken) == 5
+
+
+def test_binarization_dynamic_fixes_val_and_test_but_not_train() -> None:
+    data = load_dataset(DataConfig(dataset="digits", binarize="dynamic"))
+    assert set(data.test.x.unique().tolist()) <= {0, 255}
+    assert set(data.val.x.unique().tolist()) <= {0, 255}
+    assert len(data.train.x.unique()) > 2
+    again = load_dataset(DataConfig(dataset="digits", binarize="dynamic"))
+    torch.testing.assert_close(data.test.x, again.test.x)  # the fixed-seed binarized test set
+    static = load_dataset(DataConfig(dataset="digits", binarize="static"))
+    assert set(static.train.x.unique().tolist()) <= {0, 255}
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (12, 10), mode: str = "L") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"img{i:03d}.png")
+
+
+def test_image_folder_with_label_subfolders(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs" / "cat", 12)
+    write_images(tmp_path / "imgs" / "dog", 8)
+    data = load_dataset(DataConfig(dataset=str(tmp_path / "imgs")))
+    assert data.shape == (1, 10, 12)
+    labels = torch.cat([data.train.y, data.val.y, data.test.y])
+    assert sorted(labels.tolist()) == [0] * 12 + [1] * 8
+
+
+def test_image_folder_of_rgb_images_without_labels(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs", 10, size=(8, 8), mode="RGB")
+    data = load_dataset(DataConfig(dataset=str(tmp_path / "imgs")))
+    assert data.shape == (3, 8, 8) and data.train.y is None
+
+
+@pytest.mark.parametrize("layout", ["nhw", "nchw", "nhwc", "vectors"])
+def test_npy_layouts(tmp_path: Path, layout: str) -> None:
+    shapes = {"nhw": (30, 6, 5), "nchw": (30, 3, 6, 5), "nhwc": (30, 6, 5, 3), "vectors": (30, 7)}
+    expected = {"nhw": (1, 6, 5), "nchw": (3, 6, 5), "nhwc": (3, 6, 5), "vectors": (1, 1, 7)}
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random(shapes[layout]).astype(np.float32))
+    data = load_dataset(DataConfig(dataset=str(tmp_path / "x.npy")))
+    assert data.shape == expected[layout]
+    assert data.train.x.dtype == torch.float32 and float(data.train.x.max()) <= 1
+
+
+def test_npz_with_labels_and_its_own_test_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "d.npz",
+        x=rng.integers(0, 256, (40, 4, 4), dtype=np.uint8),
+        y=np.arange(40) % 3,
+        x_test=rng.integers(0, 256, (6, 4, 4), dtype=np.uint8),
+        y_test=np.arange(6) % 3,
+    )
+    data = load_dataset(DataConfig(dataset=str(tmp_path / "d.npz")))
+    assert len(data.test) == 6 and len(data.train) + len(data.val) == 40
+    assert data.test.y.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_npz_without_a_known_image_key_names_the_keys(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", pictures=np.zeros((10, 4, 4), np.uint8))
+    with pytest.raises(VaekitError, match="pictures"):
+        load_dataset(DataConfig(dataset=str(tmp_path / "d.npz")))
+
+
+def test_arrays_outside_unit_interval_are_rejected(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.full((10, 4, 4), 3.0))
+    with pytest.raises(VaekitError, match=r"scale them to \[0, 1\]"):
+        load_dataset(DataConfig(dataset=str(tmp_path / "x.npy")))
