@@ -1,0 +1,310 @@
+"""The `vaekit` command: a thin shell over the library. Each command parses, calls one library function, prints.
+
+Errors a user can fix arrive as `VaekitError` and leave as one line on stderr with exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vaekit.config import TrainConfig, with_overrides
+from vaekit.errors import VaekitError
+
+app = typer.Typer(
+    help="Train, measure and explore Variational Autoencoders.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+out_console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `vaekit train`.", show_default=False)]
+SeedOpt = Annotated[int, typer.Option(help="Seed for the noise, so the picture can be reproduced.")]
+
+
+def friendly_errors(command: F) -> F:
+    """Turn VaekitError into one line + exit 2, and Ctrl-C into a hint; anything else is a bug and keeps its trace."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except VaekitError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print(
+                "interrupted: the last finished epoch is saved; continue with `vaekit train --resume --out RUN`"
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaekitError(f"config file {path} does not exist: check the --config path") from None
+    except tomllib.TOMLDecodeError as error:
+        raise VaekitError(f"config file {path} is not valid TOML ({error}): fix the file") from None
+
+
+@app.command()
+@friendly_errors
+def train(
+    out: Annotated[Path, typer.Option(help="Run folder to write (created if missing).")] = Path("runs/latest"),
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="fashion-mnist | mnist | digits | an image folder | .npy/.npz  [default: fashion-mnist]",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs to train (with --resume: the new total).  [default: 10]", show_default=False),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Examples per step.  [default: 128]", show_default=False)
+    ] = None,
+    latent_dim: Annotated[int | None, typer.Option(help="Size of z.  [default: 20]", show_default=False)] = None,
+    hidden: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated widths (MLP) or channels (conv).  [default: 400 | 32,64]", show_default=False
+        ),
+    ] = None,
+    network: Annotated[str | None, typer.Option(help="mlp | conv  [default: mlp]", show_default=False)] = None,
+    likelihood: Annotated[
+        str | None,
+        typer.Option(
+            help="bernoulli | gaussian | gaussian-learned | gaussian-pixel  [default: bernoulli]", show_default=False
+        ),
+    ] = None,
+    binarize: Annotated[
+        str | None, typer.Option(help="none | dynamic | static  [default: none]", show_default=False)
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="KL weight β.  [default: 1.0]", show_default=False)] = None,
+    warmup: Annotated[
+        float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  [default: 0]", show_default=False)
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.001]", show_default=False)] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed for initialisation, batch order and noise.  [default: 0]", show_default=False),
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder searched first for dataset files.", show_default=False)
+    ] = None,
+    val_size: Annotated[
+        int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N  [default: cpu]", show_default=False)] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="TOML file of settings (same names as the flags); flags win.", show_default=False
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Train a VAE and write a run folder: weights, checkpoints, metrics and pictures."""
+    from vaekit.progress import RichReporter
+    from vaekit.runs import read_config
+    from vaekit.train import SilentReporter
+    from vaekit.train import train as run_training
+
+    flags = {
+        "dataset": dataset,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "latent_dim": latent_dim,
+        "network": network,
+        "hidden": _int_list(hidden) if hidden else None,
+        "likelihood": likelihood,
+        "binarize": binarize,
+        "beta": beta,
+        "warmup_epochs": warmup,
+        "lr": lr,
+        "seed": seed,
+        "data_dir": data_dir,
+        "val_size": val_size,
+        "device": device,
+    }
+    settings = read_toml(config) if config else {}
+    settings = {k.replace("-", "_"): v for k, v in settings.items()}
+    out = Path(settings.pop("out", out)) if out == Path("runs/latest") else out
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    base = read_config(out) if resume else TrainConfig()
+    train_config = with_overrides(base, settings)
+    reporter = SilentReporter() if quiet else RichReporter(err_console)
+    run = run_training(train_config, out, resume=resume, reporter=reporter)
+    assert run.final is not None
+    test = run.final["test"]
+    out_console.print(
+        f"run folder: [bold]{run.path}[/]\n"
+        f"test ELBO {test['elbo']:.2f} nats/image  (−ELBO {-test['elbo']:.2f}: reconstruction {-test['log_px']:.2f}"
+        f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@friendly_errors
+def sample(
+    run: RunArg,
+    n: Annotated[int, typer.Option(help="Number of samples.", min=1, max=4096)] = 64,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write.  [default: RUN-samples.png]", show_default=False)
+    ] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Decode draws from the prior N(0, I) into a grid of images."""
+    from vaekit.plots import sample_grid, save_image
+    from vaekit.runs import load_run
+
+    loaded = load_run(run)
+    path = out or Path(f"{run.name}-samples.png")
+    save_image(sample_grid(loaded.model, n, seed), path)
+    out_console.print(f"wrote {path}")
+
+
+@app.command()
+@friendly_errors
+def reconstruct(
+    run: RunArg,
+    n: Annotated[int, typer.Option(help="Number of test images.", min=1, max=1024)] = 16,
+    start: Annotated[int, typer.Option(help="Index of the first test image.", min=0)] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write.  [default: RUN-reconstructions.png]", show_default=False)
+    ] = None,
+) -> None:
+    """Show test images above their reconstructions (decoded posterior means)."""
+    from vaekit.plots import reconstruction_grid, save_image
+    from vaekit.runs import load_run
+
+    loaded = load_run(run)
+    test_x = _test_images(loaded.config)
+    _check_index(start, len(test_x), "--start")
+    path = out or Path(f"{run.name}-reconstructions.png")
+    save_image(reconstruction_grid(loaded.model, test_x[start : start + n]), path)
+    out_console.print(f"wrote {path}")
+
+
+@app.command()
+@friendly_errors
+def interpolate(
+    run: RunArg,
+    a: Annotated[int, typer.Option(help="Index of the first test image.")] = 0,
+    b: Annotated[int, typer.Option(help="Index of the second test image.")] = 1,
+    steps: Annotated[int, typer.Option(help="Points along the path.", min=2, max=256)] = 10,
+    extend: Annotated[
+        float, typer.Option(help="How far past each end to extrapolate (0.5 = half the distance).", min=0.0, max=10.0)
+    ] = 0.5,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write.  [default: RUN-interpolation.png]", show_default=False)
+    ] = None,
+) -> None:
+    """Decode the straight line between two test images' posterior means, extended past both ends."""
+    from vaekit.plots import interpolation_grid, save_image
+    from vaekit.runs import load_run
+
+    loaded = load_run(run)
+    test_x = _test_images(loaded.config)
+    _check_index(a, len(test_x), "--a")
+    _check_index(b, len(test_x), "--b")
+    path = out or Path(f"{run.name}-interpolation.png")
+    save_image(interpolation_grid(loaded.model, test_x[a : a + 1], test_x[b : b + 1], steps, extend), path)
+    out_console.print(f"wrote {path}")
+
+
+@app.command()
+@friendly_errors
+def info(
+    run: RunArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Show a run's configuration, progress and latest metrics."""
+    from vaekit.runs import load_run
+
+    loaded = load_run(run)
+    summary = {
+        "run": str(loaded.path),
+        "config": loaded.config.to_dict(),
+        "epochs_done": loaded.epochs_done,
+        "finished": loaded.final is not None,
+        "last_epoch": loaded.history[-1] if loaded.history else None,
+        "final": loaded.final,
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+    }
+    if as_json:
+        out_console.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"{loaded.path}", show_header=False)
+    config = loaded.config
+    rows = [
+        ("dataset", f"{config.data.dataset} (binarize: {config.data.binarize})"),
+        (
+            "model",
+            f"{config.model.network} {config.model.hidden}, latent {config.model.latent_dim}, "
+            f"{config.model.likelihood}, {summary['parameters']:,} parameters",
+        ),
+        (
+            "training",
+            f"{loaded.epochs_done}/{config.epochs} epochs, batch {config.batch_size}, lr {config.lr}, β {config.beta}",
+        ),
+    ]
+    for label, metrics in (
+        ("last epoch (val)", (loaded.history[-1]["val"] if loaded.history else None)),
+        ("test", loaded.final["test"] if loaded.final else None),
+    ):
+        if metrics:
+            rows.append(
+                (label, f"−ELBO {-metrics['elbo']:.2f} = recon {-metrics['log_px']:.2f} + KL {metrics['kl']:.2f} nats")
+            )
+    for row in rows:
+        table.add_row(*row)
+    out_console.print(table)
+
+
+def _test_images(config: TrainConfig) -> torch.Tensor:
+    from vaekit.data import load_dataset
+
+    return load_dataset(config.data).test.x
+
+
+def _check_index(index: int, size: int, flag: str) -> None:
+    if not 0 <= index < size:
+        raise VaekitError(f"{flag} {index} is out of range: the test split has images 0 to {size - 1}")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise VaekitError(f"--hidden {text!r} is not a comma-separated list of integers (e.g. 512,256)") from None
+
+
+def main() -> None:
+    app(prog_name="vaekit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The `vaekit` command: each subcommand, TOML config with flags winning, and one test per kind of bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tests.test_data import write_images
+from vaekit.cli import app
+
+runner = CliRunner()
+TINY = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--quiet"]
+
+
+def invoke(*args: str | Path) -> tuple[int, str, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code, stdout, stderr = invoke("train", *TINY, "--epochs", "2", "--out", out)
+    assert code == 0, stderr
+    assert "test ELBO" in stdout and str(out) in stdout
+    return out
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def assert_clean_error(code: int, stderr: str, *fragments: str) -> None:
+    """Exit 2, one line, no traceback, and the line says what to do."""
+    assert code == 2
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error:") and "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "reconstruct", "interpolate", "info"])
+def test_every_command_has_help(command: str) -> None:
+    code, stdout, _ = invoke(command, "--help")
+    assert code == 0 and "Usage" in stdout
+
+
+def test_sample_reconstruct_interpolate_write_pngs(trained: Path, tmp_path: Path) -> None:
+    for args, name in [
+        (("sample", trained, "--n", "9", "--seed", "3"), "s.png"),
+        (("reconstruct", trained, "--n", "4"), "r.png"),
+        (("interpolate", trained, "--a", "0", "--b", "5", "--steps", "7", "--extend", "0.25"), "i.png"),
+    ]:
+        code, _, stderr = invoke(*args, "--out", tmp_path / name)
+        assert code == 0, stderr
+        assert Image.open(tmp_path / name).size[0] > 0
+    with Image.open(tmp_path / "i.png") as picture:  # 7 path points + the two inputs, 56 px tiles
+        assert picture.width == (7 + 2) * (8 + 2) * 7 + 2 * 7
+
+
+def test_sample_is_reproducible_by_seed(trained: Path, tmp_path: Path) -> None:
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        invoke("sample", trained, "--seed", seed, "--out", tmp_path / f"{name}.png")
+    read = {n: (tmp_path / f"{n}.png").read_bytes() for n in "abc"}
+    assert read["a"] == read["b"] != read["c"]
+
+
+def test_info_reports_config_and_metrics(trained: Path) -> None:
+    code, stdout, _ = invoke("info", trained, "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["epochs_done"] == 2 and summary["finished"]
+    assert summary["config"]["model"]["latent_dim"] == 4
+    code, stdout, _ = invoke("info", trained)
+    assert code == 0 and "digits" in stdout and "−ELBO" in stdout
+
+
+def test_toml_config_with_flags_winning(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text('dataset = "digits"\nepochs = 1\nlatent-dim = 3\nhidden = [16]\nbeta = 0.5\n')
+    code, _, stderr = invoke(
+        "train", "--config", tmp_path / "c.toml", "--latent-dim", "5", "--quiet", "--out", tmp_path / "r"
+    )
+    assert code == 0, stderr
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["model"]["latent_dim"] == 5  # the flag won
+    assert saved["beta"] == 0.5 and saved["epochs"] == 1 and saved["model"]["hidden"] == [16]  # the file's values
+
+
+def test_toml_with_an_unknown_key_is_a_clean_error(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("epochz = 3\n")
+    code, _, stderr = invoke("train", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "epochz")
+
+
+# ---- bad input: one line, exit 2, nothing lost ---------------------------------------------------------------
+
+
+def test_missing_data_path(tmp_path: Path) -> None:
+    code, _, stderr = invoke("train", "--dataset", tmp_path / "nowhere.npy", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "does not exist")
+    assert not (tmp_path / "r").exists()
+
+
+def test_empty_image_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = invoke("train", "--dataset", tmp_path / "empty", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "0 PNG/JPEG images")
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_image(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs", 6)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    code, _, stderr = invoke("train", "--dataset", tmp_path / "imgs", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "broken.png", "remove or replace")
+
+
+def test_images_of_different_sizes(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs", 6, size=(10, 10))
+    write_images(tmp_path / "imgs" / "more", 1, size=(12, 10))
+    code, _, stderr = invoke("train", "--dataset", tmp_path / "imgs", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "differ in size", "resize")
+
+
+def test_non_finite_values_in_arrays(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).random((20, 4, 4))
+    x[3, 1, 1], x[5, 0, 0] = np.nan, np.inf
+    np.save(tmp_path / "x.npy", x)
+    code, _, stderr = invoke("train", "--dataset", tmp_path / "x.npy", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "2 NaN or infinite values")
+
+
+def test_unknown_dataset_name(tmp_path: Path) -> None:
+    code, _, stderr = invoke("train", "--dataset", "cifar-1000", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "unknown dataset", "fashion-mnist")
+
+
+def test_run_folder_without_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text(json.dumps({"format_version": 1}))
+    for command in (("sample", tmp_path / "r"), ("train", "--resume", "--out", tmp_path / "r")):
+        code, _, stderr = invoke(*command)
+        assert_clean_error(code, stderr, "no checkpoint")
+
+
+def test_checkpoint_whose_config_does_not_match(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    for f in trained.iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["latent_dim"] = 6
+    (run / "config.json").write_text(json.dumps(config))
+    before = fingerprint(run)
+    code, _, stderr = invoke("sample", run, "--out", tmp_path / "s.png")
+    assert_clean_error(code, stderr, "does not match", "shape")
+    assert fingerprint(run) == before and not (tmp_path / "s.png").exists()
+
+
+def test_truncated_weights(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    run.mkdir()
+    for f in trained.iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    before = fingerprint(run)
+    code, _, stderr = invoke("info", run)
+    assert_clean_error(code, stderr, "truncated or corrupt")
+    assert fingerprint(run) == before
+
+
+def test_resume_on_a_finished_run(trained: Path) -> None:
+    before = fingerprint(trained)
+    code, _, stderr = invoke("train", "--resume", "--out", trained)
+    assert_clean_error(code, stderr, "already finished its 2 epochs", "--epochs")
+    assert fingerprint(trained) == before
+
+
+def test_resume_with_a_changed_setting(trained: Path) -> None:
+    code, _, stderr = invoke("train", "--resume", "--out", trained, "--latent-dim", "9", "--epochs", "3")
+    assert_clean_error(code, stderr, "model differs")
+
+
+def test_out_of_range_index(trained: Path, tmp_path: Path) -> None:
+    code, _, stderr = invoke("interpolate", trained, "--a", "0", "--b", "100000", "--out", tmp_path / "i.png")
+    assert_clean_error(code, stderr, "--b 100000 is out of range")
+
+
+def test_bad_setting_value(tmp_path: Path) -> None:
+    code, _, stderr = invoke("train", *TINY, "--network", "transformer", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "unknown network")
