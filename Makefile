@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: venv data demo test lint bench clean
+
+# torch is installed first and pinned: 2.13.0 is the CPU build this machine keeps on disk; a bare `torch`
+# requirement with no torch present would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's package where apt-get is usable; otherwise vaekit downloads and verifies the files on first use.
+data:
+	@if [ -d $(FASHION_DIR) ]; then echo "Fashion-MNIST: $(FASHION_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) && \
+	  echo "Fashion-MNIST: installed $(FASHION_DIR)" || echo "Fashion-MNIST: apt-get failed; vaekit will download it"; \
+	else echo "Fashion-MNIST: vaekit will download and verify it on first use"; fi
+
+demo: venv data
+	rm -rf runs/demo
+	$(BIN)/vaekit train --dataset fashion-mnist --epochs 10 --out runs/demo
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: venv data
+	$(BIN)/python benchmarks/train_speed.py
+	cd benchmarks && ../$(BIN)/python quality.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
