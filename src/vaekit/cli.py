@@ -284,6 +284,35 @@ def info(
     out_console.print(table)
 
 
+@app.command()
+@friendly_errors
+def evaluate(
+    run: RunArg,
+    k: Annotated[int, typer.Option(help="Importance samples per image (5000 for papers).", min=1)] = 1000,
+    split: Annotated[
+        str, typer.Option(help="Likelihoods on: test | train | both (both adds the generalization gap).")
+    ] = "both",
+    samples: Annotated[
+        int, typer.Option(help="Prior samples for the neighbour audit and sample quality.", min=2)
+    ] = 1000,
+    seed: SeedOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+) -> None:
+    """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality; writes RUN/evaluation.json."""
+    from vaekit.evaluate import evaluate as run_evaluation
+    from vaekit.report import evaluation_tables
+    from vaekit.runs import load_run
+
+    with err_console.status(f"evaluating {run} (k = {k})"):
+        evaluation = run_evaluation(load_run(run), k=k, split=split, samples=samples, seed=seed)
+    if as_json:
+        out_console.print_json(json.dumps(evaluation.to_dict()))
+        return
+    for table in evaluation_tables(evaluation):
+        out_console.print(table)
+    out_console.print(f"wrote {run / 'evaluation.json'}, {run / 'kl_per_dim.png'}, {run / 'neighbours.png'}")
+
+
 def _test_images(config: TrainConfig) -> torch.Tensor:
     from vaekit.data import load_dataset
 

@@ -22,6 +22,7 @@ from vaekit.userdata import load_arrays, load_image_folder
 
 TEST_SPLIT_SEED = 1234  # held fixed so that every run of a dataset is tested on the same images
 BINARIZE_SEED = 4321  # the fixed draw used for binarized validation/test sets
+CACHE_ROOT = "~/.cache/vaekit"  # downloads, and the feature classifiers of `vaekit evaluate`
 
 
 @dataclass
@@ -93,7 +94,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 def search_dirs(name: str, data_dir: str | None, source: IdxSource) -> list[Path]:
     """Where to look, in order: --data-dir, $VAEKIT_DATA, ~/.cache/vaekit (each as given and /<name>), system dirs."""
-    roots = [Path(r).expanduser() for r in (data_dir, os.environ.get("VAEKIT_DATA"), "~/.cache/vaekit") if r]
+    roots = [Path(r).expanduser() for r in (data_dir, os.environ.get("VAEKIT_DATA"), CACHE_ROOT) if r]
     return [d for root in roots for d in (root / name, root)] + [Path(d) for d in source.system_dirs]
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from vaekit.distributions import LOG_2PI
+
 if TYPE_CHECKING:
     from vaekit.model import VAE
 
@@ -47,3 +49,26 @@ def elbo(model: VAE, x: Tensor, generator: torch.Generator | None = None) -> Elb
 def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:
     """Convert a negative log-likelihood in nats per example to bits per dimension: nats / (dims · ln 2)."""
     return nats_per_example / (dims * math.log(2))
+
+
+def log_importance_weights(model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x) for z_i ~ q(z|x), i = 1..k; shape (k, N)."""
+    posterior = model.encode(x)
+    z = posterior.rsample(k, generator=generator)  # (k, N, D)
+    log_prior = -0.5 * (LOG_2PI + z**2).sum(-1)  # N(0, I), written out to avoid building a distribution per chunk
+    return model.decode(z).log_prob(x) + log_prior - posterior.log_prob(z)
+
+
+def iwae_bound(model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None, max_rows: int = 4096) -> Tensor:
+    """The importance-weighted bound log p(x) ≥ log (1/k) Σ_i w_i  (Burda, Grosse & Salakhutdinov 2016, eq. 8).
+
+    k = 1 is a one-sample ELBO estimate; the bound tightens monotonically in k and reaches log p(x) as k → ∞.
+    Samples are drawn in chunks of at most `max_rows` decoder evaluations (N · chunk ≤ max_rows), so memory stays
+    O(max_rows · pixels) for any k; the log-sum-exp over all k weights is accumulated in float64. Returns (N,).
+    """
+    chunk = max(1, max_rows // len(x))
+    partial = []  # log Σ w over each chunk, (N,) each
+    for start in range(0, k, chunk):
+        log_w = log_importance_weights(model, x, min(chunk, k - start), generator)
+        partial.append(torch.logsumexp(log_w.double(), dim=0))
+    return torch.logsumexp(torch.stack(partial), dim=0) - math.log(k)

@@ -69,12 +69,27 @@ def interpolation_grid(model: VAE, x_a: Tensor, x_b: Tensor, steps: int = 10, ex
     return image_grid(rows.flatten(0, 1), columns=steps + 2)
 
 
-def curves_figure(history: list[dict[str, Any]]) -> bytes:
-    """Negative ELBO (train and validation) and KL per epoch, as PNG bytes."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, imported only when a figure is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def curves_figure(history: list[dict[str, Any]]) -> bytes:
+    """Negative ELBO (train and validation) and KL per epoch, as PNG bytes."""
+    plt = _pyplot()
 
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_kl) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -88,11 +103,25 @@ def curves_figure(history: list[dict[str, Any]]) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend()
         ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
+
+
+def kl_per_dim_figure(kl_per_dim: list[float], activity: list[float], threshold: float) -> bytes:
+    """KL per latent dimension, largest first, next to each dimension's activity Cov_x(E_q[z_d])."""
+    plt = _pyplot()
+    order = sorted(range(len(kl_per_dim)), key=lambda d: -kl_per_dim[d])
+    active = ["tab:blue" if activity[d] > threshold else "tab:gray" for d in order]
+    labels = [str(d) for d in order]
+    fig, (ax_kl, ax_act) = plt.subplots(1, 2, figsize=(10, 3.4))
+    ax_kl.bar(labels, [kl_per_dim[d] for d in order], color=active)
+    ax_kl.set(xlabel="latent dimension (by KL)", ylabel="mean KL (nats)", title="KL(q(z_d|x) ‖ N(0, 1)) per dimension")
+    ax_act.bar(labels, [max(activity[d], 1e-6) for d in order], color=active)
+    ax_act.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"active if > {threshold:g}")
+    ax_act.set(yscale="log", xlabel="latent dimension (by KL)", ylabel="Cov_x(E_q[z_d])", title="activity")
+    ax_act.legend()
+    for ax in (ax_kl, ax_act):
+        ax.tick_params(axis="x", labelsize=7)
+    return _png(fig)
 
 
 def write_run_pictures(run_dir: Path, model: VAE, test_x: Tensor, history: list[dict[str, Any]], seed: int) -> None:

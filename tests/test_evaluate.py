@@ -1,0 +1,168 @@
+"""`vaekit evaluate`: the KL anatomy, sample-quality metrics, a neighbour audit that can fail, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_config
+from vaekit import VAE, DataConfig, ModelConfig, TrainConfig, load_run, train
+from vaekit.classifier import feature_space
+from vaekit.data import load_dataset, load_digits, to_float
+from vaekit.evaluate import evaluate, kl_report, neighbour_audit, scoring_input
+from vaekit.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
+
+
+def test_kl_report_finds_exactly_the_dimensions_the_encoder_uses() -> None:
+    model = VAE(ModelConfig(hidden=[], latent_dim=4, input_shape=[1, 1, 3]))
+    with torch.no_grad():
+        encoder = model.encoder[1]
+        encoder.weight.zero_()
+        encoder.bias.zero_()
+        encoder.weight[0, 0], encoder.weight[1, 1] = 2.0, 0.5  # mu_0, mu_1 follow the input; mu_2, mu_3 do not
+        encoder.bias[4 + 0] = -2.0  # a confident q for z_0
+    x = torch.rand(500, 1, 1, 3)
+    report = kl_report(model, x)
+    assert report.active_units == 2 and report.order[0] == 0
+    assert report.kl_per_dim[2] == pytest.approx(0.0, abs=1e-9) and report.kl_per_dim[3] == pytest.approx(0.0, abs=1e-9)
+    assert sum(report.kl_per_dim) == pytest.approx(float(model.encode(x).kl().mean().detach()), rel=1e-5)
+    assert report.aggregate_var[3] == pytest.approx(1.0)  # an unused dimension's aggregate posterior is the prior
+
+
+def test_frechet_distance_of_a_set_to_itself_is_zero_and_grows_with_a_shift() -> None:
+    a = torch.randn(2000, 8, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)  # ‖Δμ‖² with identical covariances
+    scaled = frechet_distance(a, 2 * a)  # Tr(Σ + 4Σ − 2·2Σ) = Tr(Σ) ≈ 8
+    assert scaled == pytest.approx(8.0, rel=0.1)
+
+
+def test_precision_and_recall_tell_realism_from_coverage() -> None:
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(1000, 2, generator=g)
+    assert precision_recall(real, real) == (1.0, 1.0)
+    collapsed = 0.1 * torch.randn(1000, 2, generator=g)  # realistic but covers little
+    precision, recall = precision_recall(real, collapsed)
+    assert precision > 0.95 and recall < 0.5
+    off = torch.randn(1000, 2, generator=g) + 6  # covers nothing real
+    assert precision_recall(real, off)[0] < 0.05
+
+
+def test_nearest_matches_brute_force() -> None:
+    g = torch.Generator().manual_seed(0)
+    q, r = torch.rand(50, 1, 3, 3, generator=g), torch.rand(70, 1, 3, 3, generator=g)
+    d, i = nearest(q, r, k=2)
+    brute = torch.cdist(q.flatten(1).double(), r.flatten(1).double())
+    torch.testing.assert_close(d.double(), brute.topk(2, largest=False).values, atol=1e-5, rtol=0)
+    assert torch.equal(i, brute.topk(2, largest=False).indices)
+
+
+@pytest.fixture(scope="module")
+def digits_space(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    data = load_dataset(DataConfig(dataset="digits"))
+    return data, feature_space(data, cache=tmp_path_factory.mktemp("classifiers"))
+
+
+def test_classifier_is_accurate_and_cached(digits_space, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data, space = digits_space
+    assert space.test_accuracy > 0.9
+    again = feature_space(data, cache=tmp_path)  # a new cache: trained afresh, deterministically
+    assert (tmp_path / f"{space.key}.safetensors").is_file()
+    loaded = feature_space(data, cache=tmp_path)  # now read from the cache
+    torch.testing.assert_close(loaded.embed(data.test.x), again.embed(data.test.x))
+
+
+def test_real_images_score_better_than_blurred_or_shuffled(digits_space) -> None:  # type: ignore[no-untyped-def]
+    data, space = digits_space
+    test, train = to_float(data.test.x), to_float(data.train.x[: len(data.test)])
+    blurred = F.avg_pool2d(F.pad(train, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    shuffled = train.flatten(1)[:, order].view_as(train)
+    real_features = space.embed(test)
+    scores = {name: frechet_distance(real_features, space.embed(x)) for name, x in
+              (("train", train), ("blurred", blurred), ("shuffled", shuffled))}  # fmt: skip
+    assert scores["train"] < scores["blurred"] < scores["shuffled"]
+    assert (
+        precision_recall(real_features, space.embed(train))[0]
+        > precision_recall(real_features, space.embed(shuffled))[0]
+    )
+
+
+def test_neighbour_audit_catches_a_model_that_memorized(tmp_path: Path) -> None:
+    """A VAE fit to 32 images (each seen 2,400 times) reproduces them; one trained on 1,400 images does not."""
+    images = load_digits().x[:, 0].numpy()
+    train_pool, test_images = images[:1400], images[1497:]
+
+    def audit_ratio(train_images: np.ndarray, repeats: int, epochs: int) -> float:
+        np.savez(tmp_path / "d.npz", x=np.repeat(train_images, repeats, axis=0), x_test=test_images)
+        data = DataConfig(dataset=str(tmp_path / "d.npz"), val_size=0)
+        config = TrainConfig(model=ModelConfig(hidden=[256], latent_dim=8), data=data, epochs=epochs, batch_size=64)
+        run = train(config, tmp_path / f"run-{len(train_images)}")
+        samples = run.model.sample(300, generator=torch.Generator().manual_seed(0))
+        size = min(len(train_images), len(test_images))
+        reference = [to_float(torch.from_numpy(a[:size])).unsqueeze(1) for a in (train_images, test_images)]
+        return neighbour_audit(samples, *reference, "pixels").ratio
+
+    memorizer = audit_ratio(train_pool[:32], repeats=40, epochs=60)
+    generalizer = audit_ratio(train_pool, repeats=1, epochs=20)
+    assert generalizer > 0.9
+    assert memorizer < 0.8 * generalizer
+
+
+def test_gaussian_likelihood_is_scored_on_dequantized_pixels() -> None:
+    model = VAE(ModelConfig(likelihood="gaussian-learned", input_shape=[1, 4, 4]))
+    x = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    scored, offset, what = scoring_input(model, x, torch.Generator().manual_seed(0))
+    assert offset == pytest.approx(-16 * np.log(256)) and "dequantized" in what
+    assert (scored >= x.float() / 256).all() and (scored < (x.float() + 1) / 256).all()
+
+
+def test_inception_fid_says_why_it_is_missing() -> None:
+    value, note = inception_fid(torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8))
+    try:
+        import torch_fidelity  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        assert value is None and "vaekit[fid]" in note
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval") / "run"
+    train(tiny_config(epochs=3), out)
+    return out
+
+
+def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run: Path) -> None:
+    before = {p.name: p.read_bytes() for p in evaluated_run.iterdir()}
+    evaluation = evaluate(load_run(evaluated_run), k=20, samples=100)
+    test, train_report = evaluation.likelihood
+    assert test.split == "test" and train_report.split == "train" and test.images == 297
+    assert test.nll <= test.neg_elbo + 3 * test.neg_elbo_se  # the bound is at least as tight as the ELBO
+    assert test.nll == pytest.approx(test.bits_per_dim * 64 * np.log(2))
+    assert 0 <= evaluation.kl.active_units <= 4
+    assert evaluation.generalization is not None and len(evaluation.generalization.audits) == 2
+    assert evaluation.sample_quality is not None and evaluation.sample_quality.classifier_test_accuracy > 0.9
+    saved = json.loads((evaluated_run / "evaluation.json").read_text())
+    assert saved == json.loads(json.dumps(evaluation.to_dict()))
+    for picture in ("kl_per_dim.png", "neighbours.png"):
+        assert (evaluated_run / picture).stat().st_size > 0
+    for name, content in before.items():  # the foundation's files are untouched
+        assert (evaluated_run / name).read_bytes() == content
+
+
+def test_evaluate_command_prints_tables_or_json(evaluated_run: Path) -> None:
+    from vaekit.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--k", "5", "--samples", "50", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["likelihood"][0]["k"] == 5
+    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--k", "5", "--samples", "50", "--split", "test"])
+    assert result.exit_code == 0 and "held-out" in result.stdout and "E_q[z_d]" in result.stdout
+    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--split", "validation"])
+    assert result.exit_code == 2 and "use test, train or both" in result.stderr
