@@ -5,18 +5,24 @@ Errors a user can fix arrive as `VaekitError` and leave as one line on stderr wi
 
 from __future__ import annotations
 
-import functools
 import json
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-import torch
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vaekit.cli_common import (
+    RunArg,
+    SeedOpt,
+    check_index,
+    err_console,
+    friendly_errors,
+    load_test_split,
+    out_console,
+    read_toml,
+)
+from vaekit.cli_latent import latent_app
 from vaekit.config import TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
@@ -26,40 +32,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-out_console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-RunArg = Annotated[Path, typer.Argument(help="A run folder written by `vaekit train`.", show_default=False)]
-SeedOpt = Annotated[int, typer.Option(help="Seed for the noise, so the picture can be reproduced.")]
-
-
-def friendly_errors(command: F) -> F:
-    """Turn VaekitError into one line + exit 2, and Ctrl-C into a hint; anything else is a bug and keeps its trace."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except VaekitError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print(
-                "interrupted: the last finished epoch is saved; continue with `vaekit train --resume --out RUN`"
-            )
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise VaekitError(f"config file {path} does not exist: check the --config path") from None
-    except tomllib.TOMLDecodeError as error:
-        raise VaekitError(f"config file {path} is not valid TOML ({error}): fix the file") from None
+app.add_typer(latent_app, name="latent")
 
 
 @app.command()
@@ -88,6 +61,10 @@ def train(
         ),
     ] = None,
     network: Annotated[str | None, typer.Option(help="mlp | conv  [default: mlp]", show_default=False)] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="vae | ae (plain autoencoder baseline)  [default: vae]", show_default=False),
+    ] = None,
     likelihood: Annotated[
         str | None,
         typer.Option(
@@ -131,6 +108,7 @@ def train(
     from vaekit.train import train as run_training
 
     flags = {
+        "kind": model,
         "dataset": dataset,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -201,8 +179,8 @@ def reconstruct(
     from vaekit.runs import load_run
 
     loaded = load_run(run)
-    test_x = _test_images(loaded.config)
-    _check_index(start, len(test_x), "--start")
+    test_x = load_test_split(loaded.config).x
+    check_index(start, len(test_x), "--start")
     path = out or Path(f"{run.name}-reconstructions.png")
     save_image(reconstruction_grid(loaded.model, test_x[start : start + n]), path)
     out_console.print(f"wrote {path}")
@@ -227,9 +205,9 @@ def interpolate(
     from vaekit.runs import load_run
 
     loaded = load_run(run)
-    test_x = _test_images(loaded.config)
-    _check_index(a, len(test_x), "--a")
-    _check_index(b, len(test_x), "--b")
+    test_x = load_test_split(loaded.config).x
+    check_index(a, len(test_x), "--a")
+    check_index(b, len(test_x), "--b")
     path = out or Path(f"{run.name}-interpolation.png")
     save_image(interpolation_grid(loaded.model, test_x[a : a + 1], test_x[b : b + 1], steps, extend), path)
     out_console.print(f"wrote {path}")
@@ -311,17 +289,6 @@ def evaluate(
     for table in evaluation_tables(evaluation):
         out_console.print(table)
     out_console.print(f"wrote {run / 'evaluation.json'}, {run / 'kl_per_dim.png'}, {run / 'neighbours.png'}")
-
-
-def _test_images(config: TrainConfig) -> torch.Tensor:
-    from vaekit.data import load_dataset
-
-    return load_dataset(config.data).test.x
-
-
-def _check_index(index: int, size: int, flag: str) -> None:
-    if not 0 <= index < size:
-        raise VaekitError(f"{flag} {index} is out of range: the test split has images 0 to {size - 1}")
 
 
 def _int_list(text: str) -> list[int]:

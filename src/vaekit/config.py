@@ -17,6 +17,7 @@ FORMAT_VERSION = 1
 NETWORKS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
 BINARIZE = ("none", "dynamic", "static")
+KINDS = ("vae", "ae")
 DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 
 
@@ -24,6 +25,7 @@ DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 class ModelConfig:
     """What to build. `input_shape` is filled in from the data when training starts."""
 
+    kind: str = "vae"  # "vae", or "ae": the deterministic autoencoder baseline (same networks, no noise, no KL)
     network: str = "mlp"  # "mlp" | "conv"
     hidden: list[int] = field(default_factory=list)  # MLP widths or conv channels; empty: DEFAULT_HIDDEN[network]
     latent_dim: int = 20
@@ -60,6 +62,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Reject settings that would fail later, deep inside torch, with a message nobody can act on."""
         checks = [
+            (self.model.kind in KINDS, f"unknown model {self.model.kind!r}: use one of {KINDS}"),
             (self.model.network in NETWORKS, f"unknown network {self.model.network!r}: use one of {NETWORKS}"),
             (
                 self.model.likelihood in LIKELIHOODS,
@@ -102,7 +105,7 @@ class TrainConfig:
 # Flat setting names (CLI flags and TOML keys) and the section of TrainConfig each lives in ("" = top level).
 FLAT_SETTINGS = {
     **{name: "data" for name in ("dataset", "data_dir", "binarize", "val_size", "split_seed")},
-    **{name: "model" for name in ("network", "hidden", "latent_dim", "likelihood", "gaussian_scale")},
+    **{name: "model" for name in ("kind", "network", "hidden", "latent_dim", "likelihood", "gaussian_scale")},
     **{name: "" for name in ("epochs", "batch_size", "lr", "beta", "warmup_epochs", "seed", "device")},
 }
 

@@ -77,6 +77,20 @@ FASHION_MNIST = IdxSource(
 )
 IDX_SOURCES: dict[str, IdxSource] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}
 NAMED = (*IDX_SOURCES, "digits")
+CLASS_NAMES: dict[str, list[str]] = {
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+}
 
 
 def read_idx(path: Path) -> np.ndarray:

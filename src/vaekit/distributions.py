@@ -42,6 +42,11 @@ class DiagonalGaussian:
         zeros = torch.zeros(shape, device=device)
         return cls(zeros, zeros)
 
+    @classmethod
+    def point(cls, mu: Tensor) -> DiagonalGaussian:
+        """As near a point mass at mu as float32 allows (σ ≈ 3e-7): the "posterior" of a plain autoencoder."""
+        return cls(mu, torch.full_like(mu, LOGVAR_MIN))
+
     @property
     def mean(self) -> Tensor:
         return self.mu

@@ -21,8 +21,10 @@ class VAE(nn.Module):
         self.config = config
         self.input_shape = tuple(config.input_shape)
         self.latent_dim = config.latent_dim
+        self.deterministic = config.kind == "ae"  # the plain-autoencoder baseline: the code is the mean, no noise
         build_encoder, build_decoder = NETWORKS[config.network]
-        self.encoder = build_encoder(self.input_shape, config.hidden, 2 * config.latent_dim)
+        outputs = config.latent_dim if self.deterministic else 2 * config.latent_dim
+        self.encoder = build_encoder(self.input_shape, config.hidden, outputs)
         self.decoder = build_decoder(self.input_shape, config.hidden, config.latent_dim)
         log_scale = torch.tensor(math.log(config.gaussian_scale))
         if config.likelihood == "gaussian-learned":  # one σ for every pixel, learned
@@ -33,7 +35,9 @@ class VAE(nn.Module):
             self.register_buffer("log_scale", log_scale)
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
-        """q(z|x) for images (N, C, H, W) in [0, 1]."""
+        """q(z|x) for images (N, C, H, W) in [0, 1]; for the autoencoder baseline, a point mass at its code."""
+        if self.deterministic:
+            return DiagonalGaussian.point(self.encoder(x))
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return DiagonalGaussian(mu, logvar)
 

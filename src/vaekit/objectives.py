@@ -41,6 +41,8 @@ def elbo(model: VAE, x: Tensor, generator: torch.Generator | None = None) -> Elb
     than sampling it too.
     """
     posterior = model.encode(x)
+    if model.deterministic:  # the autoencoder baseline: decode the code itself; log p(x|z) alone is its objective
+        return ElboTerms(log_px=model.decode(posterior.mean).log_prob(x), kl=torch.zeros(len(x), device=x.device))
     z = posterior.rsample(generator=generator)
     likelihood = model.decode(z)
     return ElboTerms(log_px=likelihood.log_prob(x), kl=posterior.kl())

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import Tensor
 
 from vaekit.data import to_float
-from vaekit.latent import interpolate
+from vaekit.latent import chain, class_difference, interpolate, plane_grid, principal_plane, traversal
 from vaekit.model import VAE
 from vaekit.runs import atomic_write
 
@@ -60,13 +60,60 @@ def reconstruction_grid(model: VAE, x: Tensor, columns: int = 8) -> Image.Image:
 
 
 @torch.no_grad()
-def interpolation_grid(model: VAE, x_a: Tensor, x_b: Tensor, steps: int = 10, extend: float = 0.5) -> Image.Image:
-    """One row per pair: input a, the decoded path from a to b (past both ends by `extend`), input b."""
+def interpolation_frames(
+    model: VAE, x_a: Tensor, x_b: Tensor, steps: int = 10, extend: float = 0.5, method: str = "linear"
+) -> Tensor:
+    """Decoded path between the posterior means of paired inputs, (pairs, steps, C, H, W)."""
     x_a, x_b = to_float(x_a).to(model.device), to_float(x_b).to(model.device)
-    path = interpolate(model.encode(x_a).mean, model.encode(x_b).mean, steps, extend)  # (pairs, steps, D)
-    decoded = model.decode(path).mean  # (pairs, steps, C, H, W)
+    path = interpolate(model.encode(x_a).mean, model.encode(x_b).mean, steps, extend, method)  # (pairs, steps, D)
+    return model.decode(path).mean
+
+
+def interpolation_grid(
+    model: VAE, x_a: Tensor, x_b: Tensor, steps: int = 10, extend: float = 0.5, method: str = "linear"
+) -> Image.Image:
+    """One row per pair: input a, the decoded path from a to b (past both ends by `extend`), input b."""
+    decoded = interpolation_frames(model, x_a, x_b, steps, extend, method)
+    x_a, x_b = to_float(x_a).to(decoded.device), to_float(x_b).to(decoded.device)
     rows = torch.cat([x_a.unsqueeze(1), decoded, x_b.unsqueeze(1)], dim=1)
     return image_grid(rows.flatten(0, 1), columns=steps + 2)
+
+
+@torch.no_grad()
+def chain_frames(model: VAE, x: Tensor, steps_per_segment: int, method: str = "linear") -> Tensor:
+    """Decoded path through the posterior means of several inputs in order, (points, C, H, W)."""
+    codes = model.encode(to_float(x).to(model.device)).mean
+    return model.decode(chain(codes, steps_per_segment, method)).mean
+
+
+@torch.no_grad()
+def traversal_grid(model: VAE, x: Tensor, dims: list[int], steps: int = 11) -> Image.Image:
+    """One row per dimension in `dims`: that coordinate of x's posterior mean moved over ±3 prior σ, others fixed."""
+    z = model.encode(to_float(x[:1]).to(model.device)).mean[0]
+    return image_grid(model.decode(traversal(z, dims, steps)).mean.flatten(0, 1), columns=steps)
+
+
+@torch.no_grad()
+def manifold_grid(model: VAE, x: Tensor, n: int = 15) -> Image.Image:
+    """Decoded n×n grid at prior quantiles: over the two latent axes when D = 2 (the classic figure), else over the
+    top-2 principal directions of the posterior means of `x`, scaled by their spread."""
+    if model.latent_dim == 2:
+        centre, directions, scales = torch.zeros(2), torch.eye(2), torch.ones(2)
+    else:
+        centre, directions, scales = principal_plane(model.encode(to_float(x).to(model.device)).mean.cpu())
+    grid = plane_grid(centre, directions, scales, n).to(model.device)
+    return image_grid(model.decode(grid).mean.flatten(0, 1), columns=n)
+
+
+@torch.no_grad()
+def arithmetic_grid(model: VAE, x: Tensor, labels: Tensor, source: int, target: int, n: int = 8) -> Image.Image:
+    """Rows: inputs of class `source`, their reconstructions, and the same codes plus mean(target) − mean(source)."""
+    means = model.encode(to_float(x).to(model.device)).mean
+    shift = class_difference(means.cpu(), labels, target, source).to(means)
+    chosen = (labels == source).nonzero().flatten()[:n]
+    inputs, codes = to_float(x[chosen]).to(means.device), means[chosen]
+    rows = [inputs, model.decode(codes).mean, model.decode(codes + shift).mean]
+    return image_grid(torch.cat(rows), columns=len(chosen))
 
 
 def _pyplot() -> Any:
@@ -131,3 +178,28 @@ def write_run_pictures(run_dir: Path, model: VAE, test_x: Tensor, history: list[
     pairs = min(4, len(test_x) // 2)
     save_image(interpolation_grid(model, test_x[:pairs], test_x[pairs : 2 * pairs]), run_dir / "interpolation.png")
     atomic_write(run_dir / "curves.png", curves_figure(history))
+
+
+def save_gif(frames: Tensor, path: Path, frame_ms: int = 120) -> None:
+    """An animated GIF (looping, there and back) of (N, C, H, W) frames in [0, 1]."""
+    pictures = [image_grid(frame.unsqueeze(0), columns=1, pad=0) for frame in frames]
+    sequence = pictures + pictures[-2:0:-1]
+    buffer = io.BytesIO()
+    sequence[0].save(buffer, format="GIF", save_all=True, append_images=sequence[1:], duration=frame_ms, loop=0)
+    atomic_write(path, buffer.getvalue())
+
+
+def embedding_figure(points: Tensor, labels: Tensor | None, title: str, class_names: list[str] | None = None) -> bytes:
+    """2-d scatter of posterior means, coloured by label where there are labels."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    xy = points.detach().cpu().numpy()
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.6)
+    else:
+        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels.numpy(), cmap="tab10", s=3, alpha=0.7)
+        handles, names = scatter.legend_elements()
+        ax.legend(handles, class_names or names, title="label", fontsize=7, markerscale=0.8, loc="best")
+    ax.set(title=title, xlabel="component 1", ylabel="component 2")
+    ax.grid(alpha=0.3)
+    return _png(fig)

@@ -42,6 +42,20 @@ def load_image_folder(root: Path) -> dict[str, Pair]:
     return {"train": (x.contiguous(), _folder_labels(root, files))}
 
 
+def load_image_like(path: Path, shape: tuple[int, int, int]) -> Tensor:
+    """One image file as a (1, C, H, W) uint8 tensor matching a model's input shape, or a one-line error."""
+    if not path.is_file():
+        raise VaekitError(f"image {path} does not exist: give a test-image index or the path of a PNG/JPEG file")
+    channels, height, width = shape
+    img = _open_image(path)
+    if img.size != (width, height):
+        raise VaekitError(
+            f"{path.name} is {img.size[0]}x{img.size[1]}, the model takes {width}x{height}: resize it first"
+        )
+    pixels = torch.from_numpy(np.array(img.convert("L" if channels == 1 else "RGB")))
+    return (pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)).unsqueeze(0).contiguous()
+
+
 def _open_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as img:

@@ -1,0 +1,63 @@
+"""What every `vaekit` command shares: the consoles, one-line errors, and the run/test-image arguments."""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from vaekit.config import TrainConfig
+from vaekit.data import Split
+from vaekit.errors import VaekitError
+
+out_console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `vaekit train`.", show_default=False)]
+SeedOpt = Annotated[int, typer.Option(help="Seed for the noise, so the picture can be reproduced.")]
+
+
+def friendly_errors(command: F) -> F:
+    """Turn VaekitError into one line + exit 2, and Ctrl-C into a hint; anything else is a bug and keeps its trace."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except VaekitError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print(
+                "interrupted: the last finished epoch is saved; continue with `vaekit train --resume --out RUN`"
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaekitError(f"config file {path} does not exist: check the --config path") from None
+    except tomllib.TOMLDecodeError as error:
+        raise VaekitError(f"config file {path} is not valid TOML ({error}): fix the file") from None
+
+
+def load_test_split(config: TrainConfig) -> Split:
+    """The test images (and labels) of the data a run was trained on."""
+    from vaekit.data import load_dataset
+
+    return load_dataset(config.data).test
+
+
+def check_index(index: int, size: int, flag: str) -> None:
+    if not 0 <= index < size:
+        raise VaekitError(f"{flag} {index} is out of range: the test split has images 0 to {size - 1}")

@@ -1,0 +1,166 @@
+"""Latent paths, grids and the smoothness measure; the autoencoder baseline; the `vaekit latent` commands."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_config
+from vaekit import load_run, train
+from vaekit.cli import app
+from vaekit.latent import chain, class_difference, embed_2d, interpolate, plane_grid, prior_offsets, traversal
+from vaekit.smoothness import path_stats
+
+
+def test_linear_path_hits_both_endpoints_and_extrapolates_on_the_line() -> None:
+    a, b = torch.tensor([0.0, 2.0]), torch.tensor([4.0, -2.0])
+    path = interpolate(a, b, steps=5, extend=0.5)  # t = −0.5, 0, 0.5, 1, 1.5
+    torch.testing.assert_close(path[1], a)
+    torch.testing.assert_close(path[3], b)
+    torch.testing.assert_close(path[0], a - 0.5 * (b - a))
+    torch.testing.assert_close(path[4], b + 0.5 * (b - a))
+
+
+def test_slerp_hits_endpoints_and_keeps_the_norm_between_equal_norm_codes() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 8, generator=g)
+    b = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=-1) * a.norm(dim=-1, keepdim=True)
+    path = interpolate(a, b, steps=9, method="slerp")  # (3, 9, 8)
+    torch.testing.assert_close(path[:, 0], a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(path[:, -1], b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(path.norm(dim=-1), a.norm(dim=-1, keepdim=True).expand(3, 9), atol=1e-4, rtol=0)
+    linear_mid = interpolate(a, b, steps=9)[:, 4].norm(dim=-1)
+    assert (linear_mid < a.norm(dim=-1) - 1e-3).all()  # the straight line cuts inside the shell
+
+
+def test_slerp_of_parallel_codes_falls_back_to_the_line() -> None:
+    a = torch.tensor([1.0, 1.0])
+    path = interpolate(a, 3 * a, steps=3, method="slerp")
+    assert torch.isfinite(path).all()
+    torch.testing.assert_close(path[1], 2 * a)
+
+
+def test_chain_passes_through_every_code_once() -> None:
+    zs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    path = chain(zs, steps_per_segment=4)
+    assert len(path) == 2 * 4 + 1
+    for z in zs:
+        assert ((path - z).norm(dim=-1) < 1e-6).sum() == 1
+
+
+def test_prior_offsets_are_symmetric_quantiles_within_three_sigma() -> None:
+    offsets = prior_offsets(7)
+    torch.testing.assert_close(offsets, -offsets.flip(0))
+    assert offsets[0] == pytest.approx(-3.0, abs=1e-4) and offsets[3] == pytest.approx(0.0, abs=1e-6)
+    probabilities = 0.5 * (1 + torch.erf(offsets.double() / math.sqrt(2)))
+    gaps = probabilities.diff()
+    torch.testing.assert_close(gaps, gaps.mean().expand_as(gaps))  # evenly spaced in probability
+
+
+def test_traversal_moves_one_dimension_per_row() -> None:
+    z = torch.randn(5)
+    grid = traversal(z, dims=[3, 1], steps=4)
+    assert grid.shape == (2, 4, 5)
+    changed = (grid != z).any(1)  # (rows, D)
+    assert changed[0].nonzero().flatten().tolist() == [3] and changed[1].nonzero().flatten().tolist() == [1]
+
+
+def test_plane_grid_in_two_dimensions_is_the_quantile_grid() -> None:
+    grid = plane_grid(torch.zeros(2), torch.eye(2), torch.ones(2), n=5)
+    q = prior_offsets(5)
+    torch.testing.assert_close(grid[0, :, 0], q)  # columns sweep the first axis
+    torch.testing.assert_close(grid[:, 0, 1], q.flip(0))  # rows sweep the second, largest on top
+
+
+def test_class_difference_and_embedding() -> None:
+    means = torch.tensor([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [4.0, 0.0, 0.0], [4.0, 2.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(class_difference(means, labels, 1, 0), torch.tensor([4.0, 0.0, 0.0]))
+    points, _ = embed_2d(means)
+    assert points.shape == (4, 2)
+    assert points[:, 0].abs().max() == pytest.approx(2.0, abs=1e-5)  # the first component is the 4-wide axis
+    two_d = torch.randn(6, 2)
+    assert torch.equal(embed_2d(two_d)[0], two_d)
+
+
+def test_path_stats_tell_an_even_path_from_a_jump() -> None:
+    even = torch.linspace(0, 1, 17).view(1, 17, 1).expand(4, 17, 3)
+    jump = torch.cat([torch.zeros(4, 8, 3), torch.ones(4, 9, 3)], dim=1)
+    assert path_stats(even, "pixels").mean_max_over_mean == pytest.approx(1.0, abs=1e-5)
+    assert path_stats(jump, "pixels").mean_max_over_mean == pytest.approx(16.0, rel=1e-5)
+
+
+def test_autoencoder_baseline_trains_without_noise_or_kl(tmp_path: Path) -> None:
+    config = tiny_config()
+    config.model.kind = "ae"
+    run = train(config, tmp_path / "ae")
+    assert all(r["train"]["kl"] == 0 for r in run.history)
+    x = torch.rand(4, 1, 8, 8)
+    terms_a, terms_b = run.model.elbo(x), run.model.elbo(x)
+    torch.testing.assert_close(terms_a.log_px, terms_b.log_px)  # deterministic: no sampling anywhere
+    assert load_run(tmp_path / "ae").config.model.kind == "ae"
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("latent") / "run"
+    train(tiny_config(epochs=2), out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["interpolate", "--a", "0", "--b", "4", "--method", "slerp"],
+        ["interpolate", "--through", "0,3,5", "--steps", "4"],
+        ["traverse", "--index", "2", "--dims", "3", "--steps", "5"],
+        ["manifold", "--n", "6"],
+        ["embed", "--n", "200"],
+        ["arithmetic", "--from", "1", "--to", "7", "--n", "4"],
+    ],
+)
+def test_latent_commands_write_pictures(digits_run: Path, tmp_path: Path, args: list[str]) -> None:
+    out = tmp_path / "out.png"
+    result = CliRunner().invoke(app, ["latent", args[0], str(digits_run), *args[1:], "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    with Image.open(out) as picture:
+        assert picture.width > 50 and picture.height > 50
+
+
+def test_interpolation_gif_is_animated_and_accepts_an_image_file(digits_run: Path, tmp_path: Path) -> None:
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "mine.png")
+    out = tmp_path / "path.gif"
+    args = ["latent", "interpolate", str(digits_run), "--a", str(tmp_path / "mine.png"), "--b", "3", "--gif"]
+    result = CliRunner().invoke(app, [*args, "--steps", "6", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    with Image.open(out) as gif:
+        assert gif.n_frames == 6 + 4  # there and back
+
+
+def test_latent_bad_inputs_are_one_line_errors(digits_run: Path, tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "big.png")
+    cases = [
+        (["interpolate", "--a", str(tmp_path / "big.png")], "resize"),
+        (["interpolate", "--a", "nope.png"], "does not exist"),
+        (["interpolate", "--b", "99999"], "out of range"),
+        (["interpolate", "--method", "cubic"], "linear or slerp"),
+        (["arithmetic", "--from", "42"], "no test image has that label"),
+        (["embed", "--method", "umap"], "pca or tsne"),
+    ]
+    for args, fragment in cases:
+        result = CliRunner().invoke(
+            app, ["latent", args[0], str(digits_run), *args[1:], "--out", str(tmp_path / "x.png")]
+        )
+        assert result.exit_code == 2 and fragment in result.stderr, (args, result.stderr)
+
+
+def test_smoothness_command_reports_and_saves(digits_run: Path) -> None:
+    result = CliRunner().invoke(app, ["latent", "smoothness", str(digits_run), "--paths", "20", "--steps", "8"])
+    assert result.exit_code == 0, result.stderr
+    assert "max/mean" in result.stdout and (digits_run / "smoothness.json").is_file()
