@@ -152,3 +152,12 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     cut, ref = load_run(tmp_path / "cut"), load_run(tmp_path / "ref")
     assert losses(cut.history) == losses(ref.history)
     assert cut.final is not None and ref.final is not None and cut.final["test"] == ref.final["test"]
+
+
+def test_run_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through mkstemp (mode 0600); the final files must still be readable by others."""
+    from vaekit.runs import DEFAULT_MODE
+
+    train(tiny_config(epochs=1), tmp_path / "run")
+    for path in (tmp_path / "run").iterdir():
+        assert path.stat().st_mode & 0o777 == DEFAULT_MODE, path.name

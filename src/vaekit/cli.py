@@ -291,6 +291,30 @@ def evaluate(
     out_console.print(f"wrote {run / 'evaluation.json'}, {run / 'kl_per_dim.png'}, {run / 'neighbours.png'}")
 
 
+@app.command()
+@friendly_errors
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    top_k: Annotated[int, typer.Option(help="Sliders for this many dimensions (largest KL first).", min=1, max=64)] = 8,
+) -> None:
+    """Explore the latent space in the browser: sliders, a 2-d pad, interpolation, prior samples."""
+    import uvicorn
+
+    from vaekit.data import CLASS_NAMES
+    from vaekit.runs import load_run
+    from vaekit.web.app import create_app
+
+    loaded = load_run(run)
+    test = load_test_split(loaded.config)
+    app_ = create_app(loaded.model, test, str(run), CLASS_NAMES.get(loaded.config.data.dataset), top_k)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"note: binding {host} makes the explorer reachable from other machines")
+    out_console.print(f"latent explorer for {run}: http://{host}:{port}/  (API docs: /docs; Ctrl-C stops)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

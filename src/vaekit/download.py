@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vaekit.errors import VaekitError
+from vaekit.runs import DEFAULT_MODE
 
 TIMEOUT_S = 60.0
 
@@ -59,6 +60,7 @@ def fetch(filename: str, sha256: str, mirrors: Sequence[str], target_dir: Path) 
                 failures.append(f"{url}: checksum mismatch")
                 continue
             final = target_dir / filename
+            os.chmod(temp, DEFAULT_MODE)
             os.replace(temp, final)
             return final
         except (urllib.error.URLError, OSError, ValueError) as error:

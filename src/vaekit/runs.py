@@ -28,6 +28,15 @@ from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 
+
+def _default_mode() -> int:
+    """What open() would give a new file: 0666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+DEFAULT_MODE = _default_mode()
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
 
@@ -40,6 +49,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(temp, DEFAULT_MODE)  # mkstemp creates 0600; a run folder is for sharing
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""`vaekit serve`: a latent-space explorer in the browser (FastAPI + one static page, no build step)."""
