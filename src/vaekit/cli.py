@@ -5,6 +5,7 @@ Errors a user can fix arrive as `VaekitError` and leave as one line on stderr wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +24,7 @@ from vaekit.cli_common import (
     read_toml,
 )
 from vaekit.cli_latent import latent_app
-from vaekit.config import TrainConfig, with_overrides
+from vaekit.config import ESTIMATORS, TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
 app = typer.Typer(
@@ -78,6 +79,16 @@ def train(
     warmup: Annotated[
         float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  [default: 0]", show_default=False)
     ] = None,
+    estimator: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoder gradient: reparam | score-function | score-function-baseline.  [default: reparam]",
+            show_default=False,
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="z samples per image per step.  [default: 1]", show_default=False)
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.001]", show_default=False)] = None,
     seed: Annotated[
         int | None,
@@ -109,6 +120,8 @@ def train(
 
     flags = {
         "kind": model,
+        "estimator": estimator,
+        "samples": samples,
         "dataset": dataset,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -289,6 +302,42 @@ def evaluate(
     for table in evaluation_tables(evaluation):
         out_console.print(table)
     out_console.print(f"wrote {run / 'evaluation.json'}, {run / 'kl_per_dim.png'}, {run / 'neighbours.png'}")
+
+
+@app.command()
+@friendly_errors
+def gradients(
+    run: RunArg,
+    repeats: Annotated[
+        int, typer.Option(help="Independent estimates per estimator on the same mini-batch.", min=2)
+    ] = 100,
+    batch_size: Annotated[int, typer.Option(help="Training images in the fixed mini-batch.", min=1)] = 128,
+    samples: Annotated[
+        int, typer.Option(help="z samples per image in each estimate (the baseline needs 2+).", min=2)
+    ] = 4,
+    at_init: Annotated[bool, typer.Option("--at-init", help="Also measure the same model at initialisation.")] = False,
+    seed: SeedOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement; writes gradients.json."""
+    from vaekit.estimators import gradient_lab
+    from vaekit.runs import load_run
+
+    reports = gradient_lab(load_run(run), repeats, batch_size, samples, seed, at_init)
+    if as_json:
+        out_console.print_json(json.dumps([dataclasses.asdict(r) for r in reports]))
+        return
+    for report in reports:
+        table = Table(title=f"ELBO gradient w.r.t. the encoder ({report.label}): {report.repeats} estimates, "
+                      f"batch {report.batch_size}, {report.samples} samples per image")  # fmt: skip
+        for column in ("estimator", "variance (trace)", "× reparam", "SNR", "‖mean‖", "cos(mean, reparam mean)"):
+            table.add_column(column, justify="left" if column == "estimator" else "right")
+        for estimator in ESTIMATORS:
+            s = report.overall(estimator)
+            table.add_row(estimator, f"{s.variance:.4g}", f"{report.variance_ratio(estimator):,.1f}", f"{s.snr:.3f}",
+                          f"{s.mean_norm:.4g}", f"{s.cosine_to_reparam:.3f}")  # fmt: skip
+        out_console.print(table)
+    out_console.print(f"wrote {run / 'gradients.json'}, {run / 'gradient_variance.png'}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ NETWORKS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
 BINARIZE = ("none", "dynamic", "static")
 KINDS = ("vae", "ae")
+ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.objectives.elbo
 DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 
 
@@ -56,6 +57,8 @@ class TrainConfig:
     lr: float = 1e-3
     beta: float = 1.0  # weight of the KL term (β-VAE); 1 gives the true ELBO
     warmup_epochs: float = 0.0  # β ramps linearly from 0 over this many epochs (Bowman et al. 2016)
+    estimator: str = "reparam"  # how the encoder gradient is estimated: see ESTIMATORS and objectives.elbo
+    samples: int = 1  # z samples per image in each training step
     seed: int = 0
     device: str = "cpu"
 
@@ -77,6 +80,12 @@ class TrainConfig:
             (self.beta >= 0, "beta must be zero or positive"),
             (self.warmup_epochs >= 0, "warmup_epochs must be zero or positive"),
             (self.model.gaussian_scale > 0, "gaussian_scale must be positive"),
+            (self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}: use one of {ESTIMATORS}"),
+            (self.samples >= 1, "samples must be at least 1"),
+            (
+                self.estimator != "score-function-baseline" or self.samples >= 2,
+                "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
+            ),
             (self.data.val_size >= 0, "val_size must be zero or positive"),
         ]
         for ok, message in checks:
@@ -106,7 +115,10 @@ class TrainConfig:
 FLAT_SETTINGS = {
     **{name: "data" for name in ("dataset", "data_dir", "binarize", "val_size", "split_seed")},
     **{name: "model" for name in ("kind", "network", "hidden", "latent_dim", "likelihood", "gaussian_scale")},
-    **{name: "" for name in ("epochs", "batch_size", "lr", "beta", "warmup_epochs", "seed", "device")},
+    **{
+        name: ""
+        for name in ("epochs", "batch_size", "lr", "beta", "warmup_epochs", "seed", "device", "estimator", "samples")
+    },
 }
 
 

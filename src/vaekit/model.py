@@ -49,9 +49,11 @@ class VAE(nn.Module):
             return Bernoulli(out, event_ndim=len(self.input_shape))
         return Gaussian(torch.sigmoid(out), self.log_scale, event_ndim=len(self.input_shape))
 
-    def elbo(self, x: Tensor, generator: torch.Generator | None = None) -> ElboTerms:
+    def elbo(
+        self, x: Tensor, generator: torch.Generator | None = None, estimator: str = "reparam", samples: int = 1
+    ) -> ElboTerms:
         """Per-example ELBO and its terms (see `vaekit.objectives.elbo`)."""
-        return elbo(self, x, generator)
+        return elbo(self, x, generator, estimator, samples)
 
     @property
     def device(self) -> torch.device:

@@ -34,18 +34,43 @@ class ElboTerms:
         return self.log_px - beta * self.kl
 
 
-def elbo(model: VAE, x: Tensor, generator: torch.Generator | None = None) -> ElboTerms:
+def score_term(reward: Tensor, log_q: Tensor) -> Tensor:
+    """reward · (log q − stop_gradient(log q)): zero in value, and its gradient is the score-function (REINFORCE)
+    estimator reward · ∇ log q(z) (Williams 1992), unbiased because E_q[∇ log q] = 0. `reward` carries no gradient."""
+    return reward.detach() * (log_q - log_q.detach())
+
+
+def leave_one_out_mean(values: Tensor) -> Tensor:
+    """For S samples along dim 0, each one's baseline: the mean of the other S − 1 (Kool et al. 2019, "Buy 4
+    REINFORCE samples, get a baseline for free"); independent of its own sample, so the estimator stays unbiased."""
+    return (values.sum(0, keepdim=True) - values) / (len(values) - 1)
+
+
+def elbo(
+    model: VAE, x: Tensor, generator: torch.Generator | None = None, estimator: str = "reparam", samples: int = 1
+) -> ElboTerms:
     """ELBO(x) = E_{q(z|x)}[log p(x|z)] − KL(q(z|x) ‖ N(0, I))   (Kingma & Welling 2014, eq. 10).
 
-    One reparameterized sample z = mu + sigma·eps estimates the expectation; the KL is exact, which is lower variance
-    than sampling it too.
+    `samples` draws of z estimate the expectation; the KL is exact, which is lower variance than sampling it too.
+    The value is the same for every `estimator`; only the gradient reaching the encoder differs:
+      reparam                  z = mu + sigma·eps, so ∇ flows through z (the pathwise estimator);
+      score-function           z is drawn with no path back, and log p(x|z)·∇ log q(z|x) stands in for it;
+      score-function-baseline  the same with log p(x|z) minus a leave-one-out baseline (needs samples ≥ 2).
+    The decoder's gradient, and the closed-form KL's, are the same in all three.
     """
     posterior = model.encode(x)
     if model.deterministic:  # the autoencoder baseline: decode the code itself; log p(x|z) alone is its objective
         return ElboTerms(log_px=model.decode(posterior.mean).log_prob(x), kl=torch.zeros(len(x), device=x.device))
-    z = posterior.rsample(generator=generator)
-    likelihood = model.decode(z)
-    return ElboTerms(log_px=likelihood.log_prob(x), kl=posterior.kl())
+    if estimator == "reparam":
+        log_px = model.decode(posterior.rsample(samples, generator=generator)).log_prob(x)  # (samples, N)
+    else:
+        z = posterior.sample(samples, generator=generator)  # no path back to mu or sigma
+        log_px = model.decode(z).log_prob(x)  # reaches the decoder only
+        reward = log_px.detach()
+        if estimator == "score-function-baseline":
+            reward = reward - leave_one_out_mean(reward)
+        log_px = log_px + score_term(reward, posterior.log_prob(z))
+    return ElboTerms(log_px=log_px.mean(0), kl=posterior.kl())
 
 
 def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:

@@ -203,3 +203,21 @@ def embedding_figure(points: Tensor, labels: Tensor | None, title: str, class_na
     ax.set(title=title, xlabel="component 1", ylabel="component 2")
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def gradient_variance_figure(stats: list[Any], estimators: tuple[str, ...]) -> bytes:
+    """Total gradient variance per encoder parameter tensor, one bar per estimator, on a log scale."""
+    plt = _pyplot()
+    names = [s.parameter for s in stats if s.estimator == estimators[0]]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(names)), 3.8))
+    width = 0.8 / len(estimators)
+    for i, estimator in enumerate(estimators):
+        values = {s.parameter: s.variance for s in stats if s.estimator == estimator}
+        ax.bar(
+            [j + i * width for j in range(len(names))], [max(values[n], 1e-12) for n in names], width, label=estimator
+        )
+    ax.set_xticks([j + width * (len(estimators) - 1) / 2 for j in range(len(names))], names, fontsize=8)
+    ax.set(yscale="log", ylabel="trace of gradient covariance", title="Variance of the encoder gradient, per tensor")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _png(fig)

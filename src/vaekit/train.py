@@ -106,7 +106,7 @@ def train_epoch(
         x = to_float(x_batch)
         if config.data.binarize == "dynamic":  # a fresh binary image every time (Salakhutdinov & Murray 2008)
             x = torch.bernoulli(x, generator=generator)
-        terms = model.elbo(x, generator)
+        terms = model.elbo(x, generator, config.estimator, config.samples)
         beta = beta_at(config, epoch * steps + step + 1, steps)
         loss = -terms.objective(beta).mean()
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,130 @@
+"""Gradient estimators with known answers, the three ELBO estimators on a model, and the gradient lab."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_config
+from vaekit import VAE, ModelConfig, load_run, train
+from vaekit.cli import app
+from vaekit.distributions import DiagonalGaussian
+from vaekit.errors import VaekitError
+from vaekit.estimators import gradient_report
+from vaekit.objectives import leave_one_out_mean, score_term
+
+MU, SIGMA = torch.tensor([0.7, -1.3], dtype=torch.float64), torch.tensor([0.5, 1.5], dtype=torch.float64)
+
+
+def per_sample_gradients(f, estimator: str, n: int = 20000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+    """n one-sample estimates of ∇_(mu, sigma) E_{z~N(mu, sigma²)}[f(z)], as (n, 2, 2): [sample, (mu, sigma), dim]."""
+    mu = MU.clone().requires_grad_(True)
+    sigma = SIGMA.clone().requires_grad_(True)
+    q = DiagonalGaussian(mu, 2 * torch.log(sigma))
+    g = torch.Generator().manual_seed(seed)
+    if estimator == "reparam":
+        z = q.rsample(n, generator=g)  # (n, 2)
+        values = f(z)
+    else:
+        z = q.sample(n, generator=g)
+        log_q = -0.5 * (math.log(2 * math.pi) + 2 * torch.log(sigma) + (z - mu) ** 2 / sigma**2)  # per coordinate
+        values = f(z) + score_term(f(z), log_q)
+    rows = []
+    for i in range(n):  # per-sample gradients give the estimator's own variance
+        grad_mu, grad_sigma = torch.autograd.grad(values[i].sum(), (mu, sigma), retain_graph=True)
+        rows.append(torch.stack([grad_mu, grad_sigma]))
+    return torch.stack(rows), z
+
+
+@pytest.mark.parametrize(
+    ("f", "analytic"),
+    [
+        (lambda z: z**2, torch.stack([2 * MU, 2 * SIGMA])),  # E[z²] = mu² + sigma²
+        (lambda z: 3.0 * z - 1.0, torch.stack([torch.full((2,), 3.0), torch.zeros(2)]).double()),  # linear f
+    ],
+)
+def test_both_estimators_are_unbiased_and_reparam_has_lower_variance(f, analytic: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+    grads = {e: per_sample_gradients(f, e, n=4000)[0] for e in ("reparam", "score-function")}
+    for estimator, g in grads.items():
+        mean, stderr = g.mean(0), g.std(0) / math.sqrt(len(g))
+        assert ((mean - analytic).abs() <= 4 * stderr + 1e-9).all(), (estimator, mean, analytic)
+    assert (grads["reparam"].var(0) < grads["score-function"].var(0)).all()
+
+
+def test_dropping_the_score_term_loses_the_gradient() -> None:
+    """Without the score term, a sample drawn outside the graph gives no gradient at all: zero, so biased."""
+    mu = MU.clone().requires_grad_(True)
+    q = DiagonalGaussian(mu, 2 * torch.log(SIGMA))
+    z = q.sample(1000, generator=torch.Generator().manual_seed(0))
+    assert not (z**2).mean(0).sum().requires_grad  # nothing to differentiate: the gradient is lost
+    log_q = q.log_prob(z)
+    surrogate = ((z**2).sum(-1) + score_term((z**2).sum(-1), log_q)).mean()
+    (grad,) = torch.autograd.grad(surrogate, mu)
+    assert (grad.sign() == MU.sign()).all() and grad.abs().min() > 0.3  # the true gradient is 2·mu
+
+
+def test_leave_one_out_baseline_excludes_each_own_sample() -> None:
+    values = torch.tensor([[1.0], [2.0], [6.0]])
+    torch.testing.assert_close(leave_one_out_mean(values), torch.tensor([[4.0], [3.5], [1.5]]))
+
+
+@pytest.mark.parametrize("estimator", ["score-function", "score-function-baseline"])
+def test_score_function_elbo_gradient_agrees_with_reparam_on_a_model(estimator: str) -> None:
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(hidden=[], latent_dim=2, likelihood="gaussian", gaussian_scale=1.0, input_shape=[1, 1, 3]))
+    x = torch.rand(16, 1, 1, 3)
+    gradients = {}
+    for name in ("reparam", estimator):
+        model.zero_grad()
+        terms = model.elbo(x, torch.Generator().manual_seed(1), name, samples=20000)
+        (-terms.elbo.mean()).backward()
+        gradients[name] = torch.cat([p.grad.flatten() for p in model.encoder.parameters()])
+    cosine = torch.nn.functional.cosine_similarity(gradients["reparam"], gradients[estimator], dim=0)
+    assert cosine > 0.98
+    torch.testing.assert_close(gradients[estimator].norm(), gradients["reparam"].norm(), rtol=0.1, atol=0)
+
+
+def test_the_estimator_changes_the_gradient_not_the_value() -> None:
+    model = VAE(ModelConfig(hidden=[8], latent_dim=2, input_shape=[1, 4, 4]))
+    x = torch.rand(5, 1, 4, 4)
+    values = [model.elbo(x, torch.Generator().manual_seed(3), e, 3).elbo for e in ("reparam", "score-function")]
+    torch.testing.assert_close(values[0], values[1])
+
+
+def test_gradient_report_finds_the_score_function_far_noisier() -> None:
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(hidden=[16], latent_dim=3, input_shape=[1, 4, 4]))
+    report = gradient_report(model, torch.rand(32, 1, 4, 4), repeats=30, samples=4)
+    assert report.overall("reparam").cosine_to_reparam == pytest.approx(1.0)
+    assert report.variance_ratio("score-function") > 10
+    assert 1 < report.variance_ratio("score-function-baseline") < report.variance_ratio("score-function")
+    assert {s.parameter for s in report.stats} == {"1.weight", "1.bias", "3.weight", "3.bias", "all"}
+
+
+@pytest.mark.parametrize("estimator", ["score-function", "score-function-baseline"])
+def test_training_with_each_estimator(tmp_path: Path, estimator: str) -> None:
+    config = tiny_config(epochs=2, estimator=estimator, samples=2)
+    run = train(config, tmp_path / estimator)
+    assert run.history[-1]["train"]["elbo"] > run.history[0]["train"]["elbo"] - 5
+    assert load_run(tmp_path / estimator).config.estimator == estimator
+
+
+def test_baseline_needs_two_samples(tmp_path: Path) -> None:
+    with pytest.raises(VaekitError, match="at least 2 samples"):
+        train(tiny_config(estimator="score-function-baseline"), tmp_path / "r")
+
+
+def test_gradients_command(tmp_path: Path) -> None:
+    train(tiny_config(epochs=1), tmp_path / "run")
+    args = ["gradients", str(tmp_path / "run"), "--repeats", "10", "--batch-size", "16", "--at-init"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert "score-function-baseline" in result.stdout
+    saved = json.loads((tmp_path / "run" / "gradients.json").read_text())
+    assert [r["label"] for r in saved] == ["trained", "initialisation"]
+    assert (tmp_path / "run" / "gradient_variance.png").stat().st_size > 0
