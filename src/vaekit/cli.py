@@ -89,6 +89,26 @@ def train(
     samples: Annotated[
         int | None, typer.Option(help="z samples per image per step.  [default: 1]", show_default=False)
     ] = None,
+    latent: Annotated[
+        str | None,
+        typer.Option(help="gaussian | categorical (Gumbel-softmax).  [default: gaussian]", show_default=False),
+    ] = None,
+    categories: Annotated[
+        int | None, typer.Option(help="Categories per categorical variable.  [default: 10]", show_default=False)
+    ] = None,
+    latent_vars: Annotated[
+        int | None, typer.Option(help="Categorical latent variables.  [default: 30]", show_default=False)
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Initial Gumbel-softmax temperature, annealed to 0.5.  [default: 1.0]", show_default=False),
+    ] = None,
+    straight_through: Annotated[
+        bool | None,
+        typer.Option(
+            "--straight-through", help="Hard one-hot codes forward, relaxed gradient backward.", show_default=False
+        ),
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.001]", show_default=False)] = None,
     seed: Annotated[
         int | None,
@@ -120,6 +140,11 @@ def train(
 
     flags = {
         "kind": model,
+        "latent": latent,
+        "categories": categories,
+        "latent_vars": latent_vars,
+        "temperature": temperature,
+        "straight_through": straight_through,
         "estimator": estimator,
         "samples": samples,
         "dataset": dataset,
@@ -356,6 +381,8 @@ def serve(
     from vaekit.web.app import create_app
 
     loaded = load_run(run)
+    if loaded.model.categorical:
+        raise VaekitError("the explorer's sliders move Gaussian latents; this run's latents are categorical")
     test = load_test_split(loaded.config)
     app_ = create_app(loaded.model, test, str(run), CLASS_NAMES.get(loaded.config.data.dataset), top_k)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -35,6 +35,11 @@ def _input(spec: str, run: Run, test: Split, flag: str) -> torch.Tensor:
     return load_image_like(Path(spec), (shape[0], shape[1], shape[2]))
 
 
+def _gaussian_only(run: Run, what: str) -> None:
+    if run.model.categorical:
+        raise VaekitError(f"{what} move Gaussian latents over prior quantiles; this run's latents are categorical")
+
+
 def _method(method: str) -> str:
     if method not in ("linear", "slerp"):
         raise VaekitError(f"--method {method!r}: use linear or slerp")
@@ -100,6 +105,7 @@ def traverse(
     from vaekit.plots import save_image, traversal_grid
 
     loaded = load_run(run)
+    _gaussian_only(loaded, "traversals")
     test = load_test_split(loaded.config)
     order = kl_report(loaded.model, test.x).order[:dims]
     path = out or Path(f"{run.name}-traversal.png")
@@ -119,6 +125,7 @@ def manifold(
     from vaekit.plots import manifold_grid, save_image
 
     loaded = load_run(run)
+    _gaussian_only(loaded, "manifold grids")
     path = out or Path(f"{run.name}-manifold.png")
     save_image(manifold_grid(loaded.model, load_test_split(loaded.config).x, n), path)
     _written(path)

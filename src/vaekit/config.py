@@ -18,6 +18,7 @@ NETWORKS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
 BINARIZE = ("none", "dynamic", "static")
 KINDS = ("vae", "ae")
+LATENTS = ("gaussian", "categorical")
 ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.objectives.elbo
 DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 
@@ -32,6 +33,13 @@ class ModelConfig:
     latent_dim: int = 20
     likelihood: str = "bernoulli"  # see LIKELIHOODS
     gaussian_scale: float = 0.1  # fixed σ of the "gaussian" likelihood; initial σ of the learned ones
+    latent: str = "gaussian"  # "gaussian", or "categorical": latent_vars variables of `categories` classes each
+    categories: int = 10
+    latent_vars: int = 30
+    temperature: float = 1.0  # Gumbel-softmax τ at the first step, annealed as τ0·exp(−anneal_rate·step)…
+    temperature_min: float = 0.5  # … down to this (Jang et al. 2017)
+    anneal_rate: float = 1e-4  # τ reaches 0.5 after about 7,000 steps (16 Fashion-MNIST epochs at batch 128)
+    straight_through: bool = False  # hard one-hot forward, relaxed gradient backward
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W)
 
 
@@ -66,6 +74,10 @@ class TrainConfig:
         """Reject settings that would fail later, deep inside torch, with a message nobody can act on."""
         checks = [
             (self.model.kind in KINDS, f"unknown model {self.model.kind!r}: use one of {KINDS}"),
+            (self.model.latent in LATENTS, f"unknown latent {self.model.latent!r}: use one of {LATENTS}"),
+            (self.model.categories >= 2 and self.model.latent_vars >= 1, "categories must be ≥ 2 and latent_vars ≥ 1"),
+            (0 < self.model.temperature_min <= self.model.temperature, "need 0 < temperature_min ≤ temperature"),
+            (self.model.latent == "gaussian" or self.model.kind == "vae", "--model ae takes a gaussian latent"),
             (self.model.network in NETWORKS, f"unknown network {self.model.network!r}: use one of {NETWORKS}"),
             (
                 self.model.likelihood in LIKELIHOODS,
@@ -93,6 +105,8 @@ class TrainConfig:
                 raise VaekitError(message)
         if not self.model.hidden:
             self.model.hidden = list(DEFAULT_HIDDEN[self.model.network])
+        if self.model.latent == "categorical":  # the decoder reads the flattened one-hot codes
+            self.model.latent_dim = self.model.latent_vars * self.model.categories
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +128,24 @@ class TrainConfig:
 # Flat setting names (CLI flags and TOML keys) and the section of TrainConfig each lives in ("" = top level).
 FLAT_SETTINGS = {
     **{name: "data" for name in ("dataset", "data_dir", "binarize", "val_size", "split_seed")},
-    **{name: "model" for name in ("kind", "network", "hidden", "latent_dim", "likelihood", "gaussian_scale")},
+    **{
+        name: "model"
+        for name in (
+            "kind",
+            "network",
+            "hidden",
+            "latent_dim",
+            "likelihood",
+            "gaussian_scale",
+            "latent",
+            "categories",
+            "latent_vars",
+            "temperature",
+            "temperature_min",
+            "anneal_rate",
+            "straight_through",
+        )
+    },
     **{
         name: ""
         for name in ("epochs", "batch_size", "lr", "beta", "warmup_epochs", "seed", "device", "estimator", "samples")

@@ -85,6 +85,15 @@ class DiagonalGaussian:
         """
         return self.kl_per_dim(other).sum(-1)
 
+    @property
+    def mode(self) -> Tensor:
+        return self.mu
+
+    @staticmethod
+    def aggregate_kl(mean: Tensor, variance: Tensor, categories: int = 1) -> Tensor:
+        """KL(N(mean, diag variance) ‖ N(0, I)): the moment-matched aggregate posterior against the prior."""
+        return 0.5 * (variance + mean**2 - 1 - variance.log()).sum()
+
     def kl_per_dim(self, other: DiagonalGaussian | None = None) -> Tensor:
         """The terms of `kl` before the sum over dimensions, (..., D): how many nats each latent dimension uses."""
         if other is None:
@@ -147,3 +156,88 @@ class Gaussian:
 
 
 Likelihood = Bernoulli | Gaussian
+
+
+def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """g = −log(−log u), u ~ U(0, 1): argmax(logits + g) is an exact categorical sample (the Gumbel-max trick)."""
+    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device).clamp(1e-10, 1 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+class RelaxedCategorical:
+    """q(z|x) = Π_v Categorical(z_v; softmax(logits_v)) for V variables of K categories; z is a one-hot (V, K) code,
+    flattened to V·K numbers for the decoder.
+
+    rsample is the Gumbel-softmax / Concrete reparameterization (Jang et al. 2017; Maddison et al. 2017):
+    y = softmax((logits + g) / τ) with Gumbel noise g. It is differentiable in the logits and approaches a one-hot
+    sample as τ → 0. With `straight_through`, the forward pass uses the hard one-hot and the backward pass the relaxed
+    gradient. With `hard` (evaluation), rsample returns exact discrete samples, as generation uses.
+    """
+
+    def __init__(self, logits: Tensor, temperature: float, straight_through: bool = False, hard: bool = False) -> None:
+        self.logits = logits  # (..., V, K)
+        self.temperature = temperature
+        self.straight_through = straight_through
+        self.hard = hard
+
+    @property
+    def probs(self) -> Tensor:
+        return torch.softmax(self.logits, dim=-1)
+
+    @property
+    def mean(self) -> Tensor:
+        """E[z]: the category probabilities, flattened (..., V·K)."""
+        return self.probs.flatten(-2)
+
+    @property
+    def variance(self) -> Tensor:
+        p = self.mean
+        return p * (1 - p)
+
+    @property
+    def mode(self) -> Tensor:
+        return F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).to(self.logits).flatten(-2)
+
+    def _shape(self, n_samples: int | None) -> torch.Size:
+        return self.logits.shape if n_samples is None else torch.Size((n_samples, *self.logits.shape))
+
+    def rsample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        if self.hard:
+            return self.sample(n_samples, generator)
+        relaxed = torch.softmax(
+            (self.logits + gumbel_noise(self._shape(n_samples), generator, self.logits)) / self.temperature, -1
+        )
+        if self.straight_through:
+            hard = F.one_hot(relaxed.argmax(-1), relaxed.shape[-1]).to(relaxed)
+            relaxed = hard - relaxed.detach() + relaxed  # one-hot forward, relaxed gradient backward
+        return relaxed.flatten(-2)
+
+    def sample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Exact one-hot samples (Gumbel-max), with no gradient."""
+        with torch.no_grad():
+            noisy = self.logits + gumbel_noise(self._shape(n_samples), generator, self.logits)
+            return F.one_hot(noisy.argmax(-1), self.logits.shape[-1]).to(self.logits).flatten(-2)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z) for one-hot codes z (..., V·K): Σ_v log softmax(logits_v)[z_v]."""
+        log_p = torch.log_softmax(self.logits, -1)
+        codes = z.reshape(*z.shape[:-1], *self.logits.shape[-2:])
+        log_q: Tensor = (codes * log_p).sum((-2, -1))
+        return log_q
+
+    def kl(self) -> Tensor:
+        return self.kl_per_dim().sum(-1)
+
+    def kl_per_dim(self) -> Tensor:
+        """KL(q(z_v|x) ‖ Uniform(K)) = Σ_k q_k log q_k + log K, per variable (..., V)."""
+        log_p = torch.log_softmax(self.logits, -1)
+        return (log_p.exp() * log_p).sum(-1) + math.log(self.logits.shape[-1])
+
+    @staticmethod
+    def aggregate_kl(mean: Tensor, variance: Tensor, categories: int) -> Tensor:
+        """KL(E_x q(z_v|x) ‖ Uniform(K)) summed over variables: how far the aggregate posterior is from the prior."""
+        p = mean.view(-1, categories).clamp_min(1e-12)
+        return (p * torch.log(p * categories)).sum()
+
+
+Posterior = DiagonalGaussian | RelaxedCategorical

@@ -76,6 +76,8 @@ def gradient_report(
     model: VAE, x: Tensor, repeats: int = 100, samples: int = 4, seed: int = 0, label: str = "trained"
 ) -> GradientReport:
     """Compare the three estimators on one mini-batch `x` (float images)."""
+    if model.categorical:
+        raise VaekitError("the gradient lab compares estimators for Gaussian latents; this run's are categorical")
     if model.deterministic or repeats < 2 or samples < 2:
         raise VaekitError("gradient estimates need a VAE run, --repeats ≥ 2 and --samples ≥ 2 (for the baseline)")
     report = GradientReport(label, repeats, len(x), samples)

@@ -8,7 +8,15 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, Likelihood
+from vaekit.distributions import (
+    LOG_2PI,
+    Bernoulli,
+    DiagonalGaussian,
+    Gaussian,
+    Likelihood,
+    Posterior,
+    RelaxedCategorical,
+)
 from vaekit.networks import NETWORKS
 from vaekit.objectives import ElboTerms, elbo
 
@@ -22,8 +30,10 @@ class VAE(nn.Module):
         self.input_shape = tuple(config.input_shape)
         self.latent_dim = config.latent_dim
         self.deterministic = config.kind == "ae"  # the plain-autoencoder baseline: the code is the mean, no noise
+        self.categorical = config.latent == "categorical"
+        self.temperature = config.temperature_min  # the trainer anneals it; evaluation draws exact discrete codes
         build_encoder, build_decoder = NETWORKS[config.network]
-        outputs = config.latent_dim if self.deterministic else 2 * config.latent_dim
+        outputs = config.latent_dim if self.deterministic or self.categorical else 2 * config.latent_dim
         self.encoder = build_encoder(self.input_shape, config.hidden, outputs)
         self.decoder = build_decoder(self.input_shape, config.hidden, config.latent_dim)
         log_scale = torch.tensor(math.log(config.gaussian_scale))
@@ -34,8 +44,11 @@ class VAE(nn.Module):
         else:  # a constant; a buffer so it travels with .to(device) and the weights file
             self.register_buffer("log_scale", log_scale)
 
-    def encode(self, x: Tensor) -> DiagonalGaussian:
+    def encode(self, x: Tensor) -> Posterior:
         """q(z|x) for images (N, C, H, W) in [0, 1]; for the autoencoder baseline, a point mass at its code."""
+        if self.categorical:
+            logits = self.encoder(x).unflatten(-1, (self.config.latent_vars, self.config.categories))
+            return RelaxedCategorical(logits, self.temperature, self.config.straight_through, hard=not self.training)
         if self.deterministic:
             return DiagonalGaussian.point(self.encoder(x))
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
@@ -59,13 +72,27 @@ class VAE(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n codes from p(z): N(0, I), or uniform one-hot codes for categorical latents."""
+        if self.categorical:
+            classes = torch.randint(self.config.categories, (n, self.config.latent_vars), generator=generator)
+            return torch.nn.functional.one_hot(classes, self.config.categories).float().flatten(-2).to(self.device)
+        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) per code: −½ Σ (log 2π + z²), or −V·log K for one-hot codes under the uniform prior."""
+        if self.categorical:
+            return torch.full(
+                z.shape[:-1], -self.config.latent_vars * math.log(self.config.categories), device=z.device
+            )
+        return -0.5 * (LOG_2PI + z**2).sum(-1)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode n draws from the prior N(0, I); returns the likelihood means (N, C, H, W), as pictures do."""
-        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
-        return self.decode(z).mean
+        """Decode n draws from the prior; returns the likelihood means (N, C, H, W), as pictures do."""
+        return self.decode(self.prior_sample(n, generator)).mean
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Decode the posterior mean of each input: the deterministic reconstruction shown in pictures."""
-        return self.decode(self.encode(x).mean).mean
+        """Decode the posterior mode of each input (the mean, for a Gaussian): the reconstruction pictures show."""
+        return self.decode(self.encode(x).mode).mean

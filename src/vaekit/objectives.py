@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from vaekit.distributions import LOG_2PI
-
 if TYPE_CHECKING:
     from vaekit.model import VAE
 
@@ -81,9 +79,8 @@ def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:
 def log_importance_weights(model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x) for z_i ~ q(z|x), i = 1..k; shape (k, N)."""
     posterior = model.encode(x)
-    z = posterior.rsample(k, generator=generator)  # (k, N, D)
-    log_prior = -0.5 * (LOG_2PI + z**2).sum(-1)  # N(0, I), written out to avoid building a distribution per chunk
-    return model.decode(z).log_prob(x) + log_prior - posterior.log_prob(z)
+    z = posterior.sample(k, generator=generator)  # (k, N, D); exact one-hot codes for a categorical posterior
+    return model.decode(z).log_prob(x) + model.prior_log_prob(z) - posterior.log_prob(z)
 
 
 def iwae_bound(model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None, max_rows: int = 4096) -> Tensor:

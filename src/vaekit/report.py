@@ -43,9 +43,13 @@ def _kl(evaluation: Evaluation) -> Table:
     agg_mean, agg_var = kl.aggregate_mean, kl.aggregate_var
     _row(table, "active units", f"{kl.active_units} of {len(kl.kl_per_dim)} (Cov_x E_q[z_d] > {kl.threshold:g})")
     _row(table, "total KL", f"{sum(kl.kl_per_dim):.2f} nats; largest: {top}")
-    _row(table, "aggregate q(z) mean", f"{min(agg_mean):+.3f} … {max(agg_mean):+.3f}  (prior: 0)")
-    _row(table, "aggregate q(z) variance", f"{min(agg_var):.3f} … {max(agg_var):.3f}  (prior: 1)")
-    _row(table, "KL(moment-matched q(z) ‖ N(0, I))", f"{kl.aggregate_kl:.3f} nats")
+    if kl.prior == "N(0, I)":
+        _row(table, "aggregate q(z) mean", f"{min(agg_mean):+.3f} … {max(agg_mean):+.3f}  (prior: 0)")
+        _row(table, "aggregate q(z) variance", f"{min(agg_var):.3f} … {max(agg_var):.3f}  (prior: 1)")
+        _row(table, "KL(moment-matched q(z) ‖ N(0, I))", f"{kl.aggregate_kl:.3f} nats")
+    else:
+        _row(table, "aggregate q(z) category probabilities", f"{min(agg_mean):.3f} … {max(agg_mean):.3f}")
+        _row(table, f"KL(aggregate q(z) ‖ {kl.prior})", f"{kl.aggregate_kl:.3f} nats")
     return table
 
 

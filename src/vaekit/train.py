@@ -80,6 +80,13 @@ def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
 
 
+def temperature_at(config: TrainConfig, step: int) -> float:
+    """Gumbel-softmax temperature τ = max(τ_min, τ0·exp(−r·step)) (Jang et al. 2017): a function of the step, so a
+    resumed run anneals exactly as an uninterrupted one."""
+    model = config.model
+    return max(model.temperature_min, model.temperature * math.exp(-model.anneal_rate * step))
+
+
 def beta_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Linear KL warm-up: β·min(1, step / (warmup_epochs · steps_per_epoch))."""
     if config.warmup_epochs <= 0:
@@ -106,8 +113,10 @@ def train_epoch(
         x = to_float(x_batch)
         if config.data.binarize == "dynamic":  # a fresh binary image every time (Salakhutdinov & Murray 2008)
             x = torch.bernoulli(x, generator=generator)
+        global_step = epoch * steps + step + 1
+        model.temperature = temperature_at(config, global_step)
         terms = model.elbo(x, generator, config.estimator, config.samples)
-        beta = beta_at(config, epoch * steps + step + 1, steps)
+        beta = beta_at(config, global_step, steps)
         loss = -terms.objective(beta).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -117,7 +126,10 @@ def train_epoch(
         if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step
             reporter.step(step + 1, loss.item())
     log_px, kl = log_px_sum.item() / len(x_all), kl_sum.item() / len(x_all)
-    return {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "beta": beta}
+    record = {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "beta": beta}
+    if model.categorical:
+        record["temperature"] = model.temperature
+    return record
 
 
 def train(
