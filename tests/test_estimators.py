@@ -103,7 +103,9 @@ def test_gradient_report_finds_the_score_function_far_noisier() -> None:
     assert report.overall("reparam").cosine_to_reparam == pytest.approx(1.0)
     assert report.variance_ratio("score-function") > 10
     assert 1 < report.variance_ratio("score-function-baseline") < report.variance_ratio("score-function")
-    assert {s.parameter for s in report.stats} == {"1.weight", "1.bias", "3.weight", "3.bias", "all"}
+    assert {s.parameter for s in report.stats} == {
+        f"encoder.{n}" for n in ("1.weight", "1.bias", "3.weight", "3.bias")
+    } | {"all"}
 
 
 @pytest.mark.parametrize("estimator", ["score-function", "score-function-baseline"])

@@ -53,7 +53,7 @@ def estimate_moments(
     model: VAE, x: Tensor, estimator: str, repeats: int, samples: int, generator: torch.Generator
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Mean and per-coordinate variance of `repeats` gradient estimates, for each encoder parameter."""
-    params = dict(model.encoder.named_parameters())
+    params = {f"encoder.{name}": p for name, p in model.encoder.named_parameters()}
     sums = {name: torch.zeros(p.numel(), dtype=torch.float64) for name, p in params.items()}
     squares = {name: torch.zeros_like(s) for name, s in sums.items()}
     for _ in range(repeats):

@@ -1,0 +1,102 @@
+"""`vaekit evaluate`, `vaekit gradients`, `vaekit serve`: the commands that analyse a finished run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vaekit.cli_common import RunArg, SeedOpt, err_console, friendly_errors, load_test_split, out_console
+from vaekit.config import ESTIMATORS
+from vaekit.errors import VaekitError
+
+
+@friendly_errors
+def evaluate(
+    run: RunArg,
+    k: Annotated[int, typer.Option(help="Importance samples per image (5000 for papers).", min=1)] = 1000,
+    split: Annotated[
+        str, typer.Option(help="Likelihoods on: test | train | both (both adds the generalization gap).")
+    ] = "both",
+    samples: Annotated[
+        int, typer.Option(help="Prior samples for the neighbour audit and sample quality.", min=2)
+    ] = 1000,
+    seed: SeedOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+) -> None:
+    """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality; writes RUN/evaluation.json."""
+    from vaekit.evaluate import evaluate as run_evaluation
+    from vaekit.report import evaluation_tables
+    from vaekit.runs import load_run
+
+    with err_console.status(f"evaluating {run} (k = {k})"):
+        evaluation = run_evaluation(load_run(run), k=k, split=split, samples=samples, seed=seed)
+    if as_json:
+        out_console.print_json(json.dumps(evaluation.to_dict()))
+        return
+    for table in evaluation_tables(evaluation):
+        out_console.print(table)
+    out_console.print(f"wrote {run / 'evaluation.json'}, {run / 'kl_per_dim.png'}, {run / 'neighbours.png'}")
+
+
+@friendly_errors
+def gradients(
+    run: RunArg,
+    repeats: Annotated[
+        int, typer.Option(help="Independent estimates per estimator on the same mini-batch.", min=2)
+    ] = 100,
+    batch_size: Annotated[int, typer.Option(help="Training images in the fixed mini-batch.", min=1)] = 128,
+    samples: Annotated[
+        int, typer.Option(help="z samples per image in each estimate (the baseline needs 2+).", min=2)
+    ] = 4,
+    at_init: Annotated[bool, typer.Option("--at-init", help="Also measure the same model at initialisation.")] = False,
+    seed: SeedOpt = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement; writes gradients.json."""
+    from vaekit.estimators import gradient_lab
+    from vaekit.runs import load_run
+
+    reports = gradient_lab(load_run(run), repeats, batch_size, samples, seed, at_init)
+    if as_json:
+        out_console.print_json(json.dumps([dataclasses.asdict(r) for r in reports]))
+        return
+    for report in reports:
+        table = Table(title=f"ELBO gradient w.r.t. the encoder ({report.label}): {report.repeats} estimates, "
+                      f"batch {report.batch_size}, {report.samples} samples per image")  # fmt: skip
+        for column in ("estimator", "variance (trace)", "× reparam", "SNR", "‖mean‖", "cos(mean, reparam mean)"):
+            table.add_column(column, justify="left" if column == "estimator" else "right")
+        for estimator in ESTIMATORS:
+            s = report.overall(estimator)
+            table.add_row(estimator, f"{s.variance:.4g}", f"{report.variance_ratio(estimator):,.1f}", f"{s.snr:.3f}",
+                          f"{s.mean_norm:.4g}", f"{s.cosine_to_reparam:.3f}")  # fmt: skip
+        out_console.print(table)
+    out_console.print(f"wrote {run / 'gradients.json'}, {run / 'gradient_variance.png'}")
+
+
+@friendly_errors
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    top_k: Annotated[int, typer.Option(help="Sliders for this many dimensions (largest KL first).", min=1, max=64)] = 8,
+) -> None:
+    """Explore the latent space in the browser: sliders, a 2-d pad, interpolation, prior samples."""
+    import uvicorn
+
+    from vaekit.data import CLASS_NAMES
+    from vaekit.runs import load_run
+    from vaekit.web.app import create_app
+
+    loaded = load_run(run)
+    if loaded.model.categorical:
+        raise VaekitError("the explorer's sliders move Gaussian latents; this run's latents are categorical")
+    test = load_test_split(loaded.config)
+    app_ = create_app(loaded.model, test, str(run), CLASS_NAMES.get(loaded.config.data.dataset), top_k)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"note: binding {host} makes the explorer reachable from other machines")
+    out_console.print(f"latent explorer for {run}: http://{host}:{port}/  (API docs: /docs; Ctrl-C stops)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
