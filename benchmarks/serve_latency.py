@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
+import tempfile
 import threading
 import time
 
@@ -18,18 +19,22 @@ import httpx
 import torch
 import uvicorn
 
-from vaekit import load_run
+from vaekit import DataConfig, TrainConfig, load_run, train
 from vaekit.data import load_dataset
 from vaekit.web.app import create_app
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", default="runs/demo")
+    parser.add_argument("--run", default=None, help="a trained run (default: train one for 1 epoch)")
     parser.add_argument("--requests", type=int, default=1000)
     args = parser.parse_args()
-    run = load_run(args.run)
-    app = create_app(run.model, load_dataset(run.config.data).test, args.run)
+    if args.run:
+        run = load_run(args.run)
+    else:
+        with tempfile.TemporaryDirectory() as out:
+            run = train(TrainConfig(data=DataConfig(dataset="fashion-mnist"), epochs=1), out)
+    app = create_app(run.model, load_dataset(run.config.data).test, str(args.run or "a 1-epoch run"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
