@@ -196,3 +196,14 @@ def test_out_of_range_index(trained: Path, tmp_path: Path) -> None:
 def test_bad_setting_value(tmp_path: Path) -> None:
     code, _, stderr = invoke("train", *TINY, "--network", "transformer", "--out", tmp_path / "r")
     assert_clean_error(code, stderr, "unknown network")
+
+
+@pytest.mark.parametrize(("device", "fragment"), [("gpu0", "unknown device"), ("cuda:7", "no CUDA GPU")])
+def test_bad_device(tmp_path: Path, device: str, fragment: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    code, _, stderr = invoke("train", *TINY, "--device", device, "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, fragment)
+    assert not (tmp_path / "r").exists()

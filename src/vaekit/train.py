@@ -150,7 +150,7 @@ def train(
     elif (run_dir / STATE).exists() or (run_dir / FINAL).exists():
         raise VaekitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
     config.validate()
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     data = load_dataset(config.data)
     config.model.input_shape = list(data.shape)
     model = build_model(config).to(device)
@@ -219,6 +219,16 @@ def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig
     if saved.epochs != read_config(run_dir).epochs:
         write_config(run_dir, saved)
     return saved, state
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VaekitError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VaekitError(f"--device {name}, but torch sees no CUDA GPU on this machine: use --device cpu")
+    return device
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:
