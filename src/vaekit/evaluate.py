@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from vaekit.classifier import FeatureSpace, feature_space
-from vaekit.data import Dataset, Split, load_dataset, split_off, to_float
+from vaekit.data import Split, load_dataset, split_off, to_float
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import iwae_bound
@@ -243,17 +243,19 @@ def evaluate(
         reports.append(likelihood_report(model, train_scored.x, "train", k, seed))
     decoded = model.sample(samples, generator=torch.Generator().manual_seed(seed))
     space = feature_space(grey, seed=seed)
+    size = min(len(grey.test), len(grey.train))  # equal-size reference sets for the neighbour audit and picture
+    train_ref, test_ref = _subset(grey.train, size).x, grey.test.x[:size]
     evaluation = Evaluation(
         run=str(run.path),
         dataset=run.config.data.dataset,
         likelihood=reports,
         kl=kl_report(model, data.test.x),
-        generalization=_generalization(reports, decoded, grey, space) if split == "both" else None,
+        generalization=_generalization(reports, decoded, train_ref, test_ref, space) if split == "both" else None,
         sample_quality=sample_quality(decoded, grey.test.x, space),
         notes=_notes(run, reports),
     )
     if write:
-        write_evaluation(run.path, evaluation, decoded, _subset(grey.train, len(grey.test)).x)
+        write_evaluation(run.path, evaluation, decoded, train_ref)
     return evaluation
 
 
@@ -271,11 +273,10 @@ def write_evaluation(run_dir: Path, evaluation: Evaluation, decoded: Tensor, tra
 
 
 def _generalization(
-    reports: list[LikelihoodReport], decoded: Tensor, grey: Dataset, space: FeatureSpace | None
+    reports: list[LikelihoodReport], decoded: Tensor, train_ref: Tensor, test_ref: Tensor, space: FeatureSpace | None
 ) -> Generalization:
     test, train = reports
-    size = min(len(grey.test), len(grey.train))
-    train_ref, test_ref = _subset(grey.train, size).x, grey.test.x[:size]
+    size = len(train_ref)
     audits = [neighbour_audit(decoded, to_float(train_ref), to_float(test_ref), "pixels")]
     if space is not None:
         features = space.embed(decoded)

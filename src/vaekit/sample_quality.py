@@ -5,6 +5,8 @@ All pairwise work is chunked so memory stays bounded (chunk × reference-set siz
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -12,15 +14,20 @@ from torch import Tensor
 CHUNK = 1024
 
 
-def nearest(queries: Tensor, references: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
-    """Euclidean distances and indices of each query's k nearest references: (Q, k) each. Rows are flattened."""
+def squared_distance_blocks(queries: Tensor, references: Tensor) -> Iterator[Tensor]:
+    """‖q − r‖² for every query and reference, CHUNK queries at a time: (≤ CHUNK, R) blocks, rows flattened."""
     q, r = queries.flatten(1).double(), references.flatten(1).double()
     r_sq = (r**2).sum(1)
-    dists, idxs = [], []
     for start in range(0, len(q), CHUNK):
         block = q[start : start + CHUNK]
-        sq = ((block**2).sum(1, keepdim=True) + r_sq - 2 * block @ r.T).clamp_min(0)  # ‖a−b‖² = ‖a‖²+‖b‖²−2a·b
-        d, i = sq.topk(k, dim=1, largest=False)
+        yield ((block**2).sum(1, keepdim=True) + r_sq - 2 * block @ r.T).clamp_min(0)  # ‖a‖² + ‖b‖² − 2a·b
+
+
+def nearest(queries: Tensor, references: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+    """Euclidean distances and indices of each query's k nearest references: (Q, k) each. Rows are flattened."""
+    dists, idxs = [], []
+    for squared in squared_distance_blocks(queries, references):
+        d, i = squared.topk(k, dim=1, largest=False)
         dists.append(d.sqrt())
         idxs.append(i)
     return torch.cat(dists).float(), torch.cat(idxs)
@@ -52,14 +59,8 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
 
 
 def _coverage(points: Tensor, manifold: Tensor, k: int) -> float:
-    radii = nearest(manifold, manifold, k + 1)[0][:, k]  # k+1: each point is its own nearest neighbour
-    m = manifold.flatten(1).double()
-    m_sq = (m**2).sum(1)
-    inside = 0
-    for start in range(0, len(points), CHUNK):
-        block = points[start : start + CHUNK].flatten(1).double()
-        dist = ((block**2).sum(1, keepdim=True) + m_sq - 2 * block @ m.T).clamp_min(0).sqrt()
-        inside += int((dist <= radii.double()).any(1).sum())
+    radii = nearest(manifold, manifold, k + 1)[0][:, k].double()  # k+1: each point is its own nearest neighbour
+    inside = sum(int((squared.sqrt() <= radii).any(1).sum()) for squared in squared_distance_blocks(points, manifold))
     return inside / len(points)
 
 

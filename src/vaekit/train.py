@@ -114,7 +114,8 @@ def train_epoch(
         if config.data.binarize == "dynamic":  # a fresh binary image every time (Salakhutdinov & Murray 2008)
             x = torch.bernoulli(x, generator=generator)
         global_step = epoch * steps + step + 1
-        model.temperature = temperature_at(config, global_step)
+        if model.categorical:
+            model.temperature = temperature_at(config, global_step)
         terms = model.elbo(x, generator, config.estimator, config.samples)
         beta = beta_at(config, global_step, steps)
         loss = -terms.objective(beta).mean()
@@ -198,6 +199,7 @@ def finish(run_dir: Path, model: VAE, data: Dataset, config: TrainConfig, histor
 
 def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig, dict[str, Any]]:
     saved = read_config(run_dir)
+    epochs_on_disk = saved.epochs
     state = load_state(run_dir)
     if given is not None:
         saved_dict, given_dict = saved.to_dict(), given.to_dict()
@@ -216,7 +218,7 @@ def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig
             f"{run_dir} already finished its {saved.epochs} epochs: "
             f"pass --epochs N (more than {saved.epochs}) to train further"
         )
-    if saved.epochs != read_config(run_dir).epochs:
+    if saved.epochs != epochs_on_disk:
         write_config(run_dir, saved)
     return saved, state
 
