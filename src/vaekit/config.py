@@ -7,6 +7,7 @@ rebuilt from the run folder alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ KINDS = ("vae", "ae")
 LATENTS = ("gaussian", "categorical")
 ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.objectives.elbo
 DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
+# Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
+# refused before it allocates anything.
+MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
 
 
 @dataclass
@@ -71,43 +75,66 @@ class TrainConfig:
     device: str = "cpu"
 
     def validate(self) -> TrainConfig:
-        """Reject settings that would fail later, deep inside torch, with a message nobody can act on."""
+        """Reject settings that would fail later, deep inside torch, with a message nobody can act on.
+
+        Also the gate for a config.json read back from disk, so sizes are bounded (a tampered `latent_dim` must not
+        allocate terabytes) and every float is finite: `inf` or `nan` would only surface epochs later as a NaN loss.
+        """
+        for name, value in self._floats().items():
+            if not math.isfinite(value):
+                raise VaekitError(f"{name} = {value} is not a finite number: give a finite value")
+        model, data = self.model, self.data
         checks = [
-            (self.model.kind in KINDS, f"unknown model {self.model.kind!r}: use one of {KINDS}"),
-            (self.model.latent in LATENTS, f"unknown latent {self.model.latent!r}: use one of {LATENTS}"),
-            (self.model.categories >= 2 and self.model.latent_vars >= 1, "categories must be ≥ 2 and latent_vars ≥ 1"),
-            (0 < self.model.temperature_min <= self.model.temperature, "need 0 < temperature_min ≤ temperature"),
-            (self.model.latent == "gaussian" or self.model.kind == "vae", "--model ae takes a gaussian latent"),
-            (self.model.network in NETWORKS, f"unknown network {self.model.network!r}: use one of {NETWORKS}"),
+            (model.kind in KINDS, f"unknown model {model.kind!r}: use one of {KINDS}"),
+            (model.latent in LATENTS, f"unknown latent {model.latent!r}: use one of {LATENTS}"),
+            (model.network in NETWORKS, f"unknown network {model.network!r}: use one of {NETWORKS}"),
+            (model.likelihood in LIKELIHOODS, f"unknown likelihood {model.likelihood!r}: use one of {LIKELIHOODS}"),
+            (data.binarize in BINARIZE, f"unknown binarize mode {data.binarize!r}: use one of {BINARIZE}"),
+            (self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}: use one of {ESTIMATORS}"),
+            (2 <= model.categories <= MAX_WIDTH, f"categories must be between 2 and {MAX_WIDTH}"),
+            (1 <= model.latent_vars <= MAX_WIDTH, f"latent_vars must be between 1 and {MAX_WIDTH}"),
+            (0 < model.temperature_min <= model.temperature, "need 0 < temperature_min ≤ temperature"),
+            (model.anneal_rate >= 0, "anneal_rate must be zero or positive"),
+            (model.latent == "gaussian" or model.kind == "vae", "--model ae takes a gaussian latent"),
+            (1 <= model.latent_dim <= MAX_WIDTH, f"latent_dim must be between 1 and {MAX_WIDTH}"),
+            (len(model.hidden) <= MAX_LAYERS, f"at most {MAX_LAYERS} hidden layers"),
+            (all(1 <= h <= MAX_WIDTH for h in model.hidden), f"hidden widths must be between 1 and {MAX_WIDTH}"),
             (
-                self.model.likelihood in LIKELIHOODS,
-                f"unknown likelihood {self.model.likelihood!r}: use one of {LIKELIHOODS}",
+                len(model.input_shape) == 3 and all(1 <= d <= MAX_WIDTH for d in model.input_shape),
+                f"input_shape must be [channels, height, width], each between 1 and {MAX_WIDTH}",
             ),
-            (self.data.binarize in BINARIZE, f"unknown binarize mode {self.data.binarize!r}: use one of {BINARIZE}"),
-            (self.model.latent_dim >= 1, "latent_dim must be at least 1"),
-            (all(h >= 1 for h in self.model.hidden), "hidden widths must be positive"),
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.lr > 0, "lr must be positive"),
+            (model.gaussian_scale > 0, "gaussian_scale must be positive"),
+            (1 <= self.epochs <= MAX_COUNT, f"epochs must be between 1 and {MAX_COUNT}"),
+            (1 <= self.batch_size <= MAX_COUNT, f"batch_size must be between 1 and {MAX_COUNT}"),
+            (1 <= self.samples <= MAX_WIDTH, f"samples must be between 1 and {MAX_WIDTH}"),
+            (0 < self.lr <= 10, "lr must be positive and at most 10"),
             (self.beta >= 0, "beta must be zero or positive"),
             (self.warmup_epochs >= 0, "warmup_epochs must be zero or positive"),
-            (self.model.gaussian_scale > 0, "gaussian_scale must be positive"),
-            (self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}: use one of {ESTIMATORS}"),
-            (self.samples >= 1, "samples must be at least 1"),
             (
                 self.estimator != "score-function-baseline" or self.samples >= 2,
                 "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
             ),
-            (self.data.val_size >= 0, "val_size must be zero or positive"),
+            (data.val_size >= 0, "val_size must be zero or positive"),
         ]
         for ok, message in checks:
             if not ok:
                 raise VaekitError(message)
-        if not self.model.hidden:
-            self.model.hidden = list(DEFAULT_HIDDEN[self.model.network])
-        if self.model.latent == "categorical":  # the decoder reads the flattened one-hot codes
-            self.model.latent_dim = self.model.latent_vars * self.model.categories
+        if not model.hidden:
+            model.hidden = list(DEFAULT_HIDDEN[model.network])
+        if model.latent == "categorical":  # the decoder reads the flattened one-hot codes
+            model.latent_dim = model.latent_vars * model.categories
+            if model.latent_dim > MAX_WIDTH:
+                raise VaekitError(f"latent_vars × categories must be at most {MAX_WIDTH}")
         return self
+
+    def _floats(self) -> dict[str, float]:
+        """Every float setting by its flat name, for the finiteness check."""
+        sections = {"": self, "model": self.model, "data": self.data}
+        return {
+            name: getattr(sections[section], name)
+            for name, section in FLAT_SETTINGS.items()
+            if isinstance(getattr(sections[section], name), float)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
@@ -115,6 +142,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         """Inverse of `to_dict`; unknown keys are errors so a typo never passes silently."""
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(k, {}), dict) for k in ("model", "data")):
+            raise VaekitError("a config must be a JSON object with `model` and `data` objects: fix or restore it")
         raw = dict(raw)
         version = raw.pop("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
@@ -182,8 +211,10 @@ def _build(kind: type[Any], raw: dict[str, Any], section: str, **extra: Any) -> 
 
 
 def _same_kind(value: Any, default: Any) -> bool:
-    if default is None or value is None:
-        return True  # optional settings (data_dir)
+    if default is None:
+        return value is None or isinstance(value, str)  # optional paths (data_dir)
+    if value is None:
+        return False
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(value, bool) and isinstance(default, bool)
     if isinstance(default, float):

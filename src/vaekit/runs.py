@@ -2,9 +2,10 @@
 
 config.json        TrainConfig (with format_version): enough to rebuild the model
 model.safetensors  the latest weights, for everything downstream of training
-state.pt           the resumable checkpoint: epoch, weights, optimizer and RNG state (tensors and plain data
-                   only, read with weights_only=True); written last, so it is the authority after a crash
-metrics.jsonl      one JSON object per finished epoch
+state.pt           the resumable checkpoint and the one authority after a crash: epoch, weights, optimizer, RNG
+                   state and history (tensors and plain data only, read with weights_only=True); written first
+metrics.jsonl      one JSON object per finished epoch (may run ahead of the weights after a crash; readers cut it)
+.lock              held while a run trains (see vaekit.runlock)
 metrics.json       the final evaluation on the test split
 *.png              pictures
 """
@@ -20,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
 from vaekit.config import TrainConfig
@@ -57,7 +57,14 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """JSON with NaN and infinity refused: they are not JSON, and no reader could parse the file."""
+    atomic_write(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files of writes that a crash interrupted; only the lock holder may call this."""
+    for temp in run_dir.glob(".*.tmp"):
+        temp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -79,15 +86,25 @@ def write_config(run_dir: Path, config: TrainConfig) -> None:
     atomic_write_json(run_dir / CONFIG, config.to_dict())
 
 
+def _read_json_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise VaekitError(f"{path} is not UTF-8 text: restore it, or train the run again") from None
+
+
 def read_config(run_dir: Path) -> TrainConfig:
+    """config.json, checked like any other input: types, names, enums, bounds and finite floats."""
     path = run_dir / CONFIG
     if not path.is_file():
         raise VaekitError(
             f"{run_dir} is not a vaekit run folder (no {CONFIG}): train one with `vaekit train --out {run_dir}`"
         )
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
+        return TrainConfig.from_dict(json.loads(_read_json_text(path))).validate()
     except (json.JSONDecodeError, TypeError) as error:
+        raise VaekitError(f"{path} is not a valid vaekit config ({error}): restore it or train a new run") from None
+    except VaekitError as error:
         raise VaekitError(f"{path} is not a valid vaekit config ({error}): restore it or train a new run") from None
 
 
@@ -98,37 +115,88 @@ def save_checkpoint(
     generator: torch.Generator,
     history: list[dict[str, Any]],
 ) -> None:
-    """End-of-epoch checkpoint. Order matters: state.pt is renamed into place last and names the epoch it holds."""
-    atomic_write(run_dir / HISTORY, "".join(json.dumps(record) + "\n" for record in history).encode())
+    """End-of-epoch checkpoint. state.pt is the one authority: it is written first and holds the epoch, the weights,
+    the optimizer, the RNG and the history, so a resume needs nothing else. The files after it are views of it, each
+    tagged with or truncated to its epoch, so a crash between two renames leaves views that lag but never lie."""
     weights = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    atomic_write(run_dir / WEIGHTS, save_safetensors(weights, metadata={"epoch": str(len(history))}))
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:  # the last good checkpoint is worth more than this one
+        raise VaekitError(
+            f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
+            "lower --lr and continue with --resume"
+        )
     state = {
         "epoch": len(history),
         "model": weights,
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
+        "history": json.dumps(history),
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(run_dir / STATE, buffer.getvalue())
+    write_views(run_dir, weights, history)
 
 
-def load_state(run_dir: Path) -> dict[str, Any]:
+def write_views(run_dir: Path, weights: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl and model.safetensors from the checkpoint's contents; a resume rewrites them, since a crash
+    may have left them an epoch behind state.pt."""
+    atomic_write(run_dir / HISTORY, "".join(json.dumps(r, allow_nan=False) + "\n" for r in history).encode())
+    atomic_write(run_dir / WEIGHTS, save_safetensors(weights, metadata={"epoch": str(len(history))}))
+
+
+def load_state(run_dir: Path) -> dict[str, Any] | None:
+    """The resumable checkpoint, or None when the run has not finished an epoch yet."""
     path = run_dir / STATE
     if not path.is_file():
-        raise VaekitError(f"{run_dir} has no checkpoint ({STATE}): it never finished an epoch; train it again")
+        return None
     try:
-        state: dict[str, Any] = torch.load(path, weights_only=True, map_location="cpu")
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise VaekitError(f"{path} is truncated or corrupt ({str(error)[:80]}): train the run again") from None
-    return state
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # torch raises many types for a bad file (pickle, zip, EOF); all mean the same here
+        raise VaekitError(
+            f"{path} is truncated, corrupt or not a vaekit checkpoint ({type(error).__name__}): "
+            "delete it to restart the run from the beginning, or train a new run"
+        ) from None
+    keys = {"epoch", "model", "optimizer", "generator"}
+    if not isinstance(state, dict) or not keys <= set(state) or not isinstance(state["epoch"], int):
+        raise VaekitError(f"{path} is not a vaekit checkpoint: delete it to restart the run, or train a new run")
+    if "history" in state:  # format 1 checkpoints kept the history in metrics.jsonl alone
+        state["history"] = _parse_history(state["history"].splitlines() or ["[]"], path, whole=True)
+    else:
+        state["history"] = read_history(run_dir)[: state["epoch"]]
+    if len(state["history"]) != state["epoch"]:
+        raise VaekitError(f"{path} holds {state['epoch']} epochs but their history is incomplete: train a new run")
+    return dict(state)
+
+
+def _parse_history(lines: list[str], path: Path, whole: bool = False) -> list[dict[str, Any]]:
+    try:
+        records = json.loads("".join(lines)) if whole else [json.loads(line) for line in lines if line.strip()]
+    except json.JSONDecodeError as error:
+        raise VaekitError(f"{path} is corrupt ({error}): restore it, or train the run again") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise VaekitError(f"{path} does not hold one JSON object per epoch: restore it, or train the run again")
+    return records
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / HISTORY
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse_history(_read_json_text(path).splitlines(), path)
+
+
+def read_final(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / FINAL
+    if not path.is_file():
+        return None
+    try:
+        final = json.loads(_read_json_text(path))
+    except json.JSONDecodeError as error:
+        raise VaekitError(f"{path} is corrupt ({error}): delete it; `vaekit train --resume` redoes it") from None
+    if not isinstance(final, dict):
+        raise VaekitError(f"{path} is not a JSON object: delete it; `vaekit train --resume` redoes it")
+    return final
 
 
 def build_model(config: TrainConfig) -> VAE:
@@ -138,24 +206,52 @@ def build_model(config: TrainConfig) -> VAE:
         return VAE(config.model)
 
 
-def load_weights(model: VAE, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    """Load weights, turning a shape or name mismatch into one line that says which config they belong to."""
-    expected = model.state_dict()
-    for name, tensor in expected.items():
-        if name not in tensors:
+def check_shapes(expected: dict[str, torch.Size], found: dict[str, list[int]], source: Path) -> None:
+    """Names and shapes of stored tensors against what the config builds, before anything is allocated."""
+    for name, shape in expected.items():
+        if name not in found:
             raise VaekitError(
                 f"{source} lacks {name}: it was not trained with {source.parent / CONFIG}; retrain the run"
             )
-        if tensors[name].shape != tensor.shape:
+        if list(found[name]) != list(shape):
             raise VaekitError(
-                f"{source} does not match {source.parent / CONFIG}: {name} has shape {list(tensors[name].shape)}, the "
-                f"config builds {list(tensor.shape)}; restore the config the weights were trained with"
+                f"{source} does not match {source.parent / CONFIG}: {name} has shape {list(found[name])}, the "
+                f"config builds {list(shape)}; restore the config the weights were trained with"
             )
+
+
+def load_weights(model: VAE, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights, turning a shape or name mismatch into one line that says which config they belong to."""
+    expected = model.state_dict()
+    check_shapes({n: t.shape for n, t in expected.items()}, {n: list(t.shape) for n, t in tensors.items()}, source)
     model.load_state_dict({name: tensors[name] for name in expected})
 
 
+def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, int]:
+    """The model and the epoch its weights hold. The model is first built on the meta device (no memory) and its
+    shapes compared with the safetensors header, so a tampered config or file never allocates anything."""
+    with torch.device("meta"):
+        model = VAE(config.model)
+    try:
+        with safe_open(path, framework="pt") as weights:
+            shapes = {name: weights.get_slice(name).get_shape() for name in weights.keys()}  # noqa: SIM118
+            check_shapes({n: t.shape for n, t in model.state_dict().items()}, shapes, path)
+            epoch = (weights.metadata() or {}).get("epoch", "")
+            tensors = {name: weights.get_tensor(name) for name in model.state_dict()}
+    except (SafetensorError, OSError) as error:
+        raise VaekitError(f"{path} is truncated or corrupt ({error}): restore it or train the run again") from None
+    if not epoch.isdigit():
+        raise VaekitError(f"{path} does not say which epoch it holds: restore it or train the run again")
+    model = model.to_empty(device=device)
+    model.load_state_dict(tensors)
+    return model, int(epoch)
+
+
 def load_run(path: str | Path, device: str | None = None) -> Run:
-    """Rebuild a run's model from config.json + model.safetensors, with its metrics; nothing is unpickled."""
+    """Rebuild a run's model from config.json + model.safetensors, with its metrics; nothing is unpickled.
+
+    The history is cut to the epoch the weights hold, so a run read while it trains, or after a crash, never pairs
+    the metrics of one epoch with the weights of another."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise VaekitError(
@@ -164,16 +260,12 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     config = read_config(run_dir)
     weights_path = run_dir / WEIGHTS
     if not weights_path.is_file():
-        raise VaekitError(f"{run_dir} has no checkpoint ({WEIGHTS}): it never finished an epoch; train it again")
-    try:
-        tensors = load_safetensors(weights_path.read_bytes())
-    except SafetensorError as error:
-        raise VaekitError(
-            f"{weights_path} is truncated or corrupt ({error}): restore it or train the run again"
-        ) from None
-    model = VAE(config.model)
-    load_weights(model, tensors, weights_path)
-    model.eval()
-    final_path = run_dir / FINAL
-    final = json.loads(final_path.read_text()) if final_path.is_file() else None
-    return Run(run_dir, config, model.to(device or "cpu"), read_history(run_dir), final)
+        raise VaekitError(f"{run_dir} has no weights yet ({WEIGHTS}): wait for its first epoch, or train it again")
+    model, epoch = _read_weights(weights_path, config, device or "cpu")
+    history = read_history(run_dir)[:epoch]
+    if len(history) < epoch:
+        raise VaekitError(f"{run_dir / HISTORY} lacks epochs its weights hold: restore it, or train the run again")
+    final = read_final(run_dir)
+    if final is not None and final.get("epochs") != epoch:
+        final = None  # the evaluation of an earlier finish, before the run was trained further
+    return Run(run_dir, config, model.eval(), history, final)

@@ -6,6 +6,7 @@ is saved with each checkpoint, so a resumed run continues exactly where the inte
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ from vaekit.data import Dataset, load_dataset, to_float
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import bits_per_dim
+from vaekit.runlock import RunLock
 from vaekit.runs import (
+    CONFIG,
     FINAL,
     STATE,
     Run,
@@ -29,9 +32,11 @@ from vaekit.runs import (
     load_state,
     load_weights,
     read_config,
-    read_history,
+    read_final,
+    remove_stale_temporaries,
     save_checkpoint,
     write_config,
+    write_views,
 )
 
 EVAL_SEED = 2024  # evaluation noise is fixed, so validation curves do not jitter from one epoch to the next
@@ -108,6 +113,7 @@ def train_epoch(
     steps = math.ceil(len(x_all) / config.batch_size)
     log_px_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
     kl_sum = torch.zeros_like(log_px_sum)
+    first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
     reporter.start_epoch(epoch, config.epochs, steps)
     for step, x_batch in enumerate(batches(x_all, config.batch_size, generator)):
         x = to_float(x_batch)
@@ -124,8 +130,13 @@ def train_epoch(
         optimizer.step()
         log_px_sum += terms.log_px.detach().sum(dtype=torch.float64)
         kl_sum += terms.kl.detach().sum(dtype=torch.float64)
-        if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step
-            reporter.step(step + 1, loss.item())
+        first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
+        if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
+            loss_value, bad_step = torch.stack([loss.detach().double(), first_bad.double()]).tolist()
+            if bad_step:
+                where = f"epoch {epoch + 1}, step {int(bad_step) - epoch * steps} of {steps}"
+                raise diverged(config, f"the loss became NaN or infinite at {where}")
+            reporter.step(step + 1, loss_value)
     log_px, kl = log_px_sum.item() / len(x_all), kl_sum.item() / len(x_all)
     record = {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "beta": beta}
     if model.categorical:
@@ -139,21 +150,31 @@ def train(
     """Train a VAE into the run folder `out`; with `resume=True`, continue the run found there.
 
     On resume the run's own config.json is used; a `config` given alongside may only change `epochs` (to train
-    further). Returns the finished `Run`.
+    further) and `lr` (to continue a run that diverged). The run folder is locked for the whole run, so a second
+    writer is refused. `config` itself is never modified. Returns the finished `Run`.
     """
     run_dir = Path(out)
-    reporter = reporter or SilentReporter()
-    state = None
-    if resume:
-        config, state = _resume_point(run_dir, config)
-    elif config is None:
-        raise VaekitError("train needs a TrainConfig (or resume=True to continue an existing run)")
-    elif (run_dir / STATE).exists() or (run_dir / FINAL).exists():
-        raise VaekitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
-    config.validate()
+    if resume and not (run_dir / CONFIG).is_file():
+        read_config(run_dir)  # the one-line "not a run folder" error, before anything is created
+    if not resume:
+        if config is None:
+            raise VaekitError("train needs a TrainConfig (or resume=True to continue an existing run)")
+        config = copy.deepcopy(config).validate()  # before the folder is created
+    with RunLock(run_dir):
+        remove_stale_temporaries(run_dir)
+        if resume:
+            config, state = _resume_point(run_dir, config)
+        else:
+            assert config is not None
+            config, state = _fresh_start(run_dir, config), None
+        return _train_locked(run_dir, config, state, reporter or SilentReporter())
+
+
+def _train_locked(run_dir: Path, config: TrainConfig, state: dict[str, Any] | None, reporter: Reporter) -> Run:
     device = resolve_device(config.device)
     data = load_dataset(config.data)
     config.model.input_shape = list(data.shape)
+    config.validate()
     model = build_model(config).to(device)
     optimizer = make_optimizer(model, config)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -163,8 +184,11 @@ def train(
     else:
         load_weights(model, state["model"], run_dir / STATE)
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr  # the one optimizer setting a resume may change
         generator.set_state(state["generator"])
-        history = read_history(run_dir)[: state["epoch"]]  # lines past the checkpoint belong to a lost epoch
+        history = state["history"]
+        write_views(run_dir, state["model"], history)
     data = _to_device(data, device)
     try:
         for epoch in range(len(history), config.epochs):
@@ -173,12 +197,32 @@ def train(
             record["train"] = train_epoch(model, optimizer, data, config, epoch, generator, reporter)
             record["val"] = evaluate_split(model, data.val.x) if len(data.val) else None
             record["seconds"] = round(time.perf_counter() - started, 3)
+            _check_finite(record, config)
             history.append(record)
             save_checkpoint(run_dir, model, optimizer, generator, history)
             reporter.end_epoch(record)
     finally:
         reporter.close()
     return finish(run_dir, model, data, config, history)
+
+
+class TrainingDiverged(VaekitError):
+    """The loss or a metric became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def diverged(config: TrainConfig, where: str) -> TrainingDiverged:
+    lower = f"{config.lr / 3:.2g}"
+    return TrainingDiverged(
+        f"training diverged: {where}; the last good checkpoint is kept. Likely cause: a learning rate too high for "
+        f"this model and data (--lr {config.lr:g}): continue with `vaekit train --resume --out RUN --lr {lower}`"
+    )
+
+
+def _check_finite(record: dict[str, Any], config: TrainConfig) -> None:
+    for split in ("train", "val"):
+        for name, value in (record[split] or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise diverged(config, f"the {split} {name} of epoch {record['epoch']} is {value}")
 
 
 def finish(run_dir: Path, model: VAE, data: Dataset, config: TrainConfig, history: list[dict[str, Any]]) -> Run:
@@ -197,29 +241,46 @@ def finish(run_dir: Path, model: VAE, data: Dataset, config: TrainConfig, histor
     return Run(run_dir, config, model.eval(), history, final)
 
 
-def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig, dict[str, Any]]:
+def _fresh_start(run_dir: Path, config: TrainConfig) -> TrainConfig:
+    """A new run may go into a folder that holds no finished epoch (a run killed in its first epoch, say)."""
+    if (run_dir / STATE).exists() or (run_dir / FINAL).exists():
+        raise VaekitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    return config
+
+
+RESUMABLE = {"epochs", "lr"}  # what a resume may change; anything else would make it another run
+
+
+def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The run's own config (with `epochs`/`lr` from `given`) and its checkpoint; None when no epoch finished yet,
+    so the run starts from the beginning with the config it was started with."""
     saved = read_config(run_dir)
-    epochs_on_disk = saved.epochs
     state = load_state(run_dir)
     if given is not None:
-        saved_dict, given_dict = saved.to_dict(), given.to_dict()
-        given_dict["model"]["input_shape"] = saved_dict["model"]["input_shape"]
-        if not given_dict["model"]["hidden"]:
-            given_dict["model"]["hidden"] = saved_dict["model"]["hidden"]
-        for key in sorted(set(saved_dict) - {"epochs"}):
+        given = copy.deepcopy(given)
+        given.model.input_shape = list(saved.model.input_shape)
+        if not given.model.hidden:
+            given.model.hidden = list(saved.model.hidden)
+        saved_dict, given_dict = saved.to_dict(), given.validate().to_dict()
+        for key in sorted(set(saved_dict) - RESUMABLE):
             if saved_dict[key] != given_dict[key]:
                 raise VaekitError(
                     f"--resume continues {run_dir} with its own settings, but {key} differs from {run_dir}/config.json:"
                     " drop that setting, or train a new run with another --out"
                 )
-        saved.epochs = given.epochs
-    if state["epoch"] >= saved.epochs and (run_dir / FINAL).exists():
+        changed = {key for key in RESUMABLE if saved_dict[key] != given_dict[key]}
+        saved.epochs, saved.lr = given.epochs, given.lr
+        if changed:
+            write_config(run_dir, saved)
+    final = read_final(run_dir)
+    done = state["epoch"] if state else 0
+    if done >= saved.epochs and final is not None and final.get("epochs") == done:
         raise VaekitError(
             f"{run_dir} already finished its {saved.epochs} epochs: "
             f"pass --epochs N (more than {saved.epochs}) to train further"
         )
-    if saved.epochs != epochs_on_disk:
-        write_config(run_dir, saved)
+    if done > saved.epochs:
+        raise VaekitError(f"{run_dir} has trained {done} epochs already: pass --epochs {done} or more")
     return saved, state
 
 

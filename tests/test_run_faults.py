@@ -1,0 +1,349 @@
+"""The run folder under faults: kills at any moment, NaN, two writers, and tampered or damaged files.
+
+Every case ends the same way: one line naming the problem and the fix, and a run folder whose files agree with each
+other (one authority, state.pt; the other files are views cut to the epoch they hold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_config
+from vaekit import load_run, train
+from vaekit.cli import app
+from vaekit.data import load_dataset
+from vaekit.errors import VaekitError
+from vaekit.model import VAE
+from vaekit.runlock import RunLock
+
+runner = CliRunner()
+ARGS = ["--dataset", "digits", "--epochs", "3", "--batch-size", "64", "--hidden", "32", "--latent-dim", "4"]
+
+
+def losses(history: list[dict[str, Any]]) -> list[tuple[float, ...]]:
+    return [(r["train"]["elbo"], r["train"]["kl"], r["val"]["elbo"], r["val"]["kl"]) for r in history]
+
+
+def invoke(*args: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stderr
+
+
+def assert_one_line(code: int, stderr: str, *fragments: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# --- kill -9 at any moment -------------------------------------------------------------------------------------
+
+
+def _child(run_dir: str, kill: tuple[str, float, bool]) -> None:
+    """One `vaekit train` process (fresh or resumed), which kills itself at the moment `kill` names: just before
+    or just after the n-th atomic rename, so that every file write is hit; time-based kills come from the parent."""
+    torch.set_num_threads(1)
+    mode, n, after = kill
+    if mode == "rename":
+        real_replace, count = os.replace, [0]
+
+        def replace(src: Any, dst: Any) -> None:
+            count[0] += 1
+            if count[0] == n and not after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            real_replace(src, dst)
+            if count[0] == n and after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        os.replace = replace  # type: ignore[assignment]
+    resume = ["--resume"] if (Path(run_dir) / "config.json").exists() else []
+    app([*(["train", *ARGS, "--quiet", "--out", run_dir]), *resume], prog_name="vaekit")
+
+
+def run_child(run_dir: Path, kill: tuple[str, float, bool]) -> int | None:
+    process = multiprocessing.get_context("fork").Process(target=_child, args=(str(run_dir), kill))
+    process.start()
+    process.join(timeout=kill[1] if kill[0] == "time" else 120)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    return process.exitcode
+
+
+def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_metrics(tmp_path: Path) -> None:
+    """Kills just before and just after each of a run's file writes, and at random times (steps, evaluation,
+    pictures), three to a chain, each chain resumed to the end: every chain ends exactly as an uninterrupted run."""
+    code, stderr = invoke("train", *ARGS, "--quiet", "--out", tmp_path / "warm-up")  # imports, once, in the parent
+    assert code == 0, stderr
+    started = time.perf_counter()
+    assert run_child(tmp_path / "reference", ("none", 0, False)) == 0
+    duration = time.perf_counter() - started
+    reference = load_run(tmp_path / "reference")
+    rng = random.Random(0)
+    writes = 1 + 3 * 3 + 5  # config, (state, history, weights) per epoch, four pictures and metrics.json
+    kills: list[tuple[str, float, bool]] = [("rename", n, False) for n in range(1, writes + 1)]
+    kills += [("rename", n, True) for n in rng.sample(range(1, writes + 1), 5)]
+    kills += [("time", rng.uniform(0.05, 1.0) * duration, False) for _ in range(6)]
+    rng.shuffle(kills)
+    killed = 0
+    for chain in range(0, len(kills), 3):
+        run_dir = tmp_path / f"chain{chain}"
+        for kill in kills[chain : chain + 3]:
+            killed += run_child(run_dir, kill) == -signal.SIGKILL
+        finished_before = (run_dir / "metrics.json").exists() and load_run(run_dir).final is not None
+        assert run_child(run_dir, ("none", 0, False)) == (2 if finished_before else 0)  # 2: "already finished"
+        resumed = load_run(run_dir)
+        assert losses(resumed.history) == losses(reference.history)
+        assert resumed.final is not None and reference.final is not None
+        assert resumed.final["test"] == reference.final["test"]
+        assert not list(run_dir.glob(".*")), "a temporary or lock file was left behind"
+    assert killed >= 20
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
+    """Killed after metrics.jsonl was written but before any checkpoint: --resume trains from the beginning."""
+    reference = train(tiny_config(epochs=2), tmp_path / "reference")
+    run_dir = tmp_path / "cut"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text((tmp_path / "reference" / "config.json").read_text())
+    (run_dir / "metrics.jsonl").write_text(json.dumps(reference.history[0]) + "\n")
+    code, stderr = invoke("train", "--resume", "--out", run_dir, "--quiet")
+    assert code == 0, stderr
+    assert losses(load_run(run_dir).history) == losses(reference.history)
+
+
+def test_readers_never_pair_metrics_with_weights_of_another_epoch(tmp_path: Path) -> None:
+    """metrics.jsonl one epoch ahead of model.safetensors (a crash between the two renames)."""
+    one = train(tiny_config(epochs=1), tmp_path / "one")
+    two = train(tiny_config(epochs=2), tmp_path / "two")
+    (tmp_path / "two" / "model.safetensors").write_bytes((tmp_path / "one" / "model.safetensors").read_bytes())
+    loaded = load_run(tmp_path / "two")
+    assert loaded.epochs_done == 1 and losses(loaded.history) == losses(two.history[:1]) == losses(one.history)
+    assert loaded.final is None  # metrics.json describes epoch 2's weights, not these
+    result = runner.invoke(app, ["info", str(tmp_path / "two"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["epochs_done"] == 1
+
+
+# --- NaN and infinity ------------------------------------------------------------------------------------------
+
+
+def poison(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
+    """Make the ELBO NaN from the `at_call`-th training step on, as a diverging model would."""
+    real, calls = VAE.elbo, [0]
+
+    def elbo(self: VAE, *args: Any, **kwargs: Any) -> Any:
+        terms = real(self, *args, **kwargs)
+        if self.training:
+            calls[0] += 1
+            if calls[0] >= at_call:
+                terms.log_px = terms.log_px * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAE, "elbo", elbo)
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    reference = train(tiny_config(epochs=3), tmp_path / "reference")
+    steps_per_epoch = math.ceil(len(load_dataset(reference.config.data).train) / reference.config.batch_size)
+    poison(monkeypatch, at_call=steps_per_epoch + 5)  # step 5 of epoch 2
+    code, stderr = invoke("train", *ARGS, "--quiet", "--out", run_dir)
+    line = assert_one_line(code, stderr, "training diverged", "epoch 2, step 5", "--lr", "--resume")
+    assert "NaN" in line
+    saved = fingerprint(run_dir)
+    assert load_run(run_dir).epochs_done == 1
+    assert json.loads((run_dir / "metrics.jsonl").read_text())["epoch"] == 1  # valid JSON, one good epoch
+    monkeypatch.undo()
+    code, stderr = invoke("train", "--resume", "--out", run_dir, "--quiet")
+    assert code == 0, stderr
+    assert saved["state.pt"] != fingerprint(run_dir)["state.pt"]
+    assert losses(load_run(run_dir).history) == losses(reference.history)
+
+
+def test_non_finite_weights_are_never_written_over_a_good_checkpoint(tmp_path: Path) -> None:
+    from vaekit.runs import save_checkpoint
+
+    run = train(tiny_config(epochs=1), tmp_path / "run")
+    before = fingerprint(tmp_path / "run")
+    with torch.no_grad():
+        next(run.model.parameters())[0, 0] = float("inf")
+    optimizer = torch.optim.Adam(run.model.parameters())
+    with pytest.raises(VaekitError, match="not finite"):
+        save_checkpoint(tmp_path / "run", run.model, optimizer, torch.Generator(), run.history * 2)
+    assert fingerprint(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        (["--beta", "inf"], "beta = inf is not a finite number"),
+        (["--lr", "nan"], "lr = nan is not a finite number"),
+        (["--warmup", "inf"], "warmup_epochs = inf"),
+        (["--temperature", "1e999"], "temperature = inf"),
+    ],
+)
+def test_non_finite_settings_are_refused(tmp_path: Path, setting: list[str], fragment: str) -> None:
+    code, stderr = invoke("train", *ARGS, *setting, "--out", tmp_path / "run")
+    assert_one_line(code, stderr, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_of_range_settings_in_toml_are_refused(tmp_path: Path) -> None:
+    for text, fragment in [
+        ("anneal_rate = -0.5", "anneal_rate must be zero or positive"),
+        ("warmup_epochs = inf", "warmup_epochs = inf is not a finite number"),
+        ("samples = 100000000", "samples must be between 1 and"),
+    ]:
+        (tmp_path / "c.toml").write_text(text + "\n")
+        code, stderr = invoke("train", *ARGS, "--config", tmp_path / "c.toml", "--out", tmp_path / "run")
+        assert_one_line(code, stderr, fragment)
+
+
+# --- two writers -----------------------------------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_and_told_who_holds_the_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_config(epochs=1), run_dir)
+    before = fingerprint(run_dir)
+    with RunLock(run_dir):  # this process is "the first trainer"
+        for args in (["train", "--resume", "--epochs", "2"], ["train", *ARGS]):
+            code, stderr = invoke(*args, "--out", run_dir, "--quiet")
+            assert_one_line(code, stderr, f"is being trained by process {os.getpid()}", "another --out")
+        with pytest.raises(VaekitError, match="being trained"):
+            train(tiny_config(epochs=2), run_dir, resume=True)
+        code, _ = invoke("info", run_dir)  # readers need no lock
+        assert code == 0
+    assert {k: v for k, v in fingerprint(run_dir).items() if k != ".lock"} == before
+    assert not (run_dir / ".lock").exists()
+    train(tiny_config(epochs=2), run_dir, resume=True)  # released: the next writer gets it
+
+
+def test_two_concurrent_cli_trainers_leave_one_consistent_run(tmp_path: Path) -> None:
+    """Two real processes racing for one --out: exactly one trains, the other gets one line and exit 2."""
+    command = [sys.executable, "-m", "vaekit", "train", *ARGS, "--quiet", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(), p.stderr.read() if p.stderr else "") for p in processes]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(stderr for code, stderr in results if code == 2)
+    assert "being trained by process" in loser or "already holds a run" in loser, loser
+    reference = train(tiny_config(epochs=3, batch_size=64), tmp_path / "reference")
+    assert losses(load_run(tmp_path / "run").history) == losses(reference.history)
+
+
+# --- tampered or damaged run folders ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("faults") / "run"
+    train(tiny_config(epochs=1), run_dir)
+    return run_dir
+
+
+def tampered(finished: Path, tmp_path: Path, edit: dict[str, Any]) -> Path:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in finished.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    config = json.loads((copy / "config.json").read_text())
+    for dotted, value in edit.items():
+        section, _, name = dotted.rpartition(".")
+        (config[section] if section else config)[name] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        ({"model.latent_dim": 10**12}, "latent_dim must be between 1 and"),
+        ({"model.latent_dim": 1000}, "does not match"),  # in bounds, but not the weights' shape: checked first
+        ({"model.hidden": [60000]}, "does not match"),
+        ({"model.network": "x"}, "unknown network 'x'"),
+        ({"model.hidden": None}, "setting hidden = None"),
+        ({"model.latent_dim": None}, "setting latent_dim = None"),
+        ({"model.likelihood": "poisson"}, "unknown likelihood 'poisson'"),
+        ({"lr": float("inf")}, "lr = inf is not a finite number"),
+        ({"model.input_shape": [1, 8]}, "input_shape must be"),
+        ({"model": [1, 2]}, "must be a JSON object"),
+    ],
+)
+def test_a_tampered_config_is_one_line(finished: Path, tmp_path: Path, edit: dict[str, Any], fragment: str) -> None:
+    copy = tampered(finished, tmp_path, edit)
+    for command in ("info", "evaluate"):
+        code, stderr = invoke(command, copy)
+        assert_one_line(code, stderr, "config.json", fragment)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "command", "fragment"),
+    [
+        ("config.json", b"\xff\xfe{not utf-8", "info", "not UTF-8"),
+        ("metrics.jsonl", b'{"epoch": 1, "train"\n', "info", "metrics.jsonl is corrupt"),
+        ("metrics.jsonl", b"[1, 2]\n", "info", "one JSON object per epoch"),
+        ("metrics.json", b"{truncated", "info", "metrics.json is corrupt"),
+        ("model.safetensors", b"\x00" * 40, "info", "truncated or corrupt"),
+        ("state.pt", b"not a zip", "train", "state.pt is truncated, corrupt or not a vaekit checkpoint"),
+    ],
+)
+def test_a_damaged_file_is_one_line(
+    finished: Path, tmp_path: Path, name: str, content: bytes, command: str, fragment: str
+) -> None:
+    copy = tampered(finished, tmp_path, {})
+    (copy / name).write_bytes(content)
+    args = ["train", "--resume", "--epochs", "2", "--out", copy, "--quiet"] if command == "train" else [command, copy]
+    code, stderr = invoke(*args)
+    assert_one_line(code, stderr, fragment)
+
+
+class Exploit:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (print, ("unpickled!",))
+
+
+def test_a_state_file_holding_a_pickled_object_is_refused_unopened(finished: Path, tmp_path: Path) -> None:
+    copy = tampered(finished, tmp_path, {})
+    torch.save({"epoch": 1, "payload": Exploit()}, copy / "state.pt")
+    result = runner.invoke(app, ["train", "--resume", "--epochs", "2", "--out", str(copy), "--quiet"])
+    assert_one_line(result.exit_code, result.stderr, "not a vaekit checkpoint")
+    assert "unpickled!" not in result.stdout
+
+
+# --- the Python API --------------------------------------------------------------------------------------------
+
+
+def test_train_leaves_the_callers_config_alone_and_resumes_a_categorical_run(tmp_path: Path) -> None:
+    config = tiny_config(epochs=1)
+    config.model.latent = "categorical"
+    config.model.categories, config.model.latent_vars = 3, 2
+    snapshot = config.to_dict()
+    train(config, tmp_path / "run")
+    assert config.to_dict() == snapshot
+    config.epochs = 2
+    resumed = train(config, tmp_path / "run", resume=True)
+    assert resumed.epochs_done == 2 and resumed.config.model.latent_dim == 6
