@@ -146,8 +146,8 @@ class PointMass:
 
     def log_prob(self, z: Tensor) -> Tensor:
         raise VaekitError(
-            "an autoencoder's code is a point mass with no density, so it has no ELBO and no likelihood bound: "
-            "train a VAE (--model vae) to estimate one"
+            "an autoencoder's code is a point mass with no density, so it has no ELBO, no likelihood bound and no "
+            "score-function gradient: train a VAE (--model vae) for those, or use --estimator reparam with --model ae"
         )
 
     def kl(self) -> Tensor:
