@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian
+from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, PointMass
+from vaekit.errors import VaekitError
 
 
 def random_gaussian(n: int = 32, d: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +111,20 @@ def test_extreme_log_variances_stay_finite() -> None:
     q = DiagonalGaussian(mu, logvar)
     for value in (q.rsample(), q.log_prob(torch.ones(2, 3)), q.kl(), q.kl(DiagonalGaussian(mu + 1, -logvar))):
         assert torch.isfinite(value).all()
+
+
+def test_a_point_mass_draws_its_code_with_gradient_and_has_no_kl_or_density() -> None:
+    code = torch.randn(3, 4, requires_grad=True)
+    q = PointMass(code)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(q.rsample(generator=g), code) and torch.equal(q.mode, code)
+    assert torch.equal(q.rsample(5, generator=g), code.expand(5, 3, 4))
+    assert torch.equal(q.kl(), torch.zeros(3)) and torch.equal(q.kl_per_dim(), torch.zeros(3, 4))
+    assert torch.equal(q.stddev, torch.zeros(3, 4))
+    q.rsample(2).sum().backward()
+    assert code.grad is not None and torch.equal(code.grad, torch.full((3, 4), 2.0))
+    with pytest.raises(VaekitError, match="no ELBO, no likelihood bound"):
+        q.log_prob(code)
 
 
 def test_bernoulli_log_prob_matches_torch_on_binary_targets() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -96,15 +97,25 @@ def test_path_stats_tell_an_even_path_from_a_jump() -> None:
     assert path_stats(jump, "pixels").mean_max_over_mean == pytest.approx(16.0, rel=1e-5)
 
 
-def test_autoencoder_baseline_trains_without_noise_or_kl(tmp_path: Path) -> None:
+def test_the_autoencoder_is_a_point_mass_and_evaluate_says_what_it_lacks(tmp_path: Path) -> None:
     config = tiny_config()
     config.model.kind = "ae"
-    run = train(config, tmp_path / "ae")
-    assert all(r["train"]["kl"] == 0 for r in run.history)
-    x = torch.rand(4, 1, 8, 8)
-    terms_a, terms_b = run.model.elbo(x), run.model.elbo(x)
-    torch.testing.assert_close(terms_a.log_px, terms_b.log_px)  # deterministic: no sampling anywhere
-    assert load_run(tmp_path / "ae").config.model.kind == "ae"
+    train(config, tmp_path / "ae")
+    model = load_run(tmp_path / "ae").model
+    posterior = model.encode(torch.rand(4, 1, 8, 8))
+    code = posterior.mean
+    for seed in (0, 1):  # σ = 0: whatever the noise, the code itself
+        assert torch.equal(posterior.rsample(generator=torch.Generator().manual_seed(seed)), code)
+    assert torch.equal(posterior.kl_per_dim(), torch.zeros_like(code))  # not 14.5 + μ²/2 nats per dimension
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "ae"), "--k", "5", "--samples", "50"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("an autoencoder has no ELBO and no likelihood bound")
+    assert "not applicable" in result.stdout and "kl_per_dim.png" not in result.stdout
+    saved = json.loads((tmp_path / "ae" / "evaluation.json").read_text())
+    test = saved["likelihood"][0]
+    assert test["neg_elbo"] is test["nll"] is test["bits_per_dim"] is test["kl"] is saved["kl"] is None
+    assert test["reconstruction"] > 0 and 0 < test["mse"] < 1  # what an autoencoder does have
+    assert saved["generalization"]["reconstruction_gap"] is not None and saved["sample_quality"]["precision"] >= 0
 
 
 @pytest.fixture(scope="module")

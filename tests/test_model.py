@@ -7,6 +7,7 @@ import torch
 
 from tests.conftest import tiny_config
 from vaekit import VAE, ModelConfig
+from vaekit.distributions import LOG_SCALE_MIN, Gaussian
 from vaekit.errors import VaekitError
 from vaekit.train import beta_at
 
@@ -61,6 +62,21 @@ def test_learned_gaussian_scale_is_a_parameter_and_fixed_is_not() -> None:
     assert any(name == "log_scale" for name, _ in learned.named_parameters())
     assert all(name != "log_scale" for name, _ in fixed.named_parameters())
     assert "log_scale" in fixed.state_dict()
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian-learned", "gaussian-pixel"])
+def test_a_learned_gaussian_scale_has_a_floor(likelihood: str) -> None:
+    """A σ learned towards 0 (constant pixels of continuous data) would send log p(x|z) to infinity."""
+    shape = [1, 4, 4]
+    model = VAE(ModelConfig(likelihood=likelihood, hidden=[16], latent_dim=2, input_shape=shape))
+    with torch.no_grad():
+        model.log_scale.fill_(-60.0)
+    p_x = model.decode(torch.zeros(3, 2))
+    x = p_x.mean.detach() + 0.01
+    assert torch.isfinite(p_x.log_prob(x)).all()
+    torch.testing.assert_close(p_x.log_prob(x), Gaussian(p_x.mean, torch.tensor(LOG_SCALE_MIN)).log_prob(x))
+    fixed = VAE(ModelConfig(likelihood="gaussian", gaussian_scale=1e-4, hidden=[16], latent_dim=2, input_shape=shape))
+    torch.testing.assert_close(fixed.decode(torch.zeros(3, 2)).stddev, torch.full((3, *shape), 1e-4))  # as chosen
 
 
 def test_linear_kl_warmup_ramps_to_beta() -> None:

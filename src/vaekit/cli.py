@@ -172,13 +172,14 @@ def train(
     run = run_training(train_config, out, resume=resume, reporter=reporter)
     assert run.final is not None
     test = run.final["test"]
-    out_console.print(
-        f"run folder: [bold]{run.path}[/]\n"
-        f"test ELBO {test['elbo']:.2f} nats/image  (−ELBO {-test['elbo']:.2f}: reconstruction {-test['log_px']:.2f}"
-        f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if run.config.model.kind == "ae":  # a point-mass code: no KL, so no ELBO and no bound to print
+        summary = f"test reconstruction −log p(x|code) {-test['log_px']:.2f} nats/image (an autoencoder has no ELBO)"
+    else:
+        summary = (
+            f"test ELBO {test['elbo']:.2f} nats/image  (−ELBO {-test['elbo']:.2f}: reconstruction {-test['log_px']:.2f}"
+            f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)"
+        )
+    out_console.print(f"run folder: [bold]{run.path}[/]\n{summary}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -28,6 +28,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
 ) -> None:
     """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality; writes RUN/evaluation.json."""
+    from vaekit.evaluate import NO_BOUND
     from vaekit.evaluate import evaluate as run_evaluation
     from vaekit.report import evaluation_tables
     from vaekit.runs import load_run
@@ -37,9 +38,12 @@ def evaluate(
     if as_json:
         out_console.print_json(json.dumps(evaluation.to_dict()))
         return
+    if NO_BOUND in evaluation.notes:
+        out_console.print(NO_BOUND, highlight=False, soft_wrap=True)
     for table in evaluation_tables(evaluation):
         out_console.print(table)
-    out_console.print(f"wrote {run / 'evaluation.json'}, {run / 'kl_per_dim.png'}, {run / 'neighbours.png'}")
+    pictures = ["kl_per_dim.png", "neighbours.png"] if evaluation.kl else ["neighbours.png"]
+    out_console.print("wrote " + ", ".join(str(run / name) for name in ["evaluation.json", *pictures]))
 
 
 @friendly_errors

@@ -96,6 +96,10 @@ class TrainConfig:
             (0 < model.temperature_min <= model.temperature, "need 0 < temperature_min ≤ temperature"),
             (model.anneal_rate >= 0, "anneal_rate must be zero or positive"),
             (model.latent == "gaussian" or model.kind == "vae", "--model ae takes a gaussian latent"),
+            (
+                model.kind == "vae" or self.estimator == "reparam",
+                "an autoencoder's code has no density, so no score-function gradient: use --estimator reparam",
+            ),
             (1 <= model.latent_dim <= MAX_WIDTH, f"latent_dim must be between 1 and {MAX_WIDTH}"),
             (len(model.hidden) <= MAX_LAYERS, f"at most {MAX_LAYERS} hidden layers"),
             (all(1 <= h <= MAX_WIDTH for h in model.hidden), f"hidden widths must be between 1 and {MAX_WIDTH}"),

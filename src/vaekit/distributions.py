@@ -1,7 +1,8 @@
 """The reparameterization trick and the likelihoods, as small distribution objects (pure tensor math, no state).
 
-The encoder returns a `DiagonalGaussian` q(z|x); the decoder returns a `Bernoulli` or `Gaussian` p(x|z). Nobody
-outside this module touches a log-variance. All log-densities are in nats, summed over event dimensions, one value
+The encoder returns a `DiagonalGaussian` q(z|x) (a `RelaxedCategorical` for discrete latents, a `PointMass` for the
+plain autoencoder); the decoder returns a `Bernoulli` or `Gaussian` p(x|z). Nobody outside this module touches a
+log-variance. All log-densities are in nats, summed over event dimensions, one value
 per example: reductions over the batch happen at the caller.
 """
 
@@ -13,10 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vaekit.errors import VaekitError
+
 # exp(logvar) for logvar in [-30, 20] stays within float32 (σ from 3e-7 to 2e4). The encoder's raw output is
 # clamped rather than squashed through softplus so the usual "logvar head" keeps its meaning; gradients outside the
 # range are zero, which only matters for a network that has already diverged.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+# The floor of a learned Gaussian likelihood's σ. Uniformly dequantized 8-bit pixels never support a σ below the bin's
+# own spread, 1/(256·√12) ≈ 1.1e-3, so the floor binds only where a density would otherwise run off to infinity:
+# constant pixels of continuous data, or a decoder that matches grey values exactly.
+LOG_SCALE_MIN = math.log(1e-3)
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -32,6 +39,8 @@ class DiagonalGaussian:
     is what lets the gradient of the ELBO reach the encoder (Kingma & Welling 2014, section 2.4).
     """
 
+    relaxed = False  # rsample draws exact samples of q
+
     def __init__(self, mu: Tensor, logvar: Tensor) -> None:
         self.mu = mu
         self.logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
@@ -41,11 +50,6 @@ class DiagonalGaussian:
         """The prior p(z) = N(0, I)."""
         zeros = torch.zeros(shape, device=device)
         return cls(zeros, zeros)
-
-    @classmethod
-    def point(cls, mu: Tensor) -> DiagonalGaussian:
-        """As near a point mass at mu as float32 allows (σ ≈ 3e-7): the "posterior" of a plain autoencoder."""
-        return cls(mu, torch.full_like(mu, LOGVAR_MIN))
 
     @property
     def mean(self) -> Tensor:
@@ -100,6 +104,62 @@ class DiagonalGaussian:
             return 0.5 * (self.variance + self.mu**2 - 1.0 - self.logvar)
         ratio = torch.exp(self.logvar - other.logvar)
         return 0.5 * (other.logvar - self.logvar + ratio + (self.mu - other.mu) ** 2 * torch.exp(-other.logvar) - 1.0)
+
+
+class PointMass:
+    """q(z|x) = δ(z − code): the plain autoencoder's encoder output, a "posterior" with no noise (σ = 0).
+
+    rsample and sample return the code itself, and the KL term is 0 by definition, as in diffusers' `deterministic`
+    Gaussian: the autoencoder's objective is log p(x|code) alone. (The true KL of a point mass to N(0, I) is infinite
+    and a point mass has no density, which is why an autoencoder has no ELBO and no likelihood bound.)
+    """
+
+    relaxed = False
+
+    def __init__(self, code: Tensor) -> None:
+        self.code = code
+
+    @property
+    def mean(self) -> Tensor:
+        return self.code
+
+    @property
+    def mode(self) -> Tensor:
+        return self.code
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.zeros_like(self.code)
+
+    @property
+    def stddev(self) -> Tensor:
+        return torch.zeros_like(self.code)
+
+    def rsample(
+        self, n_samples: int | None = None, eps: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The code, (..., D) or (n_samples, ..., D), differentiable in the encoder's output; no noise is drawn."""
+        return self.code if n_samples is None else self.code.expand(n_samples, *self.code.shape)
+
+    def sample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        return self.rsample(n_samples).detach()
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise VaekitError(
+            "an autoencoder's code is a point mass with no density, so it has no ELBO, no likelihood bound and no "
+            "score-function gradient: train a VAE (--model vae) for those, or use --estimator reparam with --model ae"
+        )
+
+    def kl(self) -> Tensor:
+        return self.code.new_zeros(self.code.shape[:-1])
+
+    def kl_per_dim(self) -> Tensor:
+        return torch.zeros_like(self.code)
+
+    @staticmethod
+    def aggregate_kl(mean: Tensor, variance: Tensor, categories: int = 1) -> Tensor:
+        """The spread of the codes against N(0, I), moment-matched as for a Gaussian posterior."""
+        return DiagonalGaussian.aggregate_kl(mean, variance)
 
 
 class Bernoulli:
@@ -181,6 +241,12 @@ class RelaxedCategorical:
         self.hard = hard
 
     @property
+    def relaxed(self) -> bool:
+        """Whether rsample returns relaxed codes rather than samples of q (so log p(x|z) at them is no ELBO term).
+        Straight-through codes are exact: their forward value is the Gumbel-max one-hot."""
+        return not (self.hard or self.straight_through)
+
+    @property
     def probs(self) -> Tensor:
         return torch.softmax(self.logits, dim=-1)
 
@@ -240,4 +306,4 @@ class RelaxedCategorical:
         return (p * torch.log(p * categories)).sum()
 
 
-Posterior = DiagonalGaussian | RelaxedCategorical
+Posterior = DiagonalGaussian | RelaxedCategorical | PointMass

@@ -17,10 +17,11 @@ import torch
 from torch import Tensor
 
 from vaekit.config import ESTIMATORS
-from vaekit.data import binarized, load_dataset, split_off, to_float
+from vaekit.data import load_dataset, split_off
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.runs import Run, atomic_write, atomic_write_json, build_model
+from vaekit.scoring import Scoring
 
 
 @dataclass
@@ -101,15 +102,15 @@ def gradient_report(
 def gradient_lab(
     run: Run, repeats: int = 100, batch_size: int = 128, samples: int = 4, seed: int = 0, at_init: bool = False
 ) -> list[GradientReport]:
-    """The lab on a run: a fixed-seed mini-batch of its training images (binarized once if the run binarizes), the
-    trained encoder and optionally a fresh one; writes gradients.json and gradient_variance.png into the run."""
+    """The lab on a run: a fixed-seed mini-batch of its training images, scored as training scores them (one
+    fixed-seed binarization or dequantization draw), the trained encoder and optionally a fresh one; writes
+    gradients.json and gradient_variance.png into the run."""
     from vaekit.plots import gradient_variance_figure
 
     data = load_dataset(run.config.data)
     batch = split_off(data.train, min(batch_size, len(data.train)), seed)[1]
-    if run.config.data.binarize == "dynamic":
-        batch = binarized(batch, seed)
-    x = to_float(batch.x).to(run.model.device)
+    scoring = Scoring.of(run.config.model, run.config.data)
+    x = scoring.input(batch.x, torch.Generator().manual_seed(seed)).to(run.model.device)
     reports = [gradient_report(run.model, x, repeats, samples, seed, "trained")]
     if at_init:
         reports.append(gradient_report(build_model(run.config), x, repeats, samples, seed, "initialisation"))

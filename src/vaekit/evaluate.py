@@ -1,10 +1,12 @@
 """Honest evaluation of a trained run: four questions, one report.
 
-1. How likely is held-out data?   importance-weighted log-likelihood, negative ELBO, bits/dim
+1. How likely is held-out data?   importance-weighted log-likelihood, negative ELBO, bits/dim, reconstruction error
 2. What does the KL term do?      KL per latent dimension, active units, the aggregate posterior against N(0, I)
 3. Generalize or memorize?        train/test gaps; nearest-neighbour distances of samples to train vs test images
 4. How good are the samples?      Fréchet distance, precision/recall in a classifier's feature space; Inception FID
 
+Every split is scored on what the run's likelihood scores (`vaekit.scoring`). A plain autoencoder has no ELBO, no
+likelihood bound and no KL term: for it, questions 1 and 3 are answered with reconstruction error, and 2 not at all.
 Everything reads the run folder and the data it names; nothing reaches into the trainer.
 """
 
@@ -20,31 +22,38 @@ import torch
 from torch import Tensor
 
 from vaekit.classifier import FeatureSpace, feature_space
+from vaekit.config import DataConfig
 from vaekit.data import Split, load_dataset, split_off, to_float
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
-from vaekit.objectives import iwae_bound
+from vaekit.objectives import bits_per_dim, iwae_bound
 from vaekit.runs import Run, atomic_write, atomic_write_json
 from vaekit.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
+from vaekit.scoring import Scoring
 
 NEIGHBOUR_ROWS, NEIGHBOUR_COLUMNS = 8, 6  # neighbours.png: a sample and its 5 nearest training images per row
 MAX_ROWS = 4096  # decoder evaluations per call: bounds memory at MAX_ROWS × pixels floats, whatever k is
 SUBSET_SEED = 7
+NO_BOUND = (
+    "an autoencoder has no ELBO and no likelihood bound (its code is a point, not a distribution): "
+    "reported are its reconstruction error and sample quality"
+)
 
 
 @dataclass
 class LikelihoodReport:
     split: str
     images: int
-    k: int
-    neg_elbo: float  # nats per image, mean over images
-    neg_elbo_se: float  # standard error of that mean
-    nll: float  # −log p(x) estimated by the k-sample importance-weighted bound (an upper bound on the true NLL)
-    nll_se: float
-    bits_per_dim: float  # nll / (pixels · ln 2)
-    reconstruction: float  # −E_q log p(x|z), nats
-    kl: float  # KL(q(z|x) ‖ p(z)), nats
+    k: int  # importance samples per image; 0 for an autoencoder, which has no bound to estimate
+    neg_elbo: float | None  # nats per image, mean over images; None for an autoencoder
+    neg_elbo_se: float | None  # standard error of that mean
+    nll: float | None  # −log p(x) estimated by the k-sample importance-weighted bound (an upper bound on the true NLL)
+    nll_se: float | None
+    bits_per_dim: float | None  # nll / (pixels · ln 2)
+    reconstruction: float  # −E_q log p(x|z), nats (for an autoencoder −log p(x|code), its whole objective)
+    kl: float | None  # KL(q(z|x) ‖ p(z)), nats; None for an autoencoder
     data: str  # what exactly was scored
+    mse: float  # mean squared error per pixel between the scored images and their reconstructions
 
 
 @dataclass
@@ -72,12 +81,15 @@ class NeighbourAudit:
 
 @dataclass
 class Generalization:
-    train_neg_elbo: float
-    test_neg_elbo: float
-    neg_elbo_gap: float  # test − train
-    train_nll: float
-    test_nll: float
-    nll_gap: float
+    train_neg_elbo: float | None  # the ELBO and NLL rows are None for an autoencoder
+    test_neg_elbo: float | None
+    neg_elbo_gap: float | None  # test − train
+    train_nll: float | None
+    test_nll: float | None
+    nll_gap: float | None
+    train_reconstruction: float
+    test_reconstruction: float
+    reconstruction_gap: float
     samples: int
     reference_images: int  # per side: train and test reference sets are the same size
     audits: list[NeighbourAudit] = field(default_factory=list)
@@ -101,7 +113,7 @@ class Evaluation:
     run: str
     dataset: str
     likelihood: list[LikelihoodReport]
-    kl: KLReport
+    kl: KLReport | None  # None for an autoencoder: no KL term, no noise, no units to call active
     generalization: Generalization | None
     sample_quality: SampleQuality | None
     notes: list[str] = field(default_factory=list)
@@ -113,46 +125,52 @@ class Evaluation:
 # ---- 1. likelihood ---------------------------------------------------------------------------------------------
 
 
-def scoring_input(model: VAE, x: Tensor, generator: torch.Generator) -> tuple[Tensor, float, str]:
-    """The float images to score, a per-image log-likelihood offset, and a line saying what was scored.
+def scoring_input(
+    model: VAE, x: Tensor, generator: torch.Generator, data: DataConfig | None = None
+) -> tuple[Tensor, float, str]:
+    """The float images to score, a per-image log-likelihood offset, and a line saying what was scored
+    (see `vaekit.scoring`; `data` is the run's data config, which says whether it binarizes dynamically)."""
+    scoring = Scoring.of(model.config, data)
+    return scoring.input(x, generator), scoring.offset(x), scoring.describe(x)
 
-    A Gaussian density on 8-bit pixels is only comparable with a discrete likelihood after uniform dequantization:
-    x̃ = (x + u)/256, u ~ U[0, 1), and log P(x) ≥ E_u[log p(x̃)] − D·log 256 (Theis et al. 2016).
-    """
-    pixels = math.prod(x.shape[1:])
-    if model.config.likelihood == "bernoulli":
-        binary = bool(((x == 0) | (x == x.max())).all()) if x.dtype == torch.uint8 else False
-        what = (
-            "fixed-seed binarized images" if binary else "grey values as Bernoulli targets (not a normalized density)"
-        )
-        return to_float(x), 0.0, what
-    if x.dtype == torch.uint8:
-        noise = torch.rand(x.shape, generator=generator)
-        return (x.float() + noise) / 256, -pixels * math.log(256), "uniformly dequantized 8-bit pixels, − D·log 256"
-    return x.float(), 0.0, "continuous values, as given"
+
+def mean_and_se(values: Tensor) -> tuple[float, float]:
+    """Mean over images and its standard error."""
+    n = len(values)
+    return float(values.mean()), float(values.std() / math.sqrt(n)) if n > 1 else 0.0
 
 
 @torch.inference_mode()
-def likelihood_report(model: VAE, x: Tensor, split: str, k: int, seed: int = 0) -> LikelihoodReport:
+def likelihood_report(
+    model: VAE, x: Tensor, split: str, k: int, seed: int = 0, data: DataConfig | None = None
+) -> LikelihoodReport:
+    """The ELBO, the k-sample bound and the reconstruction error of the images `x`, scored as the run scores them;
+    for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound."""
     generator = torch.Generator().manual_seed(seed)
-    x_scored, offset, what = scoring_input(model, x, generator)
-    per_call = max(1, MAX_ROWS // k)  # images per call; iwae_bound chunks the samples within
-    elbos, log_px, kls, bounds = [], [], [], []
+    x_scored, offset, what = scoring_input(model, x, generator, data)
+    bounded = not model.deterministic
+    per_call = max(1, MAX_ROWS // k) if bounded else MAX_ROWS  # images per call; iwae_bound chunks the samples within
+    log_px, kls, bounds, squared = [], [], [], []
     for start in range(0, len(x_scored), per_call):
         batch = x_scored[start : start + per_call]
         terms = model.elbo(batch, generator)
-        elbos.append(terms.elbo.double() + offset)
         log_px.append(terms.log_px.double() + offset)
         kls.append(terms.kl.double())
-        bounds.append(iwae_bound(model, batch, k, generator, MAX_ROWS) + offset)
-    elbo, bound = torch.cat(elbos), torch.cat(bounds)
-    n, pixels = len(bound), math.prod(x.shape[1:])
-    return LikelihoodReport(
-        split=split, images=n, k=k,
-        neg_elbo=-float(elbo.mean()), neg_elbo_se=float(elbo.std() / math.sqrt(n)) if n > 1 else 0.0,
-        nll=-float(bound.mean()), nll_se=float(bound.std() / math.sqrt(n)) if n > 1 else 0.0,
-        bits_per_dim=-float(bound.mean()) / (pixels * math.log(2)),
-        reconstruction=-float(torch.cat(log_px).mean()), kl=float(torch.cat(kls).mean()), data=what,
+        squared.append((model.reconstruct(batch) - batch).double().pow(2).flatten(1).mean(1))
+        if bounded:
+            bounds.append(iwae_bound(model, batch, k, generator, MAX_ROWS) + offset)
+    reconstruction, kl, pixels = torch.cat(log_px), torch.cat(kls), math.prod(x.shape[1:])
+    report = LikelihoodReport(
+        split=split, images=len(x_scored), k=0, neg_elbo=None, neg_elbo_se=None, nll=None, nll_se=None,
+        bits_per_dim=None, reconstruction=-float(reconstruction.mean()), kl=None, data=what,
+        mse=float(torch.cat(squared).mean()),
+    )  # fmt: skip
+    if not bounded:
+        return report
+    (elbo, elbo_se), (bound, bound_se) = mean_and_se(reconstruction - kl), mean_and_se(torch.cat(bounds))
+    return dataclasses.replace(
+        report, k=k, neg_elbo=-elbo, neg_elbo_se=elbo_se, nll=-bound, nll_se=bound_se,
+        bits_per_dim=float(bits_per_dim(-bound, pixels)), kl=float(kl.mean()),
     )  # fmt: skip
 
 
@@ -164,10 +182,12 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000)
     """Per-dimension KL and activity from the posteriors of every image in `x`.
 
     A unit is a Gaussian latent dimension, or a categorical latent variable (whose activity sums over its K
-    category probabilities)."""
+    category probabilities). An autoencoder's KL is 0 by construction, so its dimensions are ordered by activity
+    alone (the explorer and traversals still need an order); `evaluate` reports no KL section for it."""
+    scoring, generator = Scoring.of(model.config), torch.Generator(device=x.device).manual_seed(0)
     mus, variances, kls = [], [], []
     for start in range(0, len(x), chunk):
-        posterior = model.encode(to_float(x[start : start + chunk]))
+        posterior = model.encode(scoring.input(x[start : start + chunk], generator))
         mus.append(posterior.mean.double())
         variances.append(posterior.variance.double())
         kls.append(posterior.kl_per_dim().double())
@@ -177,7 +197,8 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000)
     agg_mean, agg_var = mu.mean(0), var.mean(0) + per_entry
     agg_kl = type(posterior).aggregate_kl(agg_mean, agg_var, model.config.categories)
     return KLReport(
-        kl_per_dim=kl.tolist(), order=kl.argsort(descending=True).tolist(), activity=activity.tolist(),
+        kl_per_dim=kl.tolist(), order=(activity if model.deterministic else kl).argsort(descending=True).tolist(),
+        activity=activity.tolist(),
         active_units=int((activity > threshold).sum()), threshold=threshold,
         aggregate_mean=agg_mean.tolist(), aggregate_var=agg_var.tolist(), aggregate_kl=float(agg_kl),
         prior=f"Uniform({model.config.categories}) per variable" if model.categorical else "N(0, I)",
@@ -226,7 +247,8 @@ def evaluate(
 
     `split` picks which likelihoods to estimate (test, train or both); the generalization section needs both.
     Train-side numbers use a fixed-seed subset of the training split the size of the test split (`train_images`
-    to change it), so that train and test are compared like for like and cost the same.
+    to change it), scored like the test split (a fixed-seed binarized draw when the run binarizes dynamically), so
+    that train and test are compared like for like and cost the same.
     """
     if split not in ("test", "train", "both"):
         raise VaekitError(f"--split {split!r}: use test, train or both")
@@ -238,9 +260,9 @@ def evaluate(
     train_scored = _subset(data.train, train_images or len(data.test))
     reports = []
     if split in ("test", "both"):
-        reports.append(likelihood_report(model, data.test.x, "test", k, seed))
+        reports.append(likelihood_report(model, data.test.x, "test", k, seed, run.config.data))
     if split in ("train", "both"):
-        reports.append(likelihood_report(model, train_scored.x, "train", k, seed))
+        reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data))
     decoded = model.sample(samples, generator=torch.Generator().manual_seed(seed))
     space = feature_space(grey, seed=seed)
     size = min(len(grey.test), len(grey.train))  # equal-size reference sets for the neighbour audit and picture
@@ -249,7 +271,7 @@ def evaluate(
         run=str(run.path),
         dataset=run.config.data.dataset,
         likelihood=reports,
-        kl=kl_report(model, data.test.x),
+        kl=None if model.deterministic else kl_report(model, data.test.x),
         generalization=_generalization(reports, decoded, train_ref, test_ref, space) if split == "both" else None,
         sample_quality=sample_quality(decoded, grey.test.x, space),
         notes=_notes(run, reports),
@@ -260,11 +282,13 @@ def evaluate(
 
 
 def write_evaluation(run_dir: Path, evaluation: Evaluation, decoded: Tensor, train_x: Tensor) -> None:
-    """evaluation.json, kl_per_dim.png, and neighbours.png (samples, each followed by its nearest training images)."""
+    """evaluation.json, neighbours.png (samples, each followed by its nearest training images), and kl_per_dim.png
+    unless the model has no KL term."""
     from vaekit.plots import image_grid, kl_per_dim_figure, save_image
 
     kl = evaluation.kl
-    atomic_write(run_dir / "kl_per_dim.png", kl_per_dim_figure(kl.kl_per_dim, kl.activity, kl.threshold))
+    if kl is not None:
+        atomic_write(run_dir / "kl_per_dim.png", kl_per_dim_figure(kl.kl_per_dim, kl.activity, kl.threshold))
     shown, neighbours = decoded[:NEIGHBOUR_ROWS], NEIGHBOUR_COLUMNS - 1
     index = nearest(shown, to_float(train_x), k=neighbours)[1]  # (rows, neighbours)
     rows = torch.cat([shown.unsqueeze(1), to_float(train_x)[index]], dim=1)
@@ -282,10 +306,16 @@ def _generalization(
         features = space.embed(decoded)
         audits.append(neighbour_audit(features, space.embed(train_ref), space.embed(test_ref), "classifier features"))
     return Generalization(
-        train_neg_elbo=train.neg_elbo, test_neg_elbo=test.neg_elbo, neg_elbo_gap=test.neg_elbo - train.neg_elbo,
-        train_nll=train.nll, test_nll=test.nll, nll_gap=test.nll - train.nll,
+        train_neg_elbo=train.neg_elbo, test_neg_elbo=test.neg_elbo, neg_elbo_gap=_gap(test.neg_elbo, train.neg_elbo),
+        train_nll=train.nll, test_nll=test.nll, nll_gap=_gap(test.nll, train.nll),
+        train_reconstruction=train.reconstruction, test_reconstruction=test.reconstruction,
+        reconstruction_gap=test.reconstruction - train.reconstruction,
         samples=len(decoded), reference_images=size, audits=audits,
     )  # fmt: skip
+
+
+def _gap(test: float | None, train: float | None) -> float | None:
+    return None if test is None or train is None else test - train
 
 
 def _subset(split: Split, size: int) -> Split:
@@ -293,7 +323,11 @@ def _subset(split: Split, size: int) -> Split:
 
 
 def _notes(run: Run, reports: list[LikelihoodReport]) -> list[str]:
-    notes = ["NLL: importance-weighted bound (Burda et al. 2016), nats per image; ± one standard error over images"]
+    notes = [
+        NO_BOUND
+        if run.model.deterministic
+        else "NLL: importance-weighted bound (Burda et al. 2016), nats per image; ± one standard error over images"
+    ]
     if run.config.model.latent == "categorical":
         notes.append("categorical latents: the bound and the ELBO use the discrete posterior (exact one-hot samples)")
     if reports and reports[0].data.startswith("grey"):

@@ -10,10 +10,12 @@ from torch import Tensor, nn
 from vaekit.config import ModelConfig
 from vaekit.distributions import (
     LOG_2PI,
+    LOG_SCALE_MIN,
     Bernoulli,
     DiagonalGaussian,
     Gaussian,
     Likelihood,
+    PointMass,
     Posterior,
     RelaxedCategorical,
 )
@@ -50,7 +52,7 @@ class VAE(nn.Module):
             logits = self.encoder(x).unflatten(-1, (self.config.latent_vars, self.config.categories))
             return RelaxedCategorical(logits, self.temperature, self.config.straight_through, hard=not self.training)
         if self.deterministic:
-            return DiagonalGaussian.point(self.encoder(x))
+            return PointMass(self.encoder(x))
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return DiagonalGaussian(mu, logvar)
 
@@ -60,7 +62,10 @@ class VAE(nn.Module):
         out = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*leading, *self.input_shape)
         if self.config.likelihood == "bernoulli":
             return Bernoulli(out, event_ndim=len(self.input_shape))
-        return Gaussian(torch.sigmoid(out), self.log_scale, event_ndim=len(self.input_shape))
+        log_scale: Tensor = self.log_scale
+        if self.config.likelihood != "gaussian":  # a learned σ gets a floor; a fixed one is what the user chose
+            log_scale = log_scale.clamp_min(LOG_SCALE_MIN)
+        return Gaussian(torch.sigmoid(out), log_scale, event_ndim=len(self.input_shape))
 
     def elbo(
         self, x: Tensor, generator: torch.Generator | None = None, estimator: str = "reparam", samples: int = 1

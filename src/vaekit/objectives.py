@@ -20,16 +20,21 @@ if TYPE_CHECKING:
 class ElboTerms:
     """log p(x|z) and KL(q(z|x) ‖ p(z)) per example; the ELBO is their difference."""
 
-    log_px: Tensor  # (N,) reconstruction term E_q[log p(x|z)], one-sample Monte Carlo estimate
+    log_px: Tensor  # (N,) reconstruction term E_q[log p(x|z)], Monte Carlo estimate at samples of q
     kl: Tensor  # (N,) closed form
+    # (N,) log p(x|z) at relaxed codes (Gumbel-softmax training): the surrogate the gradient flows through. Beside the
+    # discrete KL it is not an ELBO, so `log_px` then holds the estimate at exact samples, without gradient.
+    relaxed_log_px: Tensor | None = None
 
     @property
     def elbo(self) -> Tensor:
         return self.log_px - self.kl
 
     def objective(self, beta: float = 1.0) -> Tensor:
-        """log p(x|z) − β·KL: the β-VAE objective (Higgins et al. 2017); β = 1 is the ELBO, β < 1 during warm-up."""
-        return self.log_px - beta * self.kl
+        """log p(x|z) − β·KL: the β-VAE objective (Higgins et al. 2017); β = 1 is the ELBO, β < 1 during warm-up.
+        With relaxed codes, the relaxed reconstruction term stands in for log p(x|z) (Jang et al. 2017)."""
+        log_px = self.log_px if self.relaxed_log_px is None else self.relaxed_log_px
+        return log_px - beta * self.kl
 
 
 def score_term(reward: Tensor, log_q: Tensor) -> Tensor:
@@ -54,11 +59,10 @@ def elbo(
       reparam                  z = mu + sigma·eps, so ∇ flows through z (the pathwise estimator);
       score-function           z is drawn with no path back, and log p(x|z)·∇ log q(z|x) stands in for it;
       score-function-baseline  the same with log p(x|z) minus a leave-one-out baseline (needs samples ≥ 2).
-    The decoder's gradient, and the closed-form KL's, are the same in all three.
+    The decoder's gradient, and the closed-form KL's, are the same in all three. For the autoencoder's point mass,
+    z is the code and the KL is 0: log p(x|code) alone is its objective (and no ELBO).
     """
     posterior = model.encode(x)
-    if model.deterministic:  # the autoencoder baseline: decode the code itself; log p(x|z) alone is its objective
-        return ElboTerms(log_px=model.decode(posterior.mean).log_prob(x), kl=torch.zeros(len(x), device=x.device))
     if estimator == "reparam":
         log_px = model.decode(posterior.rsample(samples, generator=generator)).log_prob(x)  # (samples, N)
     else:
@@ -68,11 +72,19 @@ def elbo(
         if estimator == "score-function-baseline":
             reward = reward - leave_one_out_mean(reward)
         log_px = log_px + score_term(reward, posterior.log_prob(z))
+    if estimator == "reparam" and posterior.relaxed:  # the ELBO itself needs exact samples of q; no gradient
+        with torch.no_grad():
+            exact = model.decode(posterior.sample(samples, generator=generator)).log_prob(x)
+        return ElboTerms(log_px=exact.mean(0), kl=posterior.kl(), relaxed_log_px=log_px.mean(0))
     return ElboTerms(log_px=log_px.mean(0), kl=posterior.kl())
 
 
 def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:
-    """Convert a negative log-likelihood in nats per example to bits per dimension: nats / (dims · ln 2)."""
+    """Convert a negative log-likelihood in nats per example to bits per dimension: nats / (dims · ln 2).
+
+    The one definition for training records and evaluation alike. The nats must be those of the data as stored:
+    for a density on dequantized 8-bit pixels, including the −D·log 256 of `vaekit.scoring.Scoring.offset`.
+    """
     return nats_per_example / (dims * math.log(2))
 
 

@@ -22,14 +22,22 @@ def evaluation_tables(evaluation: Evaluation) -> list[Table]:
     return tables
 
 
+def _number(value: float | None, spec: str) -> str:
+    """A number, or "n/a" for what the model does not have (an autoencoder's ELBO, bound and KL)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _likelihood(evaluation: Evaluation) -> Table:
     table = Table(title="1. How likely is held-out data?  (nats per image)", title_justify="left")
-    for column in ("split", "images", "k", "−ELBO", "NLL (IWAE bound)", "bits/dim", "recon", "KL"):
+    columns = ("split", "images", "k", "−ELBO", "NLL (IWAE bound)", "bits/dim", "recon", "KL", "MSE/pixel")
+    for column in columns:
         table.add_column(column, justify="left" if column == "split" else "right")
     for r in evaluation.likelihood:
+        elbo = "n/a" if r.neg_elbo is None else f"{r.neg_elbo:.2f} ± {r.neg_elbo_se or 0:.2f}"
+        nll = "n/a" if r.nll is None else f"{r.nll:.2f} ± {r.nll_se or 0:.2f}"
         _row(table,
-            r.split, f"{r.images:,}", str(r.k), f"{r.neg_elbo:.2f} ± {r.neg_elbo_se:.2f}",
-            f"{r.nll:.2f} ± {r.nll_se:.2f}", f"{r.bits_per_dim:.4f}", f"{r.reconstruction:.2f}", f"{r.kl:.2f}",
+            r.split, f"{r.images:,}", str(r.k) if r.k else "n/a", elbo, nll, _number(r.bits_per_dim, ".4f"),
+            f"{r.reconstruction:.2f}", _number(r.kl, ".2f"), f"{r.mse:.4f}",
         )  # fmt: skip
     if evaluation.likelihood:
         table.caption = escape(f"scored: {evaluation.likelihood[0].data}")
@@ -39,6 +47,11 @@ def _likelihood(evaluation: Evaluation) -> Table:
 def _kl(evaluation: Evaluation) -> Table:
     kl = evaluation.kl
     table = Table(title="2. What does the KL term do?  (test split)", title_justify="left", show_header=False)
+    if kl is None:
+        _row(
+            table, "not applicable", "an autoencoder has no KL term and no noise: no KL per dimension, no active units"
+        )
+        return table
     top = ", ".join(f"z{d}: {kl.kl_per_dim[d]:.2f}" for d in kl.order[:5])
     agg_mean, agg_var = kl.aggregate_mean, kl.aggregate_var
     _row(table, "active units", f"{kl.active_units} of {len(kl.kl_per_dim)} (Cov_x E_q[z_d] > {kl.threshold:g})")
@@ -59,8 +72,12 @@ def _generalization(evaluation: Evaluation) -> Table:
     table = Table(title="3. Does it generalize or memorize?", title_justify="left")
     for column in ("", "train", "test", "gap (test − train)"):
         table.add_column(column, justify="right" if column else "left")
-    _row(table, "−ELBO", f"{g.train_neg_elbo:.2f}", f"{g.test_neg_elbo:.2f}", f"{g.neg_elbo_gap:+.2f}")
-    _row(table, "NLL", f"{g.train_nll:.2f}", f"{g.test_nll:.2f}", f"{g.nll_gap:+.2f}")
+    for label, train, test, gap in (
+        ("−ELBO", g.train_neg_elbo, g.test_neg_elbo, g.neg_elbo_gap),
+        ("NLL", g.train_nll, g.test_nll, g.nll_gap),
+        ("reconstruction (−log p(x|z))", g.train_reconstruction, g.test_reconstruction, g.reconstruction_gap),
+    ):
+        _row(table, label, _number(train, ".2f"), _number(test, ".2f"), _number(gap, "+.2f"))
     for audit in g.audits:
         _row(table,
             f"nearest-neighbour distance ({audit.space})", f"{audit.mean_to_train:.3f}", f"{audit.mean_to_test:.3f}",

@@ -14,9 +14,10 @@ import torch
 from torch import Tensor
 
 from vaekit.classifier import FeatureSpace
-from vaekit.data import Split, to_float
+from vaekit.data import Split
 from vaekit.latent import interpolate
 from vaekit.model import VAE
+from vaekit.scoring import Scoring
 
 
 @dataclass
@@ -60,11 +61,13 @@ def smoothness(
     seed: int = 0,
     method: str = "linear",
 ) -> SmoothnessReport:
-    """Decode `paths` interpolations of `steps` steps between random pairs of test images' posterior means."""
+    """Decode `paths` interpolations of `steps` steps between random pairs of test images' posterior means; the
+    encoder sees the images as the run scores them (`vaekit.scoring`)."""
     g = torch.Generator().manual_seed(seed)
     a = torch.randint(len(test), (paths,), generator=g)
     b = (a + 1 + torch.randint(len(test) - 1, (paths,), generator=g)) % len(test)  # never a path from x to itself
-    z_a, z_b = model.encode(to_float(test.x[a])).mean, model.encode(to_float(test.x[b])).mean
+    scoring, draw = Scoring.of(model.config), torch.Generator().manual_seed(seed)
+    z_a, z_b = (model.encode(scoring.input(test.x[ends], draw)).mean for ends in (a, b))
     latent_paths = interpolate(z_a, z_b, steps + 1, 0.0, method)  # (M, S + 1, D)
     images = model.decode(latent_paths).mean  # (M, S + 1, C, H, W)
     stats = [path_stats(images, "pixels")]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from vaekit.config import TrainConfig
-from vaekit.data import Dataset, load_dataset, to_float
+from vaekit.data import Dataset, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import bits_per_dim
@@ -38,6 +38,7 @@ from vaekit.runs import (
     write_config,
     write_views,
 )
+from vaekit.scoring import Scoring
 
 EVAL_SEED = 2024  # evaluation noise is fixed, so validation curves do not jitter from one epoch to the next
 EVAL_CHUNK = 2000
@@ -68,14 +69,20 @@ def batches(x: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[
 
 @torch.no_grad()
 def evaluate_split(model: VAE, x: Tensor, seed: int = EVAL_SEED) -> dict[str, float]:
-    """Mean ELBO and its terms over a split (nats per example), with one fixed-seed draw of the noise."""
+    """Mean ELBO and its terms over a split (nats per example), with one fixed-seed draw of the noise.
+
+    The split is scored as `vaekit.scoring` defines (validation and test splits arrive binarized when the run
+    binarizes), so log p(x|z), the ELBO and bits/dim are those of the data as stored, as `vaekit evaluate` reports them.
+    """
     model.eval()
+    scoring = Scoring.of(model.config)
     generator = torch.Generator(device=x.device).manual_seed(seed)
     sums = torch.zeros(2, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), EVAL_CHUNK):
-        terms = model.elbo(to_float(x[start : start + EVAL_CHUNK]), generator)
+        terms = model.elbo(scoring.input(x[start : start + EVAL_CHUNK], generator), generator)
         sums += torch.stack([terms.log_px.sum(), terms.kl.sum()]).double()
     log_px, kl = (sums / len(x)).tolist()
+    log_px += scoring.offset(x)
     dims = math.prod(x.shape[1:])
     return {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "bits_per_dim": float(bits_per_dim(kl - log_px, dims))}
 
@@ -108,17 +115,18 @@ def train_epoch(
     generator: torch.Generator,
     reporter: Reporter,
 ) -> dict[str, float]:
+    """One pass over the training split; the record holds the epoch's mean ELBO terms, in the units `evaluate_split`
+    reports (log p(x|z) of the data as stored, at exact samples of q)."""
     model.train()
     x_all = data.train.x
+    scoring = Scoring.of(config.model, config.data)  # fresh binarization or dequantization noise on every pass
+    offset = scoring.offset(x_all)
     steps = math.ceil(len(x_all) / config.batch_size)
-    log_px_sum = torch.zeros((), dtype=torch.float64, device=x_all.device)
-    kl_sum = torch.zeros_like(log_px_sum)
+    sums = torch.zeros(3, dtype=torch.float64, device=x_all.device)  # log p(x|z), KL, relaxed log p(x|z)
     first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
     reporter.start_epoch(epoch, config.epochs, steps)
     for step, x_batch in enumerate(batches(x_all, config.batch_size, generator)):
-        x = to_float(x_batch)
-        if config.data.binarize == "dynamic":  # a fresh binary image every time (Salakhutdinov & Murray 2008)
-            x = torch.bernoulli(x, generator=generator)
+        x = scoring.input(x_batch, generator)
         global_step = epoch * steps + step + 1
         if model.categorical:
             model.temperature = temperature_at(config, global_step)
@@ -128,19 +136,22 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-        log_px_sum += terms.log_px.detach().sum(dtype=torch.float64)
-        kl_sum += terms.kl.detach().sum(dtype=torch.float64)
+        relaxed = terms.log_px if terms.relaxed_log_px is None else terms.relaxed_log_px
+        sums += torch.stack([t.detach().sum(dtype=torch.float64) for t in (terms.log_px, terms.kl, relaxed)])
         first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
         if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
             loss_value, bad_step = torch.stack([loss.detach().double(), first_bad.double()]).tolist()
             if bad_step:
                 where = f"epoch {epoch + 1}, step {int(bad_step) - epoch * steps} of {steps}"
                 raise diverged(config, f"the loss became NaN or infinite at {where}")
-            reporter.step(step + 1, loss_value)
-    log_px, kl = log_px_sum.item() / len(x_all), kl_sum.item() / len(x_all)
+            reporter.step(step + 1, loss_value - offset)
+    log_px, kl, relaxed_log_px = (sums / len(x_all)).tolist()
+    log_px, relaxed_log_px = log_px + offset, relaxed_log_px + offset
     record = {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "beta": beta}
     if model.categorical:
         record["temperature"] = model.temperature
+    if terms.relaxed_log_px is not None:  # what the Gumbel-softmax objective's reconstruction term measured
+        record["relaxed_log_px"] = relaxed_log_px
     return record
 
 

@@ -1,0 +1,75 @@
+"""What the likelihood scores: one definition of the values p(x|z) sees, for training, evaluation and the tools.
+
+Images arrive as uint8 (or float32 in [0, 1]); `Scoring.input` turns a batch into the float tensor the model
+scores, `Scoring.offset` gives the per-image constant that makes log p(x|z) a log-probability of the data as stored:
+
+  bernoulli, grey values      k/255 as targets: the usual, unnormalized choice (no density, no bits/dim to compare)
+  bernoulli, dynamic          a Bernoulli(k/255) draw of every pixel (Salakhutdinov & Murray 2008): fresh per batch
+                              in training, one fixed-seed draw in evaluation (the generator decides which)
+  bernoulli, static           the fixed draw made when the data was loaded (so are validation and test splits)
+  gaussian*, 8-bit data       uniformly dequantized x̃ = (k + u)/256, u ~ U[0, 1), with −D·log 256 per image:
+                              log P(k) ≥ E_u[log p(x̃)] − D·log 256 (Theis et al. 2016), a bound on the same discrete
+                              likelihood in training (fresh u) and in evaluation (fixed-seed u)
+  gaussian*, float data       the values as given (a density; nothing to dequantize)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vaekit.config import DataConfig, ModelConfig
+from vaekit.data import to_float
+
+LOG_256 = math.log(256)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How one run turns stored images into the values its likelihood scores."""
+
+    binarize: bool  # draw Bernoulli(k/255) pixels on every use (dynamic binarization)
+    dequantize: bool  # the likelihood is a density: 8-bit pixels become (k + u)/256
+
+    @classmethod
+    def of(cls, model: ModelConfig, data: DataConfig | None = None) -> Scoring:
+        """The scoring of a run. Without `data`, no draw is made: validation and test splits (and static training
+        sets) arrive already binarized by `vaekit.data.load_dataset`, so only dynamic training images need one."""
+        return cls(
+            binarize=data is not None and data.binarize == "dynamic",
+            dequantize=model.likelihood != "bernoulli",
+        )
+
+    def input(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The float images (N, C, H, W) to score; draws use `generator` (fresh in training, seeded in evaluation)."""
+        eight_bit = x.dtype == torch.uint8
+        values = to_float(x)
+        if self.binarize:  # a draw of 0/1 pixels is itself 8-bit data: 0 or 255
+            values = torch.bernoulli(values, generator=generator)
+            if eight_bit and self.dequantize:
+                x = values.mul(255).to(torch.uint8)
+        if eight_bit and self.dequantize:
+            noise = torch.rand(x.shape, generator=generator, dtype=torch.float32, device=x.device)
+            return (x.float() + noise) / 256
+        return values
+
+    def offset(self, x: Tensor) -> float:
+        """Per-image constant added to log p(x|z): −D·log 256 for dequantized 8-bit images, else 0."""
+        return -math.prod(x.shape[1:]) * LOG_256 if self.dequantize and x.dtype == torch.uint8 else 0.0
+
+    def describe(self, x: Tensor) -> str:
+        """One line saying what was scored, for reports."""
+        if self.dequantize:
+            return "uniformly dequantized 8-bit pixels, − D·log 256" if x.dtype == torch.uint8 else "continuous values"
+        if self.binarize or is_binary(x):
+            return "fixed-seed binarized images"
+        return "grey values as Bernoulli targets (not a normalized density)"
+
+
+def is_binary(x: Tensor) -> bool:
+    """Whether stored images hold only black and white pixels (0 and 255, or 0 and 1 as floats)."""
+    top = 255 if x.dtype == torch.uint8 else 1
+    return bool(((x == 0) | (x == top)).all())
