@@ -53,12 +53,41 @@ def test_real_mnist_loads_by_name_from_data_dir_with_checksums() -> None:
     assert data.shape == (1, 28, 28) and data.train.x.dtype == torch.uint8
 
 
-def test_search_order_is_data_dir_then_env_then_cache_then_system(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VAEKIT_DATA", "/env")
+def test_search_dirs_are_the_named_folder_only_else_cache_then_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "given").mkdir()
+    (tmp_path / "env").mkdir()
     source = IdxSource(files={}, mirrors=(), system_dirs=("/usr/share/datasets/x",))
-    dirs = [str(d) for d in search_dirs("x", "/given", source)]
     home = str(Path("~/.cache/vaekit").expanduser())
-    assert dirs == ["/given/x", "/given", "/env/x", "/env", f"{home}/x", home, "/usr/share/datasets/x"]
+    assert [str(d) for d in search_dirs("x", None, source)] == [f"{home}/x", home, "/usr/share/datasets/x"]
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path / "env"))
+    assert search_dirs("x", None, source) == [tmp_path / "env" / "x", tmp_path / "env"]
+    assert search_dirs("x", str(tmp_path / "given"), source) == [tmp_path / "given" / "x", tmp_path / "given"]
+
+
+def test_a_missing_data_dir_is_an_error_not_a_fallback_to_another_copy(tmp_path: Path) -> None:
+    sums = write_idx_dataset(Path("~/.cache/vaekit/fake").expanduser())  # a copy the loader must not pick instead
+    missing = tmp_path / "typo"
+    with pytest.raises(VaekitError, match=f"--data-dir {missing} does not exist"):
+        locate_idx("fake", fake_source(sums), str(missing))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(VaekitError, match="is not a folder"):
+        locate_idx("fake", fake_source(sums), str(tmp_path / "file"))
+
+
+def test_a_missing_vaekit_data_is_an_error_not_a_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sums = write_idx_dataset(Path("~/.cache/vaekit/fake").expanduser())
+    monkeypatch.setenv("VAEKIT_DATA", str(tmp_path / "typo"))
+    with pytest.raises(VaekitError, match=r"\$VAEKIT_DATA .*typo does not exist"):
+        locate_idx("fake", fake_source(sums), None)
+
+
+def test_a_data_dir_without_the_files_downloads_into_it_and_ignores_other_copies(tmp_path: Path) -> None:
+    sums = write_idx_dataset(Path("~/.cache/vaekit/fake").expanduser())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VaekitError, match=f"could not download .* put the file in {tmp_path / 'empty' / 'fake'}"):
+        locate_idx("fake", fake_source(sums), str(tmp_path / "empty"))
 
 
 def test_locate_prefers_data_dir_over_env_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from vaekit.errors import VaekitError
 def test_missing_dataset_is_downloaded_verified_and_cached(http_server: tuple[str, Path], tmp_path: Path) -> None:
     url, served = http_server
     sums = write_idx_dataset(served)
+    (tmp_path / "data").mkdir()
     paths = locate_idx("fake", fake_source(sums, mirrors=(url,)), str(tmp_path / "data"))
     assert paths["train_x"] == tmp_path / "data" / "fake" / "train-images-idx3-ubyte.gz"
     assert paths["train_x"].read_bytes() == (served / "train-images-idx3-ubyte.gz").read_bytes()
@@ -57,6 +58,7 @@ def test_named_dataset_downloads_through_mirrors_env(
     url, served = http_server
     write_idx_dataset(served)  # MNIST's file names, random content
     monkeypatch.setenv("VAEKIT_MIRRORS", url)
+    (tmp_path / "data").mkdir()
     with pytest.raises(VaekitError, match="checksum mismatch"):
         load_dataset(DataConfig(dataset="mnist", data_dir=str(tmp_path / "data")))
     assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))

@@ -107,19 +107,34 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def search_dirs(name: str, data_dir: str | None, source: IdxSource) -> list[Path]:
-    """Where to look, in order: --data-dir, $VAEKIT_DATA, ~/.cache/vaekit (each as given and /<name>), system dirs."""
-    roots = [Path(r).expanduser() for r in (data_dir, os.environ.get("VAEKIT_DATA"), CACHE_ROOT) if r]
-    return [d for root in roots for d in (root / name, root)] + [Path(d) for d in source.system_dirs]
+    """Where to look: the folder the user named (--data-dir, else $VAEKIT_DATA) and nowhere else; otherwise the cache,
+    then system dirs. Each root as given and with /<name>; the first entry is where a download goes.
+
+    A named folder is never silently replaced by a copy found elsewhere: one that does not exist is an error.
+    """
+    named = data_dir or os.environ.get("VAEKIT_DATA")
+    if named:
+        root = Path(named).expanduser()
+        if not root.is_dir():
+            flag = "--data-dir" if data_dir else "$VAEKIT_DATA"
+            raise VaekitError(
+                f"{flag} {named} does not exist or is not a folder: create it (the {name} files are downloaded "
+                "into it) or correct the path"
+            )
+        return [root / name, root]
+    cache = Path(CACHE_ROOT).expanduser()
+    return [cache / name, cache, *(Path(d) for d in source.system_dirs)]
 
 
 def locate_idx(name: str, source: IdxSource, data_dir: str | None) -> dict[str, Path]:
     """Find the four files (or download them into the first writable root) and verify their checksums."""
-    for folder in search_dirs(name, data_dir, source):
+    folders = search_dirs(name, data_dir, source)
+    for folder in folders:
         paths = {role: folder / file for role, (file, _) in source.files.items()}
         if all(p.is_file() for p in paths.values()):
             break
     else:
-        folder = search_dirs(name, data_dir, source)[0]
+        folder = folders[0]
         mirrors = tuple(os.environ["VAEKIT_MIRRORS"].split(",")) if os.environ.get("VAEKIT_MIRRORS") else source.mirrors
         paths = {role: fetch(file, sha, mirrors, folder) for role, (file, sha) in source.files.items()}
     for role, path in paths.items():
