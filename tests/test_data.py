@@ -303,7 +303,7 @@ def test_an_image_folder_of_mixed_sizes_fails_before_decoding(tmp_path: Path, mo
     write_images(tmp_path / "imgs", 6)
     write_images(tmp_path / "imgs" / "z", 1, size=(9, 9))
     decodes = CountDecodes(monkeypatch)
-    with pytest.raises(VaekitError, match=r"img000.png is 12x10, img000.png is 9x9: resize them all to one size"):
+    with pytest.raises(VaekitError, match=r"img000.png is 12x10, z/img000.png is 9x9: resize them all to one size"):
         load_image_folder(tmp_path / "imgs")
     assert decodes.count == 0
 

@@ -49,21 +49,22 @@ def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, 
     for path, (size, _) in zip(files, headers, strict=True):
         if size != (width, height):
             raise VaekitError(
-                f"images differ in size: {files[0].name} is {width}x{height}, {path.name} is "
-                f"{size[0]}x{size[1]}: resize them all to one size first"
+                f"images differ in size: {files[0].relative_to(root)} is {width}x{height}, {path.relative_to(root)} "
+                f"is {size[0]}x{size[1]}: resize them all to one size first"
             )
     mode = "L" if all(m in GREY_MODES for _, m in headers) else "RGB"
-    shape = (len(files), height, width) if mode == "L" else (len(files), height, width, 3)
-    if math.prod(shape) > max_bytes:
+    channels = 1 if mode == "L" else 3
+    if len(files) * channels * height * width > max_bytes:
         raise VaekitError(
-            f"image folder {root} holds {len(files)} {mode} images of {width}x{height}, {_amount(math.prod(shape))} "
-            f"of pixels, more than the {_amount(max_bytes)} vaekit loads into memory: use fewer or smaller images"
+            f"image folder {root} holds {len(files)} {mode} images of {width}x{height}, "
+            f"{_amount(len(files) * channels * height * width)} of pixels, more than the {_amount(max_bytes)} vaekit "
+            "loads into memory: use fewer or smaller images"
         )
-    pixels = np.empty(shape, dtype=np.uint8)
+    x = np.empty((len(files), channels, height, width), dtype=np.uint8)  # filled in place: no second copy
     for i, path in enumerate(files):
-        pixels[i] = _decode(path, mode, shape[1:])
-    x = torch.from_numpy(pixels).unsqueeze(1) if mode == "L" else torch.from_numpy(pixels).permute(0, 3, 1, 2)
-    return {"train": (x.contiguous(), _folder_labels(root, files))}
+        pixels = _decode(path, mode, (height, width) if mode == "L" else (height, width, 3))
+        x[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+    return {"train": (torch.from_numpy(x), _folder_labels(root, files))}
 
 
 def load_image_like(path: Path, shape: tuple[int, int, int]) -> Tensor:
