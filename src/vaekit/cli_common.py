@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vaekit.config import TrainConfig
 from vaekit.data import Split
@@ -31,7 +32,7 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except VaekitError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print(

@@ -52,7 +52,7 @@ class DataConfig:
     """Where the images come from and how they are presented to the model."""
 
     dataset: str = "fashion-mnist"  # a registered name, or a path to an image folder, .npy or .npz
-    data_dir: str | None = None  # searched before $VAEKIT_DATA, ~/.cache/vaekit and system folders
+    data_dir: str | None = None  # the only folder searched (default $VAEKIT_DATA); must exist
     binarize: str = "none"  # "none" (grey values as targets) | "dynamic" (fresh draw per batch) | "static"
     val_size: int = 5000  # held out of the training split with `split_seed`; capped at 10% for small sets
     split_seed: int = 0

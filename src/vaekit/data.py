@@ -7,7 +7,9 @@ validation and test. Batching and devices are the trainer's business; this modul
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from vaekit.userdata import load_arrays, load_image_folder
 TEST_SPLIT_SEED = 1234  # held fixed so that every run of a dataset is tested on the same images
 BINARIZE_SEED = 4321  # the fixed draw used for binarized validation/test sets
 CACHE_ROOT = "~/.cache/vaekit"  # downloads, and the feature classifiers of `vaekit evaluate`
+MAX_IDX_BYTES = 1 << 30  # 20x Fashion-MNIST's training images: an IDX header declaring more is corrupt
 
 
 @dataclass
@@ -93,33 +96,64 @@ CLASS_NAMES: dict[str, list[str]] = {
 }
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (gz or raw): magic 0x0000TTNN (type, number of dims), big-endian dims, then the data."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise VaekitError(f"{path} is not an unsigned-byte IDX file: check the file or delete it to download again")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
-        raise VaekitError(f"{path} is truncated: delete it and run again to download a fresh copy")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+def read_idx(path: Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Parse an IDX file (gz or raw): magic 0x0000TTNN (type, number of dims), big-endian dims, then the data.
+
+    The file is streamed: the size its header declares is checked against `max_bytes` before any data is read, and
+    memory grows only with the bytes really there, so a corrupt header or a gzip bomb cannot exhaust memory.
+    """
+    fix = "delete it and run again to download a fresh copy"
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as stream:
+            head = stream.read(4)
+            if len(head) < 4 or head[0:2] != b"\x00\x00" or head[2] != 0x08:
+                raise VaekitError(f"{path} is not an unsigned-byte IDX file: check the file or {fix}")
+            raw_dims = stream.read(4 * head[3])
+            dims = [int.from_bytes(raw_dims[i : i + 4], "big") for i in range(0, len(raw_dims), 4)]
+            size = math.prod(dims)
+            if size > max_bytes:
+                raise VaekitError(f"{path} declares {dims} = {size:,} bytes, over the {max_bytes:,} cap: {fix}")
+            data = bytearray()
+            while len(data) < size and (block := stream.read(min(1 << 20, size - len(data)))):
+                data += block
+            if len(raw_dims) < 4 * head[3] or len(data) < size:
+                raise VaekitError(f"{path} is truncated: {fix}")
+            if stream.read(1):
+                raise VaekitError(f"{path} holds more bytes than its header declares: {fix}")
+    except (OSError, EOFError, zlib.error) as error:  # not gzip, or a damaged gzip stream
+        raise VaekitError(f"cannot read {path} ({error}): {fix}") from None
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def search_dirs(name: str, data_dir: str | None, source: IdxSource) -> list[Path]:
-    """Where to look, in order: --data-dir, $VAEKIT_DATA, ~/.cache/vaekit (each as given and /<name>), system dirs."""
-    roots = [Path(r).expanduser() for r in (data_dir, os.environ.get("VAEKIT_DATA"), CACHE_ROOT) if r]
-    return [d for root in roots for d in (root / name, root)] + [Path(d) for d in source.system_dirs]
+    """Where to look: the folder the user named (--data-dir, else $VAEKIT_DATA) and nowhere else; otherwise the cache,
+    then system dirs. Each root as given and with /<name>; the first entry is where a download goes.
+
+    A named folder is never silently replaced by a copy found elsewhere: one that does not exist is an error.
+    """
+    named = data_dir or os.environ.get("VAEKIT_DATA")
+    if named:
+        root = Path(named).expanduser()
+        if not root.is_dir():
+            flag = "--data-dir" if data_dir else "$VAEKIT_DATA"
+            raise VaekitError(
+                f"{flag} {named} does not exist or is not a folder: create it (the {name} files are downloaded "
+                "into it) or correct the path"
+            )
+        return [root / name, root]
+    cache = Path(CACHE_ROOT).expanduser()
+    return [cache / name, cache, *(Path(d) for d in source.system_dirs)]
 
 
 def locate_idx(name: str, source: IdxSource, data_dir: str | None) -> dict[str, Path]:
     """Find the four files (or download them into the first writable root) and verify their checksums."""
-    for folder in search_dirs(name, data_dir, source):
+    folders = search_dirs(name, data_dir, source)
+    for folder in folders:
         paths = {role: folder / file for role, (file, _) in source.files.items()}
         if all(p.is_file() for p in paths.values()):
             break
     else:
-        folder = search_dirs(name, data_dir, source)[0]
+        folder = folders[0]
         mirrors = tuple(os.environ["VAEKIT_MIRRORS"].split(",")) if os.environ.get("VAEKIT_MIRRORS") else source.mirrors
         paths = {role: fetch(file, sha, mirrors, folder) for role, (file, sha) in source.files.items()}
     for role, path in paths.items():
@@ -131,11 +165,9 @@ def load_idx_dataset(name: str, config: DataConfig) -> tuple[Split, Split]:
     paths = locate_idx(name, IDX_SOURCES[name], config.data_dir)
     arrays = {role: read_idx(path) for role, path in paths.items()}
     train = Split(
-        torch.from_numpy(arrays["train_x"].copy()).unsqueeze(1), torch.from_numpy(arrays["train_y"].astype(np.int64))
+        torch.from_numpy(arrays["train_x"]).unsqueeze(1), torch.from_numpy(arrays["train_y"].astype(np.int64))
     )
-    test = Split(
-        torch.from_numpy(arrays["test_x"].copy()).unsqueeze(1), torch.from_numpy(arrays["test_y"].astype(np.int64))
-    )
+    test = Split(torch.from_numpy(arrays["test_x"]).unsqueeze(1), torch.from_numpy(arrays["test_y"].astype(np.int64)))
     return train, test
 
 
@@ -170,6 +202,20 @@ def to_float(x: Tensor) -> Tensor:
     return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
 
 
+def check_agree(name: str, train: Split, test: Split) -> None:
+    """Every split one image shape (C, H, W) and one label per image, checked at load rather than after training."""
+    for role, split in (("training", train), ("test", test)):
+        if split.y is not None and len(split.y) != len(split.x):
+            raise VaekitError(
+                f"dataset {name}: {len(split.x)} {role} images but {len(split.y)} labels: give one label per image"
+            )
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise VaekitError(
+            f"dataset {name}: the test images are {tuple(test.x.shape[1:])} (C, H, W), the training images "
+            f"{tuple(train.x.shape[1:])}: store every split at one image shape"
+        )
+
+
 def load_dataset(config: DataConfig) -> Dataset:
     """The dataset named (or pointed to) by `config.dataset`, split into train / validation / test."""
     name = config.dataset
@@ -191,6 +237,7 @@ def load_dataset(config: DataConfig) -> Dataset:
         raise VaekitError(
             f"unknown dataset {name!r}: use one of {', '.join(NAMED)}, an image folder, or a .npy/.npz file"
         )
+    check_agree(name, train, test)
     val_count = min(config.val_size, len(train) // 10)
     train, val = split_off(train, val_count, config.split_seed)
     if config.binarize in ("dynamic", "static"):  # evaluation always sees one fixed draw

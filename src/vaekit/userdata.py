@@ -6,7 +6,14 @@ Everything that could break training later is checked here and reported as one l
 
 from __future__ import annotations
 
+import math
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -16,30 +23,48 @@ from torch import Tensor
 from vaekit.errors import VaekitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit greyscale (Pillow reads 16-bit PNGs as I;16)
 Pair = tuple[Tensor, Tensor | None]
 MIN_EXAMPLES = 4  # enough for a train and a test example after the splits
+MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a header that claims more is a decompression bomb, not a training image
+MAX_LOAD_BYTES = 4 * 10**9  # pixels held in memory at once; checked from headers before anything is decoded
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
 
 
-def load_image_folder(root: Path) -> dict[str, Pair]:
-    """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels."""
+def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
+    """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels.
+
+    Two passes: every header first (size and mode, nothing decoded), so that a folder of mixed sizes or one too big
+    for memory fails in seconds; then each image decoded straight into one preallocated array.
+    """
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if len(files) < MIN_EXAMPLES:
         raise VaekitError(
             f"image folder {root} holds {len(files)} PNG/JPEG images: vaekit needs at least {MIN_EXAMPLES}"
         )
-    images = [_open_image(p) for p in files]
-    mode = "L" if all(img.mode in GREY_MODES for img in images) else "RGB"
-    first = images[0]
-    for path, img in zip(files, images, strict=True):
-        if img.size != first.size:
+    headers = [_image_header(p) for p in files]
+    (width, height), _ = headers[0]
+    for path, (size, _) in zip(files, headers, strict=True):
+        if size != (width, height):
             raise VaekitError(
-                f"images differ in size: {files[0].name} is {first.size[0]}x{first.size[1]}, {path.name} is "
-                f"{img.size[0]}x{img.size[1]}: resize them all to one size first"
+                f"images differ in size: {files[0].relative_to(root)} is {width}x{height}, {path.relative_to(root)} "
+                f"is {size[0]}x{size[1]}: resize them all to one size first"
             )
-    pixels = np.stack([np.asarray(img.convert(mode)) for img in images])
-    x = torch.from_numpy(pixels).unsqueeze(1) if mode == "L" else torch.from_numpy(pixels).permute(0, 3, 1, 2)
-    return {"train": (x.contiguous(), _folder_labels(root, files))}
+    mode = "L" if all(m in GREY_MODES for _, m in headers) else "RGB"
+    channels = 1 if mode == "L" else 3
+    if len(files) * channels * height * width > max_bytes:
+        raise VaekitError(
+            f"image folder {root} holds {len(files)} {mode} images of {width}x{height}, "
+            f"{_amount(len(files) * channels * height * width)} of pixels, more than the {_amount(max_bytes)} vaekit "
+            "loads into memory: use fewer or smaller images"
+        )
+    x = np.empty((len(files), channels, height, width), dtype=np.uint8)  # filled in place: no second copy
+    for i, path in enumerate(files):
+        pixels = _decode(path, mode, (height, width) if mode == "L" else (height, width, 3))
+        x[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+    return {"train": (torch.from_numpy(x), _folder_labels(root, files))}
 
 
 def load_image_like(path: Path, shape: tuple[int, int, int]) -> Tensor:
@@ -47,22 +72,62 @@ def load_image_like(path: Path, shape: tuple[int, int, int]) -> Tensor:
     if not path.is_file():
         raise VaekitError(f"image {path} does not exist: give a test-image index or the path of a PNG/JPEG file")
     channels, height, width = shape
-    img = _open_image(path)
-    if img.size != (width, height):
-        raise VaekitError(
-            f"{path.name} is {img.size[0]}x{img.size[1]}, the model takes {width}x{height}: resize it first"
-        )
-    pixels = torch.from_numpy(np.array(img.convert("L" if channels == 1 else "RGB")))
+    size, _ = _image_header(path)
+    if size != (width, height):
+        raise VaekitError(f"{path.name} is {size[0]}x{size[1]}, the model takes {width}x{height}: resize it first")
+    mode = "L" if channels == 1 else "RGB"
+    pixels = torch.from_numpy(_decode(path, mode, (height, width) if channels == 1 else (height, width, 3)).copy())
     return (pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)).unsqueeze(0).contiguous()
 
 
-def _open_image(path: Path) -> Image.Image:
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """One-line errors for unreadable images; Pillow's decompression-bomb warning becomes an error too."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise VaekitError(
+            f"image {path} is too large to decode safely ({error}): resize it or remove the file"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise VaekitError(f"cannot read image {path} ({error}): remove or replace the file") from None
+
+
+def _checked(path: Path, img: Image.Image) -> Image.Image:
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        raise VaekitError(
+            f"image {path} is {img.width}x{img.height}, over the {MAX_IMAGE_PIXELS:,}-pixel limit (a decompression "
+            "bomb?): resize it or remove the file"
+        )
+    return img
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and mode from the file's header; Image.open is lazy, so no pixel is decoded."""
+    with _reading(path), Image.open(path) as img:
+        return _checked(path, img).size, img.mode
+
+
+def _decode(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The pixels as uint8 in `mode` ("L" or "RGB"); 16-bit greyscale is scaled (x >> 8), not clipped to white."""
+    with _reading(path), Image.open(path) as img:
+        if _checked(path, img).mode in WIDE_MODES:
+            wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # I;16 arrives as uint16, I as int32
+            pixels = np.asarray(Image.fromarray((wide >> 8).astype(np.uint8)).convert(mode))
+        else:
+            pixels = np.asarray(img.convert(mode))
+    if pixels.shape != shape:  # the file changed since its header was read
+        raise VaekitError(f"image {path} decodes to shape {pixels.shape}, expected {shape}: remove or replace the file")
+    return pixels
+
+
+def _amount(count: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def _folder_labels(root: Path, files: list[Path]) -> Tensor | None:
@@ -73,33 +138,92 @@ def _folder_labels(root: Path, files: list[Path]) -> Tensor | None:
     return torch.tensor([names.index(parent) for parent in parents], dtype=torch.int64)
 
 
-def load_arrays(path: Path) -> dict[str, Pair]:
-    """A .npy of images, or an .npz with `x` (or `images`, `arr_0`), optional `y`/`labels`, `x_test`, `y_test`."""
+def load_arrays(path: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
+    """A .npy of images, or an .npz with `x` (or `images`, `arr_0`), optional `y`/`labels`, `x_test`, `y_test`.
+
+    Every array's header (dtype, shape) is read before its data, so that object arrays, which only unpickling
+    could read, and arrays too big for memory fail at once without allocating anything.
+    """
+    kind = _array_kind(path)
     try:
-        loaded = np.load(path, allow_pickle=False)  # never unpickle a file from elsewhere
-    except (OSError, ValueError) as error:
+        if kind == ".npy":
+            with path.open("rb") as stream:
+                _check_header(stream, path.name, max_bytes, path.stat().st_size)
+            return {"train": (_images_from_array(np.load(path, allow_pickle=False), path.name), None)}
+        with np.load(path, allow_pickle=False) as npz:  # never unpickle a file from elsewhere
+            return _npz_parts(npz, path.name, max_bytes)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        raise VaekitError(f"cannot read {path} as a {kind} file ({error}): save it again with numpy") from None
+
+
+def _array_kind(path: Path) -> str:
+    """ ".npy" or ".npz", read from the file's first bytes, which must agree with its suffix."""
+    with path.open("rb") as stream:
+        head = stream.read(len(NPY_MAGIC))
+    kind = ".npy" if head == NPY_MAGIC else ".npz" if head[:4] in ZIP_MAGICS else None
+    suffix = path.suffix.lower()
+    if kind is None and suffix in (".npy", ".npz"):
+        raise VaekitError(f"{path} is not a {suffix} file (wrong header): save the array with numpy.save or savez")
+    if kind is None:
         raise VaekitError(
-            f"cannot read {path} as a NumPy array file ({error}): save it with numpy.save/savez"
-        ) from None
-    if path.suffix == ".npy":
-        return {"train": (_images_from_array(loaded, path.name), None)}
-    with loaded:
-        keys = set(loaded.files)
-        x_key = next((k for k in ("x", "images", "x_train", "arr_0") if k in keys), None)
-        if x_key is None:
-            raise VaekitError(f"{path.name} has arrays {sorted(keys)}: name the images 'x' (labels 'y')")
-        y_key = next((k for k in ("y", "labels", "y_train") if k in keys), None)
-        parts = {"train": _pair(loaded, x_key, y_key, path.name)}
-        if "x_test" in keys:
-            parts["test"] = _pair(loaded, "x_test", "y_test" if "y_test" in keys else None, path.name)
+            f"{path} is neither an image folder nor a .npy/.npz file: give a folder of PNG/JPEG images or an array "
+            "saved with numpy.save or savez"
+        )
+    if suffix != kind:
+        raise VaekitError(
+            f"{path} holds {kind} content but is named {suffix or 'without a suffix'}: rename it to "
+            f"{path.with_suffix(kind).name}"
+        )
+    return kind
+
+
+def _check_header(stream: IO[bytes], name: str, max_bytes: int, file_size: int | None) -> None:
+    """Refuse an array by its header alone: Python objects, more bytes than the cap, or more than the file holds."""
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise VaekitError(
+            f"{name} holds Python objects (dtype {dtype}), which vaekit never unpickles: store uint8 pixels or "
+            "floats in [0, 1]"
+        )
+    size = math.prod(shape) * dtype.itemsize
+    if size > max_bytes:
+        raise VaekitError(
+            f"{name} is {shape} {dtype}, {_amount(size)}, more than the {_amount(max_bytes)} vaekit loads into "
+            "memory: use fewer or smaller images"
+        )
+    if file_size is not None and size > file_size - stream.tell():
+        raise VaekitError(f"{name} is truncated (its header declares {shape} {dtype}): save it again")
+
+
+def _npz_parts(npz: np.lib.npyio.NpzFile, name: str, max_bytes: int) -> dict[str, Pair]:
+    keys = set(npz.files)
+    x_key = next((k for k in ("x", "images", "x_train", "arr_0") if k in keys), None)
+    if x_key is None:
+        raise VaekitError(f"{name} has arrays {sorted(keys)}: name the images 'x' (labels 'y')")
+    y_key = next((k for k in ("y", "labels", "y_train") if k in keys), None)
+    parts = {"train": _pair(npz, x_key, y_key, name, max_bytes)}
+    if "x_test" in keys:
+        parts["test"] = _pair(npz, "x_test", "y_test" if "y_test" in keys else None, name, max_bytes)
     return parts
 
 
-def _pair(npz: np.lib.npyio.NpzFile, x_key: str, y_key: str | None, name: str) -> Pair:
-    x = _images_from_array(npz[x_key], f"{name}[{x_key}]")
+def _member(npz: np.lib.npyio.NpzFile, key: str, label: str, max_bytes: int) -> np.ndarray:
+    """One array of an .npz, its header checked before its data is read."""
+    archive = npz.zip
+    if archive is None or f"{key}.npy" not in archive.namelist():
+        raise VaekitError(f"{label} is not a NumPy array: write the archive with numpy.savez")
+    with archive.open(f"{key}.npy") as stream:
+        _check_header(stream, label, max_bytes, None)
+    return np.asarray(npz[key])
+
+
+def _pair(npz: np.lib.npyio.NpzFile, x_key: str, y_key: str | None, name: str, max_bytes: int) -> Pair:
+    x = _images_from_array(_member(npz, x_key, f"{name}[{x_key}]", max_bytes), f"{name}[{x_key}]")
     if y_key is None:
         return x, None
-    y = np.asarray(npz[y_key])
+    y = _member(npz, y_key, f"{name}[{y_key}]", max_bytes)
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise VaekitError(f"{name}[{y_key}] must be {len(x)} integer labels, got shape {y.shape} {y.dtype}")
     return x, torch.from_numpy(y.astype(np.int64))
