@@ -114,7 +114,11 @@ def train(
         typer.Option(help="Seed for initialisation, batch order and noise.  [default: 0]", show_default=False),
     ] = None,
     data_dir: Annotated[
-        str | None, typer.Option(help="Folder searched first for dataset files.", show_default=False)
+        str | None,
+        typer.Option(
+            help="Folder holding the dataset files: the only one searched, downloaded into when empty.",
+            show_default=False,
+        ),
     ] = None,
     val_size: Annotated[
         int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
