@@ -58,7 +58,6 @@ class ModelThreads:
     def __init__(self, workers: int) -> None:
         if workers < 1:
             raise VaekitError(f"workers = {workers}: the explorer needs at least 1 thread to run the model")
-        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vaekit-model")
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
