@@ -300,7 +300,7 @@ def test_api_keeps_its_schema(case: schemathesis.Case[Any], _node_id: None) -> N
     case.call_and_validate()
 
 
-def test_load_from_eight_clients(server_url: str) -> None:
+def test_load_from_eight_clients(server_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """1,000 decodes from 8 concurrent clients over real sockets: no errors; prints p95 and the rate."""
     bodies = [{"z": [(i % 61) / 10 - 3, (i % 7) / 3, -1.0, 0.5]} for i in range(1000)]
 
@@ -319,9 +319,11 @@ def test_load_from_eight_clients(server_url: str) -> None:
     results = [result for share in shares for result in share]
     latencies = sorted(seconds * 1000 for _, seconds in results)
     p95 = latencies[int(0.95 * len(latencies)) - 1]
-    print(f"\n1000 POST /api/decode from 8 clients: errors 0, p50 {statistics.median(latencies):.1f} ms, "
-          f"p95 {p95:.1f} ms, {len(results) / elapsed:.0f} requests/s")  # fmt: skip
-    assert len(results) == 1000 and [status for status, _ in results] == [200] * 1000
+    errors = sum(status != 200 for status, _ in results)
+    with capsys.disabled():  # shown in every run, not only when the test fails
+        print(f"\n1000 POST /api/decode from 8 clients: errors {errors}, p50 {statistics.median(latencies):.1f} ms, "
+              f"p95 {p95:.1f} ms, {len(results) / elapsed:.0f} requests/s")  # fmt: skip
+    assert len(results) == 1000 and errors == 0
 
 
 def chromium_or_fail() -> str:
