@@ -81,26 +81,47 @@ def gradients(
     out_console.print(f"wrote {run / 'gradients.json'}, {run / 'gradient_variance.png'}")
 
 
+ALLOW_HOST_HELP = (
+    "Also answer requests whose Host is this name (repeatable). By default only the bound address and localhost, "
+    "127.0.0.1, [::1] are answered, so a page elsewhere cannot reach the explorer through DNS rebinding."
+)
+
+
 @friendly_errors
 def serve(
     run: RunArg,
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     top_k: Annotated[int, typer.Option(help="Sliders for this many dimensions (largest KL first).", min=1, max=64)] = 8,
+    allow_host: Annotated[list[str] | None, typer.Option(help=ALLOW_HOST_HELP, metavar="NAME")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Threads that run the model; more clients queue for them (default: min(4, CPUs)).", min=1),
+    ] = None,
 ) -> None:
     """Explore the latent space in the browser: sliders, a 2-d pad, interpolation, prior samples."""
+    import os
+
+    import torch
     import uvicorn
 
     from vaekit.data import CLASS_NAMES
     from vaekit.runs import load_run
     from vaekit.web.app import create_app
+    from vaekit.web.guards import WILDCARD_BINDS, allowed_hosts
 
+    hosts = allowed_hosts(host, allow_host or [])
     loaded = load_run(run)
     if loaded.model.categorical:
         raise VaekitError("the explorer's sliders move Gaussian latents; this run's latents are categorical")
     test = load_test_split(loaded.config)
-    app_ = create_app(loaded.model, test, str(run), CLASS_NAMES.get(loaded.config.data.dataset), top_k)
+    cpus = os.cpu_count() or 1
+    workers = workers or min(4, cpus)
+    torch.set_num_threads(max(1, cpus // workers))  # workers × torch threads stays within the machine
+    app_ = create_app(loaded.model, test, str(run), CLASS_NAMES.get(loaded.config.data.dataset), top_k, hosts, workers)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"note: binding {host} makes the explorer reachable from other machines")
+    if host in WILDCARD_BINDS and not allow_host:
+        err_console.print("note: other machines are answered only for the names given with --allow-host NAME")
     out_console.print(f"latent explorer for {run}: http://{host}:{port}/  (API docs: /docs; Ctrl-C stops)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

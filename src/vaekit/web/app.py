@@ -1,54 +1,67 @@
-"""The explorer's JSON API and static page. Every input is validated: a bad request gets 422 (or 413 when it is
-too large) with a message naming the problem, never a 500."""
+"""The explorer's JSON API and static pages. Every input is validated against bounds that /openapi.json states: a bad
+request gets 422 (413 when it is too large, 400 for a Host the server does not answer to), never a 500.
 
-from __future__ import annotations
+The model runs in a small dedicated thread pool, so many clients queue for `workers` threads instead of each
+starting its own torch threads."""
 
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at runtime, and the
+# request models are local to `add_api` because their bounds depend on the model and its test split.
+
+import asyncio
 import base64
 import io
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel, Field
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
+from pydantic import Field
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from torch import Tensor
 
 from vaekit.data import Split, to_float
+from vaekit.errors import VaekitError
 from vaekit.evaluate import kl_report
 from vaekit.latent import interpolate
 from vaekit.model import VAE
+from vaekit.web.guards import LOOPBACK_HOSTS, LimitBody, http_error, validation_error
+from vaekit.web.schemas import (
+    MAX_IMAGES,
+    Z_LIMIT,
+    Coordinate,
+    Decoded,
+    Encoded,
+    Info,
+    Integer,
+    Interpolation,
+    Samples,
+    StrictBody,
+    Thumbnails,
+    problem_responses,
+)
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 64 * 1024  # a latent vector of a few thousand numbers fits; anything bigger is refused
-MAX_IMAGES = 64  # per response
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+T = TypeVar("T")
 
 
-class DecodeRequest(BaseModel):
-    z: list[FiniteFloat] = Field(description="A latent vector of the model's size.", max_length=4096)
+class ModelThreads:
+    """The few threads that run the model. Concurrent requests queue here rather than each getting a thread of its
+    own (and torch's intra-op threads with it); the threads exit when the app is garbage collected."""
 
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise VaekitError(f"workers = {workers}: the explorer needs at least 1 thread to run the model")
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vaekit-model")
 
-class EncodeRequest(BaseModel):
-    index: int = Field(description="Index of a test image.")
-
-
-class InterpolateRequest(BaseModel):
-    a: int = Field(description="Index of the first test image.")
-    b: int = Field(description="Index of the second test image.")
-    steps: int = Field(17, ge=2, le=MAX_IMAGES, description="Points along the path.")
-    extend: FiniteFloat = Field(0.5, ge=0.0, le=2.0, description="Extrapolate past both ends by this fraction.")
-    method: Literal["linear", "slerp"] = "linear"
-
-
-class SampleRequest(BaseModel):
-    n: int = Field(1, ge=1, le=MAX_IMAGES, description="Number of prior samples.")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, work, *args)
 
 
 def png_data_url(image: Tensor) -> str:
@@ -60,37 +73,71 @@ def png_data_url(image: Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-class LimitBody(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+def create_app(
+    model: VAE,
+    test: Split,
+    name: str,
+    class_names: list[str] | None = None,
+    top_k: int = 8,
+    hosts: Sequence[str] = LOOPBACK_HOSTS,
+    workers: int = 2,
+) -> FastAPI:
+    """The explorer for one model and its test split.
 
-
-async def validation_error(request: Request, error: Exception) -> JSONResponse:
-    """422 with one readable line per problem, and without echoing the input (NaN cannot even be sent back as JSON)."""
-    assert isinstance(error, RequestValidationError)
-    problems = [
-        f"{'.'.join(str(part) for part in e['loc'] if part != 'body') or 'body'}: {e['msg']}" for e in error.errors()
-    ]
-    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
-
-
-def create_app(model: VAE, test: Split, name: str, class_names: list[str] | None = None, top_k: int = 8) -> FastAPI:
-    """The explorer for one model and its test split."""
+    hosts: the Host names it answers (`guards.allowed_hosts` builds them); any other gets 400, so a page on another
+    site cannot reach it through DNS rebinding. workers: threads that run the model."""
+    threads = ModelThreads(workers)
     model = model.eval()
     kl = kl_report(model, test.x)
-    top = kl.order[: min(top_k, model.latent_dim)]
-    app = FastAPI(title="vaekit latent explorer", description=f"Explore the latent space of {name}.")
+    info = Info(
+        name=name, latent_dim=model.latent_dim, kind=model.config.kind, image_shape=list(model.input_shape),
+        test_images=len(test), top_dims=kl.order[: min(top_k, model.latent_dim)], kl_per_dim=kl.kl_per_dim,
+        active_units=kl.active_units, class_names=class_names,
+    )  # fmt: skip
+    # /docs and /redoc would load their scripts from a CDN; our /docs page renders /openapi.json itself.
+    description = f"Explore the latent space of {name}."
+    app = FastAPI(title="vaekit latent explorer", description=description, docs_url=None, redoc_url=None)
     app.add_middleware(LimitBody)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))  # outermost: checked before the body
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    def test_index(index: int, field: str) -> int:
-        if not 0 <= index < len(test):
-            raise HTTPException(422, f"{field} = {index} is out of range: test images are 0 to {len(test) - 1}")
-        return index
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC / "docs.html")
+
+    add_api(app, model, test, info, threads)
+    return app
+
+
+def add_api(app: FastAPI, model: VAE, test: Split, info: Info, threads: ModelThreads) -> None:
+    """The JSON endpoints; everything that touches the model or encodes a PNG runs on `threads`."""
+    last, dim = len(test) - 1, model.latent_dim
+    index_help = f"Index of a test image, 0 to {last}."
+
+    class DecodeRequest(StrictBody):
+        z: list[Coordinate] = Field(
+            min_length=dim, max_length=dim, description=f"A latent vector: {dim} numbers, each within ±{Z_LIMIT:g}."
+        )
+
+    class EncodeRequest(StrictBody):
+        index: Integer = Field(ge=0, le=last, description=index_help)
+
+    class InterpolateRequest(StrictBody):
+        a: Integer = Field(ge=0, le=last, description=f"The first endpoint. {index_help}")
+        b: Integer = Field(ge=0, le=last, description=f"The second endpoint. {index_help}")
+        steps: Integer = Field(17, ge=2, le=MAX_IMAGES, description="Points along the path.")
+        extend: float = Field(0.5, ge=0.0, le=2.0, description="Extrapolate past both ends by this fraction.")
+        method: Literal["linear", "slerp"] = "linear"
+
+    class SampleRequest(StrictBody):
+        n: Integer = Field(1, ge=1, le=MAX_IMAGES, description="Number of prior samples.")
+        seed: Integer = Field(0, ge=0, le=2**31 - 1)
 
     @torch.no_grad()
     def decode(z: Tensor) -> list[str]:
@@ -100,54 +147,57 @@ def create_app(model: VAE, test: Split, name: str, class_names: list[str] | None
     def encode(indices: list[int]) -> Tensor:
         return model.encode(to_float(test.x[indices]).to(model.device)).mean.cpu()
 
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    @app.get("/api/info", summary="The model, its data, and its latent dimensions ordered by KL")
-    def info() -> dict[str, Any]:
-        return {
-            "name": name, "latent_dim": model.latent_dim, "kind": model.config.kind,
-            "image_shape": list(model.input_shape), "test_images": len(test), "top_dims": top,
-            "kl_per_dim": kl.kl_per_dim, "active_units": kl.active_units, "class_names": class_names,
-        }  # fmt: skip
-
-    @app.post("/api/decode", summary="Decode a latent vector into an image")
-    def decode_one(request: DecodeRequest) -> dict[str, Any]:
-        if len(request.z) != model.latent_dim:
-            raise HTTPException(
-                422, f"z has {len(request.z)} numbers; this model's latent vectors have {model.latent_dim}"
-            )
-        return {"image": decode(torch.tensor([request.z]))[0]}
-
-    @app.post("/api/encode", summary="Posterior mean of a test image, with the image and its reconstruction")
-    def encode_one(request: EncodeRequest) -> dict[str, Any]:
-        index = test_index(request.index, "index")
+    def encoded(index: int) -> Encoded:
         z = encode([index])
         label = int(test.y[index]) if test.y is not None else None
-        return {"index": index, "z": z[0].tolist(), "image": png_data_url(to_float(test.x[index])),
-                "reconstruction": decode(z)[0], "label": label}  # fmt: skip
+        return Encoded(index=index, z=z[0].tolist(), image=png_data_url(to_float(test.x[index])),
+                       reconstruction=decode(z)[0], label=label)  # fmt: skip
 
-    @app.post("/api/interpolate", summary="Decoded path between two test images, extended past both ends")
-    def interpolate_pair(request: InterpolateRequest) -> dict[str, Any]:
-        z = encode([test_index(request.a, "a"), test_index(request.b, "b")])
+    def interpolated(request: InterpolateRequest) -> Interpolation:
+        z = encode([request.a, request.b])
         path = interpolate(z[0], z[1], request.steps, request.extend, request.method)
         t = torch.linspace(-request.extend, 1 + request.extend, request.steps)
-        return {"t": t.tolist(), "z": path.tolist(), "images": decode(path)}
+        return Interpolation(t=t.tolist(), z=path.tolist(), images=decode(path))
 
-    @app.post("/api/sample", summary="Decoded draws from the prior N(0, I)")
-    def sample(request: SampleRequest) -> dict[str, Any]:
-        z = torch.randn(request.n, model.latent_dim, generator=torch.Generator().manual_seed(request.seed))
-        return {"z": z.tolist(), "images": decode(z)}
+    def sampled(n: int, seed: int) -> Samples:
+        z = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
+        return Samples(z=z.tolist(), images=decode(z))
 
-    @app.get("/api/thumbnails", summary="Test images, for picking endpoints")
-    def thumbnails(
-        start: Annotated[int, Query(ge=0)] = 0, count: Annotated[int, Query(ge=1, le=MAX_IMAGES)] = 24
-    ) -> dict[str, Any]:
-        test_index(start, "start")
+    def strip(start: int, count: int) -> Thumbnails:
         indices = list(range(start, min(start + count, len(test))))
         labels = test.y[indices].tolist() if test.y is not None else None
-        return {"indices": indices, "labels": labels,
-                "images": [png_data_url(to_float(test.x[i])) for i in indices]}  # fmt: skip
+        return Thumbnails(indices=indices, labels=labels, images=[png_data_url(to_float(test.x[i])) for i in indices])
 
-    return app
+    body_errors, query_errors = problem_responses(body=True), problem_responses(body=False)
+
+    @app.get("/api/info", summary="The model, its data, and its latent dimensions ordered by KL")
+    async def get_info() -> Info:
+        return info
+
+    @app.post("/api/decode", summary="Decode a latent vector into an image", responses=body_errors)
+    async def decode_one(request: DecodeRequest) -> Decoded:
+        images = await threads.run(decode, torch.tensor([request.z]))
+        return Decoded(image=images[0])
+
+    @app.post(
+        "/api/encode",
+        summary="Posterior mean of a test image, with the image and its reconstruction",
+        responses=body_errors,
+    )
+    async def encode_one(request: EncodeRequest) -> Encoded:
+        return await threads.run(encoded, request.index)
+
+    @app.post("/api/interpolate", summary="Decoded path between two test images, past both ends", responses=body_errors)
+    async def interpolate_pair(request: InterpolateRequest) -> Interpolation:
+        return await threads.run(interpolated, request)
+
+    @app.post("/api/sample", summary="Decoded draws from the prior N(0, I)", responses=body_errors)
+    async def sample(request: SampleRequest) -> Samples:
+        return await threads.run(sampled, request.n, request.seed)
+
+    @app.get("/api/thumbnails", summary="Test images, for picking endpoints", responses=query_errors)
+    async def thumbnails(
+        start: Annotated[int, Query(ge=0, le=last, description=f"The first image. {index_help}")] = 0,
+        count: Annotated[int, Query(ge=1, le=MAX_IMAGES, description="At most this many, fewer at the end.")] = 24,
+    ) -> Thumbnails:
+        return await threads.run(strip, start, count)
