@@ -251,8 +251,9 @@ def test_two_concurrent_cli_trainers_leave_one_consistent_run(tmp_path: Path) ->
     assert codes == [0, 2], results
     loser = next(stderr for code, stderr in results if code == 2)
     assert "being trained by process" in loser or "already holds a run" in loser, loser
-    reference = train(tiny_config(epochs=3, batch_size=64), tmp_path / "reference")
-    assert losses(load_run(tmp_path / "run").history) == losses(reference.history)
+    reference = train(tiny_config(epochs=3, batch_size=64), tmp_path / "reference")  # other threads: close, not equal
+    flat = [value for record in losses(load_run(tmp_path / "run").history) for value in record]
+    assert flat == pytest.approx([value for record in losses(reference.history) for value in record], rel=1e-6)
 
 
 # --- tampered or damaged run folders ---------------------------------------------------------------------------
