@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from vaekit import VAE, DataConfig, ModelConfig, TrainConfig, load_run, train
 from vaekit.classifier import feature_space
 from vaekit.data import load_dataset, load_digits, to_float
-from vaekit.evaluate import evaluate, kl_report, neighbour_audit, scoring_input
+from vaekit.evaluate import evaluate, kl_report, likelihood_report, neighbour_audit, scoring_input
 from vaekit.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
 
 
@@ -123,12 +126,51 @@ def test_gaussian_likelihood_is_scored_on_dequantized_pixels() -> None:
     assert (scored >= x.float() / 256).all() and (scored < (x.float() + 1) / 256).all()
 
 
-def test_inception_fid_says_why_it_is_missing() -> None:
+def test_inception_fid_says_why_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # importing it now raises ImportError
     value, note = inception_fid(torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8))
-    try:
-        import torch_fidelity  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        assert value is None and "vaekit[fid]" in note
+    assert value is None and "vaekit[fid]" in note
+
+
+def test_inception_fid_hands_torch_fidelity_rgb_bytes_and_reports_its_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in torch_fidelity records what it is given: generated images first, 3-channel uint8, x·255 rounded."""
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def calculate_metrics(
+        input1: Dataset[torch.Tensor], input2: Dataset[torch.Tensor], fid: bool, verbose: bool
+    ) -> dict[str, float]:
+        seen["fake"], seen["real"] = [input1[i] for i in range(len(input1))], [input2[i] for i in range(len(input2))]
+        return {"frechet_inception_distance": 12.5}
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.SimpleNamespace(calculate_metrics=calculate_metrics))
+    real = torch.full((2, 1, 3, 3), 0.2)
+    fake = torch.tensor([0.0, 1 / 255, 0.5, 1.0]).view(4, 1, 1, 1).expand(4, 1, 3, 3)
+    assert inception_fid(real, fake) == (12.5, "Inception FID via torch-fidelity")
+    assert len(seen["fake"]) == 4 and len(seen["real"]) == 2
+    expected = torch.tensor([0, 1, 128, 255], dtype=torch.uint8)  # 0.5·255 = 127.5 rounds (half to even) to 128
+    for image, level in zip(seen["fake"], expected, strict=True):
+        assert image.dtype == torch.uint8 and image.shape == (3, 3, 3) and (image == level).all()
+    assert all((image == 51).all() for image in seen["real"])  # 0.2·255 = 51
+
+    def failing(**_: object) -> None:
+        raise RuntimeError("weights not downloadable\nsecond line")
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.SimpleNamespace(calculate_metrics=failing))
+    value, note = inception_fid(real, fake)
+    assert value is None and note.endswith("could not run (weights not downloadable)")
+
+
+def test_a_fair_coin_model_costs_exactly_one_bit_per_pixel() -> None:
+    """All weights zero: q(z|x) = p(z) = N(0, I), so log p(z) − log q(z|x) = 0, and every pixel is a Bernoulli(½)
+    whatever z is; log p(x) = −D·ln 2 exactly, for every image, every k and every draw."""
+    model = VAE(ModelConfig(hidden=[8], latent_dim=3, input_shape=[2, 3, 4]))  # D = 24 pixels over two channels
+    for parameter in model.parameters():
+        torch.nn.init.zeros_(parameter)
+    x = torch.randint(0, 256, (5, 2, 3, 4), dtype=torch.uint8)
+    report = likelihood_report(model, x, "test", k=7)
+    assert report.bits_per_dim == pytest.approx(1.0, abs=1e-6)
+    assert report.nll == pytest.approx(24 * np.log(2), abs=1e-5) and report.nll_se == pytest.approx(0.0, abs=1e-6)
+    assert report.neg_elbo == pytest.approx(24 * np.log(2), abs=1e-5) and report.kl == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +186,11 @@ def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run:
     test, train_report = evaluation.likelihood
     assert test.split == "test" and train_report.split == "train" and test.images == 297
     assert test.nll <= test.neg_elbo + 3 * test.neg_elbo_se  # the bound is at least as tight as the ELBO
-    assert test.nll == pytest.approx(test.bits_per_dim * 64 * np.log(2))
-    assert 0 <= evaluation.kl.active_units <= 4
+    run = load_run(evaluated_run)
+    means = run.model.encode(to_float(load_dataset(run.config.data).test.x)).mean.detach().double().numpy()
+    activity = np.var(means, axis=0)  # Burda et al. 2016: Var_x(E_q[z_d]) over the test images
+    np.testing.assert_allclose(evaluation.kl.activity, activity, rtol=1e-6)
+    assert evaluation.kl.active_units == int((activity > evaluation.kl.threshold).sum())
     assert evaluation.generalization is not None and len(evaluation.generalization.audits) == 2
     assert evaluation.sample_quality is not None and evaluation.sample_quality.classifier_test_accuracy > 0.9
     saved = json.loads((evaluated_run / "evaluation.json").read_text())

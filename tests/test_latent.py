@@ -40,11 +40,21 @@ def test_slerp_hits_endpoints_and_keeps_the_norm_between_equal_norm_codes() -> N
     assert (linear_mid < a.norm(dim=-1) - 1e-3).all()  # the straight line cuts inside the shell
 
 
-def test_slerp_of_parallel_codes_falls_back_to_the_line() -> None:
-    a = torch.tensor([1.0, 1.0])
-    path = interpolate(a, 3 * a, steps=3, method="slerp")
-    assert torch.isfinite(path).all()
-    torch.testing.assert_close(path[1], 2 * a)
+def test_slerp_between_nearly_opposite_codes_of_unequal_norm_follows_the_circle() -> None:
+    """Known answer in polar coordinates: the angle moves evenly from θ_a to θ_a + Ω, the radius from 1 to 3."""
+    theta_a, omega, t = 0.3, math.pi - 1e-3, torch.linspace(-0.25, 1.25, 7, dtype=torch.float64)
+    radius, theta = 1 + 2 * t, theta_a + t * omega
+    expected = torch.stack([radius * torch.cos(theta), radius * torch.sin(theta)], dim=-1)
+    path = interpolate(expected[1].float(), expected[-2].float(), steps=7, extend=0.25, method="slerp")
+    torch.testing.assert_close(path, expected.float(), atol=1e-5, rtol=0)
+
+
+def test_slerp_falls_back_to_the_line_where_no_great_circle_is_defined() -> None:
+    a = torch.tensor([0.1, 0.7, -0.3])
+    t = torch.tensor([0.0, 0.5, 1.0]).unsqueeze(-1)
+    for b in (-3.1 * a, 3.1 * a, torch.zeros(3)):  # opposite and parallel within float32 rounding, a zero code
+        path = interpolate(a, b, steps=3, method="slerp")
+        torch.testing.assert_close(path, (1 - t) * a + t * b, atol=1e-6, rtol=0)
 
 
 def test_chain_passes_through_every_code_once() -> None:

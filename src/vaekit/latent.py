@@ -25,8 +25,9 @@ def interpolate(z_a: Tensor, z_b: Tensor, steps: int, extend: float = 0.0, metho
     """Points along the path from z_a to z_b: (D,) endpoints give (steps, D); (N, D) give (N, steps, D).
 
     linear: z(t) = (1 − t)·z_a + t·z_b.
-    slerp: the great-circle path (Shoemake 1985; White 2016 for generative models) with
-           z(t) = sin((1 − t)Ω)/sin Ω · z_a + sin(tΩ)/sin Ω · z_b, cos Ω = ẑ_a·ẑ_b. Under a Gaussian prior most mass
+    slerp: the great-circle path (Shoemake 1985; White 2016 for generative models) for the direction, with the norm
+           interpolated linearly: z(t) = ((1 − t)·|z_a| + t·|z_b|) · (cos(tΩ)·ẑ_a + sin(tΩ)·ê), where Ω is the angle
+           between the codes and ê the unit vector in their plane orthogonal to ẑ_a. Under a Gaussian prior most mass
            sits near a shell of radius √D, which a straight line between two codes cuts through; slerp stays nearer it.
     """
     t = interpolation_weights(steps, extend).to(z_a)
@@ -35,11 +36,28 @@ def interpolate(z_a: Tensor, z_b: Tensor, steps: int, extend: float = 0.0, metho
         return torch.lerp(a, b, t)
     if method != "slerp":
         raise ValueError(f"unknown interpolation method {method!r}: use linear or slerp")
-    cos = (torch.nn.functional.normalize(a, dim=-1) * torch.nn.functional.normalize(b, dim=-1)).sum(-1, keepdim=True)
-    omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
-    sin = torch.sin(omega)
-    slerped = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin
-    return torch.where(sin.abs() < 1e-6, torch.lerp(a, b, t), slerped)  # (anti)parallel codes: fall back to lerp
+    return _slerp(a, b, t)
+
+
+def _slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Great-circle direction times a linearly interpolated norm; the straight line where no great circle is defined.
+
+    The angle is atan2(sin Ω, cos Ω) in float64, sin Ω being the length of ẑ_b's component orthogonal to ẑ_a: arccos
+    of a float32 dot product cannot resolve angles within ~5e-4 rad of 0 or π, and the textbook formula's division by
+    sin Ω then throws nearly opposite codes of unequal norm thousands of times too far out. A zero code, or codes
+    (anti)parallel within the rounding of their dtype, leave the plane of rotation undefined: the straight line.
+    """
+    a64, b64, t64 = a.double(), b.double(), t.double()
+    norm_a, norm_b = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
+    u, v = a64 / norm_a.clamp_min(1e-300), b64 / norm_b.clamp_min(1e-300)
+    cos = (u * v).sum(-1, keepdim=True)
+    orthogonal = v - cos * u  # (…, 1, D) in the plane of the two codes, length sin Ω
+    sin = orthogonal.norm(dim=-1, keepdim=True)
+    omega = torch.atan2(sin, cos)
+    direction = torch.cos(t64 * omega) * u + torch.sin(t64 * omega) * orthogonal / sin.clamp_min(1e-300)
+    slerped = torch.lerp(norm_a, norm_b, t64) * direction
+    undefined = (sin < 10 * torch.finfo(a.dtype).eps) | (norm_a == 0) | (norm_b == 0)
+    return torch.where(undefined, torch.lerp(a64, b64, t64), slerped).to(a.dtype)
 
 
 def chain(zs: Tensor, steps_per_segment: int, method: str = "linear") -> Tensor:
