@@ -174,7 +174,8 @@ def train(
     train_config = with_overrides(base, settings)
     reporter = SilentReporter() if quiet else RichReporter(err_console)
     run = run_training(train_config, out, resume=resume, reporter=reporter)
-    assert run.final is not None
+    if run.final is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     test = run.final["test"]
     if run.config.model.kind == "ae":  # a point-mass code: no KL, so no ELBO and no bound to print
         summary = f"test reconstruction −log p(x|code) {-test['log_px']:.2f} nats/image (an autoencoder has no ELBO)"

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from vaekit.config import TrainConfig
 from vaekit.data import Split
+from vaekit.distributed import launched_ranks
 from vaekit.errors import VaekitError
 
 out_console = Console()
@@ -32,7 +33,8 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except VaekitError as error:
-            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            if launched_ranks().main:  # under torchrun every rank meets the same error; one line says it
+                err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print(

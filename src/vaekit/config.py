@@ -73,6 +73,7 @@ class TrainConfig:
     samples: int = 1  # z samples per image in each training step
     seed: int = 0
     device: str = "cpu"
+    world_size: int = 1  # processes the run last trained with (set by the trainer; --batch-size is global)
 
     def validate(self) -> TrainConfig:
         """Reject settings that would fail later, deep inside torch, with a message nobody can act on.
@@ -111,6 +112,7 @@ class TrainConfig:
             (1 <= self.epochs <= MAX_COUNT, f"epochs must be between 1 and {MAX_COUNT}"),
             (1 <= self.batch_size <= MAX_COUNT, f"batch_size must be between 1 and {MAX_COUNT}"),
             (1 <= self.samples <= MAX_WIDTH, f"samples must be between 1 and {MAX_WIDTH}"),
+            (1 <= self.world_size <= MAX_COUNT, "world_size must be at least 1"),
             (0 < self.lr <= 10, "lr must be positive and at most 10"),
             (self.beta >= 0, "beta must be zero or positive"),
             (self.warmup_epochs >= 0, "warmup_epochs must be zero or positive"),

@@ -9,6 +9,8 @@ per example: reductions over the batch happen at the caller.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,37 @@ LOG_2PI = math.log(2 * math.pi)
 def sum_event(t: Tensor, event_ndim: int) -> Tensor:
     """Sum the last `event_ndim` dimensions: one number per example (and per sample, if sampled)."""
     return t.flatten(-event_ndim).sum(-1) if event_ndim > 0 else t
+
+
+@dataclass(frozen=True)
+class BatchSlice:
+    """Randomness for rows [start, stop) of a batch of `total`: every draw is made for the whole batch and sliced.
+
+    Processes that train on slices of one global batch each pass their own slice of one shared generator; all of them
+    draw the same numbers and keep their rows, so the noise an example gets does not depend on how many processes
+    there are, and every process ends each step with the same generator state.
+    """
+
+    generator: torch.Generator
+    start: int
+    stop: int
+    total: int
+
+
+Randomness = torch.Generator | BatchSlice | None
+
+
+def draw(
+    sampler: Callable[..., Tensor], shape: Sequence[int], source: Randomness, like: Tensor, batch_dim: int
+) -> Tensor:
+    """`sampler(shape)` (torch.randn, torch.rand) with `like`'s dtype and device, from a generator or a BatchSlice
+    whose batch is dimension `batch_dim` of `shape`."""
+    if not isinstance(source, BatchSlice):
+        return sampler(tuple(shape), generator=source, dtype=like.dtype, device=like.device)
+    full = list(shape)
+    full[batch_dim] = source.total
+    whole = sampler(tuple(full), generator=source.generator, dtype=like.dtype, device=like.device)
+    return whole.narrow(batch_dim, source.start, source.stop - source.start)
 
 
 class DiagonalGaussian:
@@ -63,16 +96,14 @@ class DiagonalGaussian:
     def variance(self) -> Tensor:
         return torch.exp(self.logvar)
 
-    def rsample(
-        self, n_samples: int | None = None, eps: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def rsample(self, n_samples: int | None = None, eps: Tensor | None = None, generator: Randomness = None) -> Tensor:
         """Reparameterized draw: (..., D), or (n_samples, ..., D). Pass `eps` to fix the noise."""
         if eps is None:
             shape = self.mu.shape if n_samples is None else (n_samples, *self.mu.shape)
-            eps = torch.randn(shape, generator=generator, dtype=self.mu.dtype, device=self.mu.device)
+            eps = draw(torch.randn, shape, generator, self.mu, batch_dim=-2)  # latents are (..., N, D)
         return self.mu + self.stddev * eps
 
-    def sample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
         """A draw with no path back to mu or sigma: what a VAE without the trick would have to work with."""
         with torch.no_grad():
             return self.rsample(n_samples, generator=generator)
@@ -135,13 +166,11 @@ class PointMass:
     def stddev(self) -> Tensor:
         return torch.zeros_like(self.code)
 
-    def rsample(
-        self, n_samples: int | None = None, eps: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def rsample(self, n_samples: int | None = None, eps: Tensor | None = None, generator: Randomness = None) -> Tensor:
         """The code, (..., D) or (n_samples, ..., D), differentiable in the encoder's output; no noise is drawn."""
         return self.code if n_samples is None else self.code.expand(n_samples, *self.code.shape)
 
-    def sample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
         return self.rsample(n_samples).detach()
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -218,9 +247,9 @@ class Gaussian:
 Likelihood = Bernoulli | Gaussian
 
 
-def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, like: Tensor) -> Tensor:
+def gumbel_noise(shape: torch.Size, generator: Randomness, like: Tensor) -> Tensor:
     """g = −log(−log u), u ~ U(0, 1): argmax(logits + g) is an exact categorical sample (the Gumbel-max trick)."""
-    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device).clamp(1e-10, 1 - 1e-7)
+    u = draw(torch.rand, shape, generator, like, batch_dim=-3).clamp(1e-10, 1 - 1e-7)  # logits are (..., N, V, K)
     return -torch.log(-torch.log(u))
 
 
@@ -267,7 +296,7 @@ class RelaxedCategorical:
     def _shape(self, n_samples: int | None) -> torch.Size:
         return self.logits.shape if n_samples is None else torch.Size((n_samples, *self.logits.shape))
 
-    def rsample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def rsample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
         if self.hard:
             return self.sample(n_samples, generator)
         relaxed = torch.softmax(
@@ -278,7 +307,7 @@ class RelaxedCategorical:
             relaxed = hard - relaxed.detach() + relaxed  # one-hot forward, relaxed gradient backward
         return relaxed.flatten(-2)
 
-    def sample(self, n_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
         """Exact one-hot samples (Gumbel-max), with no gradient."""
         with torch.no_grad():
             noisy = self.logits + gumbel_noise(self._shape(n_samples), generator, self.logits)

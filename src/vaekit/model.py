@@ -17,6 +17,7 @@ from vaekit.distributions import (
     Likelihood,
     PointMass,
     Posterior,
+    Randomness,
     RelaxedCategorical,
 )
 from vaekit.networks import NETWORKS
@@ -67,9 +68,7 @@ class VAE(nn.Module):
             log_scale = log_scale.clamp_min(LOG_SCALE_MIN)
         return Gaussian(torch.sigmoid(out), log_scale, event_ndim=len(self.input_shape))
 
-    def elbo(
-        self, x: Tensor, generator: torch.Generator | None = None, estimator: str = "reparam", samples: int = 1
-    ) -> ElboTerms:
+    def elbo(self, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1) -> ElboTerms:
         """Per-example ELBO and its terms (see `vaekit.objectives.elbo`)."""
         return elbo(self, x, generator, estimator, samples)
 

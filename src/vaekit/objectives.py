@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from vaekit.distributions import Randomness
+
 if TYPE_CHECKING:
     from vaekit.model import VAE
 
@@ -50,7 +52,7 @@ def leave_one_out_mean(values: Tensor) -> Tensor:
 
 
 def elbo(
-    model: VAE, x: Tensor, generator: torch.Generator | None = None, estimator: str = "reparam", samples: int = 1
+    model: VAE, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1
 ) -> ElboTerms:
     """ELBO(x) = E_{q(z|x)}[log p(x|z)] − KL(q(z|x) ‖ N(0, I))   (Kingma & Welling 2014, eq. 10).
 

@@ -6,6 +6,7 @@ is saved with each checkpoint, so a resumed run continues exactly where the inte
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -14,10 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from vaekit import distributed
 from vaekit.config import TrainConfig
 from vaekit.data import Dataset, load_dataset
+from vaekit.distributed import Ranks
+from vaekit.distributions import BatchSlice, Randomness
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import bits_per_dim
@@ -106,6 +110,20 @@ def beta_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return config.beta * min(1.0, step / (config.warmup_epochs * steps_per_epoch))
 
 
+class ElboStep(nn.Module):
+    """The training forward pass as a module, so that DistributedDataParallel can hook its backward: per-example
+    log p(x|z), KL and the term the gradient flows through (relaxed for Gumbel-softmax codes)."""
+
+    def __init__(self, model: VAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, source: Randomness, estimator: str, samples: int) -> tuple[Tensor, Tensor, Tensor]:
+        terms = self.model.elbo(x, source, estimator, samples)
+        relaxed = terms.log_px if terms.relaxed_log_px is None else terms.relaxed_log_px
+        return terms.log_px, terms.kl, relaxed
+
+
 def train_epoch(
     model: VAE,
     optimizer: torch.optim.Optimizer,
@@ -114,10 +132,19 @@ def train_epoch(
     epoch: int,
     generator: torch.Generator,
     reporter: Reporter,
+    ranks: Ranks = Ranks(),
+    step_fn: nn.Module | None = None,
 ) -> dict[str, float]:
     """One pass over the training split; the record holds the epoch's mean ELBO terms, in the units `evaluate_split`
-    reports (log p(x|z) of the data as stored, at exact samples of q)."""
-    model.train()
+    reports (log p(x|z) of the data as stored, at exact samples of q).
+
+    Every rank walks the same global batches and draws their randomness in full (binarization, dequantization, ε),
+    then keeps its own rows; its loss is its rows' share of the global batch's mean, scaled by the world size because
+    DistributedDataParallel averages the gradients over ranks (`step_fn` is the model's ElboStep, wrapped in it). So 1
+    and N processes take the same steps.
+    """
+    step_fn = step_fn or ElboStep(model)
+    step_fn.train()
     x_all = data.train.x
     scoring = Scoring.of(config.model, config.data)  # fresh binarization or dequantization noise on every pass
     offset = scoring.offset(x_all)
@@ -126,32 +153,32 @@ def train_epoch(
     first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
     reporter.start_epoch(epoch, config.epochs, steps)
     for step, x_batch in enumerate(batches(x_all, config.batch_size, generator)):
-        x = scoring.input(x_batch, generator)
+        start, stop = ranks.slice_of(len(x_batch))
+        x = scoring.input(x_batch, generator)[start:stop]
         global_step = epoch * steps + step + 1
         if model.categorical:
             model.temperature = temperature_at(config, global_step)
-        terms = model.elbo(x, generator, config.estimator, config.samples)
+        source = BatchSlice(generator, start, stop, len(x_batch)) if ranks.world > 1 else generator
+        log_px, kl, relaxed = step_fn(x, source, config.estimator, config.samples)
         beta = beta_at(config, global_step, steps)
-        loss = -terms.objective(beta).mean()
+        loss = -(relaxed - beta * kl).sum() * (ranks.world / len(x_batch))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimizer.step()
-        relaxed = terms.log_px if terms.relaxed_log_px is None else terms.relaxed_log_px
-        sums += torch.stack([t.detach().sum(dtype=torch.float64) for t in (terms.log_px, terms.kl, relaxed)])
+        sums += torch.stack([t.detach().sum(dtype=torch.float64) for t in (log_px, kl, relaxed)])
         first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
         if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
-            loss_value, bad_step = torch.stack([loss.detach().double(), first_bad.double()]).tolist()
+            bad_step = int(ranks.max(first_bad.clone()).item())
             if bad_step:
-                where = f"epoch {epoch + 1}, step {int(bad_step) - epoch * steps} of {steps}"
+                where = f"epoch {epoch + 1}, step {bad_step - epoch * steps} of {steps}"
                 raise diverged(config, f"the loss became NaN or infinite at {where}")
-            reporter.step(step + 1, loss_value - offset)
-    log_px, kl, relaxed_log_px = (sums / len(x_all)).tolist()
-    log_px, relaxed_log_px = log_px + offset, relaxed_log_px + offset
-    record = {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "beta": beta}
+            reporter.step(step + 1, ranks.sum(loss.detach().double()).item() / ranks.world - offset)
+    log_px_mean, kl_mean, relaxed_mean = (ranks.sum(sums) / len(x_all)).tolist()
+    record = {"elbo": log_px_mean + offset - kl_mean, "log_px": log_px_mean + offset, "kl": kl_mean, "beta": beta}
     if model.categorical:
         record["temperature"] = model.temperature
-    if terms.relaxed_log_px is not None:  # what the Gumbel-softmax objective's reconstruction term measured
-        record["relaxed_log_px"] = relaxed_log_px
+        if config.estimator == "reparam" and not config.model.straight_through:  # the relaxed surrogate's term
+            record["relaxed_log_px"] = relaxed_mean + offset
     return record
 
 
@@ -163,6 +190,9 @@ def train(
     On resume the run's own config.json is used; a `config` given alongside may only change `epochs` (to train
     further) and `lr` (to continue a run that diverged). The run folder is locked for the whole run, so a second
     writer is refused. `config` itself is never modified. Returns the finished `Run`.
+
+    Under `torchrun` every process calls this: they train as one DistributedDataParallel model, and only rank 0
+    locks and writes the run folder (which, for --resume, every node must be able to read).
     """
     run_dir = Path(out)
     if resume and not (run_dir / CONFIG).is_file():
@@ -171,18 +201,49 @@ def train(
         if config is None:
             raise VaekitError("train needs a TrainConfig (or resume=True to continue an existing run)")
         config = copy.deepcopy(config).validate()  # before the folder is created
-    with RunLock(run_dir):
-        remove_stale_temporaries(run_dir)
-        if resume:
-            config, state = _resume_point(run_dir, config)
-        else:
-            assert config is not None
-            config, state = _fresh_start(run_dir, config), None
-        return _train_locked(run_dir, config, state, reporter or SilentReporter())
+    device = resolve_device((config or read_config(run_dir)).device)
+    ranks, device = distributed.start(device)
+    try:
+        with RunLock(run_dir) if ranks.main else contextlib.nullcontext():
+            config, state = _agreed_start(run_dir, config, resume, ranks)
+            quiet = SilentReporter()
+            return _train_locked(run_dir, config, state, (reporter or quiet) if ranks.main else quiet, device, ranks)
+    finally:
+        distributed.stop()
 
 
-def _train_locked(run_dir: Path, config: TrainConfig, state: dict[str, Any] | None, reporter: Reporter) -> Run:
-    device = resolve_device(config.device)
+def _agreed_start(
+    run_dir: Path, config: TrainConfig | None, resume: bool, ranks: Ranks
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Rank 0 decides where the run starts (it holds the lock and reads the checkpoint); every rank gets the same
+    config and state, or the same one-line error."""
+    found: list[Any] = [None, None, None]
+    if ranks.main:
+        try:
+            remove_stale_temporaries(run_dir)
+            if resume:
+                config, state = _resume_point(run_dir, config)
+            else:
+                assert config is not None
+                config, state = _fresh_start(run_dir, config), None
+            found = [None, config.to_dict(), state]
+        except VaekitError as error:
+            found = [str(error), None, None]
+    found = ranks.share(found)
+    ranks.agree(found[0])
+    agreed = TrainConfig.from_dict(found[1])
+    agreed.world_size = ranks.world
+    return agreed, found[2]
+
+
+def _train_locked(
+    run_dir: Path,
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    reporter: Reporter,
+    device: torch.device,
+    ranks: Ranks,
+) -> Run:
     data = load_dataset(config.data)
     config.model.input_shape = list(data.shape)
     config.validate()
@@ -190,31 +251,46 @@ def _train_locked(run_dir: Path, config: TrainConfig, state: dict[str, Any] | No
     optimizer = make_optimizer(model, config)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     history: list[dict[str, Any]] = []
-    if state is None:
-        write_config(run_dir, config)
-    else:
+    if state is not None:
         load_weights(model, state["model"], run_dir / STATE)
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = config.lr  # the one optimizer setting a resume may change
         generator.set_state(state["generator"])
         history = state["history"]
-        write_views(run_dir, state["model"], history)
+    if ranks.main:
+        write_config(run_dir, config)  # also records the world size this stretch of the run trains with
+        if state is not None:
+            write_views(run_dir, state["model"], history)
+    step_fn = distributed.data_parallel(ElboStep(model), ranks, device)
     data = _to_device(data, device)
     try:
         for epoch in range(len(history), config.epochs):
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": epoch + 1}
-            record["train"] = train_epoch(model, optimizer, data, config, epoch, generator, reporter)
-            record["val"] = evaluate_split(model, data.val.x) if len(data.val) else None
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            _check_finite(record, config)
+            record["train"] = train_epoch(model, optimizer, data, config, epoch, generator, reporter, ranks, step_fn)
+            problem = None
+            if ranks.main:  # the others wait: validation and the checkpoint are rank 0's
+                record["val"] = evaluate_split(model, data.val.x) if len(data.val) else None
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                try:
+                    _check_finite(record, config)
+                    save_checkpoint(run_dir, model, optimizer, generator, [*history, record])
+                except VaekitError as error:
+                    problem = str(error)
+            ranks.agree(problem)
             history.append(record)
-            save_checkpoint(run_dir, model, optimizer, generator, history)
             reporter.end_epoch(record)
     finally:
         reporter.close()
-    return finish(run_dir, model, data, config, history)
+    run, problem = Run(run_dir, config, model.eval(), history, None), None
+    if ranks.main:  # the test split and the pictures are rank 0's; the others wait for the verdict
+        try:
+            run = finish(run_dir, model, data, config, history)
+        except VaekitError as error:
+            problem = str(error)
+    ranks.agree(problem)
+    return run
 
 
 class TrainingDiverged(VaekitError):
@@ -259,7 +335,7 @@ def _fresh_start(run_dir: Path, config: TrainConfig) -> TrainConfig:
     return config
 
 
-RESUMABLE = {"epochs", "lr"}  # what a resume may change; anything else would make it another run
+RESUMABLE = {"epochs", "lr", "world_size"}  # what a resume may change; anything else would make it another run
 
 
 def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig, dict[str, Any] | None]:

@@ -1,0 +1,129 @@
+"""Data parallelism for real: torchrun processes on the gloo backend, on this machine's CPU.
+
+The contract: one command means the same optimisation on 1 or N processes (the global batch is split, its noise
+drawn in full and sliced), a DDP run killed with SIGKILL resumes on any number of processes, and two "nodes"
+meeting at a rendezvous on 127.0.0.1 train the same model again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import tiny_config
+from vaekit import load_run, train
+from vaekit.distributed import Ranks
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+# 1,293 training images at batch 64: the last batch (13 images) does not split evenly over 2 ranks
+ARGS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--batch-size", "64", "--binarize", "dynamic"]
+ARGS += ["--samples", "2", "--quiet"]
+
+
+def reference_config(epochs: int) -> object:
+    config = tiny_config(epochs=epochs, batch_size=64, samples=2)
+    config.data.binarize = "dynamic"
+    return config
+
+
+def launch(out: Path, processes: int = 2, nodes: str = "--standalone") -> subprocess.Popen[str]:
+    """`torchrun … -m vaekit train` of the test's run (3 epochs) into `out`, in a session of its own."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [*TORCHRUN, *nodes.split(), "--nproc-per-node", str(processes)]
+    command = [*launcher, "-m", "vaekit", "train", *ARGS, "--epochs", "3", "--out", str(out)]
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert left.keys() == right.keys()
+    for name in left:
+        torch.testing.assert_close(left[name], right[name], rtol=1e-5, atol=1e-5)
+
+
+def test_slices_cover_every_row_once() -> None:
+    for batch in (1, 13, 64):
+        for world in (1, 2, 3, 5):
+            slices = [Ranks(rank, world).slice_of(batch) for rank in range(world)]
+            assert [s for s, _ in slices] == [0] + [stop for _, stop in slices[:-1]]
+            assert slices[-1][1] == batch and max(b - a for a, b in slices) - min(b - a for a, b in slices) <= 1
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "one"
+    train(reference_config(epochs=3), out)  # type: ignore[arg-type]
+    return out
+
+
+def test_two_processes_train_the_same_model_as_one(one_process: Path, tmp_path: Path) -> None:
+    process = launch(tmp_path / "two")
+    assert process.wait(timeout=300) == 0, process.stderr.read() if process.stderr else ""
+    assert_same_weights(one_process, tmp_path / "two")
+    two = load_run(tmp_path / "two")
+    assert two.config.world_size == 2
+    ref = load_run(one_process)
+    for got, want in zip(two.history, ref.history, strict=True):  # all-reduced sums over true counts
+        assert got["train"]["elbo"] == pytest.approx(want["train"]["elbo"], rel=1e-5)
+        assert got["val"] == pytest.approx(want["val"], rel=1e-5)
+
+
+def test_a_killed_ddp_run_resumes_on_one_process(one_process: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cut"
+    process = launch(out)
+    deadline = time.monotonic() + 300
+    while not (out / "state.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victims = [process.pid, *descendants(process.pid)]  # torchrun starts each worker in a session of its own
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    process.wait()
+    while any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in victims):  # and with them the lock
+        time.sleep(0.02)
+    assert load_run(out).epochs_done < 3, "the kill must land mid-run"
+    resumed = train(None, out, resume=True)
+    assert resumed.config.world_size == 1
+    assert_same_weights(one_process, out)
+
+
+def parent_of(pid: str) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def descendants(root: int) -> list[int]:
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and parent_of(p.name) == root]
+    return [pid for child in children for pid in (child, *descendants(child))]
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_nodes_meeting_on_localhost_train_the_same_model(one_process: Path, tmp_path: Path) -> None:
+    port = free_port()
+    rendezvous = f"--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:{port} --rdzv-id vaekit-test"
+    nodes = [launch(tmp_path / "nodes", 1, f"--nnodes 2 --node-rank {rank} {rendezvous}") for rank in (0, 1)]
+    for node in nodes:
+        assert node.wait(timeout=300) == 0, node.stderr.read() if node.stderr else ""
+    assert_same_weights(one_process, tmp_path / "nodes")
