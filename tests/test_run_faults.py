@@ -30,6 +30,7 @@ from vaekit.data import load_dataset
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.runlock import RunLock
+from vaekit.train import SilentReporter
 
 runner = CliRunner()
 ARGS = ["--dataset", "digits", "--epochs", "3", "--batch-size", "64", "--hidden", "32", "--latent-dim", "4"]
@@ -348,3 +349,36 @@ def test_train_leaves_the_callers_config_alone_and_resumes_a_categorical_run(tmp
     config.epochs = 2
     resumed = train(config, tmp_path / "run", resume=True)
     assert resumed.epochs_done == 2 and resumed.config.model.latent_dim == 6
+
+
+# --- checkpoints inside an epoch ------------------------------------------------------------------------------
+
+
+class StopAtSync(SilentReporter):
+    """Interrupts the run at the `n`-th progress update of epoch `epoch` (a crash in the middle of an epoch)."""
+
+    def __init__(self, epoch: int, n: int) -> None:
+        self.epoch, self.n, self.seen = epoch, n, 0
+
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        self.current = epoch + 1
+
+    def step(self, batches_done: int, loss: float) -> None:
+        if self.current == self.epoch:
+            self.seen += 1
+            if self.seen == self.n:
+                raise KeyboardInterrupt
+
+
+def test_a_run_interrupted_inside_an_epoch_resumes_from_there_exactly(tmp_path: Path) -> None:
+    config = tiny_config(epochs=2, batch_size=16, checkpoint_every=1e-9)  # a checkpoint at every sync point
+    reference = train(config, tmp_path / "reference")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", reporter=StopAtSync(epoch=2, n=4))
+    state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["partial"]["step"] == 41  # after steps 1, 21 and 41 of epoch 2's 81
+    assert load_run(tmp_path / "cut").epochs_done == 1  # readers still see the last whole epoch
+    resumed = train(None, tmp_path / "cut", resume=True)
+    assert losses(resumed.history) == losses(reference.history)
+    for name, tensor in reference.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)

@@ -124,6 +124,10 @@ def train(
         int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N  [default: cpu]", show_default=False)] = None,
+    checkpoint_every: Annotated[
+        float | None,
+        typer.Option(help="Minutes between checkpoints inside an epoch.  [default: 30]", show_default=False),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -165,6 +169,7 @@ def train(
         "data_dir": data_dir,
         "val_size": val_size,
         "device": device,
+        "checkpoint_every": checkpoint_every,
     }
     settings = read_toml(config) if config else {}
     settings = {k.replace("-", "_"): v for k, v in settings.items()}

@@ -73,6 +73,7 @@ class TrainConfig:
     samples: int = 1  # z samples per image in each training step
     seed: int = 0
     device: str = "cpu"
+    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (besides one after every epoch)
     world_size: int = 1  # processes the run last trained with (set by the trainer; --batch-size is global)
 
     def validate(self) -> TrainConfig:
@@ -116,6 +117,7 @@ class TrainConfig:
             (0 < self.lr <= 10, "lr must be positive and at most 10"),
             (self.beta >= 0, "beta must be zero or positive"),
             (self.warmup_epochs >= 0, "warmup_epochs must be zero or positive"),
+            (self.checkpoint_every > 0, "checkpoint_every must be positive (minutes)"),
             (
                 self.estimator != "score-function-baseline" or self.samples >= 2,
                 "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
@@ -183,7 +185,18 @@ FLAT_SETTINGS = {
     },
     **{
         name: ""
-        for name in ("epochs", "batch_size", "lr", "beta", "warmup_epochs", "seed", "device", "estimator", "samples")
+        for name in (
+            "epochs",
+            "batch_size",
+            "lr",
+            "beta",
+            "warmup_epochs",
+            "seed",
+            "device",
+            "estimator",
+            "samples",
+            "checkpoint_every",
+        )
     },
 }
 

@@ -114,10 +114,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     history: list[dict[str, Any]],
+    partial: dict[str, Any] | None = None,
 ) -> None:
-    """End-of-epoch checkpoint. state.pt is the one authority: it is written first and holds the epoch, the weights,
-    the optimizer, the RNG and the history, so a resume needs nothing else. The files after it are views of it, each
-    tagged with or truncated to its epoch, so a crash between two renames leaves views that lag but never lie."""
+    """A checkpoint. state.pt is the one authority: it is written first and holds the epoch, the weights, the
+    optimizer, the RNG and the history, so a resume needs nothing else. The files after it are views of it, each
+    tagged with or truncated to its epoch, so a crash between two renames leaves views that lag but never lie.
+
+    `partial` marks a checkpoint inside an epoch (its permutation, next step and running sums): then only state.pt is
+    written, and the views keep describing the last whole epoch."""
     weights = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
     bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(t.isfinite().all())]
     if bad:  # the last good checkpoint is worth more than this one
@@ -132,10 +136,13 @@ def save_checkpoint(
         "generator": generator.get_state(),
         "history": json.dumps(history),
     }
+    if partial is not None:
+        state["partial"] = partial
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(run_dir / STATE, buffer.getvalue())
-    write_views(run_dir, weights, history)
+    if partial is None:
+        write_views(run_dir, weights, history)
 
 
 def write_views(run_dir: Path, weights: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> None:
@@ -164,6 +171,14 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
         state["history"] = _parse_history(state["history"].splitlines() or ["[]"], path, whole=True)
     else:
         state["history"] = read_history(run_dir)[: state["epoch"]]
+    partial = state.get("partial")
+    if partial is not None and not (
+        isinstance(partial, dict)
+        and isinstance(partial.get("step"), int)
+        and isinstance(partial.get("order"), torch.Tensor)
+        and isinstance(partial.get("sums"), torch.Tensor)
+    ):
+        raise VaekitError(f"{path} holds a damaged position inside an epoch: delete it to restart the run")
     if len(state["history"]) != state["epoch"]:
         raise VaekitError(f"{path} holds {state['epoch']} epochs but their history is incomplete: train a new run")
     return dict(state)

@@ -10,7 +10,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,10 +64,10 @@ class SilentReporter:
     def close(self) -> None: ...
 
 
-def batches(x: Tensor, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Slices of one random permutation: no per-sample Python, no DataLoader, no copies beyond the batch."""
-    order = torch.randperm(len(x), generator=generator, device=x.device)
-    for start in range(0, len(x), batch_size):
+def batches(x: Tensor, batch_size: int, order: Tensor, first_step: int = 0) -> Iterator[Tensor]:
+    """Slices of one random permutation `order` (from step `first_step` on, to resume inside an epoch): no
+    per-sample Python, no DataLoader, no copies beyond the batch."""
+    for start in range(first_step * batch_size, len(x), batch_size):
         yield x.index_select(0, order[start : start + batch_size])
 
 
@@ -134,6 +134,8 @@ def train_epoch(
     reporter: Reporter,
     ranks: Ranks = Ranks(),
     step_fn: nn.Module | None = None,
+    partial: dict[str, Any] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, float]:
     """One pass over the training split; the record holds the epoch's mean ELBO terms, in the units `evaluate_split`
     reports (log p(x|z) of the data as stored, at exact samples of q).
@@ -142,6 +144,9 @@ def train_epoch(
     then keeps its own rows; its loss is its rows' share of the global batch's mean, scaled by the world size because
     DistributedDataParallel averages the gradients over ranks (`step_fn` is the model's ElboStep, wrapped in it). So 1
     and N processes take the same steps.
+
+    Every `config.checkpoint_every` minutes (rank 0's clock, agreed at the loop's sync points) `checkpoint` is given
+    the epoch's position: its permutation, the next step and the running sums; `partial` resumes from one.
     """
     step_fn = step_fn or ElboStep(model)
     step_fn.train()
@@ -151,8 +156,15 @@ def train_epoch(
     steps = math.ceil(len(x_all) / config.batch_size)
     sums = torch.zeros(3, dtype=torch.float64, device=x_all.device)  # log p(x|z), KL, relaxed log p(x|z)
     first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
+    if partial is None:
+        order, first_step = torch.randperm(len(x_all), generator=generator, device=x_all.device), 0
+    else:
+        order, first_step = partial["order"].to(x_all.device), partial["step"]
+        if ranks.main:  # the saved sums are already summed over ranks
+            sums.copy_(partial["sums"])
+    last_save = time.monotonic()
     reporter.start_epoch(epoch, config.epochs, steps)
-    for step, x_batch in enumerate(batches(x_all, config.batch_size, generator)):
+    for step, x_batch in enumerate(batches(x_all, config.batch_size, order, first_step), start=first_step):
         start, stop = ranks.slice_of(len(x_batch))
         x = scoring.input(x_batch, generator)[start:stop]
         global_step = epoch * steps + step + 1
@@ -168,11 +180,17 @@ def train_epoch(
         sums += torch.stack([t.detach().sum(dtype=torch.float64) for t in (log_px, kl, relaxed)])
         first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
         if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
-            bad_step = int(ranks.max(first_bad.clone()).item())
+            due = ranks.main and time.monotonic() - last_save >= 60 * config.checkpoint_every
+            bad_step, save_now = ranks.max(
+                torch.stack([first_bad, torch.tensor(int(due), device=first_bad.device)])
+            ).tolist()
             if bad_step:
                 where = f"epoch {epoch + 1}, step {bad_step - epoch * steps} of {steps}"
                 raise diverged(config, f"the loss became NaN or infinite at {where}")
             reporter.step(step + 1, ranks.sum(loss.detach().double()).item() / ranks.world - offset)
+            if save_now and checkpoint is not None and step < steps - 1:
+                checkpoint({"step": step + 1, "order": order.cpu(), "sums": ranks.sum(sums.clone()).cpu()})
+                last_save = time.monotonic()
     log_px_mean, kl_mean, relaxed_mean = (ranks.sum(sums) / len(x_all)).tolist()
     record = {"elbo": log_px_mean + offset - kl_mean, "log_px": log_px_mean + offset, "kl": kl_mean, "beta": beta}
     if model.categorical:
@@ -264,11 +282,26 @@ def _train_locked(
             write_views(run_dir, state["model"], history)
     step_fn = distributed.data_parallel(ElboStep(model), ranks, device)
     data = _to_device(data, device)
+    partial = state.get("partial") if state else None
+
+    def checkpoint(position: dict[str, Any]) -> None:
+        """Inside an epoch: state.pt alone, holding the epoch's position; the views stay at the last whole epoch."""
+        problem = None
+        if ranks.main:
+            try:
+                save_checkpoint(run_dir, model, optimizer, generator, history, position)
+            except VaekitError as error:
+                problem = str(error)
+        ranks.agree(problem)
+
     try:
         for epoch in range(len(history), config.epochs):
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": epoch + 1}
-            record["train"] = train_epoch(model, optimizer, data, config, epoch, generator, reporter, ranks, step_fn)
+            record["train"] = train_epoch(
+                model, optimizer, data, config, epoch, generator, reporter, ranks, step_fn, partial, checkpoint
+            )
+            partial = None
             problem = None
             if ranks.main:  # the others wait: validation and the checkpoint are rank 0's
                 record["val"] = evaluate_split(model, data.val.x) if len(data.val) else None
@@ -335,7 +368,12 @@ def _fresh_start(run_dir: Path, config: TrainConfig) -> TrainConfig:
     return config
 
 
-RESUMABLE = {"epochs", "lr", "world_size"}  # what a resume may change; anything else would make it another run
+RESUMABLE = {
+    "epochs",
+    "lr",
+    "world_size",
+    "checkpoint_every",
+}  # what a resume may change; anything else would make it another run
 
 
 def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig, dict[str, Any] | None]:
