@@ -18,6 +18,7 @@ from torch import Tensor
 
 from vaekit.config import TrainConfig
 from vaekit.data import Dataset, load_dataset
+from vaekit.devices import RunningSum, prepare_networks, resolve_device
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import bits_per_dim
@@ -77,11 +78,11 @@ def evaluate_split(model: VAE, x: Tensor, seed: int = EVAL_SEED) -> dict[str, fl
     model.eval()
     scoring = Scoring.of(model.config)
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+    sums = RunningSum(2, x.device)
     for start in range(0, len(x), EVAL_CHUNK):
         terms = model.elbo(scoring.input(x[start : start + EVAL_CHUNK], generator), generator)
-        sums += torch.stack([terms.log_px.sum(), terms.kl.sum()]).double()
-    log_px, kl = (sums / len(x)).tolist()
+        sums.add(torch.stack([terms.log_px.sum(), terms.kl.sum()]))
+    log_px, kl = (sums.total / len(x)).tolist()
     log_px += scoring.offset(x)
     dims = math.prod(x.shape[1:])
     return {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "bits_per_dim": float(bits_per_dim(kl - log_px, dims))}
@@ -118,11 +119,12 @@ def train_epoch(
     """One pass over the training split; the record holds the epoch's mean ELBO terms, in the units `evaluate_split`
     reports (log p(x|z) of the data as stored, at exact samples of q)."""
     model.train()
+    prepare_networks(model, config.precision, config.compile)  # once per model; evaluate_split runs them too
     x_all = data.train.x
     scoring = Scoring.of(config.model, config.data)  # fresh binarization or dequantization noise on every pass
     offset = scoring.offset(x_all)
     steps = math.ceil(len(x_all) / config.batch_size)
-    sums = torch.zeros(3, dtype=torch.float64, device=x_all.device)  # log p(x|z), KL, relaxed log p(x|z)
+    sums = RunningSum(3, x_all.device)  # log p(x|z), KL, relaxed log p(x|z)
     first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
     reporter.start_epoch(epoch, config.epochs, steps)
     for step, x_batch in enumerate(batches(x_all, config.batch_size, generator)):
@@ -137,15 +139,15 @@ def train_epoch(
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         relaxed = terms.log_px if terms.relaxed_log_px is None else terms.relaxed_log_px
-        sums += torch.stack([t.detach().sum(dtype=torch.float64) for t in (terms.log_px, terms.kl, relaxed)])
+        sums.add(torch.stack([t.detach().sum(dtype=sums.dtype) for t in (terms.log_px, terms.kl, relaxed)]))
         first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
         if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
-            loss_value, bad_step = torch.stack([loss.detach().double(), first_bad.double()]).tolist()
+            loss_value, bad_step = torch.stack([loss.detach().to(sums.dtype), first_bad.to(sums.dtype)]).tolist()
             if bad_step:
                 where = f"epoch {epoch + 1}, step {int(bad_step) - epoch * steps} of {steps}"
                 raise diverged(config, f"the loss became NaN or infinite at {where}")
             reporter.step(step + 1, loss_value - offset)
-    log_px, kl, relaxed_log_px = (sums / len(x_all)).tolist()
+    log_px, kl, relaxed_log_px = (sums.total / len(x_all)).tolist()
     log_px, relaxed_log_px = log_px + offset, relaxed_log_px + offset
     record = {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "beta": beta}
     if model.categorical:
@@ -293,16 +295,6 @@ def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig
     if done > saved.epochs:
         raise VaekitError(f"{run_dir} has trained {done} epochs already: pass --epochs {done} or more")
     return saved, state
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VaekitError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VaekitError(f"--device {name}, but torch sees no CUDA GPU on this machine: use --device cpu")
-    return device
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:
