@@ -125,6 +125,12 @@ def test_every_computing_command_takes_device(
     assert_clean_error(code, stderr, "no Apple GPU (MPS)", "use --device cpu")
 
 
+def test_training_on_a_missing_apple_gpu_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _machine(monkeypatch)
+    code, _, stderr = invoke("train", "--dataset", "digits", "--device", "mps", "--quiet", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "no Apple GPU (MPS)", "use --device cpu")
+
+
 def test_commands_run_on_the_device_asked_for(run_dir: Path, tmp_path: Path) -> None:
     for device in ("cpu", "auto"):
         code, _, stderr = invoke("sample", run_dir, "--n", "4", "--device", device, "--out", tmp_path / "s.png")
