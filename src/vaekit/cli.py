@@ -13,11 +13,13 @@ import typer
 from rich.table import Table
 
 from vaekit.cli_common import (
+    DeviceOpt,
     RunArg,
     SeedOpt,
     check_index,
     err_console,
     friendly_errors,
+    load_on,
     load_test_split,
     out_console,
     read_toml,
@@ -123,7 +125,21 @@ def train(
     val_size: Annotated[
         int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N  [default: cpu]", show_default=False)] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  [default: cpu]", show_default=False)
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32 | bf16 (networks under autocast; likelihood and KL in fp32)  [default: fp32]", show_default=False
+        ),
+    ] = None,
+    compile_networks: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile", help="Run the networks through torch.compile (eager where it fails).", show_default=False
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         float | None,
         typer.Option(help="Minutes between checkpoints inside an epoch.  [default: 30]", show_default=False),
@@ -169,6 +185,8 @@ def train(
         "data_dir": data_dir,
         "val_size": val_size,
         "device": device,
+        "precision": precision,
+        "compile": compile_networks,
         "checkpoint_every": checkpoint_every,
     }
     settings = read_toml(config) if config else {}
@@ -201,12 +219,12 @@ def sample(
         Path | None, typer.Option(help="PNG to write.  [default: RUN-samples.png]", show_default=False)
     ] = None,
     seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Decode draws from the prior N(0, I) into a grid of images."""
     from vaekit.plots import sample_grid, save_image
-    from vaekit.runs import load_run
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     path = out or Path(f"{run.name}-samples.png")
     save_image(sample_grid(loaded.model, n, seed), path)
     out_console.print(f"wrote {path}")
@@ -221,12 +239,12 @@ def reconstruct(
     out: Annotated[
         Path | None, typer.Option(help="PNG to write.  [default: RUN-reconstructions.png]", show_default=False)
     ] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Show test images above their reconstructions (decoded posterior means)."""
     from vaekit.plots import reconstruction_grid, save_image
-    from vaekit.runs import load_run
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     test_x = load_test_split(loaded.config).x
     check_index(start, len(test_x), "--start")
     path = out or Path(f"{run.name}-reconstructions.png")
@@ -247,12 +265,12 @@ def interpolate(
     out: Annotated[
         Path | None, typer.Option(help="PNG to write.  [default: RUN-interpolation.png]", show_default=False)
     ] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Decode the straight line between two test images' posterior means, extended past both ends."""
     from vaekit.plots import interpolation_grid, save_image
-    from vaekit.runs import load_run
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     test_x = load_test_split(loaded.config).x
     check_index(a, len(test_x), "--a")
     check_index(b, len(test_x), "--b")

@@ -6,7 +6,7 @@ import functools
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,12 +17,18 @@ from vaekit.data import Split
 from vaekit.distributed import launched_ranks
 from vaekit.errors import VaekitError
 
+if TYPE_CHECKING:
+    from vaekit.runs import Run
+
 out_console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `vaekit train`.", show_default=False)]
 SeedOpt = Annotated[int, typer.Option(help="Seed for the noise, so the picture can be reproduced.")]
+DeviceOpt = Annotated[
+    str, typer.Option(help="Where the model runs: auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps.")
+]
 
 
 def friendly_errors(command: F) -> F:
@@ -52,6 +58,14 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise VaekitError(f"config file {path} does not exist: check the --config path") from None
     except tomllib.TOMLDecodeError as error:
         raise VaekitError(f"config file {path} is not valid TOML ({error}): fix the file") from None
+
+
+def load_on(run: Path, device: str) -> Run:
+    """The run's model on `device`, checked to exist here first; any run loads on any device."""
+    from vaekit.devices import resolve_device
+    from vaekit.runs import load_run
+
+    return load_run(run, str(resolve_device(device)))
 
 
 def load_test_split(config: TrainConfig) -> Split:

@@ -11,10 +11,19 @@ import torch
 import typer
 from rich.table import Table
 
-from vaekit.cli_common import RunArg, SeedOpt, check_index, friendly_errors, load_test_split, out_console
+from vaekit.cli_common import (
+    DeviceOpt,
+    RunArg,
+    SeedOpt,
+    check_index,
+    friendly_errors,
+    load_on,
+    load_test_split,
+    out_console,
+)
 from vaekit.data import CLASS_NAMES, Split, to_float
 from vaekit.errors import VaekitError
-from vaekit.runs import Run, atomic_write_json, load_run
+from vaekit.runs import Run, atomic_write_json
 
 latent_app = typer.Typer(
     help="See and measure the latent space: paths, traversals, grids, smoothness.", no_args_is_help=True
@@ -66,11 +75,12 @@ def interpolate(
     method: MethodOpt = "linear",
     gif: Annotated[bool, typer.Option("--gif", help="Write an animated GIF instead of a PNG strip.")] = False,
     out: OutOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Decode the path between inputs' posterior means (linear or spherical), extended past the ends, or a chain."""
     from vaekit.plots import chain_frames, image_grid, interpolation_frames, interpolation_grid, save_gif, save_image
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     test = load_test_split(loaded.config)
     path = out or Path(f"{run.name}-latent-interpolation.{'gif' if gif else 'png'}")
     if through:
@@ -99,12 +109,13 @@ def traverse(
     dims: Annotated[int, typer.Option(help="How many dimensions (those with the largest KL).", min=1)] = 8,
     steps: Annotated[int, typer.Option(help="Values per dimension, over ±3 prior σ.", min=2, max=64)] = 11,
     out: OutOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Vary one latent dimension at a time around an input's posterior mean: one row per dimension, largest KL first."""
     from vaekit.evaluate import kl_report
     from vaekit.plots import save_image, traversal_grid
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     _gaussian_only(loaded, "traversals")
     test = load_test_split(loaded.config)
     order = kl_report(loaded.model, test.x).order[:dims]
@@ -120,11 +131,12 @@ def manifold(
     run: RunArg,
     n: Annotated[int, typer.Option(help="Grid size n (n×n images).", min=2, max=40)] = 15,
     out: OutOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Decode a grid at prior quantiles: the latent plane for D = 2, else the top-2 principal directions."""
     from vaekit.plots import manifold_grid, save_image
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     _gaussian_only(loaded, "manifold grids")
     path = out or Path(f"{run.name}-manifold.png")
     save_image(manifold_grid(loaded.model, load_test_split(loaded.config).x, n), path)
@@ -138,6 +150,7 @@ def embed(
     method: Annotated[str, typer.Option(help="pca | tsne (first two dimensions when D = 2).")] = "pca",
     n: Annotated[int, typer.Option(help="Test images to plot.", min=10)] = 5000,
     out: OutOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Scatter the test images' posterior means in 2-d, coloured by label."""
     from vaekit.latent import embed_2d
@@ -146,11 +159,11 @@ def embed(
 
     if method not in ("pca", "tsne"):
         raise VaekitError(f"--method {method!r}: use pca or tsne")
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     test = load_test_split(loaded.config)
     x, labels = test.x[:n], (test.y[:n] if test.y is not None else None)
     with torch.no_grad():
-        points, title = embed_2d(loaded.model.encode(to_float(x)).mean, method)
+        points, title = embed_2d(loaded.model.encode(to_float(x).to(loaded.model.device)).mean, method)
     path = out or Path(f"{run.name}-embedding.png")
     names = CLASS_NAMES.get(loaded.config.data.dataset)
     atomic_write(path, embedding_figure(points, labels, f"{title} ({len(x)} test images)", names))
@@ -165,11 +178,12 @@ def arithmetic(
     target: Annotated[int, typer.Option("--to", help="Class whose mean code direction is added.")] = 1,
     n: Annotated[int, typer.Option(help="Inputs to show.", min=1, max=32)] = 8,
     out: OutOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Add mean code(target class) − mean code(source class) to inputs of the source class, and decode."""
     from vaekit.plots import arithmetic_grid, save_image
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     test = load_test_split(loaded.config)
     if test.y is None:
         raise VaekitError(f"{loaded.config.data.dataset} has no labels: attribute arithmetic needs labelled data")
@@ -193,17 +207,19 @@ def smoothness(
     method: MethodOpt = "linear",
     seed: SeedOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Measure how evenly decoded images change along latent paths; writes RUN/smoothness.json."""
     from vaekit.classifier import feature_space
     from vaekit.data import load_dataset
     from vaekit.smoothness import smoothness as measure
 
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     data = load_dataset(loaded.config.data)
     if len(data.test) < 2:
         raise VaekitError("smoothness needs at least two test images")
-    report = measure(loaded.model, data.test, feature_space(data), paths, steps, seed, _method(method))
+    space = feature_space(data, device=loaded.model.device)
+    report = measure(loaded.model, data.test, space, paths, steps, seed, _method(method))
     atomic_write_json(run / "smoothness.json", dataclasses.asdict(report))
     if as_json:
         out_console.print_json(json.dumps(dataclasses.asdict(report)))

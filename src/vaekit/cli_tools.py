@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vaekit.cli_common import RunArg, SeedOpt, err_console, friendly_errors, load_test_split, out_console
+from vaekit.cli_common import (
+    DeviceOpt,
+    RunArg,
+    SeedOpt,
+    err_console,
+    friendly_errors,
+    load_on,
+    load_test_split,
+    out_console,
+)
 from vaekit.config import ESTIMATORS
 from vaekit.errors import VaekitError
 
@@ -26,15 +35,16 @@ def evaluate(
     ] = 1000,
     seed: SeedOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality; writes RUN/evaluation.json."""
     from vaekit.evaluate import NO_BOUND
     from vaekit.evaluate import evaluate as run_evaluation
     from vaekit.report import evaluation_tables
-    from vaekit.runs import load_run
 
-    with err_console.status(f"evaluating {run} (k = {k})"):
-        evaluation = run_evaluation(load_run(run), k=k, split=split, samples=samples, seed=seed)
+    loaded = load_on(run, device)
+    with err_console.status(f"evaluating {run} (k = {k}) on {loaded.model.device}"):
+        evaluation = run_evaluation(loaded, k=k, split=split, samples=samples, seed=seed)
     if as_json:
         out_console.print_json(json.dumps(evaluation.to_dict()))
         return
@@ -59,12 +69,12 @@ def gradients(
     at_init: Annotated[bool, typer.Option("--at-init", help="Also measure the same model at initialisation.")] = False,
     seed: SeedOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement; writes gradients.json."""
     from vaekit.estimators import gradient_lab
-    from vaekit.runs import load_run
 
-    reports = gradient_lab(load_run(run), repeats, batch_size, samples, seed, at_init)
+    reports = gradient_lab(load_on(run, device), repeats, batch_size, samples, seed, at_init)
     if as_json:
         out_console.print_json(json.dumps([dataclasses.asdict(r) for r in reports]))
         return
@@ -98,6 +108,7 @@ def serve(
         int | None,
         typer.Option(help="Threads that run the model; more clients queue for them (default: min(4, CPUs)).", min=1),
     ] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Explore the latent space in the browser: sliders, a 2-d pad, interpolation, prior samples."""
     import os
@@ -106,12 +117,11 @@ def serve(
     import uvicorn
 
     from vaekit.data import CLASS_NAMES
-    from vaekit.runs import load_run
     from vaekit.web.app import create_app
     from vaekit.web.guards import WILDCARD_BINDS, allowed_hosts
 
     hosts = allowed_hosts(host, allow_host or [])
-    loaded = load_run(run)
+    loaded = load_on(run, device)
     if loaded.model.categorical:
         raise VaekitError("the explorer's sliders move Gaussian latents; this run's latents are categorical")
     test = load_test_split(loaded.config)

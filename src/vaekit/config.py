@@ -21,6 +21,7 @@ BINARIZE = ("none", "dynamic", "static")
 KINDS = ("vae", "ae")
 LATENTS = ("gaussian", "categorical")
 ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.objectives.elbo
+PRECISIONS = ("fp32", "bf16")  # the networks' forward passes; see vaekit.devices.prepare_networks
 DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.
@@ -72,7 +73,9 @@ class TrainConfig:
     estimator: str = "reparam"  # how the encoder gradient is estimated: see ESTIMATORS and objectives.elbo
     samples: int = 1  # z samples per image in each training step
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # or auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps; see vaekit.devices.resolve_device
+    precision: str = "fp32"  # "bf16": the networks under autocast; log-likelihoods and KL stay float32
+    compile: bool = False  # run the networks through torch.compile (eager, with a notice, where it fails)
     checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (besides one after every epoch)
     world_size: int = 1  # processes the run last trained with (set by the trainer; --batch-size is global)
 
@@ -93,6 +96,7 @@ class TrainConfig:
             (model.likelihood in LIKELIHOODS, f"unknown likelihood {model.likelihood!r}: use one of {LIKELIHOODS}"),
             (data.binarize in BINARIZE, f"unknown binarize mode {data.binarize!r}: use one of {BINARIZE}"),
             (self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}: use one of {ESTIMATORS}"),
+            (self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {PRECISIONS}"),
             (2 <= model.categories <= MAX_WIDTH, f"categories must be between 2 and {MAX_WIDTH}"),
             (1 <= model.latent_vars <= MAX_WIDTH, f"latent_vars must be between 1 and {MAX_WIDTH}"),
             (0 < model.temperature_min <= model.temperature, "need 0 < temperature_min ≤ temperature"),
@@ -198,6 +202,7 @@ FLAT_SETTINGS = {
             "checkpoint_every",
         )
     },
+    **{name: "" for name in ("precision", "compile")},
 }
 
 

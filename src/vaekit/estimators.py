@@ -3,8 +3,9 @@
 For one fixed mini-batch, each estimator (see `vaekit.objectives.elbo`) produces `repeats` independent estimates of
 ∇_φ ELBO for the encoder parameters φ. All three are unbiased, so their means agree; what differs is the spread.
 Per parameter tensor and overall we report the trace of the covariance (the total variance), the signal-to-noise
-ratio ‖mean‖ / √trace, and the cosine between each estimator's mean and the pathwise one. Running sums in float64
-keep memory at two vectors per estimator, whatever `repeats` is.
+ratio ‖mean‖ / √trace, and the cosine between each estimator's mean and the pathwise one. Running sums on the
+model's device (float64 where it has it, compensated float32 where not) keep memory at two vectors per estimator,
+whatever `repeats` is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from vaekit.config import ESTIMATORS
 from vaekit.data import load_dataset, split_off
+from vaekit.devices import RunningSum, generator_on
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.runs import Run, atomic_write, atomic_write_json, build_model
@@ -55,20 +57,21 @@ def estimate_moments(
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Mean and per-coordinate variance of `repeats` gradient estimates, for each encoder parameter."""
     params = {f"encoder.{name}": p for name, p in model.encoder.named_parameters()}
-    sums = {name: torch.zeros(p.numel(), dtype=torch.float64) for name, p in params.items()}
-    squares = {name: torch.zeros_like(s) for name, s in sums.items()}
+    sums = {name: RunningSum(p.numel(), p.device) for name, p in params.items()}
+    squares = {name: RunningSum(p.numel(), p.device) for name, p in params.items()}
     for _ in range(repeats):
         model.zero_grad(set_to_none=True)
         (-model.elbo(x, generator, estimator, samples).elbo.mean()).backward()  # type: ignore[no-untyped-call]
         for name, p in params.items():
-            g = p.grad.detach().flatten().double() if p.grad is not None else torch.zeros_like(sums[name])
-            sums[name] += g
-            squares[name] += g**2
+            if p.grad is not None:  # a parameter the loss does not reach adds zero
+                g = p.grad.detach().flatten().to(sums[name].dtype)
+                sums[name].add(g)
+                squares[name].add(g**2)
     model.zero_grad(set_to_none=True)
     moments = {}
     for name in params:
-        mean = sums[name] / repeats
-        variance = (squares[name] / repeats - mean**2).clamp_min(0) * repeats / max(1, repeats - 1)
+        mean = sums[name].total / repeats
+        variance = (squares[name].total / repeats - mean**2).clamp_min(0) * repeats / max(1, repeats - 1)
         moments[name] = (mean, variance)
     return moments
 
@@ -76,15 +79,14 @@ def estimate_moments(
 def gradient_report(
     model: VAE, x: Tensor, repeats: int = 100, samples: int = 4, seed: int = 0, label: str = "trained"
 ) -> GradientReport:
-    """Compare the three estimators on one mini-batch `x` (float images)."""
+    """Compare the three estimators on one mini-batch `x` (float images, moved to the model's device)."""
     if model.categorical:
         raise VaekitError("the gradient lab compares estimators for Gaussian latents; this run's are categorical")
     if model.deterministic or repeats < 2 or samples < 2:
         raise VaekitError("gradient estimates need a VAE run, --repeats ≥ 2 and --samples ≥ 2 (for the baseline)")
     report = GradientReport(label, repeats, len(x), samples)
-    moments = {
-        e: estimate_moments(model, x, e, repeats, samples, torch.Generator().manual_seed(seed)) for e in ESTIMATORS
-    }
+    x = x.to(model.device)
+    moments = {e: estimate_moments(model, x, e, repeats, samples, generator_on(x.device, seed)) for e in ESTIMATORS}
     names = list(moments["reparam"])
     for estimator in ESTIMATORS:
         for name in [*names, "all"]:
@@ -109,11 +111,12 @@ def gradient_lab(
 
     data = load_dataset(run.config.data)
     batch = split_off(data.train, min(batch_size, len(data.train)), seed)[1]
-    scoring = Scoring.of(run.config.model, run.config.data)
-    x = scoring.input(batch.x, torch.Generator().manual_seed(seed)).to(run.model.device)
+    scoring, device = Scoring.of(run.config.model, run.config.data), run.model.device
+    x = scoring.input(batch.x.to(device), generator_on(device, seed))
     reports = [gradient_report(run.model, x, repeats, samples, seed, "trained")]
     if at_init:
-        reports.append(gradient_report(build_model(run.config), x, repeats, samples, seed, "initialisation"))
+        fresh = build_model(run.config).to(device)  # initialised on the CPU, so the same on every device
+        reports.append(gradient_report(fresh, x, repeats, samples, seed, "initialisation"))
     atomic_write_json(run.path / "gradients.json", [dataclasses.asdict(r) for r in reports])
     figure = gradient_variance_figure([s for s in reports[0].stats if s.parameter != "all"], ESTIMATORS)
     atomic_write(run.path / "gradient_variance.png", figure)

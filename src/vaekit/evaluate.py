@@ -7,7 +7,8 @@
 
 Every split is scored on what the run's likelihood scores (`vaekit.scoring`). A plain autoencoder has no ELBO, no
 likelihood bound and no KL term: for it, questions 1 and 3 are answered with reconstruction error, and 2 not at all.
-Everything reads the run folder and the data it names; nothing reaches into the trainer.
+Everything reads the run folder and the data it names; nothing reaches into the trainer. Each function runs where
+the model is: images move to its device at the boundary, noise is drawn there, and only results come back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 from vaekit.classifier import FeatureSpace, feature_space
 from vaekit.config import DataConfig
 from vaekit.data import Split, load_dataset, split_off, to_float
+from vaekit.devices import accumulate_dtype, generator_on
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import bits_per_dim, iwae_bound
@@ -129,9 +131,10 @@ def scoring_input(
     model: VAE, x: Tensor, generator: torch.Generator, data: DataConfig | None = None
 ) -> tuple[Tensor, float, str]:
     """The float images to score, a per-image log-likelihood offset, and a line saying what was scored
-    (see `vaekit.scoring`; `data` is the run's data config, which says whether it binarizes dynamically)."""
+    (see `vaekit.scoring`; `data` is the run's data config, which says whether it binarizes dynamically), on the
+    model's device."""
     scoring = Scoring.of(model.config, data)
-    return scoring.input(x, generator), scoring.offset(x), scoring.describe(x)
+    return scoring.input(x.to(model.device), generator), scoring.offset(x), scoring.describe(x)
 
 
 def mean_and_se(values: Tensor) -> tuple[float, float]:
@@ -146,7 +149,8 @@ def likelihood_report(
 ) -> LikelihoodReport:
     """The ELBO, the k-sample bound and the reconstruction error of the images `x`, scored as the run scores them;
     for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound."""
-    generator = torch.Generator().manual_seed(seed)
+    device = model.device
+    generator, wide = generator_on(device, seed), accumulate_dtype(device)
     x_scored, offset, what = scoring_input(model, x, generator, data)
     bounded = not model.deterministic
     per_call = max(1, MAX_ROWS // k) if bounded else MAX_ROWS  # images per call; iwae_bound chunks the samples within
@@ -154,11 +158,11 @@ def likelihood_report(
     for start in range(0, len(x_scored), per_call):
         batch = x_scored[start : start + per_call]
         terms = model.elbo(batch, generator)
-        log_px.append(terms.log_px.double() + offset)
-        kls.append(terms.kl.double())
-        squared.append((model.reconstruct(batch) - batch).double().pow(2).flatten(1).mean(1))
+        log_px.append(terms.log_px.to(wide) + offset)
+        kls.append(terms.kl.to(wide))
+        squared.append((model.reconstruct(batch) - batch).to(wide).pow(2).flatten(1).mean(1))
         if bounded:
-            bounds.append(iwae_bound(model, batch, k, generator, MAX_ROWS) + offset)
+            bounds.append(iwae_bound(model, batch, k, generator, MAX_ROWS).to(wide) + offset)
     reconstruction, kl, pixels = torch.cat(log_px), torch.cat(kls), math.prod(x.shape[1:])
     report = LikelihoodReport(
         split=split, images=len(x_scored), k=0, neg_elbo=None, neg_elbo_se=None, nll=None, nll_se=None,
@@ -184,13 +188,14 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000)
     A unit is a Gaussian latent dimension, or a categorical latent variable (whose activity sums over its K
     category probabilities). An autoencoder's KL is 0 by construction, so its dimensions are ordered by activity
     alone (the explorer and traversals still need an order); `evaluate` reports no KL section for it."""
-    scoring, generator = Scoring.of(model.config), torch.Generator(device=x.device).manual_seed(0)
+    device = model.device
+    scoring, generator, wide = Scoring.of(model.config), generator_on(device, 0), accumulate_dtype(device)
     mus, variances, kls = [], [], []
     for start in range(0, len(x), chunk):
-        posterior = model.encode(scoring.input(x[start : start + chunk], generator))
-        mus.append(posterior.mean.double())
-        variances.append(posterior.variance.double())
-        kls.append(posterior.kl_per_dim().double())
+        posterior = model.encode(scoring.input(x[start : start + chunk].to(device), generator))
+        mus.append(posterior.mean.to(wide))
+        variances.append(posterior.variance.to(wide))
+        kls.append(posterior.kl_per_dim().to(wide))
     mu, var, kl = torch.cat(mus), torch.cat(variances), torch.cat(kls).mean(0)
     per_entry = mu.var(0, unbiased=False)
     activity = per_entry.view(len(kl), -1).sum(-1)
@@ -209,16 +214,19 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000)
 
 
 def neighbour_audit(samples: Tensor, train: Tensor, test: Tensor, space: str) -> NeighbourAudit:
-    """How far each sample is from its nearest training image versus its nearest test image (same-size sets)."""
+    """How far each sample is from its nearest training image versus its nearest test image (same-size sets), on the
+    samples' device."""
+    train, test = train.to(samples.device), test.to(samples.device)
     to_train, to_test = nearest(samples, train)[0].mean(), nearest(samples, test)[0].mean()
     return NeighbourAudit(space, float(to_train), float(to_test), float(to_train / to_test))
 
 
 def sample_quality(samples: Tensor, test: Tensor, space: FeatureSpace | None) -> SampleQuality:
-    """Fréchet distance and precision/recall between decoded samples and as many test images, in feature space."""
+    """Fréchet distance and precision/recall between decoded samples and as many test images, in feature space (the
+    classifier runs on its own device), on the samples' device."""
     reference = test[: len(samples)]
     if space is None:
-        name, real, fake = "pixels (no labels to train a classifier)", to_float(reference), samples
+        name, real, fake = "pixels (no labels to train a classifier)", to_float(reference.to(samples.device)), samples
     else:
         name, real, fake = "classifier features", space.embed(reference), space.embed(samples)
     precision, recall = precision_recall(real.flatten(1), fake.flatten(1))
@@ -263,8 +271,8 @@ def evaluate(
         reports.append(likelihood_report(model, data.test.x, "test", k, seed, run.config.data))
     if split in ("train", "both"):
         reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data))
-    decoded = model.sample(samples, generator=torch.Generator().manual_seed(seed))
-    space = feature_space(grey, seed=seed)
+    decoded = model.sample(samples, generator=torch.Generator().manual_seed(seed))  # prior draws: on the CPU
+    space = feature_space(grey, seed=seed, device=model.device)
     size = min(len(grey.test), len(grey.train))  # equal-size reference sets for the neighbour audit and picture
     train_ref, test_ref = _subset(grey.train, size).x, grey.test.x[:size]
     evaluation = Evaluation(
@@ -289,7 +297,7 @@ def write_evaluation(run_dir: Path, evaluation: Evaluation, decoded: Tensor, tra
     kl = evaluation.kl
     if kl is not None:
         atomic_write(run_dir / "kl_per_dim.png", kl_per_dim_figure(kl.kl_per_dim, kl.activity, kl.threshold))
-    shown, neighbours = decoded[:NEIGHBOUR_ROWS], NEIGHBOUR_COLUMNS - 1
+    shown, neighbours = decoded[:NEIGHBOUR_ROWS].cpu(), NEIGHBOUR_COLUMNS - 1
     index = nearest(shown, to_float(train_x), k=neighbours)[1]  # (rows, neighbours)
     rows = torch.cat([shown.unsqueeze(1), to_float(train_x)[index]], dim=1)
     save_image(image_grid(rows.flatten(0, 1), columns=NEIGHBOUR_COLUMNS), run_dir / "neighbours.png")

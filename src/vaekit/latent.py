@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor
 
+from vaekit.devices import accumulate_dtype
+
 PRIOR_SPAN = 3.0  # traversals and grids reach ±3 prior standard deviations (0.13% and 99.87% quantiles)
 
 
@@ -42,22 +44,24 @@ def interpolate(z_a: Tensor, z_b: Tensor, steps: int, extend: float = 0.0, metho
 def _slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     """Great-circle direction times a linearly interpolated norm; the straight line where no great circle is defined.
 
-    The angle is atan2(sin Ω, cos Ω) in float64, sin Ω being the length of ẑ_b's component orthogonal to ẑ_a: arccos
-    of a float32 dot product cannot resolve angles within ~5e-4 rad of 0 or π, and the textbook formula's division by
-    sin Ω then throws nearly opposite codes of unequal norm thousands of times too far out. A zero code, or codes
-    (anti)parallel within the rounding of their dtype, leave the plane of rotation undefined: the straight line.
+    The angle is atan2(sin Ω, cos Ω) in float64 (float32 on MPS, which has no float64), sin Ω being the length of
+    ẑ_b's component orthogonal to ẑ_a: arccos of a float32 dot product cannot resolve angles within ~5e-4 rad of 0
+    or π, and the textbook formula's division by sin Ω then throws nearly opposite codes of unequal norm thousands of
+    times too far out. A zero code, or codes (anti)parallel within the rounding of their dtype, leave the plane of
+    rotation undefined: the straight line.
     """
-    a64, b64, t64 = a.double(), b.double(), t.double()
-    norm_a, norm_b = a64.norm(dim=-1, keepdim=True), b64.norm(dim=-1, keepdim=True)
-    u, v = a64 / norm_a.clamp_min(1e-300), b64 / norm_b.clamp_min(1e-300)
+    wide = accumulate_dtype(a.device)
+    a_w, b_w, t_w, tiny = a.to(wide), b.to(wide), t.to(wide), torch.finfo(wide).tiny
+    norm_a, norm_b = a_w.norm(dim=-1, keepdim=True), b_w.norm(dim=-1, keepdim=True)
+    u, v = a_w / norm_a.clamp_min(tiny), b_w / norm_b.clamp_min(tiny)
     cos = (u * v).sum(-1, keepdim=True)
     orthogonal = v - cos * u  # (…, 1, D) in the plane of the two codes, length sin Ω
     sin = orthogonal.norm(dim=-1, keepdim=True)
     omega = torch.atan2(sin, cos)
-    direction = torch.cos(t64 * omega) * u + torch.sin(t64 * omega) * orthogonal / sin.clamp_min(1e-300)
-    slerped = torch.lerp(norm_a, norm_b, t64) * direction
+    direction = torch.cos(t_w * omega) * u + torch.sin(t_w * omega) * orthogonal / sin.clamp_min(tiny)
+    slerped = torch.lerp(norm_a, norm_b, t_w) * direction
     undefined = (sin < 10 * torch.finfo(a.dtype).eps) | (norm_a == 0) | (norm_b == 0)
-    return torch.where(undefined, torch.lerp(a64, b64, t64), slerped).to(a.dtype)
+    return torch.where(undefined, torch.lerp(a_w, b_w, t_w), slerped).to(a.dtype)
 
 
 def chain(zs: Tensor, steps_per_segment: int, method: str = "linear") -> Tensor:
@@ -118,6 +122,6 @@ def embed_2d(means: Tensor, method: str = "pca", seed: int = 0) -> tuple[Tensor,
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        points = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(means.numpy())
-        return torch.from_numpy(points).float(), "t-SNE of the posterior means"
+        points = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(means.detach().cpu().numpy())
+        return torch.from_numpy(points).float().to(means.device), "t-SNE of the posterior means"
     raise ValueError(f"unknown embedding method {method!r}: use pca or tsne")

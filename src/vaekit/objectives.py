@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from vaekit.devices import accumulate_dtype
 from vaekit.distributions import Randomness
 
 if TYPE_CHECKING:
@@ -102,11 +103,12 @@ def iwae_bound(model: VAE, x: Tensor, k: int, generator: torch.Generator | None 
 
     k = 1 is a one-sample ELBO estimate; the bound tightens monotonically in k and reaches log p(x) as k → ∞.
     Samples are drawn in chunks of at most `max_rows` decoder evaluations (N · chunk ≤ max_rows), so memory stays
-    O(max_rows · pixels) for any k; the log-sum-exp over all k weights is accumulated in float64. Returns (N,).
+    O(max_rows · pixels) for any k; the log-sum-exp over all k weights is accumulated in float64
+    (float32 on MPS). Returns (N,).
     """
     chunk = max(1, max_rows // len(x))
     partial = []  # log Σ w over each chunk, (N,) each
     for start in range(0, k, chunk):
         log_w = log_importance_weights(model, x, min(chunk, k - start), generator)
-        partial.append(torch.logsumexp(log_w.double(), dim=0))
+        partial.append(torch.logsumexp(log_w.to(accumulate_dtype(log_w.device)), dim=0))
     return torch.logsumexp(torch.stack(partial), dim=0) - math.log(k)

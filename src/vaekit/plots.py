@@ -1,4 +1,6 @@
-"""Pictures of a run: image grids with Pillow, curves with matplotlib; every file written atomically."""
+"""Pictures of a run: image grids with Pillow, curves with matplotlib; every file written atomically.
+
+The model runs on its own device (inputs move there); decoded images come back to the CPU only to be drawn."""
 
 from __future__ import annotations
 
@@ -111,7 +113,7 @@ def arithmetic_grid(model: VAE, x: Tensor, labels: Tensor, source: int, target: 
     means = model.encode(to_float(x).to(model.device)).mean
     shift = class_difference(means.cpu(), labels, target, source).to(means)
     chosen = (labels == source).nonzero().flatten()[:n]
-    inputs, codes = to_float(x[chosen]).to(means.device), means[chosen]
+    inputs, codes = to_float(x[chosen]).to(means.device), means[chosen.to(means.device)]
     rows = [inputs, model.decode(codes).mean, model.decode(codes + shift).mean]
     return image_grid(torch.cat(rows), columns=len(chosen))
 
@@ -197,7 +199,7 @@ def embedding_figure(points: Tensor, labels: Tensor | None, title: str, class_na
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.6)
     else:
-        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels.numpy(), cmap="tab10", s=3, alpha=0.7)
+        scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels.cpu().numpy(), cmap="tab10", s=3, alpha=0.7)
         handles, names = scatter.legend_elements()
         ax.legend(handles, class_names or names, title="label", fontsize=7, markerscale=0.8, loc="best")
     ax.set(title=title, xlabel="component 1", ylabel="component 2")

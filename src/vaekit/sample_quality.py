@@ -1,6 +1,7 @@
 """Distances between sets of images or features: nearest neighbours, Fréchet distance, precision and recall.
 
-All pairwise work is chunked so memory stays bounded (chunk × reference-set size floats) for any set size.
+All pairwise work is chunked so memory stays bounded (chunk × reference-set size floats) for any set size, and runs
+on the device its inputs are on, in float64 where the device has it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaekit.devices import accumulate_dtype
+
 CHUNK = 1024
 
 
 def squared_distance_blocks(queries: Tensor, references: Tensor) -> Iterator[Tensor]:
     """‖q − r‖² for every query and reference, CHUNK queries at a time: (≤ CHUNK, R) blocks, rows flattened."""
-    q, r = queries.flatten(1).double(), references.flatten(1).double()
+    wide = accumulate_dtype(queries.device)
+    q, r = queries.flatten(1).to(wide), references.flatten(1).to(wide)
     r_sq = (r**2).sum(1)
     for start in range(0, len(q), CHUNK):
         block = q[start : start + CHUNK]
@@ -39,7 +43,7 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     Tr((Σa Σb)^½) is computed as Σ √λ of the symmetric PSD matrix Σa^½ Σb Σa^½, which has the same eigenvalues and
     avoids the non-symmetric matrix square root.
     """
-    x, y = a.double().numpy(), b.double().numpy()
+    x, y = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
     mu_x, mu_y = x.mean(0), y.mean(0)
     cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     evals, evecs = np.linalg.eigh(cov_x)
@@ -59,7 +63,8 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
 
 
 def _coverage(points: Tensor, manifold: Tensor, k: int) -> float:
-    radii = nearest(manifold, manifold, k + 1)[0][:, k].double()  # k+1: each point is its own nearest neighbour
+    radii = nearest(manifold, manifold, k + 1)[0][:, k]  # k+1: each point is its own nearest neighbour
+    radii = radii.to(accumulate_dtype(manifold.device))
     inside = sum(int((squared.sqrt() <= radii).any(1).sum()) for squared in squared_distance_blocks(points, manifold))
     return inside / len(points)
 
@@ -73,6 +78,7 @@ def inception_fid(real: Tensor, fake: Tensor) -> tuple[float | None, str]:
 
     def as_rgb_uint8(x: Tensor) -> Tensor:
         x = (x.float() * 255).round().clamp(0, 255).to(torch.uint8) if x.dtype != torch.uint8 else x
+        x = x.cpu()  # torch-fidelity reads the images from a CPU dataset
         return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
 
     try:

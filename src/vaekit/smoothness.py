@@ -15,6 +15,7 @@ from torch import Tensor
 
 from vaekit.classifier import FeatureSpace
 from vaekit.data import Split
+from vaekit.devices import generator_on
 from vaekit.latent import interpolate
 from vaekit.model import VAE
 from vaekit.scoring import Scoring
@@ -62,12 +63,14 @@ def smoothness(
     method: str = "linear",
 ) -> SmoothnessReport:
     """Decode `paths` interpolations of `steps` steps between random pairs of test images' posterior means; the
-    encoder sees the images as the run scores them (`vaekit.scoring`)."""
+    encoder sees the images as the run scores them (`vaekit.scoring`). The pairs are chosen on the CPU, where the
+    test split is; everything after runs on the model's device, the classifier's features on the classifier's."""
     g = torch.Generator().manual_seed(seed)
     a = torch.randint(len(test), (paths,), generator=g)
     b = (a + 1 + torch.randint(len(test) - 1, (paths,), generator=g)) % len(test)  # never a path from x to itself
-    scoring, draw = Scoring.of(model.config), torch.Generator().manual_seed(seed)
-    z_a, z_b = (model.encode(scoring.input(test.x[ends], draw)).mean for ends in (a, b))
+    device = model.device
+    scoring, draw = Scoring.of(model.config), generator_on(device, seed)
+    z_a, z_b = (model.encode(scoring.input(test.x[ends].to(device), draw)).mean for ends in (a, b))
     latent_paths = interpolate(z_a, z_b, steps + 1, 0.0, method)  # (M, S + 1, D)
     images = model.decode(latent_paths).mean  # (M, S + 1, C, H, W)
     stats = [path_stats(images, "pixels")]
@@ -77,6 +80,7 @@ def smoothness(
         stats.append(path_stats(features, "classifier features"))
         predicted = space.model.head(features[:, 1:-1])  # interior points only
         classes = predicted.argmax(-1)
-        neither = (classes != test.y[a].unsqueeze(1)) & (classes != test.y[b].unsqueeze(1))
+        y_a, y_b = (test.y[ends].to(classes.device).unsqueeze(1) for ends in (a, b))
+        neither = (classes != y_a) & (classes != y_b)
         off_manifold = float(neither.float().mean())
     return SmoothnessReport(paths, steps, method, stats, off_manifold)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from vaekit import distributed
 from vaekit.config import TrainConfig
 from vaekit.data import Dataset, load_dataset
+from vaekit.devices import RunningSum, prepare_networks, resolve_device
 from vaekit.distributed import Ranks
 from vaekit.distributions import BatchSlice, Randomness
 from vaekit.errors import VaekitError
@@ -81,11 +82,11 @@ def evaluate_split(model: VAE, x: Tensor, seed: int = EVAL_SEED) -> dict[str, fl
     model.eval()
     scoring = Scoring.of(model.config)
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+    sums = RunningSum(2, x.device)
     for start in range(0, len(x), EVAL_CHUNK):
         terms = model.elbo(scoring.input(x[start : start + EVAL_CHUNK], generator), generator)
-        sums += torch.stack([terms.log_px.sum(), terms.kl.sum()]).double()
-    log_px, kl = (sums / len(x)).tolist()
+        sums.add(torch.stack([terms.log_px.sum(), terms.kl.sum()]))
+    log_px, kl = (sums.total / len(x)).tolist()
     log_px += scoring.offset(x)
     dims = math.prod(x.shape[1:])
     return {"elbo": log_px - kl, "log_px": log_px, "kl": kl, "bits_per_dim": float(bits_per_dim(kl - log_px, dims))}
@@ -150,18 +151,19 @@ def train_epoch(
     """
     step_fn = step_fn or ElboStep(model)
     step_fn.train()
+    prepare_networks(model, config.precision, config.compile)  # once per model; evaluate_split runs them too
     x_all = data.train.x
     scoring = Scoring.of(config.model, config.data)  # fresh binarization or dequantization noise on every pass
     offset = scoring.offset(x_all)
     steps = math.ceil(len(x_all) / config.batch_size)
-    sums = torch.zeros(3, dtype=torch.float64, device=x_all.device)  # log p(x|z), KL, relaxed log p(x|z)
+    sums = RunningSum(3, x_all.device)  # log p(x|z), KL, relaxed log p(x|z)
     first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
     if partial is None:
         order, first_step = torch.randperm(len(x_all), generator=generator, device=x_all.device), 0
     else:
         order, first_step = partial["order"].to(x_all.device), partial["step"]
         if ranks.main:  # the saved sums are already summed over ranks
-            sums.copy_(partial["sums"])
+            sums.total.copy_(partial["sums"])
     last_save = time.monotonic()
     reporter.start_epoch(epoch, config.epochs, steps)
     for step, x_batch in enumerate(batches(x_all, config.batch_size, order, first_step), start=first_step):
@@ -177,7 +179,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums += torch.stack([t.detach().sum(dtype=torch.float64) for t in (log_px, kl, relaxed)])
+        sums.add(torch.stack([t.detach().sum(dtype=sums.dtype) for t in (log_px, kl, relaxed)]))
         first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
         if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
             due = ranks.main and time.monotonic() - last_save >= 60 * config.checkpoint_every
@@ -187,11 +189,11 @@ def train_epoch(
             if bad_step:
                 where = f"epoch {epoch + 1}, step {bad_step - epoch * steps} of {steps}"
                 raise diverged(config, f"the loss became NaN or infinite at {where}")
-            reporter.step(step + 1, ranks.sum(loss.detach().double()).item() / ranks.world - offset)
+            reporter.step(step + 1, ranks.sum(loss.detach().to(sums.dtype)).item() / ranks.world - offset)
             if save_now and checkpoint is not None and step < steps - 1:
-                checkpoint({"step": step + 1, "order": order.cpu(), "sums": ranks.sum(sums.clone()).cpu()})
+                checkpoint({"step": step + 1, "order": order.cpu(), "sums": ranks.sum(sums.total.clone()).cpu()})
                 last_save = time.monotonic()
-    log_px_mean, kl_mean, relaxed_mean = (ranks.sum(sums) / len(x_all)).tolist()
+    log_px_mean, kl_mean, relaxed_mean = (ranks.sum(sums.total.clone()) / len(x_all)).tolist()
     record = {"elbo": log_px_mean + offset - kl_mean, "log_px": log_px_mean + offset, "kl": kl_mean, "beta": beta}
     if model.categorical:
         record["temperature"] = model.temperature
@@ -407,16 +409,6 @@ def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig
     if done > saved.epochs:
         raise VaekitError(f"{run_dir} has trained {done} epochs already: pass --epochs {done} or more")
     return saved, state
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VaekitError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VaekitError(f"--device {name}, but torch sees no CUDA GPU on this machine: use --device cpu")
-    return device
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:
