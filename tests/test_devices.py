@@ -82,9 +82,9 @@ def test_auto_prefers_cuda_then_mps_then_cpu(
 
 
 def test_the_trainer_resolves_devices_the_same_way() -> None:
-    from vaekit import train as trainer
+    from vaekit.train import resolve_device as trainers
 
-    assert trainer.resolve_device is resolve_device
+    assert trainers is resolve_device
 
 
 @pytest.mark.parametrize(
