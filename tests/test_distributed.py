@@ -8,6 +8,7 @@ meeting at a rendezvous on 127.0.0.1 train the same model again.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -130,3 +131,18 @@ def test_two_nodes_meeting_on_localhost_train_the_same_model(one_process: Path, 
     for node in nodes:
         assert node.wait(timeout=300) == 0, node.stderr.read() if node.stderr else ""
     assert_same_weights(one_process, tmp_path / "nodes")
+
+
+def test_sharded_evaluation_scores_every_image_once_as_one_process_does(one_process: Path) -> None:
+    from vaekit.evaluate import evaluate
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "vaekit", "evaluate", str(one_process)]
+    options = ["--k", "200", "--samples", "20", "--split", "test", "--device", "cpu", "--json"]
+    done = subprocess.run([*command, *options], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sharded = json.loads(done.stdout)["likelihood"][0]
+    single = evaluate(load_run(one_process), k=200, samples=20, split="test", write=False).likelihood[0]
+    assert sharded["images"] == single.images  # 360 test images in 18 calls of 20, 9 per rank
+    for name in ("nll", "nll_se", "neg_elbo", "kl", "mse"):
+        assert sharded[name] == pytest.approx(getattr(single, name), rel=1e-12), name

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from vaekit import distributed
 from vaekit.cli_common import (
     DeviceOpt,
     RunArg,
@@ -20,6 +21,7 @@ from vaekit.cli_common import (
     out_console,
 )
 from vaekit.config import ESTIMATORS
+from vaekit.devices import resolve_device
 from vaekit.errors import VaekitError
 
 
@@ -42,9 +44,15 @@ def evaluate(
     from vaekit.evaluate import evaluate as run_evaluation
     from vaekit.report import evaluation_tables
 
-    loaded = load_on(run, device)
-    with err_console.status(f"evaluating {run} (k = {k}) on {loaded.model.device}"):
-        evaluation = run_evaluation(loaded, k=k, split=split, samples=samples, seed=seed)
+    ranks, where = distributed.start(resolve_device(device))  # under torchrun the bounds are shared out over ranks
+    try:
+        loaded = load_on(run, str(where))
+        with err_console.status(f"evaluating {run} (k = {k}) on {loaded.model.device}"):
+            evaluation = run_evaluation(loaded, k=k, split=split, samples=samples, seed=seed, ranks=ranks)
+    finally:
+        distributed.stop()
+    if not ranks.main:
+        return
     if as_json:
         out_console.print_json(json.dumps(evaluation.to_dict()))
         return

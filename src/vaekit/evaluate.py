@@ -26,6 +26,7 @@ from vaekit.classifier import FeatureSpace, feature_space
 from vaekit.config import DataConfig
 from vaekit.data import Split, load_dataset, split_off, to_float
 from vaekit.devices import accumulate_dtype, generator_on
+from vaekit.distributed import Ranks
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import bits_per_dim, iwae_bound
@@ -145,36 +146,52 @@ def mean_and_se(values: Tensor) -> tuple[float, float]:
 
 @torch.inference_mode()
 def likelihood_report(
-    model: VAE, x: Tensor, split: str, k: int, seed: int = 0, data: DataConfig | None = None
+    model: VAE,
+    x: Tensor,
+    split: str,
+    k: int,
+    seed: int = 0,
+    data: DataConfig | None = None,
+    ranks: Ranks = Ranks(),
 ) -> LikelihoodReport:
     """The ELBO, the k-sample bound and the reconstruction error of the images `x`, scored as the run scores them;
-    for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound."""
+    for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound.
+
+    The images go in calls of a few at a time, each with its own seed, so that under torchrun every rank takes every
+    W-th call and scores those images exactly as one process would: each image once, no padding; the per-image
+    values are then summed over ranks (every other rank holds zeros there)."""
     device = model.device
     generator, wide = generator_on(device, seed), accumulate_dtype(device)
     x_scored, offset, what = scoring_input(model, x, generator, data)
     bounded = not model.deterministic
     per_call = max(1, MAX_ROWS // k) if bounded else MAX_ROWS  # images per call; iwae_bound chunks the samples within
-    log_px, kls, bounds, squared = [], [], [], []
-    for start in range(0, len(x_scored), per_call):
-        batch = x_scored[start : start + per_call]
+    n = len(x_scored)
+    log_px, kl, bound, squared = (torch.zeros(n, dtype=wide, device=device) for _ in range(4))
+    for call, start in enumerate(range(0, n, per_call)):
+        if call % ranks.world != ranks.rank:
+            continue
+        generator.manual_seed(seed + 1 + call)
+        rows = slice(start, start + per_call)
+        batch = x_scored[rows]
         terms = model.elbo(batch, generator)
-        log_px.append(terms.log_px.to(wide) + offset)
-        kls.append(terms.kl.to(wide))
-        squared.append((model.reconstruct(batch) - batch).to(wide).pow(2).flatten(1).mean(1))
+        log_px[rows], kl[rows] = terms.log_px.to(wide) + offset, terms.kl.to(wide)
+        squared[rows] = (model.reconstruct(batch) - batch).to(wide).pow(2).flatten(1).mean(1)
         if bounded:
-            bounds.append(iwae_bound(model, batch, k, generator, MAX_ROWS).to(wide) + offset)
-    reconstruction, kl, pixels = torch.cat(log_px), torch.cat(kls), math.prod(x.shape[1:])
+            bound[rows] = iwae_bound(model, batch, k, generator, MAX_ROWS).to(wide) + offset
+    for values in (log_px, kl, bound, squared):
+        ranks.sum(values)
+    reconstruction, pixels = log_px, math.prod(x.shape[1:])
     report = LikelihoodReport(
         split=split, images=len(x_scored), k=0, neg_elbo=None, neg_elbo_se=None, nll=None, nll_se=None,
         bits_per_dim=None, reconstruction=-float(reconstruction.mean()), kl=None, data=what,
-        mse=float(torch.cat(squared).mean()),
+        mse=float(squared.mean()),
     )  # fmt: skip
     if not bounded:
         return report
-    (elbo, elbo_se), (bound, bound_se) = mean_and_se(reconstruction - kl), mean_and_se(torch.cat(bounds))
+    (elbo, elbo_se), (mean_bound, bound_se) = mean_and_se(reconstruction - kl), mean_and_se(bound)
     return dataclasses.replace(
-        report, k=k, neg_elbo=-elbo, neg_elbo_se=elbo_se, nll=-bound, nll_se=bound_se,
-        bits_per_dim=float(bits_per_dim(-bound, pixels)), kl=float(kl.mean()),
+        report, k=k, neg_elbo=-elbo, neg_elbo_se=elbo_se, nll=-mean_bound, nll_se=bound_se,
+        bits_per_dim=float(bits_per_dim(-mean_bound, pixels)), kl=float(kl.mean()),
     )  # fmt: skip
 
 
@@ -250,13 +267,15 @@ def evaluate(
     seed: int = 0,
     train_images: int | None = None,
     write: bool = True,
+    ranks: Ranks = Ranks(),
 ) -> Evaluation:
     """Answer the four questions for `run`; with `write`, also save evaluation.json and the pictures in the run.
 
     `split` picks which likelihoods to estimate (test, train or both); the generalization section needs both.
     Train-side numbers use a fixed-seed subset of the training split the size of the test split (`train_images`
     to change it), scored like the test split (a fixed-seed binarized draw when the run binarizes dynamically), so
-    that train and test are compared like for like and cost the same.
+    that train and test are compared like for like and cost the same. Under torchrun the importance-weighted
+    bounds, the costly part, are shared out over `ranks`; the rest is computed on each, and rank 0 writes.
     """
     if split not in ("test", "train", "both"):
         raise VaekitError(f"--split {split!r}: use test, train or both")
@@ -268,9 +287,9 @@ def evaluate(
     train_scored = _subset(data.train, train_images or len(data.test))
     reports = []
     if split in ("test", "both"):
-        reports.append(likelihood_report(model, data.test.x, "test", k, seed, run.config.data))
+        reports.append(likelihood_report(model, data.test.x, "test", k, seed, run.config.data, ranks))
     if split in ("train", "both"):
-        reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data))
+        reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data, ranks))
     decoded = model.sample(samples, generator=torch.Generator().manual_seed(seed))  # prior draws: on the CPU
     space = feature_space(grey, seed=seed, device=model.device)
     size = min(len(grey.test), len(grey.train))  # equal-size reference sets for the neighbour audit and picture
@@ -284,7 +303,7 @@ def evaluate(
         sample_quality=sample_quality(decoded, grey.test.x, space),
         notes=_notes(run, reports),
     )
-    if write:
+    if write and ranks.main:
         write_evaluation(run.path, evaluation, decoded, train_ref)
     return evaluation
 
