@@ -12,6 +12,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from vaekit.errors import VaekitError
+from vaekit.pack import Rows
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -33,12 +35,30 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
 
 
-def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
-    """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels.
+@dataclass(frozen=True)
+class ImageFolder:
+    """An image folder whose headers have been read: one size and mode for all, nothing decoded yet."""
 
-    Two passes: every header first (size and mode, nothing decoded), so that a folder of mixed sizes or one too big
-    for memory fails in seconds; then each image decoded straight into one preallocated array.
-    """
+    root: Path
+    files: list[Path]
+    mode: str  # "L" or "RGB"
+    shape: tuple[int, int, int]  # (C, H, W)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Images [start, stop) decoded straight into one (n, C, H, W) uint8 array: no second copy."""
+        channels, height, width = self.shape
+        x = np.empty((stop - start, channels, height, width), dtype=np.uint8)
+        for i, path in enumerate(self.files[start:stop]):
+            pixels = _decode(path, self.mode, (height, width) if self.mode == "L" else (height, width, 3))
+            x[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+        return x
+
+    def labels(self) -> Tensor | None:
+        return _folder_labels(self.root, self.files)
+
+
+def scan_image_folder(root: Path) -> ImageFolder:
+    """Every image's header (size and mode, nothing decoded), so that a folder of mixed sizes fails in seconds."""
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if len(files) < MIN_EXAMPLES:
         raise VaekitError(
@@ -53,18 +73,32 @@ def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, 
                 f"is {size[0]}x{size[1]}: resize them all to one size first"
             )
     mode = "L" if all(m in GREY_MODES for _, m in headers) else "RGB"
-    channels = 1 if mode == "L" else 3
-    if len(files) * channels * height * width > max_bytes:
+    return ImageFolder(root, files, mode, (1 if mode == "L" else 3, height, width))
+
+
+def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
+    """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels.
+
+    Two passes: every header first, so that a folder too big for memory fails before anything is decoded; then each
+    image decoded straight into one preallocated array.
+    """
+    folder = scan_image_folder(root)
+    channels, height, width = folder.shape
+    size = len(folder.files) * channels * height * width
+    if size > max_bytes:
         raise VaekitError(
-            f"image folder {root} holds {len(files)} {mode} images of {width}x{height}, "
-            f"{_amount(len(files) * channels * height * width)} of pixels, more than the {_amount(max_bytes)} vaekit "
-            "loads into memory: use fewer or smaller images"
+            f"image folder {root} holds {len(folder.files)} {folder.mode} images of {width}x{height}, "
+            f"{_amount(size)} of pixels, more than the {_amount(max_bytes)} vaekit loads into memory: use fewer or "
+            f"smaller images, or pack them (`vaekit pack {root} PACK`) and train from the pack"
         )
-    x = np.empty((len(files), channels, height, width), dtype=np.uint8)  # filled in place: no second copy
-    for i, path in enumerate(files):
-        pixels = _decode(path, mode, (height, width) if mode == "L" else (height, width, 3))
-        x[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
-    return {"train": (torch.from_numpy(x), _folder_labels(root, files))}
+    return {"train": (torch.from_numpy(folder.read(0, len(folder.files))), folder.labels())}
+
+
+def image_folder_rows(root: Path) -> dict[str, Rows]:
+    """An image folder as `Rows` for a pack: decoded a chunk at a time, so any size fits in bounded memory."""
+    folder = scan_image_folder(root)
+    labels = folder.labels()
+    return {"train": Rows(len(folder.files), folder.shape, folder.read, None if labels is None else labels.numpy())}
 
 
 def load_image_like(path: Path, shape: tuple[int, int, int]) -> Tensor:
@@ -177,7 +211,7 @@ def _array_kind(path: Path) -> str:
     return kind
 
 
-def _check_header(stream: IO[bytes], name: str, max_bytes: int, file_size: int | None) -> None:
+def _check_header(stream: IO[bytes], name: str, max_bytes: float, file_size: int | None) -> None:
     """Refuse an array by its header alone: Python objects, more bytes than the cap, or more than the file holds."""
     version = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -190,7 +224,7 @@ def _check_header(stream: IO[bytes], name: str, max_bytes: int, file_size: int |
     size = math.prod(shape) * dtype.itemsize
     if size > max_bytes:
         raise VaekitError(
-            f"{name} is {shape} {dtype}, {_amount(size)}, more than the {_amount(max_bytes)} vaekit loads into "
+            f"{name} is {shape} {dtype}, {_amount(size)}, more than the {_amount(int(max_bytes))} vaekit loads into "
             "memory: use fewer or smaller images"
         )
     if file_size is not None and size > file_size - stream.tell():
@@ -231,6 +265,22 @@ def _pair(npz: np.lib.npyio.NpzFile, x_key: str, y_key: str | None, name: str, m
 
 def _images_from_array(array: np.ndarray, name: str) -> Tensor:
     """Accept (N, H, W), (N, C, H, W), (N, H, W, C) with C in {1, 3}, or (N, D) vectors (as (N, 1, 1, D))."""
+    array = _layout(array, name)
+    if array.dtype == np.uint8 or array.dtype == np.bool_:
+        return torch.from_numpy(_eight_bit(array))
+    if not np.issubdtype(array.dtype, np.number):
+        raise VaekitError(f"{name} has dtype {array.dtype}: use uint8 pixels or floats in [0, 1]")
+    bad = int(np.size(array) - np.isfinite(array).sum())
+    if bad:
+        raise VaekitError(f"{name} contains {bad} NaN or infinite values: replace or drop them first")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        raise VaekitError(f"{name} has values in [{low:g}, {high:g}]: scale them to [0, 1] (or store uint8 pixels)")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _layout(array: np.ndarray, name: str) -> np.ndarray:
+    """The array viewed as (N, C, H, W) (a view: nothing is copied or read), its shape and size checked."""
     if array.ndim == 2:
         array = array[:, None, None, :]
     elif array.ndim == 3:
@@ -241,16 +291,38 @@ def _images_from_array(array: np.ndarray, name: str) -> Tensor:
         raise VaekitError(f"{name} has shape {array.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C), C 1 or 3")
     if len(array) < MIN_EXAMPLES:
         raise VaekitError(f"{name} holds {len(array)} examples: vaekit needs at least {MIN_EXAMPLES}")
-    if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array))
+    return array
+
+
+def _eight_bit(array: np.ndarray) -> np.ndarray:
+    """uint8 pixels as stored; booleans as 0/255."""
     if array.dtype == np.bool_:
-        return torch.from_numpy(np.ascontiguousarray(array).astype(np.uint8) * 255)
-    if not np.issubdtype(array.dtype, np.number):
-        raise VaekitError(f"{name} has dtype {array.dtype}: use uint8 pixels or floats in [0, 1]")
-    bad = int(np.size(array) - np.isfinite(array).sum())
-    if bad:
-        raise VaekitError(f"{name} contains {bad} NaN or infinite values: replace or drop them first")
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 1:
-        raise VaekitError(f"{name} has values in [{low:g}, {high:g}]: scale them to [0, 1] (or store uint8 pixels)")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return np.ascontiguousarray(array).astype(np.uint8) * 255
+    return np.ascontiguousarray(array)
+
+
+def array_rows(path: Path) -> dict[str, Rows]:
+    """A .npy or .npz as `Rows` for a pack. A .npy is memory-mapped and read a chunk at a time (any size); the arrays
+    of an .npz are read whole (zip members cannot be mapped), so they stay under the in-memory cap."""
+    kind = _array_kind(path)
+    try:
+        if kind == ".npy":
+            with path.open("rb") as stream:
+                _check_header(stream, path.name, math.inf, path.stat().st_size)
+            return {"train": _rows(np.load(path, mmap_mode="r", allow_pickle=False), None, path.name)}
+        with np.load(path, allow_pickle=False) as npz:
+            parts = _npz_parts(npz, path.name, MAX_LOAD_BYTES)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        raise VaekitError(f"cannot read {path} as a {kind} file ({error}): save it again with numpy") from None
+    return {role: Rows.of(x, y, path.name) for role, (x, y) in parts.items()}
+
+
+def _rows(array: np.ndarray, labels: np.ndarray | None, name: str) -> Rows:
+    view = _layout(array, name)
+    if view.dtype != np.uint8 and view.dtype != np.bool_:
+        raise VaekitError(
+            f"{name} holds {view.dtype} values and a pack stores 8-bit pixels: save the images as uint8 "
+            "(np.rint(x * 255).astype(np.uint8)) and pack that, or train from the file itself"
+        )
+    channels, height, width = view.shape[1:]
+    return Rows(len(view), (channels, height, width), lambda start, stop: _eight_bit(view[start:stop]), labels)
