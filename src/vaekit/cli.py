@@ -332,13 +332,15 @@ def pack(
         if out is not None:
             raise VaekitError("--verify checks one pack: give only its folder (vaekit pack --verify PACK)")
         manifest = verify_pack(Path(source))
-        out_console.print(f"{source}: every file matches its manifest (shape {manifest['shape']})", highlight=False)
+        out_console.print(
+            f"{source}: every file matches its manifest (shape {manifest['shape']})", highlight=False, soft_wrap=True
+        )
         return
     if out is None:
         raise VaekitError("give the pack folder to write: vaekit pack SOURCE OUT")
     manifest = pack_dataset(source, out, data_dir)
     splits = ", ".join(f"{name} rows {start}-{stop}" for name, (start, stop) in manifest["splits"].items())
-    out_console.print(f"wrote {out}: {manifest['shape']} uint8 ({splits})", highlight=False)
+    out_console.print(f"wrote {out}: {manifest['shape']} uint8 ({splits})", highlight=False, soft_wrap=True)
 
 
 def _int_list(text: str) -> list[int]:
