@@ -21,6 +21,7 @@ from vaekit.data import load_dataset, pack_dataset, split_off
 from vaekit.errors import VaekitError
 from vaekit.pack import IMAGES, LABELS, MANIFEST, IndexedImages, Rows, open_pack, write_pack
 from vaekit.train import SilentReporter, batches
+from vaekit.userdata import load_arrays
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:
@@ -109,6 +110,22 @@ def test_a_packed_npy_is_read_in_chunks_and_matches_the_npy(tmp_path: Path, monk
     config = tiny_config(epochs=1, batch_size=8)
     config.data.binarize = "dynamic"
     assert metrics(config, tmp_path / "d.npy", tmp_path / "a") == metrics(config, tmp_path / "pack", tmp_path / "b")
+
+
+def test_an_npz_over_the_in_memory_cap_is_packed_from_its_zip_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(3)
+    x, x_test = rng.integers(0, 256, (50, 5, 4, 3), dtype=np.uint8), rng.integers(0, 256, (9, 5, 4, 3), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "d.npz", images=x, labels=np.arange(50), x_test=x_test)
+    with pytest.raises(VaekitError, match=r"more than the 1\.0 kB vaekit loads into memory"):
+        load_arrays(tmp_path / "d.npz", max_bytes=1000)
+    monkeypatch.setattr("vaekit.userdata.MAX_LOAD_BYTES", 1000)  # under the 3,000 bytes of images: never read whole
+    monkeypatch.setattr("vaekit.pack.CHUNK_BYTES", 130)  # 2 images a chunk
+    manifest = pack_dataset(str(tmp_path / "d.npz"), tmp_path / "pack")
+    assert manifest["shape"] == [59, 3, 5, 4] and LABELS not in manifest["files"]  # x_test brings no labels
+    pack = open_pack(tmp_path / "pack")
+    np.testing.assert_array_equal(pack.images.numpy(), np.concatenate([x, x_test]).transpose(0, 3, 1, 2))
 
 
 def test_the_pack_command_writes_and_verifies(tmp_path: Path) -> None:
