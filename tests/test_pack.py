@@ -244,7 +244,9 @@ def test_indexed_images_gather_lazily_and_read_whole_for_anything_else(packed: P
     full = x.load()
     assert (len(x), x.shape, x.dtype, x.device) == (60, torch.Size([60, 1, 1, 2]), torch.uint8, torch.device("cpu"))
     assert isinstance(x.to("cpu"), IndexedImages) and isinstance(x.cpu(), IndexedImages)
-    for key in (5, slice(3, 9), torch.tensor([4, 0, 59]), [1, 2], (slice(None, 4), 0, 0, 1)):
+    assert type(x.to(torch.float32)) is torch.Tensor and torch.equal(x.to("cpu", torch.float32), full.float())
+    keys = (5, slice(3, 9), torch.tensor([4, 0, 59]), [1, 2], (slice(None, 4), 0, 0, 1), (torch.tensor(7), 0, 0))
+    for key in keys:
         picked = x[key]
         assert type(picked) is torch.Tensor and torch.equal(picked, full[key]), key
     assert torch.equal(torch.index_select(x, 0, torch.tensor([2, 7])), full[[2, 7]])

@@ -159,14 +159,17 @@ class IndexedImages(Tensor):
         picked = self._gather(first)
         if not rest:
             return picked
-        return picked[rest] if isinstance(first, int) else picked[(slice(None), *rest)]
+        return picked[rest] if picked.dim() < self.dim() else picked[(slice(None), *rest)]  # a single row: no row dim
 
     def _moved(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> IndexedImages | None:
         """The same selection delivered to another device; None when the call also changes dtype or layout."""
         if name == "cpu":
             return IndexedImages(self.source, self.rows, "cpu")
-        device, dtype, _, memory_format = torch._C._nn._parse_to(*args, **kwargs)
-        if dtype not in (None, self.dtype) or memory_format is not None or kwargs.get("copy"):
+        if kwargs.get("copy"):
+            return None
+        settings = {key: value for key, value in kwargs.items() if key != "copy"}
+        device, dtype, _, memory_format = torch._C._nn._parse_to(*args, **settings)
+        if dtype not in (None, self.dtype) or memory_format is not None:
             return None
         return IndexedImages(self.source, self.rows, device or self.device)
 
