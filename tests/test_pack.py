@@ -4,6 +4,7 @@ permutations read batch by batch, and anonymous memory that does not grow with t
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,20 @@ def test_an_interrupted_pack_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         write_pack(tmp_path / "pack", {"train": Rows(10_000, (1, 64, 64), failing, None)}, "test")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pack_that_would_not_fit_on_disk_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vaekit.pack.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    code, _, stderr = invoke("pack", "digits", tmp_path / "pack")
+    one_line_error(code, stderr, "the pack needs 0.1 MB", "0.0 MB free: free some space or write the pack elsewhere")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pack_folder_gets_the_permissions_of_any_new_folder(tmp_path: Path, packed: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    assert packed.stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
 def test_float_images_and_static_binarization_are_refused_in_one_line(tmp_path: Path, packed: Path) -> None:

@@ -21,8 +21,8 @@ import json
 import math
 import mmap
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,10 +205,17 @@ def write_pack(out: Path, parts: dict[str, Rows], source: str) -> dict[str, Any]
     shapes = {rows.shape for rows in parts.values()}
     if len(shapes) != 1:
         raise VaekitError(f"{source}: its parts differ in image shape {sorted(shapes)}: store every part at one shape")
+    ordered = [(name, parts[name]) for name in PARTS if name in parts]
+    need = sum(rows.count * (math.prod(rows.shape) + 8) for _, rows in ordered)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    if shutil.disk_usage(out.parent).free < need:
+        raise VaekitError(
+            f"the pack needs {need / 1e6:,.1f} MB and {out.parent} has {shutil.disk_usage(out.parent).free / 1e6:,.1f} "
+            "MB free: free some space or write the pack elsewhere"
+        )
+    temp = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"  # hidden, and never named like a pack
     try:
-        ordered = [(name, parts[name]) for name in PARTS if name in parts]
+        temp.mkdir()
         files = {IMAGES: _write_file(temp / IMAGES, _image_chunks(ordered))}
         if all(rows.labels is not None for _, rows in ordered):
             files[LABELS] = _write_file(temp / LABELS, _label_chunks(ordered))
@@ -226,8 +233,11 @@ def write_pack(out: Path, parts: dict[str, Rows], source: str) -> dict[str, Any]
             "source": source,
         }
         _write_file(temp / MANIFEST, iter([(json.dumps(manifest, indent=2) + "\n").encode()]))
-        os.replace(temp, out)  # the pack appears whole, or not at all
+        os.rename(temp, out)  # the pack appears whole, or not at all
         _fsync_dir(out.parent)
+    except OSError as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise VaekitError(f"cannot write the pack {out} ({error}): check the folder and the free disk space") from None
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
