@@ -328,6 +328,45 @@ def info(
     out_console.print(table)
 
 
+@app.command()
+@friendly_errors
+def pack(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="What to pack: fashion-mnist | mnist | digits | an image folder | .npy/.npz; with --verify, a pack.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Argument(help="Pack folder to write (must not exist yet).", show_default=False)
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the pack SOURCE against the SHA-256 in its manifest; write nothing.")
+    ] = False,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder holding a named dataset's files (as for train).", show_default=False)
+    ] = None,
+) -> None:
+    """Write a dataset as a memory-mapped pack that `train --dataset PACK` reads a batch at a time."""
+    from vaekit.data import pack_dataset
+    from vaekit.pack import verify_pack
+
+    if verify:
+        if out is not None:
+            raise VaekitError("--verify checks one pack: give only its folder (vaekit pack --verify PACK)")
+        manifest = verify_pack(Path(source))
+        out_console.print(
+            f"{source}: every file matches its manifest (shape {manifest['shape']})", highlight=False, soft_wrap=True
+        )
+        return
+    if out is None:
+        raise VaekitError("give the pack folder to write: vaekit pack SOURCE OUT")
+    manifest = pack_dataset(source, out, data_dir)
+    splits = ", ".join(f"{name} rows {start}-{stop}" for name, (start, stop) in manifest["splits"].items())
+    out_console.print(f"wrote {out}: {manifest['shape']} uint8 ({splits})", highlight=False, soft_wrap=True)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

@@ -1,7 +1,9 @@
-"""Datasets as tensors: named sets (Fashion-MNIST, MNIST, sklearn's digits) and the user's own images or arrays.
+"""Datasets as tensors: named sets (Fashion-MNIST, MNIST, sklearn's digits), the user's own images or arrays, and packs.
 
 Every source ends as a `Dataset` of uint8 (or float32 in [0, 1]) tensors shaped (N, C, H, W), split into train,
 validation and test. Batching and devices are the trainer's business; this module returns tensors, not loaders.
+A pack (see `vaekit.pack`) stays on disk: its training split is an `IndexedImages` over the mapped file, which the
+splits below narrow by index without reading it, and its validation and test splits are read into memory.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +23,8 @@ from torch import Tensor
 from vaekit.config import DataConfig
 from vaekit.download import fetch, verify
 from vaekit.errors import VaekitError
-from vaekit.userdata import load_arrays, load_image_folder
+from vaekit.pack import IndexedImages, Rows, is_pack, open_pack, write_pack
+from vaekit.userdata import array_rows, image_folder_rows, load_arrays, load_image_folder
 
 TEST_SPLIT_SEED = 1234  # held fixed so that every run of a dataset is tested on the same images
 BINARIZE_SEED = 4321  # the fixed draw used for binarized validation/test sets
@@ -181,14 +185,18 @@ def load_digits() -> Split:
 
 
 def split_off(split: Split, count: int, seed: int) -> tuple[Split, Split]:
-    """Move `count` examples, chosen by a seeded permutation, out of `split`: returns (rest, taken)."""
+    """Move `count` examples, chosen by a seeded permutation, out of `split`: returns (rest, taken).
+
+    Of a packed split, the rest stays an unread `IndexedImages` (it is the big part) and the taken part is read.
+    """
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     rest, taken = order[count:].sort().values, order[:count].sort().values
 
-    def pick(idx: Tensor) -> Split:
-        return Split(split.x[idx], None if split.y is None else split.y[idx])
+    def pick(idx: Tensor, lazy: bool) -> Split:
+        x = split.x.subset(idx) if lazy and isinstance(split.x, IndexedImages) else split.x[idx]
+        return Split(x, None if split.y is None else split.y[idx])
 
-    return pick(rest), pick(taken)
+    return pick(rest, lazy=True), pick(taken, lazy=False)
 
 
 def binarized(split: Split, seed: int = BINARIZE_SEED) -> Split:
@@ -219,25 +227,28 @@ def check_agree(name: str, train: Split, test: Split) -> None:
 def load_dataset(config: DataConfig) -> Dataset:
     """The dataset named (or pointed to) by `config.dataset`, split into train / validation / test."""
     name = config.dataset
-    if name in IDX_SOURCES:
-        train, test = load_idx_dataset(name, config)
-    elif name == "digits":
-        train, test = split_off(load_digits(), 297, TEST_SPLIT_SEED)
-    elif Path(name).expanduser().exists():
-        path = Path(name).expanduser()
-        parts = load_image_folder(path) if path.is_dir() else load_arrays(path)
+    path = Path(name).expanduser()
+    if name in NAMED:
+        train, test = _named_parts(name, config)
+    elif path.exists():
+        if is_pack(path):
+            pack = open_pack(path)
+            parts = {role: pack.part(role, lazy=role == "train") for role in pack.splits}
+        else:
+            parts = load_image_folder(path) if path.is_dir() else load_arrays(path)
         train = Split(*parts["train"])
-        if "test" in parts:  # an .npz that brings its own test split
+        if "test" in parts:  # an .npz (or a pack of a source) that brings its own test split
             test = Split(*parts["test"])
         else:
             train, test = split_off(train, max(1, len(train) // 10), TEST_SPLIT_SEED)
-    elif "/" in name or Path(name).suffix in (".npy", ".npz"):
-        raise VaekitError(f"data path {name} does not exist: check the path (an image folder, .npy or .npz file)")
     else:
-        raise VaekitError(
-            f"unknown dataset {name!r}: use one of {', '.join(NAMED)}, an image folder, or a .npy/.npz file"
-        )
+        raise _unknown(name)
     check_agree(name, train, test)
+    if config.binarize == "static" and isinstance(train.x, IndexedImages):
+        raise VaekitError(
+            f"--binarize static draws every training image once at load, and the pack {name} stays on disk: use "
+            "--binarize dynamic (a fresh draw per batch), or train from the source itself"
+        )
     val_count = min(config.val_size, len(train) // 10)
     train, val = split_off(train, val_count, config.split_seed)
     if config.binarize in ("dynamic", "static"):  # evaluation always sees one fixed draw
@@ -245,3 +256,34 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.binarize == "static":
         train = binarized(train)
     return Dataset(name=name, train=train, val=val, test=test)
+
+
+def _named_parts(name: str, config: DataConfig) -> tuple[Split, Split]:
+    if name in IDX_SOURCES:
+        return load_idx_dataset(name, config)
+    return split_off(load_digits(), 297, TEST_SPLIT_SEED)
+
+
+def _unknown(name: str) -> VaekitError:
+    if "/" in name or Path(name).suffix in (".npy", ".npz"):
+        return VaekitError(f"data path {name} does not exist: check the path (an image folder, .npy or .npz file)")
+    return VaekitError(f"unknown dataset {name!r}: use one of {', '.join(NAMED)}, an image folder, or a .npy/.npz file")
+
+
+def pack_dataset(source: str, out: Path, data_dir: str | None = None) -> dict[str, Any]:
+    """Write `source` (anything `load_dataset` reads) as a pack at `out`; returns its manifest.
+
+    Named sets are packed as their train and test splits; an image folder or a file is packed as it is, and its test
+    split is carved at load by the same seeded rule as from the source, so a run gives the same numbers from both.
+    """
+    path = Path(source).expanduser()
+    if source in NAMED:
+        train, test = _named_parts(source, DataConfig(dataset=source, data_dir=data_dir))
+        parts = {"train": Rows.of(train.x, train.y, source), "test": Rows.of(test.x, test.y, source)}
+        return write_pack(out, parts, source)
+    if not path.exists():
+        raise _unknown(source)
+    if is_pack(path):
+        raise VaekitError(f"{source} is a pack already: train from it with --dataset {source}")
+    parts = image_folder_rows(path) if path.is_dir() else array_rows(path)
+    return write_pack(out, parts, str(path.resolve()))

@@ -10,10 +10,11 @@ import math
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from vaekit.errors import VaekitError
+from vaekit.pack import Rows
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -33,12 +35,30 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
 
 
-def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
-    """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels.
+@dataclass(frozen=True)
+class ImageFolder:
+    """An image folder whose headers have been read: one size and mode for all, nothing decoded yet."""
 
-    Two passes: every header first (size and mode, nothing decoded), so that a folder of mixed sizes or one too big
-    for memory fails in seconds; then each image decoded straight into one preallocated array.
-    """
+    root: Path
+    files: list[Path]
+    mode: str  # "L" or "RGB"
+    shape: tuple[int, int, int]  # (C, H, W)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Images [start, stop) decoded straight into one (n, C, H, W) uint8 array: no second copy."""
+        channels, height, width = self.shape
+        x = np.empty((stop - start, channels, height, width), dtype=np.uint8)
+        for i, path in enumerate(self.files[start:stop]):
+            pixels = _decode(path, self.mode, (height, width) if self.mode == "L" else (height, width, 3))
+            x[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+        return x
+
+    def labels(self) -> Tensor | None:
+        return _folder_labels(self.root, self.files)
+
+
+def scan_image_folder(root: Path) -> ImageFolder:
+    """Every image's header (size and mode, nothing decoded), so that a folder of mixed sizes fails in seconds."""
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if len(files) < MIN_EXAMPLES:
         raise VaekitError(
@@ -53,18 +73,32 @@ def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, 
                 f"is {size[0]}x{size[1]}: resize them all to one size first"
             )
     mode = "L" if all(m in GREY_MODES for _, m in headers) else "RGB"
-    channels = 1 if mode == "L" else 3
-    if len(files) * channels * height * width > max_bytes:
+    return ImageFolder(root, files, mode, (1 if mode == "L" else 3, height, width))
+
+
+def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
+    """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels.
+
+    Two passes: every header first, so that a folder too big for memory fails before anything is decoded; then each
+    image decoded straight into one preallocated array.
+    """
+    folder = scan_image_folder(root)
+    channels, height, width = folder.shape
+    size = len(folder.files) * channels * height * width
+    if size > max_bytes:
         raise VaekitError(
-            f"image folder {root} holds {len(files)} {mode} images of {width}x{height}, "
-            f"{_amount(len(files) * channels * height * width)} of pixels, more than the {_amount(max_bytes)} vaekit "
-            "loads into memory: use fewer or smaller images"
+            f"image folder {root} holds {len(folder.files)} {folder.mode} images of {width}x{height}, "
+            f"{_amount(size)} of pixels, more than the {_amount(max_bytes)} vaekit loads into memory: use fewer or "
+            f"smaller images, or pack them (`vaekit pack {root} PACK`) and train from the pack"
         )
-    x = np.empty((len(files), channels, height, width), dtype=np.uint8)  # filled in place: no second copy
-    for i, path in enumerate(files):
-        pixels = _decode(path, mode, (height, width) if mode == "L" else (height, width, 3))
-        x[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
-    return {"train": (torch.from_numpy(x), _folder_labels(root, files))}
+    return {"train": (torch.from_numpy(folder.read(0, len(folder.files))), folder.labels())}
+
+
+def image_folder_rows(root: Path) -> dict[str, Rows]:
+    """An image folder as `Rows` for a pack: decoded a chunk at a time, so any size fits in bounded memory."""
+    folder = scan_image_folder(root)
+    labels = folder.labels()
+    return {"train": Rows(len(folder.files), folder.shape, folder.read, None if labels is None else labels.numpy())}
 
 
 def load_image_like(path: Path, shape: tuple[int, int, int]) -> Tensor:
@@ -177,11 +211,12 @@ def _array_kind(path: Path) -> str:
     return kind
 
 
-def _check_header(stream: IO[bytes], name: str, max_bytes: int, file_size: int | None) -> None:
-    """Refuse an array by its header alone: Python objects, more bytes than the cap, or more than the file holds."""
-    version = np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(stream)
+def _check_header(
+    stream: IO[bytes], name: str, max_bytes: float, file_size: int | None
+) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Refuse an array by its header alone: Python objects, more bytes than the cap, or more than the file holds.
+    Returns the header (shape, Fortran order, dtype), the stream left at the first byte of data."""
+    shape, fortran_order, dtype = _read_header(stream)
     if dtype.hasobject:
         raise VaekitError(
             f"{name} holds Python objects (dtype {dtype}), which vaekit never unpickles: store uint8 pixels or "
@@ -190,61 +225,71 @@ def _check_header(stream: IO[bytes], name: str, max_bytes: int, file_size: int |
     size = math.prod(shape) * dtype.itemsize
     if size > max_bytes:
         raise VaekitError(
-            f"{name} is {shape} {dtype}, {_amount(size)}, more than the {_amount(max_bytes)} vaekit loads into "
+            f"{name} is {shape} {dtype}, {_amount(size)}, more than the {_amount(int(max_bytes))} vaekit loads into "
             "memory: use fewer or smaller images"
         )
     if file_size is not None and size > file_size - stream.tell():
         raise VaekitError(f"{name} is truncated (its header declares {shape} {dtype}): save it again")
+    return shape, fortran_order, dtype
+
+
+def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(stream)
 
 
 def _npz_parts(npz: np.lib.npyio.NpzFile, name: str, max_bytes: int) -> dict[str, Pair]:
-    keys = set(npz.files)
+    roles = _npz_keys(set(npz.files), name)
+    return {role: _pair(npz, x_key, y_key, name, max_bytes) for role, (x_key, y_key) in roles.items()}
+
+
+def _npz_keys(keys: set[str], name: str) -> dict[str, tuple[str, str | None]]:
+    """Which arrays of an .npz hold each part's images and labels: role -> (images key, labels key or None)."""
     x_key = next((k for k in ("x", "images", "x_train", "arr_0") if k in keys), None)
     if x_key is None:
         raise VaekitError(f"{name} has arrays {sorted(keys)}: name the images 'x' (labels 'y')")
-    y_key = next((k for k in ("y", "labels", "y_train") if k in keys), None)
-    parts = {"train": _pair(npz, x_key, y_key, name, max_bytes)}
+    roles: dict[str, tuple[str, str | None]] = {
+        "train": (x_key, next((k for k in ("y", "labels", "y_train") if k in keys), None))
+    }
     if "x_test" in keys:
-        parts["test"] = _pair(npz, "x_test", "y_test" if "y_test" in keys else None, name, max_bytes)
-    return parts
+        roles["test"] = ("x_test", "y_test" if "y_test" in keys else None)
+    return roles
 
 
 def _member(npz: np.lib.npyio.NpzFile, key: str, label: str, max_bytes: int) -> np.ndarray:
     """One array of an .npz, its header checked before its data is read."""
+    _member_header(npz, key, label, max_bytes)
+    return np.asarray(npz[key])
+
+
+def _member_header(
+    npz: np.lib.npyio.NpzFile, key: str, label: str, max_bytes: float
+) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
     archive = npz.zip
     if archive is None or f"{key}.npy" not in archive.namelist():
         raise VaekitError(f"{label} is not a NumPy array: write the archive with numpy.savez")
     with archive.open(f"{key}.npy") as stream:
-        _check_header(stream, label, max_bytes, None)
-    return np.asarray(npz[key])
+        return _check_header(stream, label, max_bytes, None)
 
 
 def _pair(npz: np.lib.npyio.NpzFile, x_key: str, y_key: str | None, name: str, max_bytes: int) -> Pair:
     x = _images_from_array(_member(npz, x_key, f"{name}[{x_key}]", max_bytes), f"{name}[{x_key}]")
-    if y_key is None:
-        return x, None
+    return x, None if y_key is None else _labels(npz, y_key, len(x), name, max_bytes)
+
+
+def _labels(npz: np.lib.npyio.NpzFile, y_key: str, count: int, name: str, max_bytes: int) -> Tensor:
     y = _member(npz, y_key, f"{name}[{y_key}]", max_bytes)
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-        raise VaekitError(f"{name}[{y_key}] must be {len(x)} integer labels, got shape {y.shape} {y.dtype}")
-    return x, torch.from_numpy(y.astype(np.int64))
+    if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
+        raise VaekitError(f"{name}[{y_key}] must be {count} integer labels, got shape {y.shape} {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64))
 
 
 def _images_from_array(array: np.ndarray, name: str) -> Tensor:
     """Accept (N, H, W), (N, C, H, W), (N, H, W, C) with C in {1, 3}, or (N, D) vectors (as (N, 1, 1, D))."""
-    if array.ndim == 2:
-        array = array[:, None, None, :]
-    elif array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
-        array = array.transpose(0, 3, 1, 2)
-    if array.ndim != 4 or array.shape[1] not in (1, 3):
-        raise VaekitError(f"{name} has shape {array.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C), C 1 or 3")
-    if len(array) < MIN_EXAMPLES:
-        raise VaekitError(f"{name} holds {len(array)} examples: vaekit needs at least {MIN_EXAMPLES}")
-    if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array))
-    if array.dtype == np.bool_:
-        return torch.from_numpy(np.ascontiguousarray(array).astype(np.uint8) * 255)
+    array = _layout(array, name)
+    if array.dtype == np.uint8 or array.dtype == np.bool_:
+        return torch.from_numpy(_eight_bit(array))
     if not np.issubdtype(array.dtype, np.number):
         raise VaekitError(f"{name} has dtype {array.dtype}: use uint8 pixels or floats in [0, 1]")
     bad = int(np.size(array) - np.isfinite(array).sum())
@@ -254,3 +299,101 @@ def _images_from_array(array: np.ndarray, name: str) -> Tensor:
     if low < 0 or high > 1:
         raise VaekitError(f"{name} has values in [{low:g}, {high:g}]: scale them to [0, 1] (or store uint8 pixels)")
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _layout(array: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
+    """The array viewed as (N, C, H, W) (a view: nothing is copied or read), its shape (and, when it is the `whole`
+    array rather than a chunk of its rows, its size) checked."""
+    if array.ndim == 2:
+        array = array[:, None, None, :]
+    elif array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+        array = array.transpose(0, 3, 1, 2)
+    if array.ndim != 4 or array.shape[1] not in (1, 3):
+        raise VaekitError(f"{name} has shape {array.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C), C 1 or 3")
+    if whole and len(array) < MIN_EXAMPLES:
+        raise VaekitError(f"{name} holds {len(array)} examples: vaekit needs at least {MIN_EXAMPLES}")
+    return array
+
+
+def _eight_bit(array: np.ndarray) -> np.ndarray:
+    """uint8 pixels as stored; booleans as 0/255."""
+    if array.dtype == np.bool_:
+        return np.ascontiguousarray(array).astype(np.uint8) * 255
+    return np.ascontiguousarray(array)
+
+
+def array_rows(path: Path) -> dict[str, Rows]:
+    """A .npy or .npz as `Rows` for a pack, read a chunk of rows at a time whatever its size: a .npy through a memory
+    map, the arrays of an .npz straight from the zip stream (labels, which are small, are read whole)."""
+    kind = _array_kind(path)
+    try:
+        if kind == ".npy":
+            with path.open("rb") as stream:
+                _check_header(stream, path.name, math.inf, path.stat().st_size)
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            view = _eight_bit_layout(array, path.name)
+            return {"train": Rows(len(view), _chw(view), lambda a, b: _eight_bit(view[a:b]), None)}
+        with np.load(path, allow_pickle=False) as npz:
+            roles = _npz_keys(set(npz.files), path.name)
+            return {role: _npz_rows(npz, path, x_key, y_key) for role, (x_key, y_key) in roles.items()}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        raise VaekitError(f"cannot read {path} as a {kind} file ({error}): save it again with numpy") from None
+
+
+def _npz_rows(npz: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str | None) -> Rows:
+    label = f"{path.name}[{x_key}]"
+    shape, fortran_order, dtype = _member_header(npz, x_key, label, math.inf)
+    labels = None if y_key is None else _labels(npz, y_key, shape[0] if shape else 0, path.name, MAX_LOAD_BYTES)
+    if fortran_order:  # rare (numpy.save keeps C order unless the array was Fortran-ordered): read it whole
+        x, _ = _pair(npz, x_key, None, path.name, MAX_LOAD_BYTES)
+        return Rows.of(x, labels, label)
+    # The layout is checked on a stand-in of the same shape and dtype that holds one element, not the data.
+    view = _eight_bit_layout(np.broadcast_to(np.zeros((), dtype), shape), label)
+    read = _member_reader(path, f"{x_key}.npy", shape, dtype, label)
+    return Rows(len(view), _chw(view), read, None if labels is None else labels.numpy())
+
+
+def _member_reader(
+    path: Path, member: str, shape: tuple[int, ...], dtype: np.dtype[Any], name: str
+) -> Callable[[int, int], np.ndarray]:
+    """Rows of one .npz member, read in order from the zip stream (opened at row 0): never the whole array at once."""
+    row_bytes = math.prod(shape[1:]) * dtype.itemsize
+    state: dict[str, Any] = {}
+
+    def read(start: int, stop: int) -> np.ndarray:
+        try:
+            if start == 0:
+                archive = zipfile.ZipFile(path)
+                state.update(archive=archive, stream=archive.open(member), next=0)
+                _read_header(state["stream"])  # checked when the Rows were made; skipped here to reach the data
+            if start != state.get("next"):
+                raise ValueError(f"rows {start}..{stop} asked for out of order")
+            data = state["stream"].read((stop - start) * row_bytes)
+            if stop == shape[0]:
+                state["archive"].close()
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise VaekitError(f"cannot read {name} ({error}): save it again with numpy") from None
+        if len(data) != (stop - start) * row_bytes:
+            raise VaekitError(f"{name} is truncated (its header declares {shape} {dtype}): save it again")
+        state["next"] = stop
+        chunk = np.frombuffer(data, dtype).reshape(stop - start, *shape[1:])
+        return _eight_bit(_layout(chunk, name, whole=False))
+
+    return read
+
+
+def _eight_bit_layout(array: np.ndarray, name: str) -> np.ndarray:
+    view = _layout(array, name)
+    if view.dtype != np.uint8 and view.dtype != np.bool_:
+        raise VaekitError(
+            f"{name} holds {view.dtype} values and a pack stores 8-bit pixels: save the images as uint8 "
+            "(np.rint(x * 255).astype(np.uint8)) and pack that, or train from the file itself"
+        )
+    return view
+
+
+def _chw(view: np.ndarray) -> tuple[int, int, int]:
+    channels, height, width = view.shape[1:]
+    return channels, height, width
