@@ -130,7 +130,7 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise VaekitError(message)
+                raise VaekitError(message if ":" in message else f"{message}: change that setting")
         if not model.hidden:
             model.hidden = list(DEFAULT_HIDDEN[model.network])
         if model.latent == "categorical":  # the decoder reads the flattened one-hot codes

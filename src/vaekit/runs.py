@@ -100,8 +100,9 @@ def read_config(run_dir: Path) -> TrainConfig:
         raise VaekitError(
             f"{run_dir} is not a vaekit run folder (no {CONFIG}): train one with `vaekit train --out {run_dir}`"
         )
+    text = _read_json_text(path)
     try:
-        return TrainConfig.from_dict(json.loads(_read_json_text(path))).validate()
+        return TrainConfig.from_dict(json.loads(text)).validate()
     except (json.JSONDecodeError, TypeError) as error:
         raise VaekitError(f"{path} is not a valid vaekit config ({error}): restore it or train a new run") from None
     except VaekitError as error:
