@@ -26,6 +26,7 @@ from vaekit.distributions import BatchSlice, Randomness
 from vaekit.errors import VaekitError
 from vaekit.model import VAE
 from vaekit.objectives import bits_per_dim
+from vaekit.resume import agreed_start
 from vaekit.runlock import RunLock
 from vaekit.runs import (
     CONFIG,
@@ -34,11 +35,8 @@ from vaekit.runs import (
     Run,
     atomic_write_json,
     build_model,
-    load_state,
     load_weights,
     read_config,
-    read_final,
-    remove_stale_temporaries,
     save_checkpoint,
     write_config,
     write_views,
@@ -225,35 +223,11 @@ def train(
     ranks, device = distributed.start(device)
     try:
         with RunLock(run_dir) if ranks.main else contextlib.nullcontext():
-            config, state = _agreed_start(run_dir, config, resume, ranks)
+            config, state = agreed_start(run_dir, config, resume, ranks)
             quiet = SilentReporter()
             return _train_locked(run_dir, config, state, (reporter or quiet) if ranks.main else quiet, device, ranks)
     finally:
         distributed.stop()
-
-
-def _agreed_start(
-    run_dir: Path, config: TrainConfig | None, resume: bool, ranks: Ranks
-) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Rank 0 decides where the run starts (it holds the lock and reads the checkpoint); every rank gets the same
-    config and state, or the same one-line error."""
-    found: list[Any] = [None, None, None]
-    if ranks.main:
-        try:
-            remove_stale_temporaries(run_dir)
-            if resume:
-                config, state = _resume_point(run_dir, config)
-            else:
-                assert config is not None
-                config, state = _fresh_start(run_dir, config), None
-            found = [None, config.to_dict(), state]
-        except VaekitError as error:
-            found = [str(error), None, None]
-    found = ranks.share(found)
-    ranks.agree(found[0])
-    agreed = TrainConfig.from_dict(found[1])
-    agreed.world_size = ranks.world
-    return agreed, found[2]
 
 
 def _train_locked(
@@ -361,54 +335,6 @@ def finish(run_dir: Path, model: VAE, data: Dataset, config: TrainConfig, histor
     write_run_pictures(run_dir, model, data.test.x, history, seed=config.seed)
     atomic_write_json(run_dir / FINAL, final)
     return Run(run_dir, config, model.eval(), history, final)
-
-
-def _fresh_start(run_dir: Path, config: TrainConfig) -> TrainConfig:
-    """A new run may go into a folder that holds no finished epoch (a run killed in its first epoch, say)."""
-    if (run_dir / STATE).exists() or (run_dir / FINAL).exists():
-        raise VaekitError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
-    return config
-
-
-RESUMABLE = {
-    "epochs",
-    "lr",
-    "world_size",
-    "checkpoint_every",
-}  # what a resume may change; anything else would make it another run
-
-
-def _resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """The run's own config (with `epochs`/`lr` from `given`) and its checkpoint; None when no epoch finished yet,
-    so the run starts from the beginning with the config it was started with."""
-    saved = read_config(run_dir)
-    state = load_state(run_dir)
-    if given is not None:
-        given = copy.deepcopy(given)
-        given.model.input_shape = list(saved.model.input_shape)
-        if not given.model.hidden:
-            given.model.hidden = list(saved.model.hidden)
-        saved_dict, given_dict = saved.to_dict(), given.validate().to_dict()
-        for key in sorted(set(saved_dict) - RESUMABLE):
-            if saved_dict[key] != given_dict[key]:
-                raise VaekitError(
-                    f"--resume continues {run_dir} with its own settings, but {key} differs from {run_dir}/config.json:"
-                    " drop that setting, or train a new run with another --out"
-                )
-        changed = {key for key in RESUMABLE if saved_dict[key] != given_dict[key]}
-        saved.epochs, saved.lr = given.epochs, given.lr
-        if changed:
-            write_config(run_dir, saved)
-    final = read_final(run_dir)
-    done = state["epoch"] if state else 0
-    if done >= saved.epochs and final is not None and final.get("epochs") == done:
-        raise VaekitError(
-            f"{run_dir} already finished its {saved.epochs} epochs: "
-            f"pass --epochs N (more than {saved.epochs}) to train further"
-        )
-    if done > saved.epochs:
-        raise VaekitError(f"{run_dir} has trained {done} epochs already: pass --epochs {done} or more")
-    return saved, state
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:
