@@ -59,7 +59,7 @@ def meta_model(run_dir: Path) -> VAE:
 
 
 @pytest.fixture(scope="module")
-def test_split() -> Split:
+def digits_test() -> Split:
     return load_dataset(tiny_config().data).test
 
 
@@ -168,37 +168,37 @@ def test_a_run_trained_on_the_cpu_loads_on_any_device(run_dir: Path, meta_model:
     assert [n for n, _ in on_meta.named_parameters()] == [n for n, _ in on_cpu.named_parameters()]
 
 
-def test_likelihood_report_runs_on_the_models_device(meta_model: VAE, test_split: Split) -> None:
-    reaches_its_results(lambda: likelihood_report(meta_model, test_split.x[:20], "test", k=3))
+def test_likelihood_report_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
+    reaches_its_results(lambda: likelihood_report(meta_model, digits_test.x[:20], "test", k=3))
 
 
-def test_kl_report_runs_on_the_models_device(meta_model: VAE, test_split: Split) -> None:
-    reaches_its_results(lambda: kl_report(meta_model, test_split.x[:20]))
+def test_kl_report_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
+    reaches_its_results(lambda: kl_report(meta_model, digits_test.x[:20]))
 
 
-def test_smoothness_runs_on_the_models_device(meta_model: VAE, test_split: Split) -> None:
-    reaches_its_results(lambda: smoothness(meta_model, test_split, None, paths=4, steps=3))
+def test_smoothness_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
+    reaches_its_results(lambda: smoothness(meta_model, digits_test, None, paths=4, steps=3))
 
 
-def test_gradient_lab_accumulates_on_the_models_device(meta_model: VAE, test_split: Split) -> None:
-    reaches_its_results(lambda: gradient_report(meta_model, to_float(test_split.x[:8]), repeats=2, samples=2))
+def test_gradient_lab_accumulates_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
+    reaches_its_results(lambda: gradient_report(meta_model, to_float(digits_test.x[:8]), repeats=2, samples=2))
 
 
-def test_the_explorer_runs_on_the_models_device(meta_model: VAE, test_split: Split) -> None:
+def test_the_explorer_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
     from vaekit.web.app import create_app
 
-    reaches_its_results(lambda: create_app(meta_model, test_split, "meta"))
+    reaches_its_results(lambda: create_app(meta_model, digits_test, "meta"))
 
 
-def test_sample_quality_runs_on_the_samples_device(meta_model: VAE, test_split: Split) -> None:
+def test_sample_quality_runs_on_the_samples_device(meta_model: VAE, digits_test: Split) -> None:
     decoded = meta_model.sample(12, torch.Generator().manual_seed(0))
-    reaches_its_results(lambda: sample_quality(decoded, test_split.x, None))
-    reaches_its_results(lambda: neighbour_audit(decoded, test_split.x[:12], test_split.x[12:24], "pixels"))
+    reaches_its_results(lambda: sample_quality(decoded, digits_test.x, None))
+    reaches_its_results(lambda: neighbour_audit(decoded, digits_test.x[:12], digits_test.x[12:24], "pixels"))
 
 
-def test_the_classifier_embeds_images_from_any_device_on_its_own(test_split: Split) -> None:
+def test_the_classifier_embeds_images_from_any_device_on_its_own(digits_test: Split) -> None:
     space = FeatureSpace(Classifier(1, 10).to("meta"), 0.0, "meta")
-    features = space.embed(test_split.x[:6])
+    features = space.embed(digits_test.x[:6])
     assert features.device.type == "meta" and features.shape == (6, FEATURE_DIM)
 
 
