@@ -38,12 +38,10 @@ lint: venv
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-# Benchmarks print ratios against baselines measured in the same run; run them on an otherwise idle machine.
+# Benchmarks print ratios against baselines measured in the same run and collect them in benchmarks/results.md;
+# run them on an otherwise idle machine.
 bench: venv data
-	$(BIN)/python benchmarks/train_speed.py
-	cd benchmarks && ../$(BIN)/python quality.py
-	cd benchmarks && ../$(BIN)/python evaluate_speed.py
-	$(BIN)/python benchmarks/serve_latency.py
+	$(BIN)/python benchmarks/suite.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

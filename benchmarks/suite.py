@@ -1,0 +1,79 @@
+"""`make bench`: every benchmark in one sitting, written to benchmarks/results.md.
+
+Each benchmark prints its figures as ratios to a baseline it measures in the same run (the tutorial pipeline, a
+minimal loop, the matmul rate, one process, the FLOP bound, one client, data in memory); this collects what they
+print, with the machine, the commit and each benchmark's wall time, into one Markdown file. Run it on an otherwise
+idle machine: two CPU-bound processes on a small machine slow each other several times over.
+
+    python benchmarks/suite.py [--out benchmarks/results.md] [--only train_speed ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# (script, arguments, what its figures are measured against)
+BENCHMARKS: list[tuple[str, list[str], str]] = [
+    ("train_speed", [], "training throughput against the tutorial and a minimal loop; fraction of matmul rate"),
+    ("train_speed", ["--batch-size", "1024", "--batches", "40"], "the same at batch 1024, where per-step costs fade"),
+    ("ddp_speed", [], "torchrun DDP, 2 processes against 1 process on the same cores"),
+    ("evaluate_speed", [], "the k = 1000 importance-weighted evaluation against its FLOP bound"),
+    ("serve_latency", [], "explorer decode latency, 1 client against 8 concurrent clients"),
+    ("memory_scaling", [], "resident memory and time per sample from packs of 10k to 1M images, against memory"),
+    ("quality", [], "test −ELBO after 10 epochs against the tutorial pipeline"),
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    import torch
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}; "
+        f"commit {commit.stdout.strip() or 'unknown'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--only", nargs="*", help="run only these benchmarks (script names)")
+    args = parser.parse_args()
+    chosen = [b for b in BENCHMARKS if not args.only or b[0] in args.only]
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# vaekit benchmarks", "", f"Measured {started} on {machine()}.", ""]
+    lines += ["Every figure is a ratio to a baseline measured in the same run; absolute rates move.", ""]
+    failed = 0
+    for script, arguments, about in chosen:
+        command = [sys.executable, f"{script}.py", *arguments]
+        print(f"== {' '.join([script, *arguments])}", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=HERE, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        output = done.stdout.rstrip() if done.returncode == 0 else (done.stdout + done.stderr).rstrip()
+        print(output, flush=True)
+        failed += done.returncode != 0
+        status = "" if done.returncode == 0 else f" — FAILED (exit {done.returncode})"
+        lines += [f"## {script} {' '.join(arguments)}".rstrip(), "", f"{about}. {seconds:.0f} s{status}.", ""]
+        lines += [f"    python benchmarks/{script}.py {' '.join(arguments)}".rstrip(), "", "```", output, "```", ""]
+    args.out.write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
