@@ -20,8 +20,8 @@ import torch
 from train_speed import matmul_gflops  # type: ignore[import-not-found]
 
 from vaekit import DataConfig, TrainConfig, load_run, train
-from vaekit.data import load_dataset
-from vaekit.evaluate import likelihood_report
+from vaekit.analysis.evaluate import likelihood_report
+from vaekit.data.sources import load_dataset
 
 
 def main() -> None:

@@ -43,14 +43,14 @@ def noise(start: int, stop: int) -> np.ndarray:
 
 
 def write_synthetic_pack(folder: Path, count: int) -> None:
-    from vaekit.pack import Rows, write_pack
+    from vaekit.data.pack import Rows, write_pack
 
     test = Rows(TEST_IMAGES, SHAPE, lambda a, b: noise(10**9 + a, 10**9 + b), None)
     write_pack(folder, {"train": Rows(count, SHAPE, noise, None), "test": test}, f"synthetic {count}")
 
 
 def write_baseline_npz(pack: Path, path: Path, count: int) -> None:
-    from vaekit.pack import open_pack
+    from vaekit.data.pack import open_pack
 
     images = open_pack(pack).images.numpy()
     np.savez(path, x=images[:count], x_test=images[count:])
@@ -59,7 +59,7 @@ def write_baseline_npz(pack: Path, path: Path, count: int) -> None:
 def run_case(dataset: str, out: str) -> dict[str, Any]:
     """Train one epoch in this process and report RssAnon (start, peak) and the epoch's time per training image."""
     from vaekit import DataConfig, ModelConfig, TrainConfig, train
-    from vaekit.train import SilentReporter
+    from vaekit.training.loop import SilentReporter
 
     class Probe(SilentReporter):
         def __init__(self) -> None:
@@ -92,8 +92,8 @@ def batching(config: Any) -> dict[str, float]:
     """Seconds for one pass of the trainer's batching alone (after the measured window): the part a pack changes."""
     import torch
 
-    from vaekit.data import load_dataset
-    from vaekit.train import batches
+    from vaekit.data.sources import load_dataset
+    from vaekit.training.loop import batches
 
     x = load_dataset(config.data).train.x
     generator = torch.Generator().manual_seed(0)

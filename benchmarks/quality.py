@@ -2,7 +2,7 @@
 
 Trains the MLP 784-400-20 VAE for N epochs on Fashion-MNIST (grey values as Bernoulli targets, as tutorials do)
 with (a) the tutorial pipeline (pytorch/examples `vae/main.py`, rebuilt without torchvision: all 60,000 training
-images, test loss = summed BCE + KL over the test set / 10,000) and (b) `vaekit.train` with its defaults
+images, test loss = summed BCE + KL over the test set / 10,000) and (b) `vaekit.training.loop` with its defaults
 (55,000 train + 5,000 validation) and with --val-size 0 (all 60,000, as the tutorial). Prints test −ELBO in nats.
 
     python benchmarks/quality.py [--epochs 10]
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from train_speed import TutorialImages, TutorialVAE  # type: ignore[import-not-found]
 
 from vaekit import DataConfig, TrainConfig, train
-from vaekit.data import load_dataset
+from vaekit.data.sources import load_dataset
 
 
 def tutorial_test_loss(epochs: int, seed: int = 1) -> float:

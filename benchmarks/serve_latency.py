@@ -23,7 +23,7 @@ import torch
 import uvicorn
 
 from vaekit import DataConfig, TrainConfig, load_run, train
-from vaekit.data import load_dataset
+from vaekit.data.sources import load_dataset
 from vaekit.web.app import create_app
 
 Body = dict[str, list[float]]

@@ -11,9 +11,9 @@ from torch.distributions import Categorical, OneHotCategorical, kl_divergence
 
 from tests.conftest import tiny_config
 from vaekit import TrainConfig, load_run, train
-from vaekit.distributions import RelaxedCategorical
-from vaekit.evaluate import likelihood_report
-from vaekit.train import temperature_at
+from vaekit.analysis.evaluate import likelihood_report
+from vaekit.model.distributions import RelaxedCategorical
+from vaekit.training.loop import temperature_at
 
 V, K = 5, 4
 
@@ -106,7 +106,7 @@ def test_categorical_resume_is_exact(tmp_path: Path) -> None:
 def test_gaussian_only_tools_refuse_categorical_runs_in_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from vaekit.cli import app
+    from vaekit.cli.main import app
 
     train(categorical_config(epochs=1), tmp_path / "cat")
     for args in (["latent", "traverse"], ["latent", "manifold"], ["serve"], ["gradients"]):

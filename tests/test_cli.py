@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.test_data import write_images
-from vaekit.cli import app
+from vaekit.cli.main import app
 
 runner = CliRunner()
 TINY = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--quiet"]

@@ -12,9 +12,18 @@ from PIL import Image
 
 from tests.conftest import SHARED_MNIST, idx_bytes, write_idx_dataset
 from vaekit import DataConfig
-from vaekit.data import IdxSource, Split, check_agree, load_dataset, locate_idx, read_idx, search_dirs, split_off
+from vaekit.data.sources import (
+    IdxSource,
+    Split,
+    check_agree,
+    load_dataset,
+    locate_idx,
+    read_idx,
+    search_dirs,
+    split_off,
+)
+from vaekit.data.userdata import load_arrays, load_image_folder, load_image_like
 from vaekit.errors import VaekitError
-from vaekit.userdata import load_arrays, load_image_folder, load_image_like
 
 
 def fake_source(checksums: dict[str, str], mirrors: tuple[str, ...] = ()) -> IdxSource:
@@ -352,7 +361,7 @@ def test_data_errors_reach_the_command_line_whole(tmp_path: Path) -> None:
     """One line on stderr, exit 2, nothing trained: the array name in brackets survives the console's markup."""
     from typer.testing import CliRunner
 
-    from vaekit.cli import app
+    from vaekit.cli.main import app
 
     images = np.empty(10, dtype=object)
     images[:] = [np.zeros((4, 4))] * 10

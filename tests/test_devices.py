@@ -22,18 +22,19 @@ from torch import Tensor
 
 from tests.conftest import tiny_config
 from tests.test_cli import assert_clean_error, invoke
-from vaekit.classifier import FEATURE_DIM, Classifier, FeatureSpace
+from vaekit.analysis.classifier import FEATURE_DIM, Classifier, FeatureSpace
+from vaekit.analysis.estimators import gradient_report
+from vaekit.analysis.evaluate import kl_report, likelihood_report, neighbour_audit, sample_quality
+from vaekit.analysis.sample_quality import frechet_distance
+from vaekit.analysis.smoothness import smoothness
 from vaekit.config import TrainConfig
-from vaekit.data import Split, load_dataset, to_float
-from vaekit.devices import RunningSum, accumulate_dtype, generator_on, prepare_networks, resolve_device
+from vaekit.data.sources import Split, load_dataset, to_float
+from vaekit.devices import RunningSum, accumulate_dtype, generator_on, resolve_device
 from vaekit.errors import VaekitError
-from vaekit.estimators import gradient_report
-from vaekit.evaluate import kl_report, likelihood_report, neighbour_audit, sample_quality
-from vaekit.model import VAE
-from vaekit.runs import CONFIG, build_model, load_run
-from vaekit.sample_quality import frechet_distance
-from vaekit.smoothness import smoothness
-from vaekit.train import train
+from vaekit.model.vae import VAE
+from vaekit.training.loop import train
+from vaekit.training.precision import prepare_networks
+from vaekit.training.runs import CONFIG, build_model, load_run
 
 READ_FROM_META = r"meta tensors|no data"  # what reading a result off the meta device raises, and nothing else
 

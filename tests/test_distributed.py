@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import tiny_config
 from vaekit import load_run, train
-from vaekit.distributed import Ranks
+from vaekit.training.distributed import Ranks
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # 1,293 training images at batch 64: the last batch (13 images) does not split evenly over 2 ranks
@@ -134,7 +134,7 @@ def test_two_nodes_meeting_on_localhost_train_the_same_model(one_process: Path, 
 
 
 def test_sharded_evaluation_scores_every_image_once_as_one_process_does(one_process: Path) -> None:
-    from vaekit.evaluate import evaluate
+    from vaekit.analysis.evaluate import evaluate
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "vaekit", "evaluate", str(one_process)]

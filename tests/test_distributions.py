@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian, PointMass
 from vaekit.errors import VaekitError
+from vaekit.model.distributions import Bernoulli, DiagonalGaussian, Gaussian, PointMass
 
 
 def random_gaussian(n: int = 32, d: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,8 @@ import pytest
 from tests.conftest import SHARED_MNIST, QuietHandler, write_idx_dataset
 from tests.test_data import fake_source
 from vaekit import DataConfig
-from vaekit.data import MNIST, load_dataset, locate_idx
-from vaekit.download import fetch
+from vaekit.data.download import fetch
+from vaekit.data.sources import MNIST, load_dataset, locate_idx
 from vaekit.errors import VaekitError
 
 
@@ -194,7 +194,7 @@ def test_an_interrupted_download_leaves_no_part_file(
     def interrupt(*args: object) -> str:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("vaekit.download.content_sha256", interrupt)
+    monkeypatch.setattr("vaekit.data.download.content_sha256", interrupt)
     with pytest.raises(KeyboardInterrupt):
         fetch(NAME, sums[NAME], (url,), tmp_path / "data")
     assert list((tmp_path / "data").iterdir()) == []

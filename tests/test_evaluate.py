@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from vaekit import VAE, DataConfig, ModelConfig, TrainConfig, load_run, train
-from vaekit.classifier import feature_space
-from vaekit.data import load_dataset, load_digits, to_float
-from vaekit.evaluate import evaluate, kl_report, likelihood_report, neighbour_audit, scoring_input
-from vaekit.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
+from vaekit.analysis.classifier import feature_space
+from vaekit.analysis.evaluate import evaluate, kl_report, likelihood_report, neighbour_audit, scoring_input
+from vaekit.analysis.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
+from vaekit.data.sources import load_dataset, load_digits, to_float
 
 
 def test_kl_report_finds_exactly_the_dimensions_the_encoder_uses() -> None:
@@ -202,7 +202,7 @@ def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run:
 
 
 def test_evaluate_command_prints_tables_or_json(evaluated_run: Path) -> None:
-    from vaekit.cli import app
+    from vaekit.cli.main import app
 
     result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--k", "5", "--samples", "50", "--json"])
     assert result.exit_code == 0, result.stderr

@@ -16,8 +16,8 @@ from torch import Tensor
 from torch.distributions import MultivariateNormal
 
 from vaekit import VAE, ModelConfig
-from vaekit.distributions import Gaussian, Likelihood
-from vaekit.objectives import iwae_bound, log_importance_weights
+from vaekit.model.distributions import Gaussian, Likelihood
+from vaekit.model.objectives import iwae_bound, log_importance_weights
 
 P, D, SIGMA = 6, 2, 0.3
 

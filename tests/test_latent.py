@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from vaekit import load_run, train
-from vaekit.cli import app
-from vaekit.latent import chain, class_difference, embed_2d, interpolate, plane_grid, prior_offsets, traversal
-from vaekit.smoothness import path_stats
+from vaekit.analysis.latent import chain, class_difference, embed_2d, interpolate, plane_grid, prior_offsets, traversal
+from vaekit.analysis.smoothness import path_stats
+from vaekit.cli.main import app
 
 
 def test_linear_path_hits_both_endpoints_and_extrapolates_on_the_line() -> None:

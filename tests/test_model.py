@@ -7,9 +7,9 @@ import torch
 
 from tests.conftest import tiny_config
 from vaekit import VAE, ModelConfig
-from vaekit.distributions import LOG_SCALE_MIN, Gaussian
 from vaekit.errors import VaekitError
-from vaekit.train import beta_at
+from vaekit.model.distributions import LOG_SCALE_MIN, Gaussian
+from vaekit.training.loop import beta_at
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv"])

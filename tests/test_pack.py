@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 from tests.conftest import tiny_config
 from tests.test_data import write_images
 from vaekit import DataConfig, TrainConfig, train
-from vaekit.cli import app
-from vaekit.data import load_dataset, pack_dataset, split_off
+from vaekit.cli.main import app
+from vaekit.data.pack import IMAGES, LABELS, MANIFEST, IndexedImages, Rows, open_pack, write_pack
+from vaekit.data.sources import load_dataset, pack_dataset, split_off
+from vaekit.data.userdata import load_arrays
 from vaekit.errors import VaekitError
-from vaekit.pack import IMAGES, LABELS, MANIFEST, IndexedImages, Rows, open_pack, write_pack
-from vaekit.train import SilentReporter, batches
-from vaekit.userdata import load_arrays
+from vaekit.training.loop import SilentReporter, batches
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:
@@ -102,7 +102,7 @@ def test_a_packed_npz_with_its_own_test_split_matches_the_npz(tmp_path: Path, li
 
 
 def test_a_packed_npy_is_read_in_chunks_and_matches_the_npy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("vaekit.pack.CHUNK_BYTES", 100)  # 2 images of 7x7 a chunk: many chunks, a short last one
+    monkeypatch.setattr("vaekit.data.pack.CHUNK_BYTES", 100)  # 2 images of 7x7 a chunk: many chunks, a short last one
     images = np.random.default_rng(2).random((41, 7, 7)) > 0.5  # booleans become 0/255 pixels
     np.save(tmp_path / "d.npy", images)
     manifest = pack_dataset(str(tmp_path / "d.npy"), tmp_path / "pack")
@@ -121,8 +121,10 @@ def test_an_npz_over_the_in_memory_cap_is_packed_from_its_zip_stream(
     np.savez_compressed(tmp_path / "d.npz", images=x, labels=np.arange(50), x_test=x_test)
     with pytest.raises(VaekitError, match=r"more than the 1\.0 kB vaekit loads into memory"):
         load_arrays(tmp_path / "d.npz", max_bytes=1000)
-    monkeypatch.setattr("vaekit.userdata.MAX_LOAD_BYTES", 1000)  # under the 3,000 bytes of images: never read whole
-    monkeypatch.setattr("vaekit.pack.CHUNK_BYTES", 130)  # 2 images a chunk
+    monkeypatch.setattr(
+        "vaekit.data.userdata.MAX_LOAD_BYTES", 1000
+    )  # under the 3,000 bytes of images: never read whole
+    monkeypatch.setattr("vaekit.data.pack.CHUNK_BYTES", 130)  # 2 images a chunk
     manifest = pack_dataset(str(tmp_path / "d.npz"), tmp_path / "pack")
     assert manifest["shape"] == [59, 3, 5, 4] and LABELS not in manifest["files"]  # x_test brings no labels
     pack = open_pack(tmp_path / "pack")
@@ -215,7 +217,7 @@ def test_an_interrupted_pack_leaves_nothing(tmp_path: Path) -> None:
 def test_a_pack_that_would_not_fit_on_disk_is_refused_before_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vaekit.pack.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    monkeypatch.setattr("vaekit.data.pack.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     code, _, stderr = invoke("pack", "digits", tmp_path / "pack")
     one_line_error(code, stderr, "the pack needs 0.1 MB", "0.0 MB free: free some space or write the pack elsewhere")
     assert list(tmp_path.iterdir()) == []

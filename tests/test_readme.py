@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vaekit.cli import app
+from vaekit.cli.main import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "<!-- The block below is run by tests/test_readme.py. -->"

@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from vaekit import load_run, train
-from vaekit.cli import app
-from vaekit.data import load_dataset
+from vaekit.cli.main import app
+from vaekit.data.sources import load_dataset
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
-from vaekit.runlock import RunLock
-from vaekit.train import SilentReporter
+from vaekit.model.vae import VAE
+from vaekit.training.loop import SilentReporter
+from vaekit.training.runlock import RunLock
 
 runner = CliRunner()
 ARGS = ["--dataset", "digits", "--epochs", "3", "--batch-size", "64", "--hidden", "32", "--latent-dim", "4"]
@@ -190,7 +190,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 def test_non_finite_weights_are_never_written_over_a_good_checkpoint(tmp_path: Path) -> None:
-    from vaekit.runs import save_checkpoint
+    from vaekit.training.runs import save_checkpoint
 
     run = train(tiny_config(epochs=1), tmp_path / "run")
     before = fingerprint(tmp_path / "run")

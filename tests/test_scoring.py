@@ -10,12 +10,12 @@ import torch
 
 from tests.conftest import tiny_config
 from vaekit import DataConfig, ModelConfig, load_run, train
-from vaekit.data import load_dataset, to_float
-from vaekit.evaluate import evaluate
-from vaekit.objectives import bits_per_dim
-from vaekit.runs import build_model
-from vaekit.scoring import Scoring
-from vaekit.train import SilentReporter, evaluate_split, train_epoch
+from vaekit.analysis.evaluate import evaluate
+from vaekit.data.scoring import Scoring
+from vaekit.data.sources import load_dataset, to_float
+from vaekit.model.objectives import bits_per_dim
+from vaekit.training.loop import SilentReporter, evaluate_split, train_epoch
+from vaekit.training.runs import build_model
 
 GREY = torch.randint(1, 255, (50, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 

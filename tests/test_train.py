@@ -12,7 +12,7 @@ import torch
 from tests.conftest import tiny_config
 from vaekit import load_run, train
 from vaekit.errors import VaekitError
-from vaekit.train import SilentReporter
+from vaekit.training.loop import SilentReporter
 
 RUN_FILES = {
     "config.json",
@@ -109,7 +109,7 @@ def test_a_second_fresh_train_into_a_run_folder_is_refused(tmp_path: Path) -> No
 
 def test_run_files_get_ordinary_permissions(tmp_path: Path) -> None:
     """Atomic writes go through mkstemp (mode 0600); the final files must still be readable by others."""
-    from vaekit.runs import DEFAULT_MODE
+    from vaekit.files import DEFAULT_MODE
 
     train(tiny_config(epochs=1), tmp_path / "run")
     for path in (tmp_path / "run").iterdir():

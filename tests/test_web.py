@@ -30,10 +30,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from vaekit import load_run, train
-from vaekit.cli import app as cli_app
-from vaekit.data import Split, load_dataset
+from vaekit.cli.main import app as cli_app
+from vaekit.data.sources import Split, load_dataset
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
+from vaekit.model.vae import VAE
 from vaekit.web.app import create_app
 from vaekit.web.guards import MAX_BODY_BYTES, allowed_hosts
 

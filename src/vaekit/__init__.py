@@ -4,11 +4,11 @@ from vaekit import VAE, TrainConfig, train, load_run
 """
 
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
-from vaekit.distributions import Bernoulli, DiagonalGaussian, Gaussian
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
-from vaekit.runs import Run, load_run
-from vaekit.train import train
+from vaekit.model.distributions import Bernoulli, DiagonalGaussian, Gaussian
+from vaekit.model.vae import VAE
+from vaekit.training.loop import train
+from vaekit.training.runs import Run, load_run
 
 __all__ = [
     "VAE",

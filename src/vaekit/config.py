@@ -20,8 +20,8 @@ LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
 BINARIZE = ("none", "dynamic", "static")
 KINDS = ("vae", "ae")
 LATENTS = ("gaussian", "categorical")
-ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.objectives.elbo
-PRECISIONS = ("fp32", "bf16")  # the networks' forward passes; see vaekit.devices.prepare_networks
+ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.model.objectives.elbo
+PRECISIONS = ("fp32", "bf16")  # the networks' forward passes; see vaekit.training.precision.prepare_networks
 DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.

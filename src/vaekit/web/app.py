@@ -26,11 +26,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from torch import Tensor
 
-from vaekit.data import Split, to_float
+from vaekit.analysis.evaluate import kl_report
+from vaekit.analysis.latent import interpolate
+from vaekit.data.sources import Split, to_float
 from vaekit.errors import VaekitError
-from vaekit.evaluate import kl_report
-from vaekit.latent import interpolate
-from vaekit.model import VAE
+from vaekit.model.vae import VAE
 from vaekit.web.guards import LOOPBACK_HOSTS, LimitBody, http_error, validation_error
 from vaekit.web.schemas import (
     MAX_IMAGES,

@@ -11,7 +11,7 @@ import torch
 import typer
 from rich.table import Table
 
-from vaekit.cli_common import (
+from vaekit.cli.common import (
     DeviceOpt,
     RunArg,
     SeedOpt,
@@ -21,9 +21,10 @@ from vaekit.cli_common import (
     load_test_split,
     out_console,
 )
-from vaekit.data import CLASS_NAMES, Split, to_float
+from vaekit.data.sources import CLASS_NAMES, Split, to_float
 from vaekit.errors import VaekitError
-from vaekit.runs import Run, atomic_write_json
+from vaekit.files import atomic_write_json
+from vaekit.training.runs import Run
 
 latent_app = typer.Typer(
     help="See and measure the latent space: paths, traversals, grids, smoothness.", no_args_is_help=True
@@ -35,7 +36,7 @@ MethodOpt = Annotated[str, typer.Option(help="linear | slerp (spherical, along t
 
 def _input(spec: str, run: Run, test: Split, flag: str) -> torch.Tensor:
     """A test-image index, or the path of an image file of the model's size: (1, C, H, W)."""
-    from vaekit.userdata import load_image_like
+    from vaekit.data.userdata import load_image_like
 
     if spec.isdigit():
         check_index(int(spec), len(test), flag)
@@ -78,7 +79,14 @@ def interpolate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Decode the path between inputs' posterior means (linear or spherical), extended past the ends, or a chain."""
-    from vaekit.plots import chain_frames, image_grid, interpolation_frames, interpolation_grid, save_gif, save_image
+    from vaekit.analysis.plots import (
+        chain_frames,
+        image_grid,
+        interpolation_frames,
+        interpolation_grid,
+        save_gif,
+        save_image,
+    )
 
     loaded = load_on(run, device)
     test = load_test_split(loaded.config)
@@ -112,8 +120,8 @@ def traverse(
     device: DeviceOpt = "auto",
 ) -> None:
     """Vary one latent dimension at a time around an input's posterior mean: one row per dimension, largest KL first."""
-    from vaekit.evaluate import kl_report
-    from vaekit.plots import save_image, traversal_grid
+    from vaekit.analysis.evaluate import kl_report
+    from vaekit.analysis.plots import save_image, traversal_grid
 
     loaded = load_on(run, device)
     _gaussian_only(loaded, "traversals")
@@ -134,7 +142,7 @@ def manifold(
     device: DeviceOpt = "auto",
 ) -> None:
     """Decode a grid at prior quantiles: the latent plane for D = 2, else the top-2 principal directions."""
-    from vaekit.plots import manifold_grid, save_image
+    from vaekit.analysis.plots import manifold_grid, save_image
 
     loaded = load_on(run, device)
     _gaussian_only(loaded, "manifold grids")
@@ -153,9 +161,9 @@ def embed(
     device: DeviceOpt = "auto",
 ) -> None:
     """Scatter the test images' posterior means in 2-d, coloured by label."""
-    from vaekit.latent import embed_2d
-    from vaekit.plots import embedding_figure
-    from vaekit.runs import atomic_write
+    from vaekit.analysis.latent import embed_2d
+    from vaekit.analysis.plots import embedding_figure
+    from vaekit.files import atomic_write
 
     if method not in ("pca", "tsne"):
         raise VaekitError(f"--method {method!r}: use pca or tsne")
@@ -181,7 +189,7 @@ def arithmetic(
     device: DeviceOpt = "auto",
 ) -> None:
     """Add mean code(target class) − mean code(source class) to inputs of the source class, and decode."""
-    from vaekit.plots import arithmetic_grid, save_image
+    from vaekit.analysis.plots import arithmetic_grid, save_image
 
     loaded = load_on(run, device)
     test = load_test_split(loaded.config)
@@ -210,9 +218,9 @@ def smoothness(
     device: DeviceOpt = "auto",
 ) -> None:
     """Measure how evenly decoded images change along latent paths; writes RUN/smoothness.json."""
-    from vaekit.classifier import feature_space
-    from vaekit.data import load_dataset
-    from vaekit.smoothness import smoothness as measure
+    from vaekit.analysis.classifier import feature_space
+    from vaekit.analysis.smoothness import smoothness as measure
+    from vaekit.data.sources import load_dataset
 
     loaded = load_on(run, device)
     data = load_dataset(loaded.config.data)

@@ -1,11 +1,11 @@
 """Why reparameterize? The gradient-estimator lab: the same ELBO gradient, estimated three ways, many times.
 
-For one fixed mini-batch, each estimator (see `vaekit.objectives.elbo`) produces `repeats` independent estimates of
-∇_φ ELBO for the encoder parameters φ. All three are unbiased, so their means agree; what differs is the spread.
-Per parameter tensor and overall we report the trace of the covariance (the total variance), the signal-to-noise
-ratio ‖mean‖ / √trace, and the cosine between each estimator's mean and the pathwise one. Running sums on the
-model's device (float64 where it has it, compensated float32 where not) keep memory at two vectors per estimator,
-whatever `repeats` is.
+For one fixed mini-batch, each estimator (see `vaekit.model.objectives.elbo`) produces `repeats` independent estimates
+of ∇_φ ELBO for the encoder parameters φ. All three are unbiased, so their means agree; what differs is the spread.
+Per parameter tensor and overall we report the trace of the covariance (the total variance), the signal-to-noise ratio
+‖mean‖ / √trace, and the cosine between each estimator's mean and the pathwise one. Running sums on the model's device
+(float64 where it has it, compensated float32 where not) keep memory at two vectors per estimator, whatever `repeats`
+is.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import torch
 from torch import Tensor
 
 from vaekit.config import ESTIMATORS
-from vaekit.data import load_dataset, split_off
+from vaekit.data.scoring import Scoring
+from vaekit.data.sources import load_dataset, split_off
 from vaekit.devices import RunningSum, generator_on
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
-from vaekit.runs import Run, atomic_write, atomic_write_json, build_model
-from vaekit.scoring import Scoring
+from vaekit.files import atomic_write, atomic_write_json
+from vaekit.model.vae import VAE
+from vaekit.training.runs import Run, build_model
 
 
 @dataclass
@@ -107,7 +108,7 @@ def gradient_lab(
     """The lab on a run: a fixed-seed mini-batch of its training images, scored as training scores them (one
     fixed-seed binarization or dequantization draw), the trained encoder and optionally a fresh one; writes
     gradients.json and gradient_variance.png into the run."""
-    from vaekit.plots import gradient_variance_figure
+    from vaekit.analysis.plots import gradient_variance_figure
 
     data = load_dataset(run.config.data)
     batch = split_off(data.train, min(batch_size, len(data.train)), seed)[1]

@@ -13,12 +13,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from vaekit.config import TrainConfig
-from vaekit.data import Split
-from vaekit.distributed import launched_ranks
+from vaekit.data.sources import Split
 from vaekit.errors import VaekitError
+from vaekit.training.distributed import launched_ranks
 
 if TYPE_CHECKING:
-    from vaekit.runs import Run
+    from vaekit.training.runs import Run
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -63,14 +63,14 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_on(run: Path, device: str) -> Run:
     """The run's model on `device`, checked to exist here first; any run loads on any device."""
     from vaekit.devices import resolve_device
-    from vaekit.runs import load_run
+    from vaekit.training.runs import load_run
 
     return load_run(run, str(resolve_device(device)))
 
 
 def load_test_split(config: TrainConfig) -> Split:
     """The test images (and labels) of the data a run was trained on."""
-    from vaekit.data import load_dataset
+    from vaekit.data.sources import load_dataset
 
     return load_dataset(config.data).test
 

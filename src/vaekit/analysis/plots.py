@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vaekit.data import to_float
-from vaekit.latent import chain, class_difference, interpolate, plane_grid, principal_plane, traversal
-from vaekit.model import VAE
-from vaekit.runs import atomic_write
+from vaekit.analysis.latent import chain, class_difference, interpolate, plane_grid, principal_plane, traversal
+from vaekit.data.sources import to_float
+from vaekit.files import atomic_write
+from vaekit.model.vae import VAE
 
 MIN_TILE_PX = 56  # small images (8x8 digits) are enlarged so a grid is readable
 

@@ -17,23 +17,25 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from vaekit import distributed
 from vaekit.config import TrainConfig
-from vaekit.data import Dataset, load_dataset
-from vaekit.devices import RunningSum, prepare_networks, resolve_device
-from vaekit.distributed import Ranks
-from vaekit.distributions import BatchSlice, Randomness
+from vaekit.data.scoring import Scoring
+from vaekit.data.sources import Dataset, load_dataset
+from vaekit.devices import RunningSum, resolve_device
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
-from vaekit.objectives import bits_per_dim
-from vaekit.resume import agreed_start
-from vaekit.runlock import RunLock
-from vaekit.runs import (
+from vaekit.files import atomic_write_json
+from vaekit.model.distributions import BatchSlice, Randomness
+from vaekit.model.objectives import bits_per_dim
+from vaekit.model.vae import VAE
+from vaekit.training import distributed
+from vaekit.training.distributed import Ranks
+from vaekit.training.precision import prepare_networks
+from vaekit.training.resume import agreed_start
+from vaekit.training.runlock import RunLock
+from vaekit.training.runs import (
     CONFIG,
     FINAL,
     STATE,
     Run,
-    atomic_write_json,
     build_model,
     load_weights,
     read_config,
@@ -41,14 +43,13 @@ from vaekit.runs import (
     write_config,
     write_views,
 )
-from vaekit.scoring import Scoring
 
 EVAL_SEED = 2024  # evaluation noise is fixed, so validation curves do not jitter from one epoch to the next
 EVAL_CHUNK = 2000
 
 
 class Reporter(Protocol):
-    """What the loop tells the outside world; `vaekit.progress.RichReporter` draws it as a progress bar."""
+    """What the loop tells the outside world; `vaekit.cli.progress.RichReporter` draws it as a progress bar."""
 
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None: ...
     def step(self, batches_done: int, loss: float) -> None: ...
@@ -74,7 +75,7 @@ def batches(x: Tensor, batch_size: int, order: Tensor, first_step: int = 0) -> I
 def evaluate_split(model: VAE, x: Tensor, seed: int = EVAL_SEED) -> dict[str, float]:
     """Mean ELBO and its terms over a split (nats per example), with one fixed-seed draw of the noise.
 
-    The split is scored as `vaekit.scoring` defines (validation and test splits arrive binarized when the run
+    The split is scored as `vaekit.data.scoring` defines (validation and test splits arrive binarized when the run
     binarizes), so log p(x|z), the ELBO and bits/dim are those of the data as stored, as `vaekit evaluate` reports them.
     """
     model.eval()
@@ -323,7 +324,7 @@ def _check_finite(record: dict[str, Any], config: TrainConfig) -> None:
 
 def finish(run_dir: Path, model: VAE, data: Dataset, config: TrainConfig, history: list[dict[str, Any]]) -> Run:
     """Evaluate on the test split, write metrics.json and the pictures; the run is complete once this returns."""
-    from vaekit.plots import write_run_pictures  # matplotlib is only needed once training is done
+    from vaekit.analysis.plots import write_run_pictures  # matplotlib is only needed once training is done
 
     final = {
         "epochs": len(history),

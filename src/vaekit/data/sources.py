@@ -2,7 +2,7 @@
 
 Every source ends as a `Dataset` of uint8 (or float32 in [0, 1]) tensors shaped (N, C, H, W), split into train,
 validation and test. Batching and devices are the trainer's business; this module returns tensors, not loaders.
-A pack (see `vaekit.pack`) stays on disk: its training split is an `IndexedImages` over the mapped file, which the
+A pack (see `vaekit.data.pack`) stays on disk: its training split is an `IndexedImages` over the mapped file, which the
 splits below narrow by index without reading it, and its validation and test splits are read into memory.
 """
 
@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from vaekit.config import DataConfig
-from vaekit.download import fetch, verify
+from vaekit.data.download import fetch, verify
+from vaekit.data.pack import IndexedImages, Rows, is_pack, open_pack, write_pack
+from vaekit.data.userdata import array_rows, image_folder_rows, load_arrays, load_image_folder
 from vaekit.errors import VaekitError
-from vaekit.pack import IndexedImages, Rows, is_pack, open_pack, write_pack
-from vaekit.userdata import array_rows, image_folder_rows, load_arrays, load_image_folder
 
 TEST_SPLIT_SEED = 1234  # held fixed so that every run of a dataset is tested on the same images
 BINARIZE_SEED = 4321  # the fixed draw used for binarized validation/test sets

@@ -5,7 +5,7 @@ model.safetensors  the latest weights, for everything downstream of training
 state.pt           the resumable checkpoint and the one authority after a crash: epoch, weights, optimizer, RNG
                    state and history (tensors and plain data only, read with weights_only=True); written first
 metrics.jsonl      one JSON object per finished epoch (may run ahead of the weights after a crash; readers cut it)
-.lock              held while a run trains (see vaekit.runlock)
+.lock              held while a run trains (see vaekit.training.runlock)
 metrics.json       the final evaluation on the test split
 *.png              pictures
 """
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,39 +24,10 @@ from safetensors.torch import save as save_safetensors
 
 from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
+from vaekit.files import atomic_write, atomic_write_json
+from vaekit.model.vae import VAE
 
-
-def _default_mode() -> int:
-    """What open() would give a new file: 0666 less the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-DEFAULT_MODE = _default_mode()
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a temporary file beside `path`, fsync, rename it over `path`: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, DEFAULT_MODE)  # mkstemp creates 0600; a run folder is for sharing
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """JSON with NaN and infinity refused: they are not JSON, and no reader could parse the file."""
-    atomic_write(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:

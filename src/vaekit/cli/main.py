@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vaekit.cli_common import (
+from vaekit.cli.common import (
     DeviceOpt,
     RunArg,
     SeedOpt,
@@ -24,8 +24,8 @@ from vaekit.cli_common import (
     out_console,
     read_toml,
 )
-from vaekit.cli_latent import latent_app
-from vaekit.cli_tools import evaluate, gradients, serve
+from vaekit.cli.latent import latent_app
+from vaekit.cli.tools import evaluate, gradients, serve
 from vaekit.config import TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
@@ -156,10 +156,10 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a VAE and write a run folder: weights, checkpoints, metrics and pictures."""
-    from vaekit.progress import RichReporter
-    from vaekit.runs import read_config
-    from vaekit.train import SilentReporter
-    from vaekit.train import train as run_training
+    from vaekit.cli.progress import RichReporter
+    from vaekit.training.loop import SilentReporter
+    from vaekit.training.loop import train as run_training
+    from vaekit.training.runs import read_config
 
     flags = {
         "kind": model,
@@ -222,7 +222,7 @@ def sample(
     device: DeviceOpt = "auto",
 ) -> None:
     """Decode draws from the prior N(0, I) into a grid of images."""
-    from vaekit.plots import sample_grid, save_image
+    from vaekit.analysis.plots import sample_grid, save_image
 
     loaded = load_on(run, device)
     path = out or Path(f"{run.name}-samples.png")
@@ -242,7 +242,7 @@ def reconstruct(
     device: DeviceOpt = "auto",
 ) -> None:
     """Show test images above their reconstructions (decoded posterior means)."""
-    from vaekit.plots import reconstruction_grid, save_image
+    from vaekit.analysis.plots import reconstruction_grid, save_image
 
     loaded = load_on(run, device)
     test_x = load_test_split(loaded.config).x
@@ -268,7 +268,7 @@ def interpolate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Decode the straight line between two test images' posterior means, extended past both ends."""
-    from vaekit.plots import interpolation_grid, save_image
+    from vaekit.analysis.plots import interpolation_grid, save_image
 
     loaded = load_on(run, device)
     test_x = load_test_split(loaded.config).x
@@ -286,7 +286,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Show a run's configuration, progress and latest metrics."""
-    from vaekit.runs import load_run
+    from vaekit.training.runs import load_run
 
     loaded = load_run(run)
     summary = {
@@ -349,8 +349,8 @@ def pack(
     ] = None,
 ) -> None:
     """Write a dataset as a memory-mapped pack that `train --dataset PACK` reads a batch at a time."""
-    from vaekit.data import pack_dataset
-    from vaekit.pack import verify_pack
+    from vaekit.data.pack import verify_pack
+    from vaekit.data.sources import pack_dataset
 
     if verify:
         if out is not None:

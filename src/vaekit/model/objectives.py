@@ -13,10 +13,10 @@ import torch
 from torch import Tensor
 
 from vaekit.devices import accumulate_dtype
-from vaekit.distributions import Randomness
+from vaekit.model.distributions import Randomness
 
 if TYPE_CHECKING:
-    from vaekit.model import VAE
+    from vaekit.model.vae import VAE
 
 
 @dataclass
@@ -86,7 +86,7 @@ def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:
     """Convert a negative log-likelihood in nats per example to bits per dimension: nats / (dims · ln 2).
 
     The one definition for training records and evaluation alike. The nats must be those of the data as stored:
-    for a density on dequantized 8-bit pixels, including the −D·log 256 of `vaekit.scoring.Scoring.offset`.
+    for a density on dequantized 8-bit pixels, including the −D·log 256 of `vaekit.data.scoring.Scoring.offset`.
     """
     return nats_per_example / (dims * math.log(2))
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vaekit.classifier import FeatureSpace
-from vaekit.data import Split
+from vaekit.analysis.classifier import FeatureSpace
+from vaekit.analysis.latent import interpolate
+from vaekit.data.scoring import Scoring
+from vaekit.data.sources import Split
 from vaekit.devices import generator_on
-from vaekit.latent import interpolate
-from vaekit.model import VAE
-from vaekit.scoring import Scoring
+from vaekit.model.vae import VAE
 
 
 @dataclass
@@ -63,7 +63,7 @@ def smoothness(
     method: str = "linear",
 ) -> SmoothnessReport:
     """Decode `paths` interpolations of `steps` steps between random pairs of test images' posterior means; the
-    encoder sees the images as the run scores them (`vaekit.scoring`). The pairs are chosen on the CPU, where the
+    encoder sees the images as the run scores them (`vaekit.data.scoring`). The pairs are chosen on the CPU, where the
     test split is; everything after runs on the model's device, the classifier's features on the classifier's."""
     g = torch.Generator().manual_seed(seed)
     a = torch.randint(len(test), (paths,), generator=g)

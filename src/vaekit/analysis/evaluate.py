@@ -5,7 +5,7 @@
 3. Generalize or memorize?        train/test gaps; nearest-neighbour distances of samples to train vs test images
 4. How good are the samples?      Fréchet distance, precision/recall in a classifier's feature space; Inception FID
 
-Every split is scored on what the run's likelihood scores (`vaekit.scoring`). A plain autoencoder has no ELBO, no
+Every split is scored on what the run's likelihood scores (`vaekit.data.scoring`). A plain autoencoder has no ELBO, no
 likelihood bound and no KL term: for it, questions 1 and 3 are answered with reconstruction error, and 2 not at all.
 Everything reads the run folder and the data it names; nothing reaches into the trainer. Each function runs where
 the model is: images move to its device at the boundary, noise is drawn there, and only results come back.
@@ -22,17 +22,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaekit.classifier import FeatureSpace, feature_space
+from vaekit.analysis.classifier import FeatureSpace, feature_space
+from vaekit.analysis.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
 from vaekit.config import DataConfig
-from vaekit.data import Split, load_dataset, split_off, to_float
+from vaekit.data.scoring import Scoring
+from vaekit.data.sources import Split, load_dataset, split_off, to_float
 from vaekit.devices import accumulate_dtype, generator_on
-from vaekit.distributed import Ranks
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
-from vaekit.objectives import bits_per_dim, iwae_bound
-from vaekit.runs import Run, atomic_write, atomic_write_json
-from vaekit.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
-from vaekit.scoring import Scoring
+from vaekit.files import atomic_write, atomic_write_json
+from vaekit.model.objectives import bits_per_dim, iwae_bound
+from vaekit.model.vae import VAE
+from vaekit.training.distributed import Ranks
+from vaekit.training.runs import Run
 
 NEIGHBOUR_ROWS, NEIGHBOUR_COLUMNS = 8, 6  # neighbours.png: a sample and its 5 nearest training images per row
 MAX_ROWS = 4096  # decoder evaluations per call: bounds memory at MAX_ROWS × pixels floats, whatever k is
@@ -132,7 +133,7 @@ def scoring_input(
     model: VAE, x: Tensor, generator: torch.Generator, data: DataConfig | None = None
 ) -> tuple[Tensor, float, str]:
     """The float images to score, a per-image log-likelihood offset, and a line saying what was scored
-    (see `vaekit.scoring`; `data` is the run's data config, which says whether it binarizes dynamically), on the
+    (see `vaekit.data.scoring`; `data` is the run's data config, which says whether it binarizes dynamically), on the
     model's device."""
     scoring = Scoring.of(model.config, data)
     return scoring.input(x.to(model.device), generator), scoring.offset(x), scoring.describe(x)
@@ -311,7 +312,7 @@ def evaluate(
 def write_evaluation(run_dir: Path, evaluation: Evaluation, decoded: Tensor, train_x: Tensor) -> None:
     """evaluation.json, neighbours.png (samples, each followed by its nearest training images), and kl_per_dim.png
     unless the model has no KL term."""
-    from vaekit.plots import image_grid, kl_per_dim_figure, save_image
+    from vaekit.analysis.plots import image_grid, kl_per_dim_figure, save_image
 
     kl = evaluation.kl
     if kl is not None:

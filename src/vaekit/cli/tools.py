@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vaekit import distributed
-from vaekit.cli_common import (
+from vaekit.cli.common import (
     DeviceOpt,
     RunArg,
     SeedOpt,
@@ -23,6 +22,7 @@ from vaekit.cli_common import (
 from vaekit.config import ESTIMATORS
 from vaekit.devices import resolve_device
 from vaekit.errors import VaekitError
+from vaekit.training import distributed
 
 
 @friendly_errors
@@ -40,9 +40,9 @@ def evaluate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality; writes RUN/evaluation.json."""
-    from vaekit.evaluate import NO_BOUND
-    from vaekit.evaluate import evaluate as run_evaluation
-    from vaekit.report import evaluation_tables
+    from vaekit.analysis.evaluate import NO_BOUND
+    from vaekit.analysis.evaluate import evaluate as run_evaluation
+    from vaekit.analysis.report import evaluation_tables
 
     ranks, where = distributed.start(resolve_device(device))  # under torchrun the bounds are shared out over ranks
     try:
@@ -80,7 +80,7 @@ def gradients(
     device: DeviceOpt = "auto",
 ) -> None:
     """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement; writes gradients.json."""
-    from vaekit.estimators import gradient_lab
+    from vaekit.analysis.estimators import gradient_lab
 
     reports = gradient_lab(load_on(run, device), repeats, batch_size, samples, seed, at_init)
     if as_json:
@@ -124,7 +124,7 @@ def serve(
     import torch
     import uvicorn
 
-    from vaekit.data import CLASS_NAMES
+    from vaekit.data.sources import CLASS_NAMES
     from vaekit.web.app import create_app
     from vaekit.web.guards import WILDCARD_BINDS, allowed_hosts
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vaekit.errors import VaekitError
-from vaekit.runs import DEFAULT_MODE
+from vaekit.files import DEFAULT_MODE
 
 TIMEOUT_S = 60.0  # one socket operation: connecting, or a read that receives nothing at all
 DEADLINE_S = 600.0  # one mirror's whole download of one file: a trickle that never ends is given up

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from vaekit.data import CACHE_ROOT, Dataset, to_float
-from vaekit.runs import atomic_write, atomic_write_json
+from vaekit.data.sources import CACHE_ROOT, Dataset, to_float
+from vaekit.files import atomic_write, atomic_write_json
 
 FEATURE_DIM = 128
 MIN_STEPS = 1000  # small datasets get more epochs so the classifier is still trained properly

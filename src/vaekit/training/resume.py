@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.config import TrainConfig
-from vaekit.distributed import Ranks
 from vaekit.errors import VaekitError
-from vaekit.runs import FINAL, STATE, load_state, read_config, read_final, remove_stale_temporaries, write_config
+from vaekit.training.distributed import Ranks
+from vaekit.training.runs import (
+    FINAL,
+    STATE,
+    load_state,
+    read_config,
+    read_final,
+    remove_stale_temporaries,
+    write_config,
+)
 
 
 def agreed_start(

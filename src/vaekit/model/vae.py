@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.distributions import (
+from vaekit.model.distributions import (
     LOG_2PI,
     LOG_SCALE_MIN,
     Bernoulli,
@@ -20,8 +20,8 @@ from vaekit.distributions import (
     Randomness,
     RelaxedCategorical,
 )
-from vaekit.networks import NETWORKS
-from vaekit.objectives import ElboTerms, elbo
+from vaekit.model.networks import NETWORKS
+from vaekit.model.objectives import ElboTerms, elbo
 
 
 class VAE(nn.Module):
@@ -69,7 +69,7 @@ class VAE(nn.Module):
         return Gaussian(torch.sigmoid(out), log_scale, event_ndim=len(self.input_shape))
 
     def elbo(self, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1) -> ElboTerms:
-        """Per-example ELBO and its terms (see `vaekit.objectives.elbo`)."""
+        """Per-example ELBO and its terms (see `vaekit.model.objectives.elbo`)."""
         return elbo(self, x, generator, estimator, samples)
 
     @property

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from vaekit.config import DataConfig, ModelConfig
-from vaekit.data import to_float
+from vaekit.data.sources import to_float
 
 LOG_256 = math.log(256)
 
@@ -37,7 +37,8 @@ class Scoring:
     @classmethod
     def of(cls, model: ModelConfig, data: DataConfig | None = None) -> Scoring:
         """The scoring of a run. Without `data`, no draw is made: validation and test splits (and static training
-        sets) arrive already binarized by `vaekit.data.load_dataset`, so only dynamic training images need one."""
+        sets) arrive already binarized by `vaekit.data.sources.load_dataset`, so only dynamic training images need
+        one."""
         return cls(
             binarize=data is not None and data.binarize == "dynamic",
             dequantize=model.likelihood != "bernoulli",

@@ -21,8 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from vaekit.data.pack import Rows
 from vaekit.errors import VaekitError
-from vaekit.pack import Rows
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}

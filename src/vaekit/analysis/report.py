@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from vaekit.evaluate import Evaluation
+from vaekit.analysis.evaluate import Evaluation
 
 
 def _row(table: Table, *cells: str) -> None:
