@@ -12,8 +12,8 @@ from torch.distributions import Categorical, OneHotCategorical, kl_divergence
 from tests.conftest import tiny_config
 from vaekit import TrainConfig, load_run, train
 from vaekit.analysis.evaluate import likelihood_report
-from vaekit.model.distributions import RelaxedCategorical
-from vaekit.training.loop import temperature_at
+from vaekit.model.posteriors import CategoricalFamily, RelaxedCategorical
+from vaekit.model.priors import UniformCategorical
 
 V, K = 5, 4
 
@@ -46,7 +46,7 @@ def test_gradients_reach_the_logits(straight_through: bool) -> None:
 def test_kl_to_uniform_matches_torch_distributions() -> None:
     raw = logits()
     expected = kl_divergence(Categorical(logits=raw), Categorical(logits=torch.zeros_like(raw))).sum(-1)
-    torch.testing.assert_close(RelaxedCategorical(raw, 1.0).kl(), expected)
+    torch.testing.assert_close(UniformCategorical(V, K).kl(RelaxedCategorical(raw, 1.0)), expected)
 
 
 def test_log_prob_and_exact_samples_match_one_hot_categorical() -> None:
@@ -67,9 +67,14 @@ def test_evaluation_mode_draws_exact_one_hot_codes() -> None:
 
 def test_temperature_anneals_exponentially_to_its_floor() -> None:
     config = TrainConfig().validate()
-    assert temperature_at(config, 0) == 1.0
-    assert temperature_at(config, 1000) == pytest.approx(math.exp(-1000 * config.model.anneal_rate))
-    assert temperature_at(config, 10**7) == config.model.temperature_min
+    family = CategoricalFamily(config.model)
+    temperatures = []
+    for step in (0, 1000, 10**7):
+        family.at_step(step)
+        temperatures.append(family.temperature)
+    assert temperatures[0] == 1.0
+    assert temperatures[1] == pytest.approx(math.exp(-1000 * config.model.anneal_rate))
+    assert temperatures[2] == config.model.temperature_min
 
 
 def categorical_config(epochs: int = 3) -> TrainConfig:

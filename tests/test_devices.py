@@ -22,6 +22,7 @@ from torch import Tensor
 
 from tests.conftest import tiny_config
 from tests.test_cli import assert_clean_error, invoke
+from vaekit import train
 from vaekit.analysis.classifier import FEATURE_DIM, Classifier, FeatureSpace
 from vaekit.analysis.estimators import gradient_report
 from vaekit.analysis.evaluate import kl_report, likelihood_report, neighbour_audit, sample_quality
@@ -32,7 +33,6 @@ from vaekit.data.sources import Split, load_dataset, to_float
 from vaekit.devices import RunningSum, accumulate_dtype, generator_on, resolve_device
 from vaekit.errors import VaekitError
 from vaekit.model.vae import VAE
-from vaekit.training.loop import train
 from vaekit.training.precision import prepare_networks
 from vaekit.training.runs import CONFIG, build_model, load_run
 

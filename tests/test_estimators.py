@@ -15,8 +15,8 @@ from vaekit import VAE, ModelConfig, load_run, train
 from vaekit.analysis.estimators import gradient_report
 from vaekit.cli.main import app
 from vaekit.errors import VaekitError
-from vaekit.model.distributions import DiagonalGaussian
 from vaekit.model.objectives import leave_one_out_mean, score_term
+from vaekit.model.posteriors import DiagonalGaussian
 
 MU, SIGMA = torch.tensor([0.7, -1.3], dtype=torch.float64), torch.tensor([0.5, 1.5], dtype=torch.float64)
 

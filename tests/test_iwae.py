@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.distributions import MultivariateNormal
 
 from vaekit import VAE, ModelConfig
-from vaekit.model.distributions import Gaussian, Likelihood
+from vaekit.model.likelihoods import Gaussian, Likelihood
 from vaekit.model.objectives import iwae_bound, log_importance_weights
 
 P, D, SIGMA = 6, 2, 0.3
@@ -28,7 +28,7 @@ class LinearGaussianVAE(VAE):
     def decode(self, z: Tensor) -> Likelihood:
         leading = z.shape[:-1]
         loc = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*leading, *self.input_shape)
-        return Gaussian(loc, self.log_scale, event_ndim=3)
+        return Gaussian(loc, self.likelihood.log_scale, event_ndim=3)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import tiny_config
 from vaekit import VAE, ModelConfig
 from vaekit.errors import VaekitError
-from vaekit.model.distributions import LOG_SCALE_MIN, Gaussian
+from vaekit.model.likelihoods import LOG_SCALE_MIN, Gaussian
 from vaekit.training.loop import beta_at
 
 
@@ -59,9 +59,9 @@ def test_elbo_gradient_reaches_every_encoder_parameter() -> None:
 def test_learned_gaussian_scale_is_a_parameter_and_fixed_is_not() -> None:
     learned = VAE(ModelConfig(likelihood="gaussian-learned", input_shape=[1, 8, 8]))
     fixed = VAE(ModelConfig(likelihood="gaussian", input_shape=[1, 8, 8]))
-    assert any(name == "log_scale" for name, _ in learned.named_parameters())
-    assert all(name != "log_scale" for name, _ in fixed.named_parameters())
-    assert "log_scale" in fixed.state_dict()
+    assert any(name == "likelihood.log_scale" for name, _ in learned.named_parameters())
+    assert all(name != "likelihood.log_scale" for name, _ in fixed.named_parameters())
+    assert "likelihood.log_scale" in fixed.state_dict()
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian-learned", "gaussian-pixel"])
@@ -70,7 +70,7 @@ def test_a_learned_gaussian_scale_has_a_floor(likelihood: str) -> None:
     shape = [1, 4, 4]
     model = VAE(ModelConfig(likelihood=likelihood, hidden=[16], latent_dim=2, input_shape=shape))
     with torch.no_grad():
-        model.log_scale.fill_(-60.0)
+        model.likelihood.log_scale.fill_(-60.0)
     p_x = model.decode(torch.zeros(3, 2))
     x = p_x.mean.detach() + 0.01
     assert torch.isfinite(p_x.log_prob(x)).all()

@@ -40,7 +40,7 @@ def test_training_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert history[-1]["train"]["elbo"] > history[0]["train"]["elbo"]  # it learns
     final = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert final["test"]["elbo"] == pytest.approx(final["test"]["log_px"] - final["test"]["kl"])
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["format_version"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["format_version"] == 2
     assert run.final == final
     assert not list((tmp_path / "run").glob(".*"))  # no temporary files left behind
 

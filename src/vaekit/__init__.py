@@ -3,11 +3,12 @@
 from vaekit import VAE, TrainConfig, train, load_run
 """
 
+from vaekit.api import train
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
-from vaekit.model.distributions import Bernoulli, DiagonalGaussian, Gaussian
+from vaekit.model.likelihoods import Bernoulli, Gaussian
+from vaekit.model.posteriors import DiagonalGaussian
 from vaekit.model.vae import VAE
-from vaekit.training.loop import train
 from vaekit.training.runs import Run, load_run
 
 __all__ = [

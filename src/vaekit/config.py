@@ -13,14 +13,19 @@ from typing import Any
 
 from vaekit.errors import VaekitError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model's parts (prior, activation, objective); version 1 folders still load
+READABLE_VERSIONS = (1, 2)
 
-NETWORKS = ("mlp", "conv")
+NETWORKS = ("mlp", "conv", "resconv")
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
+PRIORS = ("standard", "mog", "vamp")  # standard: N(0, I), or uniform for categorical latents
+OBJECTIVES = ("elbo", "iwae")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
 BINARIZE = ("none", "dynamic", "static")
 KINDS = ("vae", "ae")
 LATENTS = ("gaussian", "categorical")
-ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.model.objectives.elbo
+ELBO_ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.model.objectives.elbo
+ESTIMATORS = (*ELBO_ESTIMATORS, "dreg")  # dreg: for the importance-weighted bound
 PRECISIONS = ("fp32", "bf16")  # the networks' forward passes; see vaekit.training.precision.prepare_networks
 DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
@@ -45,6 +50,9 @@ class ModelConfig:
     temperature_min: float = 0.5  # … down to this (Jang et al. 2017)
     anneal_rate: float = 1e-4  # τ reaches 0.5 after about 7,000 steps (16 Fashion-MNIST epochs at batch 128)
     straight_through: bool = False  # hard one-hot forward, relaxed gradient backward
+    activation: str = "relu"  # of the hidden layers; see ACTIVATIONS
+    prior: str = "standard"  # see PRIORS; mog and vamp are learned, with `prior_components` components
+    prior_components: int = 10
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W)
 
 
@@ -72,6 +80,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # β ramps linearly from 0 over this many epochs (Bowman et al. 2016)
     estimator: str = "reparam"  # how the encoder gradient is estimated: see ESTIMATORS and objectives.elbo
     samples: int = 1  # z samples per image in each training step
+    objective: str = "elbo"  # or "iwae": the importance-weighted bound with `k` samples (Burda et al. 2016)
+    k: int = 5  # importance samples per image for --objective iwae
+    free_bits: float = 0.0  # nats per latent unit below which its KL is not pushed down (Kingma et al. 2016)
     seed: int = 0
     device: str = "cpu"  # or auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps; see vaekit.devices.resolve_device
     precision: str = "fp32"  # "bf16": the networks under autocast; log-likelihoods and KL stay float32
@@ -97,6 +108,36 @@ class TrainConfig:
             (data.binarize in BINARIZE, f"unknown binarize mode {data.binarize!r}: use one of {BINARIZE}"),
             (self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}: use one of {ESTIMATORS}"),
             (self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {PRECISIONS}"),
+            (model.activation in ACTIVATIONS, f"unknown activation {model.activation!r}: use one of {ACTIVATIONS}"),
+            (model.prior in PRIORS, f"unknown prior {model.prior!r}: use one of {PRIORS}"),
+            (self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use one of {OBJECTIVES}"),
+            (1 <= model.prior_components <= MAX_WIDTH, f"prior_components must be between 1 and {MAX_WIDTH}"),
+            (1 <= self.k <= MAX_WIDTH, f"k must be between 1 and {MAX_WIDTH}"),
+            (self.free_bits >= 0, "free_bits must be zero or positive"),
+            (
+                model.prior == "standard" or (model.latent == "gaussian" and model.kind == "vae"),
+                f"the {model.prior} prior is a density over Gaussian codes: use it with --model vae --latent gaussian",
+            ),
+            (
+                model.prior == "standard" or self.estimator in ("reparam", "dreg"),
+                "a learned prior's KL is estimated at samples of q, which needs their path: use --estimator reparam",
+            ),
+            (
+                self.objective == "elbo" or (model.latent == "gaussian" and model.kind == "vae"),
+                "the importance-weighted bound needs a Gaussian posterior: use --model vae --latent gaussian",
+            ),
+            (
+                self.objective == "iwae" or self.estimator != "dreg",
+                "the doubly reparameterized estimator is for the importance-weighted bound: add --objective iwae",
+            ),
+            (
+                self.objective == "elbo" or self.estimator in ("reparam", "dreg"),
+                "--objective iwae takes --estimator reparam (IWAE) or dreg",
+            ),
+            (
+                self.free_bits == 0 or (self.objective == "elbo" and model.prior == "standard"),
+                "free bits apply to a closed-form KL per unit: use --objective elbo with the standard prior",
+            ),
             (2 <= model.categories <= MAX_WIDTH, f"categories must be between 2 and {MAX_WIDTH}"),
             (1 <= model.latent_vars <= MAX_WIDTH, f"latent_vars must be between 1 and {MAX_WIDTH}"),
             (0 < model.temperature_min <= model.temperature, "need 0 < temperature_min ≤ temperature"),
@@ -158,8 +199,11 @@ class TrainConfig:
             raise VaekitError("a config must be a JSON object with `model` and `data` objects: fix or restore it")
         raw = dict(raw)
         version = raw.pop("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise VaekitError(f"config format_version {version} is not supported (this vaekit reads {FORMAT_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise VaekitError(
+                f"config format_version {version} is not supported (this vaekit reads {READABLE_VERSIONS}): "
+                "use the vaekit that wrote it"
+            )
         model = _build(ModelConfig, raw.pop("model", {}), "model")
         data = _build(DataConfig, raw.pop("data", {}), "data")
         config: TrainConfig = _build(cls, raw, "train", model=model, data=data)
@@ -185,6 +229,9 @@ FLAT_SETTINGS = {
             "temperature_min",
             "anneal_rate",
             "straight_through",
+            "activation",
+            "prior",
+            "prior_components",
         )
     },
     **{
@@ -200,6 +247,9 @@ FLAT_SETTINGS = {
             "estimator",
             "samples",
             "checkpoint_every",
+            "objective",
+            "k",
+            "free_bits",
         )
     },
     **{name: "" for name in ("precision", "compile")},

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from vaekit.config import ESTIMATORS
+from vaekit.config import ELBO_ESTIMATORS as ESTIMATORS
 from vaekit.data.scoring import Scoring
 from vaekit.data.sources import load_dataset, split_off
 from vaekit.devices import RunningSum, generator_on
@@ -81,9 +81,9 @@ def gradient_report(
     model: VAE, x: Tensor, repeats: int = 100, samples: int = 4, seed: int = 0, label: str = "trained"
 ) -> GradientReport:
     """Compare the three estimators on one mini-batch `x` (float images, moved to the model's device)."""
-    if model.categorical:
+    if not model.posterior.continuous:
         raise VaekitError("the gradient lab compares estimators for Gaussian latents; this run's are categorical")
-    if model.deterministic or repeats < 2 or samples < 2:
+    if not model.posterior.has_density or repeats < 2 or samples < 2:
         raise VaekitError("gradient estimates need a VAE run, --repeats ≥ 2 and --samples ≥ 2 (for the baseline)")
     report = GradientReport(label, repeats, len(x), samples)
     x = x.to(model.device)

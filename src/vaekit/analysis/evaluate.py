@@ -31,6 +31,7 @@ from vaekit.devices import accumulate_dtype, generator_on
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json
 from vaekit.model.objectives import bits_per_dim, iwae_bound
+from vaekit.model.priors import StandardNormal
 from vaekit.model.vae import VAE
 from vaekit.training.distributed import Ranks
 from vaekit.training.runs import Run
@@ -69,9 +70,9 @@ class KLReport:
     threshold: float
     aggregate_mean: list[float]  # of q(z) = E_x q(z|x): E_x[mu]
     aggregate_var: list[float]  # E_x[sigma²] + Var_x(mu)
-    aggregate_kl: (
-        float  # KL(N(mean, diag var) ‖ N(0, I)) of the moment-matched aggregate posterior, or Σ_v KL to uniform
-    )
+    # KL(N(mean, diag var) ‖ N(0, I)) of the moment-matched aggregate posterior, or Σ_v KL to uniform; None for a
+    # learned prior (no closed form)
+    aggregate_kl: float | None
     prior: str = "N(0, I)"
 
 
@@ -164,7 +165,7 @@ def likelihood_report(
     device = model.device
     generator, wide = generator_on(device, seed), accumulate_dtype(device)
     x_scored, offset, what = scoring_input(model, x, generator, data)
-    bounded = not model.deterministic
+    bounded = model.posterior.has_density
     per_call = max(1, MAX_ROWS // k) if bounded else MAX_ROWS  # images per call; iwae_bound chunks the samples within
     n = len(x_scored)
     log_px, kl, bound, squared = (torch.zeros(n, dtype=wide, device=device) for _ in range(4))
@@ -208,23 +209,31 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000)
     alone (the explorer and traversals still need an order); `evaluate` reports no KL section for it."""
     device = model.device
     scoring, generator, wide = Scoring.of(model.config), generator_on(device, 0), accumulate_dtype(device)
+    # A learned prior has no KL per unit; each unit's KL to N(0, 1) then stands in, and the report says so.
+    reference, stand_in = StandardNormal(model.latent_dim), False
     mus, variances, kls = [], [], []
     for start in range(0, len(x), chunk):
         posterior = model.encode(scoring.input(x[start : start + chunk].to(device), generator))
         mus.append(posterior.mean.to(wide))
         variances.append(posterior.variance.to(wide))
-        kls.append(posterior.kl_per_dim().to(wide))
+        units = model.prior.kl_per_unit(posterior)
+        if units is None:
+            units, stand_in = reference.kl_per_unit(posterior), True
+        assert units is not None  # N(0, I) has a closed form for every posterior family with a density
+        kls.append(units.to(wide))
     mu, var, kl = torch.cat(mus), torch.cat(variances), torch.cat(kls).mean(0)
     per_entry = mu.var(0, unbiased=False)
     activity = per_entry.view(len(kl), -1).sum(-1)
     agg_mean, agg_var = mu.mean(0), var.mean(0) + per_entry
-    agg_kl = type(posterior).aggregate_kl(agg_mean, agg_var, model.config.categories)
+    agg_kl = model.prior.aggregate_kl(agg_mean, agg_var)
     return KLReport(
-        kl_per_dim=kl.tolist(), order=(activity if model.deterministic else kl).argsort(descending=True).tolist(),
+        kl_per_dim=kl.tolist(),
+        order=(kl if model.posterior.has_density else activity).argsort(descending=True).tolist(),
         activity=activity.tolist(),
         active_units=int((activity > threshold).sum()), threshold=threshold,
-        aggregate_mean=agg_mean.tolist(), aggregate_var=agg_var.tolist(), aggregate_kl=float(agg_kl),
-        prior=f"Uniform({model.config.categories}) per variable" if model.categorical else "N(0, I)",
+        aggregate_mean=agg_mean.tolist(), aggregate_var=agg_var.tolist(),
+        aggregate_kl=None if agg_kl is None else float(agg_kl),
+        prior=model.prior.describe() + ("; KL per unit shown against N(0, I)" if stand_in else ""),
     )  # fmt: skip
 
 
@@ -299,7 +308,7 @@ def evaluate(
         run=str(run.path),
         dataset=run.config.data.dataset,
         likelihood=reports,
-        kl=None if model.deterministic else kl_report(model, data.test.x),
+        kl=kl_report(model, data.test.x) if model.posterior.has_density else None,
         generalization=_generalization(reports, decoded, train_ref, test_ref, space) if split == "both" else None,
         sample_quality=sample_quality(decoded, grey.test.x, space),
         notes=_notes(run, reports),
@@ -353,7 +362,7 @@ def _subset(split: Split, size: int) -> Split:
 def _notes(run: Run, reports: list[LikelihoodReport]) -> list[str]:
     notes = [
         NO_BOUND
-        if run.model.deterministic
+        if not run.model.posterior.has_density
         else "NLL: importance-weighted bound (Burda et al. 2016), nats per image; ± one standard error over images"
     ]
     if run.config.model.latent == "categorical":

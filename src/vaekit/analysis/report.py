@@ -60,6 +60,10 @@ def _kl(evaluation: Evaluation) -> Table:
         _row(table, "aggregate q(z) mean", f"{min(agg_mean):+.3f} … {max(agg_mean):+.3f}  (prior: 0)")
         _row(table, "aggregate q(z) variance", f"{min(agg_var):.3f} … {max(agg_var):.3f}  (prior: 1)")
         _row(table, "KL(moment-matched q(z) ‖ N(0, I))", f"{kl.aggregate_kl:.3f} nats")
+    elif kl.aggregate_kl is None:
+        _row(table, "aggregate q(z) mean", f"{min(agg_mean):+.3f} … {max(agg_mean):+.3f}")
+        _row(table, "aggregate q(z) variance", f"{min(agg_var):.3f} … {max(agg_var):.3f}")
+        _row(table, "prior", f"{kl.prior} (no closed-form KL from the aggregate posterior)")
     else:
         _row(table, "aggregate q(z) category probabilities", f"{min(agg_mean):.3f} … {max(agg_mean):.3f}")
         _row(table, f"KL(aggregate q(z) ‖ {kl.prior})", f"{kl.aggregate_kl:.3f} nats")

@@ -46,7 +46,7 @@ def _input(spec: str, run: Run, test: Split, flag: str) -> torch.Tensor:
 
 
 def _gaussian_only(run: Run, what: str) -> None:
-    if run.model.categorical:
+    if not run.model.posterior.continuous:
         raise VaekitError(f"{what} move Gaussian latents over prior quantiles; this run's latents are categorical")
 
 

@@ -62,7 +62,44 @@ def train(
             help="Comma-separated widths (MLP) or channels (conv).  [default: 400 | 32,64]", show_default=False
         ),
     ] = None,
-    network: Annotated[str | None, typer.Option(help="mlp | conv  [default: mlp]", show_default=False)] = None,
+    network: Annotated[
+        str | None, typer.Option(help="mlp | conv | resconv (residual conv)  [default: mlp]", show_default=False)
+    ] = None,
+    activation: Annotated[
+        str | None,
+        typer.Option(help="Hidden activation: relu | tanh | elu | gelu  [default: relu]", show_default=False),
+    ] = None,
+    prior: Annotated[
+        str | None,
+        typer.Option(
+            help="standard (N(0, I)) | mog (learned mixture) | vamp (VampPrior)  [default: standard]",
+            show_default=False,
+        ),
+    ] = None,
+    prior_components: Annotated[
+        int | None,
+        typer.Option(
+            help="Components of a mog prior, pseudo-inputs of a vamp prior.  [default: 10]", show_default=False
+        ),
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            help="elbo | iwae (importance-weighted bound with --k samples)  [default: elbo]", show_default=False
+        ),
+    ] = None,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            "--k", help="Importance samples per image for --objective iwae.  [default: 5]", show_default=False
+        ),
+    ] = None,
+    free_bits: Annotated[
+        float | None,
+        typer.Option(
+            help="Nats per latent unit under which its KL is not pushed down.  [default: 0]", show_default=False
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", help="vae | ae (plain autoencoder baseline)  [default: vae]", show_default=False),
@@ -83,7 +120,8 @@ def train(
     estimator: Annotated[
         str | None,
         typer.Option(
-            help="Encoder gradient: reparam | score-function | score-function-baseline.  [default: reparam]",
+            help="Encoder gradient: reparam | score-function | score-function-baseline | dreg (with --objective iwae)."
+            "  [default: reparam]",
             show_default=False,
         ),
     ] = None,
@@ -156,9 +194,9 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a VAE and write a run folder: weights, checkpoints, metrics and pictures."""
+    from vaekit.api import train as run_training
     from vaekit.cli.progress import RichReporter
     from vaekit.training.loop import SilentReporter
-    from vaekit.training.loop import train as run_training
     from vaekit.training.runs import read_config
 
     flags = {
@@ -175,6 +213,12 @@ def train(
         "batch_size": batch_size,
         "latent_dim": latent_dim,
         "network": network,
+        "activation": activation,
+        "prior": prior,
+        "prior_components": prior_components,
+        "objective": objective,
+        "k": k,
+        "free_bits": free_bits,
         "hidden": _int_list(hidden) if hidden else None,
         "likelihood": likelihood,
         "binarize": binarize,

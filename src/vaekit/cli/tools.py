@@ -19,7 +19,7 @@ from vaekit.cli.common import (
     load_test_split,
     out_console,
 )
-from vaekit.config import ESTIMATORS
+from vaekit.config import ELBO_ESTIMATORS
 from vaekit.devices import resolve_device
 from vaekit.errors import VaekitError
 from vaekit.training import distributed
@@ -91,7 +91,7 @@ def gradients(
                       f"batch {report.batch_size}, {report.samples} samples per image")  # fmt: skip
         for column in ("estimator", "variance (trace)", "× reparam", "SNR", "‖mean‖", "cos(mean, reparam mean)"):
             table.add_column(column, justify="left" if column == "estimator" else "right")
-        for estimator in ESTIMATORS:
+        for estimator in ELBO_ESTIMATORS:
             s = report.overall(estimator)
             table.add_row(estimator, f"{s.variance:.4g}", f"{report.variance_ratio(estimator):,.1f}", f"{s.snr:.3f}",
                           f"{s.mean_norm:.4g}", f"{s.cosine_to_reparam:.3f}")  # fmt: skip
@@ -130,8 +130,8 @@ def serve(
 
     hosts = allowed_hosts(host, allow_host or [])
     loaded = load_on(run, device)
-    if loaded.model.categorical:
-        raise VaekitError("the explorer's sliders move Gaussian latents; this run's latents are categorical")
+    if not loaded.model.posterior.continuous:
+        raise VaekitError("the explorer's sliders move continuous latents; this run's latents are categorical")
     test = load_test_split(loaded.config)
     cpus = os.cpu_count() or 1
     workers = workers or min(4, cpus)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from vaekit.config import DataConfig, ModelConfig
 from vaekit.data.sources import to_float
+from vaekit.model.likelihoods import scores
 
 LOG_256 = math.log(256)
 
@@ -41,7 +42,7 @@ class Scoring:
         one."""
         return cls(
             binarize=data is not None and data.binarize == "dynamic",
-            dequantize=model.likelihood != "bernoulli",
+            dequantize=scores(model.likelihood) == "dequantized",
         )
 
     def input(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -1,7 +1,7 @@
-"""Encoder and decoder builders, MLP and convolutional, from (input shape, widths, latent size).
+"""Encoder and decoder builders: MLP (any depth, a chosen activation), conv, and residual conv.
 
-Encoders map (N, C, H, W) to (N, 2D) features (split into mu and logvar by the model); decoders map (N, D) to
-(N, C', H, W), where C' is the number of decoder outputs per pixel.
+Encoders map (N, C, H, W) to (N, F) features (the posterior family reads them: F = 2D for a Gaussian); decoders map
+(N, D) to (N, C', H, W), where C' is the likelihood's number of outputs per image (its channels).
 """
 
 from __future__ import annotations
@@ -9,28 +9,29 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 from vaekit.errors import VaekitError
 
 Shape = Sequence[int]  # (C, H, W)
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
 
-def mlp_encoder(shape: Shape, hidden: Sequence[int], out_features: int) -> nn.Sequential:
+def mlp_encoder(shape: Shape, hidden: Sequence[int], out_features: int, activation: str = "relu") -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(shape)
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
+        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
         width = h
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)
 
 
-def mlp_decoder(shape: Shape, hidden: Sequence[int], latent_dim: int) -> nn.Sequential:
+def mlp_decoder(shape: Shape, hidden: Sequence[int], latent_dim: int, activation: str = "relu") -> nn.Sequential:
     layers: list[nn.Module] = []
     width = latent_dim
     for h in reversed(hidden):  # mirror the encoder: 784-400-20 becomes 20-400-784
-        layers += [nn.Linear(width, h), nn.ReLU()]
+        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
         width = h
     layers += [nn.Linear(width, math.prod(shape)), nn.Unflatten(1, tuple(shape))]
     return nn.Sequential(*layers)
@@ -48,34 +49,70 @@ def _conv_grid(shape: Shape, channels: Sequence[int]) -> tuple[int, int]:
     return height // factor, width // factor
 
 
-def conv_encoder(shape: Shape, channels: Sequence[int], out_features: int) -> nn.Sequential:
+class Residual(nn.Module):
+    """x + conv(act(conv(act(x)))): a 3x3 residual block that keeps channels and size (He et al. 2016)."""
+
+    def __init__(self, channels: int, activation: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            ACTIVATIONS[activation](),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            ACTIVATIONS[activation](),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = x + self.body(x)
+        return out
+
+
+def conv_encoder(
+    shape: Shape, channels: Sequence[int], out_features: int, activation: str = "relu", residual: bool = False
+) -> nn.Sequential:
     grid_h, grid_w = _conv_grid(shape, channels)
     layers: list[nn.Module] = []
     previous = shape[0]
     for c in channels:  # 4x4 kernels, stride 2, padding 1: each layer halves H and W (28 → 14 → 7, 32 → 16 → 8)
-        layers += [nn.Conv2d(previous, c, 4, stride=2, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(previous, c, 4, stride=2, padding=1), ACTIVATIONS[activation]()]
+        if residual:
+            layers.append(Residual(c, activation))
         previous = c
     layers += [nn.Flatten(), nn.Linear(previous * grid_h * grid_w, out_features)]
     return nn.Sequential(*layers)
 
 
-def conv_decoder(shape: Shape, channels: Sequence[int], latent_dim: int) -> nn.Sequential:
+def conv_decoder(
+    shape: Shape, channels: Sequence[int], latent_dim: int, activation: str = "relu", residual: bool = False
+) -> nn.Sequential:
     grid_h, grid_w = _conv_grid(shape, channels)
     reversed_channels = list(reversed(channels))
     layers: list[nn.Module] = [
         nn.Linear(latent_dim, reversed_channels[0] * grid_h * grid_w),
-        nn.ReLU(),
+        ACTIVATIONS[activation](),
         nn.Unflatten(1, (reversed_channels[0], grid_h, grid_w)),
     ]
     for c_in, c_out in zip(reversed_channels, [*reversed_channels[1:], shape[0]], strict=True):
+        if residual:
+            layers.append(Residual(c_in, activation))
         layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
-        layers.append(nn.ReLU())
+        layers.append(ACTIVATIONS[activation]())
     layers.pop()  # no activation on the output: the likelihood decides how to read it (logits or a mean)
     return nn.Sequential(*layers)
 
 
-Builder = Callable[[Shape, Sequence[int], int], nn.Sequential]
+def resconv_encoder(
+    shape: Shape, channels: Sequence[int], out_features: int, activation: str = "relu"
+) -> nn.Sequential:
+    return conv_encoder(shape, channels, out_features, activation, residual=True)
+
+
+def resconv_decoder(shape: Shape, channels: Sequence[int], latent_dim: int, activation: str = "relu") -> nn.Sequential:
+    return conv_decoder(shape, channels, latent_dim, activation, residual=True)
+
+
+Builder = Callable[[Shape, Sequence[int], int, str], nn.Sequential]
 NETWORKS: dict[str, tuple[Builder, Builder]] = {
     "mlp": (mlp_encoder, mlp_decoder),
     "conv": (conv_encoder, conv_decoder),
+    "resconv": (resconv_encoder, resconv_decoder),
 }

@@ -1,22 +1,33 @@
-"""The objectives, written once: the ELBO and its terms per example, in nats; bits per dimension.
+"""The objectives, written once: the ELBO and the importance-weighted bound per example, in nats; bits per dimension.
 
-Every function returns one value per example (shape (N,)); callers average over the batch at the very end.
+They see a model only through its parts (`LatentModel`: encode to a posterior, decode to a likelihood, a prior), so
+every posterior family, prior and likelihood goes through the same few lines. Every function returns one value per
+example (shape (N,)); callers average over the batch at the very end.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from vaekit.devices import accumulate_dtype
-from vaekit.model.distributions import Randomness
+from vaekit.errors import VaekitError
+from vaekit.model.likelihoods import Likelihood
+from vaekit.model.posteriors import DiagonalGaussian, Posterior
+from vaekit.model.priors import Prior
+from vaekit.model.randomness import Randomness
 
-if TYPE_CHECKING:
-    from vaekit.model.vae import VAE
+
+class LatentModel(Protocol):
+    prior: Prior
+
+    def encode(self, x: Tensor) -> Posterior: ...
+    def decode(self, z: Tensor) -> Likelihood: ...
 
 
 @dataclass
@@ -24,20 +35,37 @@ class ElboTerms:
     """log p(x|z) and KL(q(z|x) ‖ p(z)) per example; the ELBO is their difference."""
 
     log_px: Tensor  # (N,) reconstruction term E_q[log p(x|z)], Monte Carlo estimate at samples of q
-    kl: Tensor  # (N,) closed form
+    kl: Tensor  # (N,) closed form where the prior has one, else a Monte Carlo estimate
     # (N,) log p(x|z) at relaxed codes (Gumbel-softmax training): the surrogate the gradient flows through. Beside the
     # discrete KL it is not an ELBO, so `log_px` then holds the estimate at exact samples, without gradient.
     relaxed_log_px: Tensor | None = None
+    kl_units: Tensor | None = None  # (N, units) the KL per latent unit, where it has a closed form (for free bits)
+    bound: Tensor | None = None  # (N,) the importance-weighted bound, when the objective is one
+    surrogate: Tensor | None = None  # (N,) what the gradient flows through when it is not log p(x|z) − β·KL
 
     @property
     def elbo(self) -> Tensor:
         return self.log_px - self.kl
 
-    def objective(self, beta: float = 1.0) -> Tensor:
-        """log p(x|z) − β·KL: the β-VAE objective (Higgins et al. 2017); β = 1 is the ELBO, β < 1 during warm-up.
-        With relaxed codes, the relaxed reconstruction term stands in for log p(x|z) (Jang et al. 2017)."""
+    def objective(
+        self, beta: float = 1.0, free_bits: float = 0.0, batch_mean: Callable[[Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """What training maximizes, per example.
+
+        The ELBO family: log p(x|z) − β·KL, the β-VAE objective (Higgins et al. 2017); with relaxed codes the relaxed
+        reconstruction term stands in for log p(x|z) (Jang et al. 2017). With `free_bits` λ > 0, each latent unit's
+        KL counts as max(λ, its batch mean) (Kingma et al. 2016): per example, a unit whose batch mean (from
+        `batch_mean`, which may average over processes) is below λ contributes the constant λ and no gradient, so the
+        batch average is exactly Σ_u max(λ, mean KL_u). The importance-weighted bound carries its own surrogate.
+        """
+        if self.surrogate is not None:
+            return self.surrogate
         log_px = self.log_px if self.relaxed_log_px is None else self.relaxed_log_px
-        return log_px - beta * self.kl
+        kl = self.kl
+        if free_bits > 0 and self.kl_units is not None:
+            mean = (batch_mean or (lambda t: t.mean(0)))(self.kl_units.detach())
+            kl = torch.where(mean >= free_bits, self.kl_units, torch.full_like(self.kl_units, free_bits)).sum(-1)
+        return log_px - beta * kl
 
 
 def score_term(reward: Tensor, log_q: Tensor) -> Tensor:
@@ -53,12 +81,13 @@ def leave_one_out_mean(values: Tensor) -> Tensor:
 
 
 def elbo(
-    model: VAE, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1
+    model: LatentModel, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1
 ) -> ElboTerms:
-    """ELBO(x) = E_{q(z|x)}[log p(x|z)] − KL(q(z|x) ‖ N(0, I))   (Kingma & Welling 2014, eq. 10).
+    """ELBO(x) = E_{q(z|x)}[log p(x|z)] − KL(q(z|x) ‖ p(z))   (Kingma & Welling 2014, eq. 10).
 
-    `samples` draws of z estimate the expectation; the KL is exact, which is lower variance than sampling it too.
-    The value is the same for every `estimator`; only the gradient reaching the encoder differs:
+    `samples` draws of z estimate the expectation; the prior gives the KL (exact where it has a closed form, which is
+    lower variance than sampling it too). The value is the same for every `estimator`; only the gradient reaching
+    the encoder differs:
       reparam                  z = mu + sigma·eps, so ∇ flows through z (the pathwise estimator);
       score-function           z is drawn with no path back, and log p(x|z)·∇ log q(z|x) stands in for it;
       score-function-baseline  the same with log p(x|z) minus a leave-one-out baseline (needs samples ≥ 2).
@@ -67,7 +96,8 @@ def elbo(
     """
     posterior = model.encode(x)
     if estimator == "reparam":
-        log_px = model.decode(posterior.rsample(samples, generator=generator)).log_prob(x)  # (samples, N)
+        z = posterior.rsample(samples, generator=generator)
+        log_px = model.decode(z).log_prob(x)  # (samples, N)
     else:
         z = posterior.sample(samples, generator=generator)  # no path back to mu or sigma
         log_px = model.decode(z).log_prob(x)  # reaches the decoder only
@@ -75,11 +105,54 @@ def elbo(
         if estimator == "score-function-baseline":
             reward = reward - leave_one_out_mean(reward)
         log_px = log_px + score_term(reward, posterior.log_prob(z))
+    kl_units = model.prior.kl_per_unit(posterior)
+    kl = kl_units.sum(-1) if kl_units is not None else model.prior.kl(posterior, z)
     if estimator == "reparam" and posterior.relaxed:  # the ELBO itself needs exact samples of q; no gradient
         with torch.no_grad():
             exact = model.decode(posterior.sample(samples, generator=generator)).log_prob(x)
-        return ElboTerms(log_px=exact.mean(0), kl=posterior.kl(), relaxed_log_px=log_px.mean(0))
-    return ElboTerms(log_px=log_px.mean(0), kl=posterior.kl())
+        return ElboTerms(log_px=exact.mean(0), kl=kl, relaxed_log_px=log_px.mean(0), kl_units=kl_units)
+    return ElboTerms(log_px=log_px.mean(0), kl=kl, kl_units=kl_units)
+
+
+def log_importance_weights(model: LatentModel, x: Tensor, k: int, generator: Randomness = None) -> Tensor:
+    """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x) for z_i ~ q(z|x), i = 1..k; shape (k, N). Exact samples:
+    one-hot codes for a categorical posterior."""
+    posterior = model.encode(x)
+    z = posterior.sample(k, generator=generator)
+    return model.decode(z).log_prob(x) + model.prior.log_prob(z) - posterior.log_prob(z)
+
+
+def importance_weighted(
+    model: LatentModel, x: Tensor, k: int, generator: Randomness = None, estimator: str = "reparam"
+) -> ElboTerms:
+    """The importance-weighted bound as a training objective (Burda, Grosse & Salakhutdinov 2016):
+    L_k = log (1/k) Σ_i w_i; k = 1 is the ELBO with a sampled KL. Its gradient, by `estimator`:
+      reparam  ∇ L_k = Σ_i w̃_i ∇ log w_i, w̃ the normalized weights (the IWAE estimator);
+      dreg     the doubly reparameterized encoder gradient (Tucker et al. 2018): q's parameters are held fixed in
+               log q(z_i|x), so only the path through z_i remains, and that path is weighted by w̃_i² instead of
+               w̃_i. Same expectation as the IWAE estimator, and its signal-to-noise ratio does not decay as k grows.
+    The decoder's and the prior's gradients are the IWAE ones either way. The returned terms also hold the ELBO's
+    (log p(x|z) averaged over the k samples, and the KL) for the training record.
+    """
+    posterior = model.encode(x)
+    z = posterior.rsample(k, generator=generator)  # (k, N, D)
+    log_px = model.decode(z).log_prob(x)
+    log_pz = model.prior.log_prob(z)
+    if estimator == "dreg":
+        if not isinstance(posterior, DiagonalGaussian):
+            raise VaekitError("the doubly reparameterized estimator needs a Gaussian posterior")
+        log_w = log_px + log_pz - posterior.detached().log_prob(z)
+        weights = torch.softmax(log_w.detach(), dim=0)
+        if z.requires_grad:
+            z.register_hook(lambda grad: grad * weights.unsqueeze(-1))  # type: ignore[no-untyped-call]  # w̃·w̃ = w̃²
+        surrogate = (weights * log_w).sum(0)
+    else:
+        log_w = log_px + log_pz - posterior.log_prob(z)
+        surrogate = torch.logsumexp(log_w, dim=0) - math.log(k)
+    bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(k)
+    return ElboTerms(
+        log_px=log_px.detach().mean(0), kl=model.prior.kl(posterior, z).detach(), bound=bound, surrogate=surrogate
+    )
 
 
 def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:
@@ -91,14 +164,7 @@ def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:
     return nats_per_example / (dims * math.log(2))
 
 
-def log_importance_weights(model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-    """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x) for z_i ~ q(z|x), i = 1..k; shape (k, N)."""
-    posterior = model.encode(x)
-    z = posterior.sample(k, generator=generator)  # (k, N, D); exact one-hot codes for a categorical posterior
-    return model.decode(z).log_prob(x) + model.prior_log_prob(z) - posterior.log_prob(z)
-
-
-def iwae_bound(model: VAE, x: Tensor, k: int, generator: torch.Generator | None = None, max_rows: int = 4096) -> Tensor:
+def iwae_bound(model: LatentModel, x: Tensor, k: int, generator: Randomness = None, max_rows: int = 4096) -> Tensor:
     """The importance-weighted bound log p(x) ≥ log (1/k) Σ_i w_i  (Burda, Grosse & Salakhutdinov 2016, eq. 8).
 
     k = 1 is a one-sample ELBO estimate; the bound tightens monotonically in k and reaches log p(x) as k → ∞.

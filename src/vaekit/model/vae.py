@@ -1,72 +1,54 @@
-"""`VAE`: an encoder that returns q(z|x), a decoder that returns p(x|z), and the few things one does with them."""
+"""`VAE`: the parts wired together — encoder network → posterior family → codes → decoder network → likelihood head,
+with a prior over the codes. Which parts a config names is decided here once; nothing else asks."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.model.distributions import (
-    LOG_2PI,
-    LOG_SCALE_MIN,
-    Bernoulli,
-    DiagonalGaussian,
-    Gaussian,
-    Likelihood,
-    PointMass,
-    Posterior,
-    Randomness,
-    RelaxedCategorical,
-)
+from vaekit.model.likelihoods import Likelihood, build_head
 from vaekit.model.networks import NETWORKS
 from vaekit.model.objectives import ElboTerms, elbo
+from vaekit.model.posteriors import Posterior, posterior_family
+from vaekit.model.priors import build_prior
+from vaekit.model.randomness import Randomness
 
 
 class VAE(nn.Module):
-    """A VAE built from a `ModelConfig` alone, so that a run folder's config.json is enough to rebuild it."""
+    """A VAE built from a `ModelConfig` alone, so that a run folder's config.json is enough to rebuild it.
+
+    Parts, in the order their parameters are registered (which the optimizer state follows): the posterior family,
+    the encoder and decoder networks, the likelihood head (a learned σ lives there), the prior (learned priors)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.input_shape = tuple(config.input_shape)
-        self.latent_dim = config.latent_dim
-        self.deterministic = config.kind == "ae"  # the plain-autoencoder baseline: the code is the mean, no noise
-        self.categorical = config.latent == "categorical"
-        self.temperature = config.temperature_min  # the trainer anneals it; evaluation draws exact discrete codes
+        self.posterior = posterior_family(config)
+        self.latent_dim = self.posterior.latent_dim
         build_encoder, build_decoder = NETWORKS[config.network]
-        outputs = config.latent_dim if self.deterministic or self.categorical else 2 * config.latent_dim
-        self.encoder = build_encoder(self.input_shape, config.hidden, outputs)
-        self.decoder = build_decoder(self.input_shape, config.hidden, config.latent_dim)
-        log_scale = torch.tensor(math.log(config.gaussian_scale))
-        if config.likelihood == "gaussian-learned":  # one σ for every pixel, learned
-            self.log_scale = nn.Parameter(log_scale)
-        elif config.likelihood == "gaussian-pixel":  # one σ per pixel, learned, shared across images
-            self.log_scale = nn.Parameter(log_scale.expand(self.input_shape).clone())
-        else:  # a constant; a buffer so it travels with .to(device) and the weights file
-            self.register_buffer("log_scale", log_scale)
+        head = build_head(config)
+        channels, height, width = self.input_shape
+        self.output_shape = (channels * head.channels, height, width)
+        self.encoder = build_encoder(self.input_shape, config.hidden, self.posterior.features, config.activation)
+        self.decoder = build_decoder(self.output_shape, config.hidden, self.latent_dim, config.activation)
+        self.likelihood = head
+        self.prior = build_prior(config, self.posterior, self.encode)
 
     def encode(self, x: Tensor) -> Posterior:
-        """q(z|x) for images (N, C, H, W) in [0, 1]; for the autoencoder baseline, a point mass at its code."""
-        if self.categorical:
-            logits = self.encoder(x).unflatten(-1, (self.config.latent_vars, self.config.categories))
-            return RelaxedCategorical(logits, self.temperature, self.config.straight_through, hard=not self.training)
-        if self.deterministic:
-            return PointMass(self.encoder(x))
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
-        return DiagonalGaussian(mu, logvar)
+        """q(z|x) for images (N, C, H, W) in [0, 1]."""
+        posterior: Posterior = self.posterior(self.encoder(x))
+        return posterior
 
     def decode(self, z: Tensor) -> Likelihood:
         """p(x|z) for latents (..., D); leading sample dimensions are kept."""
         leading = z.shape[:-1]
-        out = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*leading, *self.input_shape)
-        if self.config.likelihood == "bernoulli":
-            return Bernoulli(out, event_ndim=len(self.input_shape))
-        log_scale: Tensor = self.log_scale
-        if self.config.likelihood != "gaussian":  # a learned σ gets a floor; a fixed one is what the user chose
-            log_scale = log_scale.clamp_min(LOG_SCALE_MIN)
-        return Gaussian(torch.sigmoid(out), log_scale, event_ndim=len(self.input_shape))
+        out = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*leading, *self.output_shape)
+        likelihood: Likelihood = self.likelihood(out)
+        return likelihood
 
     def elbo(self, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1) -> ElboTerms:
         """Per-example ELBO and its terms (see `vaekit.model.objectives.elbo`)."""
@@ -77,19 +59,11 @@ class VAE(nn.Module):
         return next(self.parameters()).device
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n codes from p(z): N(0, I), or uniform one-hot codes for categorical latents."""
-        if self.categorical:
-            classes = torch.randint(self.config.categories, (n, self.config.latent_vars), generator=generator)
-            return torch.nn.functional.one_hot(classes, self.config.categories).float().flatten(-2).to(self.device)
-        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        """n codes from p(z), on the model's device."""
+        return self.prior.sample(n, generator)
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
-        """log p(z) per code: −½ Σ (log 2π + z²), or −V·log K for one-hot codes under the uniform prior."""
-        if self.categorical:
-            return torch.full(
-                z.shape[:-1], -self.config.latent_vars * math.log(self.config.categories), device=z.device
-            )
-        return -0.5 * (LOG_2PI + z**2).sum(-1)
+        return self.prior.log_prob(z)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -100,3 +74,13 @@ class VAE(nn.Module):
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decode the posterior mode of each input (the mean, for a Gaussian): the reconstruction pictures show."""
         return self.decode(self.encode(x).mode).mean
+
+
+def stored_names(names: Iterable[str], model: VAE) -> dict[str, str]:
+    """For each name a weights file holds, the model's name for it. Files written before the likelihood became a
+    part (format_version 1) kept σ as `log_scale` on the model itself; it now lives in the likelihood head, and a
+    Bernoulli head has none (the old file's unused constant is left out)."""
+    expected = model.state_dict()
+    renamed = {"log_scale": "likelihood.log_scale"}
+    found = {renamed.get(name, name): name for name in names}
+    return {ours: theirs for ours, theirs in found.items() if ours in expected or theirs == ours}

@@ -23,8 +23,8 @@ from vaekit.data.sources import Dataset, load_dataset
 from vaekit.devices import RunningSum, resolve_device
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
-from vaekit.model.distributions import BatchSlice, Randomness
-from vaekit.model.objectives import bits_per_dim
+from vaekit.model.objectives import bits_per_dim, importance_weighted
+from vaekit.model.randomness import BatchSlice, Randomness
 from vaekit.model.vae import VAE
 from vaekit.training import distributed
 from vaekit.training.distributed import Ranks
@@ -55,6 +55,11 @@ class Reporter(Protocol):
     def step(self, batches_done: int, loss: float) -> None: ...
     def end_epoch(self, record: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
+
+
+# Draws a finished run's pictures into its folder (run folder, model, test images, history, seed); the analysis stage
+# provides one (`vaekit.analysis.plots.write_run_pictures`), so training itself draws nothing.
+Pictures = Callable[[Path, VAE, Tensor, list[dict[str, Any]], int], None]
 
 
 class SilentReporter:
@@ -96,13 +101,6 @@ def make_optimizer(model: VAE, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
 
 
-def temperature_at(config: TrainConfig, step: int) -> float:
-    """Gumbel-softmax temperature τ = max(τ_min, τ0·exp(−r·step)) (Jang et al. 2017): a function of the step, so a
-    resumed run anneals exactly as an uninterrupted one."""
-    model = config.model
-    return max(model.temperature_min, model.temperature * math.exp(-model.anneal_rate * step))
-
-
 def beta_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Linear KL warm-up: β·min(1, step / (warmup_epochs · steps_per_epoch))."""
     if config.warmup_epochs <= 0:
@@ -110,18 +108,35 @@ def beta_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return config.beta * min(1.0, step / (config.warmup_epochs * steps_per_epoch))
 
 
-class ElboStep(nn.Module):
-    """The training forward pass as a module, so that DistributedDataParallel can hook its backward: per-example
-    log p(x|z), KL and the term the gradient flows through (relaxed for Gumbel-softmax codes)."""
+class ObjectiveStep(nn.Module):
+    """The training forward pass as a module, so that DistributedDataParallel can hook its backward. Returns per
+    example: log p(x|z), the KL, a third term for the record (`extra_term`) and the objective to maximize."""
 
-    def __init__(self, model: VAE) -> None:
+    def __init__(self, model: VAE, config: TrainConfig, ranks: Ranks = Ranks()) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.config, self.ranks = model, config, ranks
 
-    def forward(self, x: Tensor, source: Randomness, estimator: str, samples: int) -> tuple[Tensor, Tensor, Tensor]:
-        terms = self.model.elbo(x, source, estimator, samples)
-        relaxed = terms.log_px if terms.relaxed_log_px is None else terms.relaxed_log_px
-        return terms.log_px, terms.kl, relaxed
+    def forward(self, x: Tensor, source: Randomness, beta: float, batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        config = self.config
+        if config.objective == "iwae":
+            terms = importance_weighted(self.model, x, config.k, source, config.estimator)
+        else:
+            terms = self.model.elbo(x, source, config.estimator, config.samples)
+
+        def batch_mean(per_example: Tensor) -> Tensor:  # over the global batch, whatever the number of processes
+            return self.ranks.sum(per_example.sum(0)) / batch
+
+        value = terms.objective(beta, config.free_bits, batch_mean)
+        extra = next(t for t in (terms.bound, terms.relaxed_log_px, terms.log_px) if t is not None)
+        return terms.log_px, terms.kl, extra, value
+
+
+def extra_term(model: VAE, config: TrainConfig) -> str | None:
+    """What the third running sum of the loop records: the importance-weighted bound, or the relaxed surrogate's
+    reconstruction term of Gumbel-softmax training (beside the exact one), or nothing."""
+    if config.objective == "iwae":
+        return "iwae_bound"
+    return "relaxed_log_px" if config.estimator == "reparam" and model.posterior.relaxes else None
 
 
 def train_epoch(
@@ -141,21 +156,21 @@ def train_epoch(
     reports (log p(x|z) of the data as stored, at exact samples of q).
 
     Every rank walks the same global batches and draws their randomness in full (binarization, dequantization, ε),
-    then keeps its own rows; its loss is its rows' share of the global batch's mean, scaled by the world size because
-    DistributedDataParallel averages the gradients over ranks (`step_fn` is the model's ElboStep, wrapped in it). So 1
-    and N processes take the same steps.
+    then keeps its own rows; its loss is its rows' share of the global batch's mean, scaled by the world size
+    because DistributedDataParallel averages the gradients over ranks (`step_fn` is the model's ObjectiveStep,
+    wrapped in it). So 1 and N processes take the same steps.
 
     Every `config.checkpoint_every` minutes (rank 0's clock, agreed at the loop's sync points) `checkpoint` is given
     the epoch's position: its permutation, the next step and the running sums; `partial` resumes from one.
     """
-    step_fn = step_fn or ElboStep(model)
+    step_fn = step_fn or ObjectiveStep(model, config, ranks)
     step_fn.train()
     prepare_networks(model, config.precision, config.compile)  # once per model; evaluate_split runs them too
     x_all = data.train.x
     scoring = Scoring.of(config.model, config.data)  # fresh binarization or dequantization noise on every pass
     offset = scoring.offset(x_all)
     steps = math.ceil(len(x_all) / config.batch_size)
-    sums = RunningSum(3, x_all.device)  # log p(x|z), KL, relaxed log p(x|z)
+    sums = RunningSum(3, x_all.device)  # log p(x|z), KL, the extra term
     first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
     if partial is None:
         order, first_step = torch.randperm(len(x_all), generator=generator, device=x_all.device), 0
@@ -169,16 +184,15 @@ def train_epoch(
         start, stop = ranks.slice_of(len(x_batch))
         x = scoring.input(x_batch, generator)[start:stop]
         global_step = epoch * steps + step + 1
-        if model.categorical:
-            model.temperature = temperature_at(config, global_step)
+        model.posterior.at_step(global_step)
         source = BatchSlice(generator, start, stop, len(x_batch)) if ranks.world > 1 else generator
-        log_px, kl, relaxed = step_fn(x, source, config.estimator, config.samples)
         beta = beta_at(config, global_step, steps)
-        loss = -(relaxed - beta * kl).sum() * (ranks.world / len(x_batch))
+        log_px, kl, extra, value = step_fn(x, source, beta, len(x_batch))
+        loss = -value.sum() * (ranks.world / len(x_batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums.add(torch.stack([t.detach().sum(dtype=sums.dtype) for t in (log_px, kl, relaxed)]))
+        sums.add(torch.stack([t.detach().sum(dtype=sums.dtype) for t in (log_px, kl, extra)]))
         first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
         if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
             due = ranks.main and time.monotonic() - last_save >= 60 * config.checkpoint_every
@@ -192,19 +206,25 @@ def train_epoch(
             if save_now and checkpoint is not None and step < steps - 1:
                 checkpoint({"step": step + 1, "order": order.cpu(), "sums": ranks.sum(sums.total.clone()).cpu()})
                 last_save = time.monotonic()
-    log_px_mean, kl_mean, relaxed_mean = (ranks.sum(sums.total.clone()) / len(x_all)).tolist()
+    log_px_mean, kl_mean, extra_mean = (ranks.sum(sums.total.clone()) / len(x_all)).tolist()
     record = {"elbo": log_px_mean + offset - kl_mean, "log_px": log_px_mean + offset, "kl": kl_mean, "beta": beta}
-    if model.categorical:
-        record["temperature"] = model.temperature
-        if config.estimator == "reparam" and not config.model.straight_through:  # the relaxed surrogate's term
-            record["relaxed_log_px"] = relaxed_mean + offset
+    record.update(model.posterior.record())
+    extra_name = extra_term(model, config)
+    if extra_name is not None:
+        record[extra_name] = extra_mean + offset
     return record
 
 
 def train(
-    config: TrainConfig | None, out: str | Path, *, resume: bool = False, reporter: Reporter | None = None
+    config: TrainConfig | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    pictures: Pictures | None = None,
 ) -> Run:
-    """Train a VAE into the run folder `out`; with `resume=True`, continue the run found there.
+    """Train a VAE into the run folder `out`; with `resume=True`, continue the run found there; `pictures` draws the
+    finished run's pictures (`vaekit.train` passes the analysis stage's).
 
     On resume the run's own config.json is used; a `config` given alongside may only change `epochs` (to train
     further) and `lr` (to continue a run that diverged). The run folder is locked for the whole run, so a second
@@ -226,7 +246,8 @@ def train(
         with RunLock(run_dir) if ranks.main else contextlib.nullcontext():
             config, state = agreed_start(run_dir, config, resume, ranks)
             quiet = SilentReporter()
-            return _train_locked(run_dir, config, state, (reporter or quiet) if ranks.main else quiet, device, ranks)
+            shown = (reporter or quiet) if ranks.main else quiet
+            return _train_locked(run_dir, config, state, shown, device, ranks, pictures)
     finally:
         distributed.stop()
 
@@ -238,6 +259,7 @@ def _train_locked(
     reporter: Reporter,
     device: torch.device,
     ranks: Ranks,
+    pictures: Pictures | None,
 ) -> Run:
     data = load_dataset(config.data)
     config.model.input_shape = list(data.shape)
@@ -257,7 +279,7 @@ def _train_locked(
         write_config(run_dir, config)  # also records the world size this stretch of the run trains with
         if state is not None:
             write_views(run_dir, state["model"], history)
-    step_fn = distributed.data_parallel(ElboStep(model), ranks, device)
+    step_fn = distributed.data_parallel(ObjectiveStep(model, config, ranks), ranks, device)
     data = _to_device(data, device)
     partial = state.get("partial") if state else None
 
@@ -296,7 +318,7 @@ def _train_locked(
     run, problem = Run(run_dir, config, model.eval(), history, None), None
     if ranks.main:  # the test split and the pictures are rank 0's; the others wait for the verdict
         try:
-            run = finish(run_dir, model, data, config, history)
+            run = finish(run_dir, model, data, config, history, pictures)
         except VaekitError as error:
             problem = str(error)
     ranks.agree(problem)
@@ -322,10 +344,15 @@ def _check_finite(record: dict[str, Any], config: TrainConfig) -> None:
                 raise diverged(config, f"the {split} {name} of epoch {record['epoch']} is {value}")
 
 
-def finish(run_dir: Path, model: VAE, data: Dataset, config: TrainConfig, history: list[dict[str, Any]]) -> Run:
-    """Evaluate on the test split, write metrics.json and the pictures; the run is complete once this returns."""
-    from vaekit.analysis.plots import write_run_pictures  # matplotlib is only needed once training is done
-
+def finish(
+    run_dir: Path,
+    model: VAE,
+    data: Dataset,
+    config: TrainConfig,
+    history: list[dict[str, Any]],
+    pictures: Pictures | None = None,
+) -> Run:
+    """Evaluate on the test split, write the pictures and metrics.json; the run is complete once this returns."""
     final = {
         "epochs": len(history),
         "test": evaluate_split(model, data.test.x),
@@ -333,7 +360,8 @@ def finish(run_dir: Path, model: VAE, data: Dataset, config: TrainConfig, histor
         "train": history[-1]["train"],
         "units": "nats per example; bits_per_dim from the negative ELBO",
     }
-    write_run_pictures(run_dir, model, data.test.x, history, seed=config.seed)
+    if pictures is not None:
+        pictures(run_dir, model, data.test.x, history, config.seed)
     atomic_write_json(run_dir / FINAL, final)
     return Run(run_dir, config, model.eval(), history, final)
 

@@ -25,7 +25,7 @@ from safetensors.torch import save as save_safetensors
 from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json
-from vaekit.model.vae import VAE
+from vaekit.model.vae import VAE, stored_names
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
@@ -208,6 +208,7 @@ def check_shapes(expected: dict[str, torch.Size], found: dict[str, list[int]], s
 def load_weights(model: VAE, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load weights, turning a shape or name mismatch into one line that says which config they belong to."""
     expected = model.state_dict()
+    tensors = {ours: tensors[theirs] for ours, theirs in stored_names(tensors, model).items()}
     check_shapes({n: t.shape for n, t in expected.items()}, {n: list(t.shape) for n, t in tensors.items()}, source)
     model.load_state_dict({name: tensors[name] for name in expected})
 
@@ -219,10 +220,11 @@ def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, in
         model = VAE(config.model)
     try:
         with safe_open(path, framework="pt") as weights:
-            shapes = {name: weights.get_slice(name).get_shape() for name in weights.keys()}  # noqa: SIM118
+            names = stored_names(weights.keys(), model)
+            shapes = {ours: weights.get_slice(theirs).get_shape() for ours, theirs in names.items()}
             check_shapes({n: t.shape for n, t in model.state_dict().items()}, shapes, path)
             epoch = (weights.metadata() or {}).get("epoch", "")
-            tensors = {name: weights.get_tensor(name) for name in model.state_dict()}
+            tensors = {name: weights.get_tensor(names[name]) for name in model.state_dict()}
     except (SafetensorError, OSError) as error:
         raise VaekitError(f"{path} is truncated or corrupt ({error}): restore it or train the run again") from None
     if not epoch.isdigit():

@@ -1,68 +1,31 @@
-"""The reparameterization trick and the likelihoods, as small distribution objects (pure tensor math, no state).
+"""Posterior families q(z|x): the distribution objects, and the small modules that turn encoder features into them.
 
-The encoder returns a `DiagonalGaussian` q(z|x) (a `RelaxedCategorical` for discrete latents, a `PointMass` for the
-plain autoencoder); the decoder returns a `Bernoulli` or `Gaussian` p(x|z). Nobody outside this module touches a
-log-variance. All log-densities are in nats, summed over event dimensions, one value
-per example: reductions over the batch happen at the caller.
+A family module says what the rest of the model needs to know about its codes, so that nobody asks which kind it is:
+`features` (encoder outputs), `latent_dim` (what the decoder reads), `unit_size` (entries per latent unit: 1, or K
+for a one-hot categorical variable), `has_density` (an autoencoder's point mass has none, hence no ELBO),
+`continuous` (whether paths and sliders through the codes make sense) and `relaxes` (whether training codes are a
+relaxation rather than samples of q). `at_step` lets a family follow a schedule
+(the Gumbel-softmax temperature); `record` says what of it belongs in the training metrics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
+from vaekit.model.randomness import Randomness, draw
 
 # exp(logvar) for logvar in [-30, 20] stays within float32 (σ from 3e-7 to 2e4). The encoder's raw output is
 # clamped rather than squashed through softplus so the usual "logvar head" keeps its meaning; gradients outside the
 # range are zero, which only matters for a network that has already diverged.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
-# The floor of a learned Gaussian likelihood's σ. Uniformly dequantized 8-bit pixels never support a σ below the bin's
-# own spread, 1/(256·√12) ≈ 1.1e-3, so the floor binds only where a density would otherwise run off to infinity:
-# constant pixels of continuous data, or a decoder that matches grey values exactly.
-LOG_SCALE_MIN = math.log(1e-3)
 LOG_2PI = math.log(2 * math.pi)
-
-
-def sum_event(t: Tensor, event_ndim: int) -> Tensor:
-    """Sum the last `event_ndim` dimensions: one number per example (and per sample, if sampled)."""
-    return t.flatten(-event_ndim).sum(-1) if event_ndim > 0 else t
-
-
-@dataclass(frozen=True)
-class BatchSlice:
-    """Randomness for rows [start, stop) of a batch of `total`: every draw is made for the whole batch and sliced.
-
-    Processes that train on slices of one global batch each pass their own slice of one shared generator; all of them
-    draw the same numbers and keep their rows, so the noise an example gets does not depend on how many processes
-    there are, and every process ends each step with the same generator state.
-    """
-
-    generator: torch.Generator
-    start: int
-    stop: int
-    total: int
-
-
-Randomness = torch.Generator | BatchSlice | None
-
-
-def draw(
-    sampler: Callable[..., Tensor], shape: Sequence[int], source: Randomness, like: Tensor, batch_dim: int
-) -> Tensor:
-    """`sampler(shape)` (torch.randn, torch.rand) with `like`'s dtype and device, from a generator or a BatchSlice
-    whose batch is dimension `batch_dim` of `shape`."""
-    if not isinstance(source, BatchSlice):
-        return sampler(tuple(shape), generator=source, dtype=like.dtype, device=like.device)
-    full = list(shape)
-    full[batch_dim] = source.total
-    whole = sampler(tuple(full), generator=source.generator, dtype=like.dtype, device=like.device)
-    return whole.narrow(batch_dim, source.start, source.stop - source.start)
 
 
 class DiagonalGaussian:
@@ -87,6 +50,10 @@ class DiagonalGaussian:
     @property
     def mean(self) -> Tensor:
         return self.mu
+
+    def detached(self) -> DiagonalGaussian:
+        """The same distribution with its parameters cut from the graph (samples keep their own path)."""
+        return DiagonalGaussian(self.mu.detach(), self.logvar.detach())
 
     @property
     def stddev(self) -> Tensor:
@@ -124,11 +91,6 @@ class DiagonalGaussian:
     def mode(self) -> Tensor:
         return self.mu
 
-    @staticmethod
-    def aggregate_kl(mean: Tensor, variance: Tensor, categories: int = 1) -> Tensor:
-        """KL(N(mean, diag variance) ‖ N(0, I)): the moment-matched aggregate posterior against the prior."""
-        return 0.5 * (variance + mean**2 - 1 - variance.log()).sum()
-
     def kl_per_dim(self, other: DiagonalGaussian | None = None) -> Tensor:
         """The terms of `kl` before the sum over dimensions, (..., D): how many nats each latent dimension uses."""
         if other is None:
@@ -140,10 +102,10 @@ class DiagonalGaussian:
 class PointMass:
     """q(z|x) = δ(z − code): the plain autoencoder's encoder output, a "posterior" with no noise (σ = 0).
 
-    rsample and sample return the code itself, and the KL term is 0 by definition, as in diffusers' `deterministic`
-    Gaussian: the autoencoder's objective is log p(x|code) alone. (The true KL of a point mass to N(0, I) is infinite
-    and a point mass has no density, which is why an autoencoder has no ELBO and no likelihood bound.)
-    """
+    rsample and sample return the code itself, and no prior regularizes it (`vaekit.model.priors` gives it a KL term
+    of 0, as diffusers' `deterministic` Gaussian does): the autoencoder's objective is log p(x|code) alone. (The
+    true KL of a point mass to N(0, I) is infinite and a point mass has no density, which is why an autoencoder has
+    no ELBO and no likelihood bound.)"""
 
     relaxed = False
 
@@ -178,73 +140,6 @@ class PointMass:
             "an autoencoder's code is a point mass with no density, so it has no ELBO, no likelihood bound and no "
             "score-function gradient: train a VAE (--model vae) for those, or use --estimator reparam with --model ae"
         )
-
-    def kl(self) -> Tensor:
-        return self.code.new_zeros(self.code.shape[:-1])
-
-    def kl_per_dim(self) -> Tensor:
-        return torch.zeros_like(self.code)
-
-    @staticmethod
-    def aggregate_kl(mean: Tensor, variance: Tensor, categories: int = 1) -> Tensor:
-        """The spread of the codes against N(0, I), moment-matched as for a Gaussian posterior."""
-        return DiagonalGaussian.aggregate_kl(mean, variance)
-
-
-class Bernoulli:
-    """p(x|z) = Π Bernoulli(x; sigmoid(logits)). Targets may be binary or grey values in [0, 1] (then log p is the
-    negative binary cross-entropy, the usual, unnormalized choice of tutorials)."""
-
-    def __init__(self, logits: Tensor, event_ndim: int = 3) -> None:
-        self.logits = logits
-        self.event_ndim = event_ndim
-
-    @property
-    def mean(self) -> Tensor:
-        return torch.sigmoid(self.logits)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Σ_j x_j log p_j + (1 − x_j) log(1 − p_j) = Σ_j x_j·l_j − softplus(l_j) for logits l (stable for any l).
-
-        Written as a dot product and one softplus pass rather than the fused BCE kernel: the same speed in training,
-        twice as fast when many latent samples share one x (importance-weighted evaluation), since x is never expanded.
-        """
-        logits = self.logits.flatten(-self.event_ndim)
-        linear: Tensor = torch.linalg.vecdot(logits, x.flatten(-self.event_ndim))
-        return linear - F.softplus(logits).sum(-1)
-
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        return torch.bernoulli(self.mean, generator=generator)
-
-
-class Gaussian:
-    """p(x|z) = N(x; loc, diag(exp(log_scale)²)); log_scale broadcasts (a constant, one learned scalar, or a learned
-    value per pixel)."""
-
-    def __init__(self, loc: Tensor, log_scale: Tensor, event_ndim: int = 3) -> None:
-        self.loc = loc
-        self.log_scale = log_scale.expand_as(loc)
-        self.event_ndim = event_ndim
-
-    @property
-    def mean(self) -> Tensor:
-        return self.loc
-
-    @property
-    def stddev(self) -> Tensor:
-        return torch.exp(self.log_scale)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """−½ Σ [log 2π + 2 log σ + (x − loc)² / σ²]."""
-        z = (x - self.loc) * torch.exp(-self.log_scale)
-        return -sum_event(0.5 * LOG_2PI + self.log_scale + 0.5 * z**2, self.event_ndim)
-
-    def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        noise = torch.randn(self.loc.shape, generator=generator, dtype=self.loc.dtype, device=self.loc.device)
-        return self.loc + self.stddev * noise
-
-
-Likelihood = Bernoulli | Gaussian
 
 
 def gumbel_noise(shape: torch.Size, generator: Randomness, like: Tensor) -> Tensor:
@@ -320,19 +215,80 @@ class RelaxedCategorical:
         log_q: Tensor = (codes * log_p).sum((-2, -1))
         return log_q
 
-    def kl(self) -> Tensor:
-        return self.kl_per_dim().sum(-1)
-
     def kl_per_dim(self) -> Tensor:
         """KL(q(z_v|x) ‖ Uniform(K)) = Σ_k q_k log q_k + log K, per variable (..., V)."""
         log_p = torch.log_softmax(self.logits, -1)
         return (log_p.exp() * log_p).sum(-1) + math.log(self.logits.shape[-1])
 
-    @staticmethod
-    def aggregate_kl(mean: Tensor, variance: Tensor, categories: int) -> Tensor:
-        """KL(E_x q(z_v|x) ‖ Uniform(K)) summed over variables: how far the aggregate posterior is from the prior."""
-        p = mean.view(-1, categories).clamp_min(1e-12)
-        return (p * torch.log(p * categories)).sum()
-
 
 Posterior = DiagonalGaussian | RelaxedCategorical | PointMass
+
+
+class GaussianFamily(nn.Module):
+    """Encoder features (..., 2D) → N(mu, diag exp(logvar)): the VAE's posterior."""
+
+    has_density, continuous, unit_size, relaxes = True, True, 1, False
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim, self.features = latent_dim, 2 * latent_dim
+
+    def forward(self, features: Tensor) -> Posterior:
+        mu, logvar = features.chunk(2, dim=-1)
+        return DiagonalGaussian(mu, logvar)
+
+    def at_step(self, step: int) -> None:
+        """No schedule."""
+
+    def record(self) -> dict[str, Any]:
+        return {}
+
+
+class PointMassFamily(GaussianFamily):
+    """Encoder features (..., D) → δ(z − code): the plain autoencoder, same networks, no noise."""
+
+    has_density = False
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
+        self.features = latent_dim
+
+    def forward(self, features: Tensor) -> Posterior:
+        return PointMass(features)
+
+
+class CategoricalFamily(nn.Module):
+    """Encoder features (..., V·K) → V relaxed categorical variables of K classes, whose Gumbel-softmax temperature
+    τ = max(τ_min, τ0·exp(−r·step)) (Jang et al. 2017) is a function of the step, so a resumed run anneals exactly
+    as an uninterrupted one. In evaluation (`model.eval()`) codes are exact one-hot samples."""
+
+    has_density, continuous = True, False
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.unit_size = config.categories
+        self.relaxes = not config.straight_through  # training codes are relaxed, not samples of q
+        self.latent_dim = self.features = config.latent_vars * config.categories
+        self.temperature = config.temperature_min  # the trainer anneals it from config.temperature
+
+    def forward(self, features: Tensor) -> Posterior:
+        logits = features.reshape(*features.shape[:-1], self.config.latent_vars, self.config.categories)
+        return RelaxedCategorical(logits, self.temperature, self.config.straight_through, hard=not self.training)
+
+    def at_step(self, step: int) -> None:
+        config = self.config
+        self.temperature = max(config.temperature_min, config.temperature * math.exp(-config.anneal_rate * step))
+
+    def record(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+
+Family = GaussianFamily | CategoricalFamily
+
+
+def posterior_family(config: ModelConfig) -> Family:
+    """The family a config names: `latent` categorical, else `kind` ae (a point mass) or vae (a Gaussian)."""
+    if config.latent == "categorical":
+        return CategoricalFamily(config)
+    return PointMassFamily(config.latent_dim) if config.kind == "ae" else GaussianFamily(config.latent_dim)

@@ -1,0 +1,229 @@
+"""Priors p(z): the standard normal, the uniform categorical, and two learned ones (a mixture of Gaussians and the
+VampPrior). Each gives `log_prob(z)`, `sample(n)` and the KL from a posterior, in closed form where one exists
+(registered below for a pair of types) and by Monte Carlo at the posterior's own samples otherwise; the prior
+decides, not the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vaekit.config import ModelConfig
+from vaekit.errors import VaekitError
+from vaekit.model.posteriors import (
+    LOG_2PI,
+    DiagonalGaussian,
+    Family,
+    PointMass,
+    Posterior,
+    RelaxedCategorical,
+)
+
+ClosedForm = Callable[[Any, Any], Tensor]
+CLOSED_FORMS: dict[tuple[type, type], ClosedForm] = {}  # (prior type, posterior type) -> KL per latent unit
+
+
+def closed_form(prior: type, posterior: type) -> Callable[[ClosedForm], ClosedForm]:
+    """Register KL(posterior ‖ prior) per latent unit, (..., units), for a pair of types (as torch.distributions'
+    register_kl does); subclasses of `prior` inherit it."""
+
+    def register(rule: ClosedForm) -> ClosedForm:
+        CLOSED_FORMS[prior, posterior] = rule
+        return rule
+
+    return register
+
+
+class Prior(nn.Module):
+    """p(z) over codes (..., D)."""
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def kl_per_unit(self, posterior: Posterior) -> Tensor | None:
+        """KL(q ‖ p) per latent unit, (..., units), where a closed form exists; else None."""
+        for kind in type(self).__mro__:
+            rule = CLOSED_FORMS.get((kind, type(posterior)))
+            if rule is not None:
+                return rule(self, posterior)
+        return None
+
+    def kl(self, posterior: Posterior, z: Tensor | None = None) -> Tensor:
+        """KL(q(z|x) ‖ p(z)) per example: exact where a closed form exists, else the Monte Carlo estimate
+        mean_s [log q(z_s|x) − log p(z_s)] at the posterior samples `z` (samples, ..., D) the objective already drew."""
+        per_unit = self.kl_per_unit(posterior)
+        if per_unit is not None:
+            return per_unit.sum(-1)
+        if z is None:
+            raise VaekitError(f"the KL to {self.describe()} has no closed form and needs posterior samples")
+        return (posterior.log_prob(z) - self.log_prob(z)).mean(0)
+
+    def aggregate_kl(self, mean: Tensor, variance: Tensor) -> Tensor | None:
+        """KL of the moment-matched aggregate posterior to the prior, where the prior has a closed form for it."""
+        return None
+
+    def _device(self) -> torch.device:
+        anchor = next(iter(self.buffers()), None)
+        anchor = anchor if anchor is not None else next(self.parameters())
+        return anchor.device
+
+
+class StandardNormal(Prior):
+    """N(0, I), the VAE's fixed prior."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)  # follows .to(device)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """−½ Σ (log 2π + z²)."""
+        return -0.5 * (LOG_2PI + z**2).sum(-1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator).to(self._device())
+
+    def describe(self) -> str:
+        return "N(0, I)"
+
+    def aggregate_kl(self, mean: Tensor, variance: Tensor) -> Tensor:
+        """KL(N(mean, diag variance) ‖ N(0, I))."""
+        return 0.5 * (variance + mean**2 - 1 - variance.log()).sum()
+
+
+class UniformCategorical(Prior):
+    """V independent uniform categoricals over K classes, as flattened one-hot codes (..., V·K)."""
+
+    def __init__(self, latent_vars: int, categories: int) -> None:
+        super().__init__()
+        self.latent_vars, self.categories = latent_vars, categories
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """−V·log K for every one-hot code."""
+        return torch.full(z.shape[:-1], -self.latent_vars * math.log(self.categories), device=z.device)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        classes = torch.randint(self.categories, (n, self.latent_vars), generator=generator)
+        return F.one_hot(classes, self.categories).float().flatten(-2).to(self._device())
+
+    def describe(self) -> str:
+        return f"Uniform({self.categories}) per variable"
+
+    def aggregate_kl(self, mean: Tensor, variance: Tensor) -> Tensor:
+        """KL(E_x q(z_v|x) ‖ Uniform(K)) summed over variables: how far the aggregate posterior is from the prior."""
+        p = mean.view(-1, self.categories).clamp_min(1e-12)
+        return (p * torch.log(p * self.categories)).sum()
+
+
+class MixtureOfGaussians(Prior):
+    """p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), all learned: a prior that can follow a clustered aggregate posterior."""
+
+    def __init__(self, latent_dim: int, components: int) -> None:
+        super().__init__()
+        self.means = nn.Parameter(torch.randn(components, latent_dim, generator=torch.Generator().manual_seed(0)))
+        self.logvars = nn.Parameter(torch.zeros(components, latent_dim))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def components(self) -> tuple[Tensor, DiagonalGaussian]:
+        return torch.log_softmax(self.logits, -1), DiagonalGaussian(self.means, self.logvars)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        log_weights, gaussians = self.components()
+        return mixture_log_prob(z, log_weights, gaussians)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        log_weights, gaussians = self.components()
+        return mixture_sample(n, log_weights, gaussians, generator)
+
+    def describe(self) -> str:
+        return f"a learned mixture of {len(self.logits)} Gaussians"
+
+
+class VampPrior(Prior):
+    """p(z) = (1/K) Σ_k q(z | u_k), the posterior at K learned pseudo-inputs (Tomczak & Welling 2018).
+
+    `encode` is the model's own encoder (not registered here: the weights belong to the model once). Pseudo-inputs
+    are kept in [0, 1] with a hard clamp, as the paper's hardtanh does."""
+
+    def __init__(self, components: int, input_shape: tuple[int, ...], encode: Callable[[Tensor], Posterior]) -> None:
+        super().__init__()
+        start = 0.5 + 0.01 * torch.randn(components, *input_shape, generator=torch.Generator().manual_seed(0))
+        self.pseudo_inputs = nn.Parameter(start)
+        self.encode = encode
+
+    def components(self) -> tuple[Tensor, DiagonalGaussian]:
+        posterior = self.encode(self.pseudo_inputs.clamp(0, 1))
+        if not isinstance(posterior, DiagonalGaussian):
+            raise VaekitError("the VampPrior mixes Gaussian posteriors: use it with a Gaussian latent")
+        k = len(self.pseudo_inputs)
+        return torch.full((k,), -math.log(k), device=posterior.mu.device), posterior
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        log_weights, gaussians = self.components()
+        return mixture_log_prob(z, log_weights, gaussians)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            log_weights, gaussians = self.components()
+            return mixture_sample(n, log_weights, gaussians, generator)
+
+    def describe(self) -> str:
+        return f"a VampPrior of {len(self.pseudo_inputs)} pseudo-inputs"
+
+
+def mixture_log_prob(z: Tensor, log_weights: Tensor, gaussians: DiagonalGaussian) -> Tensor:
+    """log Σ_k π_k N(z; μ_k, σ_k²) for codes (..., D) against K components (K, D), via log-sum-exp."""
+    per_component = gaussians.log_prob(z.unsqueeze(-2))  # (..., K)
+    return torch.logsumexp(per_component + log_weights, dim=-1)
+
+
+def mixture_sample(
+    n: int, log_weights: Tensor, gaussians: DiagonalGaussian, generator: torch.Generator | None
+) -> Tensor:
+    device = log_weights.device
+    which = torch.multinomial(log_weights.exp().cpu(), n, replacement=True, generator=generator).to(device)
+    eps = torch.randn(n, gaussians.mu.shape[-1], generator=generator).to(device)
+    return gaussians.mu[which] + gaussians.stddev[which] * eps
+
+
+@closed_form(StandardNormal, DiagonalGaussian)
+def _gaussian_to_standard(prior: StandardNormal, posterior: DiagonalGaussian) -> Tensor:
+    return posterior.kl_per_dim()
+
+
+@closed_form(UniformCategorical, RelaxedCategorical)
+def _categorical_to_uniform(prior: UniformCategorical, posterior: RelaxedCategorical) -> Tensor:
+    return posterior.kl_per_dim()
+
+
+@closed_form(Prior, PointMass)
+def _point_mass(prior: Prior, posterior: PointMass) -> Tensor:
+    """An autoencoder's code is not regularized: its KL term is 0 by definition (it has no ELBO)."""
+    return torch.zeros_like(posterior.code)
+
+
+PRIORS = ("standard", "mog", "vamp")
+
+
+def build_prior(config: ModelConfig, family: Family, encode: Callable[[Tensor], Posterior]) -> Prior:
+    """The prior a config names; `standard` is N(0, I) for Gaussian codes and uniform for categorical ones."""
+    if config.prior == "mog":
+        return MixtureOfGaussians(family.latent_dim, config.prior_components)
+    if config.prior == "vamp":
+        return VampPrior(config.prior_components, tuple(config.input_shape), encode)
+    if config.latent == "categorical":
+        return UniformCategorical(config.latent_vars, config.categories)
+    return StandardNormal(family.latent_dim)
