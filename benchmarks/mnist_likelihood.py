@@ -1,0 +1,417 @@
+"""The published MNIST likelihood table (Burda, Grosse & Salakhutdinov 2016, Table 1), run and written by vaekit.
+
+Each requested row is trained and evaluated through the `vaekit` command line, in subprocesses, with the paper's
+protocol: dynamically binarized MNIST, all 60,000 training images (--val-size 0), MLP 784-200-200-50 with tanh, a
+Bernoulli decoder, batch 20, Adam at 1e-3, test NLL from k = 5,000 importance samples. The paper trains 3,280 epochs;
+here each row gets a wall-time budget, spent in chunks of `vaekit train --resume` with a growing --epochs, so the
+learning rate can follow a step schedule between chunks (see `learning_rate`). After every chunk a cheap probe (k = 100
+on the first 1,000 test images, in this process) gives one point of nll_vs_time.png. A row whose flags this vaekit's
+`train` does not accept is listed as "not run" with its command, never estimated.
+
+    python benchmarks/mnist_likelihood.py --rows vae,iwae5,iwae50 --budget 60m [--dataset mnist] [--out DIR]
+        [--batch-size 20 --lr 1e-3 --schedule paper|budget] [--device cuda] [--data-dir /work/shared/data]
+    python benchmarks/mnist_likelihood.py --smoke --out /tmp/smoke     # seconds per row on `digits`, tiny widths
+
+A flag named in --allow-missing (say `activation`) is dropped where this vaekit lacks it, and the row says so.
+Writes DIR/results.md, DIR/results.json, DIR/nll_vs_time.png, the run folders in DIR/runs and logs in DIR/logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DECAY = 10 ** (-1 / 7)  # the paper's learning-rate step
+STAGE_ENDS = [(3 ** (i + 1) - 1) // 2 for i in range(8)]  # stage i lasts 3^i epochs: ends 1, 4, 13, ..., 1093, 3280
+PAPER = "Burda, Grosse & Salakhutdinov 2016, Table 1"
+PYTHAE = "pythae (its README)"
+# Row name -> (stochastic layers, flags beyond the shared architecture); --k is the training bound's sample count.
+ROWS: dict[str, tuple[int, list[str]]] = {
+    "vae": (1, []),
+    "iwae5": (1, ["--objective", "iwae", "--k", "5"]),
+    "iwae50": (1, ["--objective", "iwae", "--k", "50"]),
+    "vae-2l": (2, []),
+    "iwae5-2l": (2, ["--objective", "iwae", "--k", "5"]),
+    "iwae50-2l": (2, ["--objective", "iwae", "--k", "50"]),
+}
+PUBLISHED: dict[str, dict[str, float]] = {  # test NLL, nats, dynamically binarized MNIST, k = 5,000
+    "vae": {PAPER: 86.76, PYTHAE: 89.78},
+    "iwae5": {PAPER: 85.54},
+    "iwae50": {PAPER: 84.78, PYTHAE: 86.82},
+    "vae-2l": {PAPER: 85.33},
+    "iwae5-2l": {PAPER: 83.89},
+    "iwae50-2l": {PAPER: 82.90},
+}
+
+
+@dataclass
+class Protocol:
+    """Everything a row's commands are built from; saved in results.json."""
+
+    dataset: str = "mnist"
+    hidden: dict[int, str] = field(default_factory=lambda: {1: "200,200", 2: "200,200,100,100"})  # by layers
+    latent_dim: int = 50
+    activation: str = "tanh"
+    batch_size: int = 20
+    lr: float = 1e-3
+    schedule: str = "paper"
+    budget_s: float = 3600.0
+    max_epochs: int = STAGE_ENDS[-1]
+    chunks: int = 12  # a chunk is at most budget / chunks long, so the probe curve has about this many points
+    eval_k: int = 5000
+    eval_samples: int = 1000  # prior samples for evaluate's neighbour audit and sample quality
+    probe_k: int = 100
+    probe_images: int = 1000
+    seed: int = 0
+    device: str | None = None
+    data_dir: str | None = None
+    allow_missing: list[str] = field(default_factory=list)
+    smoke: bool = False
+
+
+SMOKE = {  # a few seconds a row: the full path, not a measurement
+    "dataset": "digits", "hidden": {1: "16,16", 2: "16,16,8,8"}, "latent_dim": 4, "budget_s": 120.0,
+    "max_epochs": 3, "chunks": 2, "eval_k": 20, "eval_samples": 64, "probe_k": 10, "probe_images": 200,
+}  # fmt: skip
+
+
+def learning_rate(schedule: str, base: float, epoch: int, fraction: float) -> float:
+    """The rate for a chunk starting at `epoch` (0-based) after `fraction` of the budget.
+
+    paper: stage i = 0..7 lasts 3^i epochs at base·10^(-i/7) (Burda et al. 2016, section 5; 3,280 epochs in all).
+    budget: the same eight rates, with the stages' ends moved from epochs to the same fractions of the wall-time
+    budget (1/3280, 4/3280, ..., 1), so a budgeted row spends the paper's share of its time at each rate."""
+    if schedule == "paper":
+        stage = sum(epoch >= end for end in STAGE_ENDS[:-1])
+    elif schedule == "budget":
+        stage = sum(fraction >= end / STAGE_ENDS[-1] for end in STAGE_ENDS[:-1])
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}: use paper or budget")
+    return base * DECAY**stage
+
+
+def chunk_end(p: Protocol, epoch: int, elapsed: float, epoch_s: float, overhead_s: float) -> int:
+    """The --epochs of the next chunk: at most budget/chunks of wall time, what is left of the budget, and never
+    across a stage of the schedule, so one learning rate holds for the whole chunk."""
+    if epoch_s <= 0:  # nothing measured yet: one epoch tells how long an epoch takes
+        return epoch + 1
+    seconds = min(p.budget_s / p.chunks, p.budget_s - elapsed) - overhead_s
+    end = epoch + max(1, math.floor(seconds / epoch_s))
+    if p.schedule == "paper":
+        end = min(end, next(e for e in [*STAGE_ENDS, math.inf] if e > epoch))
+    else:
+        times = [p.budget_s * e / STAGE_ENDS[-1] for e in STAGE_ENDS]
+        stage_left = next((t for t in times if t > elapsed), p.budget_s) - elapsed - overhead_s
+        end = min(end, epoch + max(1, math.ceil(stage_left / epoch_s)))
+    return int(min(end, p.max_epochs))
+
+
+def parse_budget(text: str) -> float:
+    """Seconds in '90s', '60m', '1.5h' (a bare number is seconds)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"budget {text!r}: give a positive time such as 90s, 60m or 2h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+# ---- commands ----------------------------------------------------------------------------------------------------
+
+
+def vaekit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vaekit", *args]
+
+
+def accepted_flags() -> set[str]:
+    """The option names this vaekit's `train` accepts (the command `python -m vaekit` runs, read without running it)."""
+    from typer.main import get_command
+
+    from vaekit.cli.main import app
+
+    train = get_command(app).commands["train"]  # type: ignore[attr-defined]
+    return {name for param in train.params for name in [*param.opts, *param.secondary_opts]}
+
+
+def row_flags(name: str, p: Protocol) -> list[str]:
+    """The row's model and data flags, as the paper specifies them (the two-layer rows: 784-200-200-100 | 100-100-50
+    as --layers 2 with both blocks' hidden widths and the top latent size)."""
+    layers, extra = ROWS[name]
+    flags = ["--dataset", p.dataset, "--binarize", "dynamic", "--val-size", "0", "--likelihood", "bernoulli"]
+    flags += ["--hidden", p.hidden[layers], "--latent-dim", str(p.latent_dim), "--activation", p.activation]
+    flags += ["--layers", "2"] if layers == 2 else []
+    flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
+    flags += ["--data-dir", p.data_dir] if p.data_dir else []
+    return flags + (["--device", p.device] if p.device else [])
+
+
+def without(flags: list[str], names: set[str]) -> list[str]:
+    """`flags` with each named option and its value removed."""
+    kept: list[str] = []
+    for i, flag in enumerate(flags):
+        if flag in names or (i and flags[i - 1] in names):
+            continue
+        kept.append(flag)
+    return kept
+
+
+def run_logged(command: list[str], log: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    with log.open("a") as f:
+        f.write(f"$ {shlex.join(command)}\n{done.stdout}{done.stderr}[exit {done.returncode}, {seconds:.1f} s]\n")
+    return done, seconds
+
+
+def last_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+    return f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"
+
+
+# ---- one row -----------------------------------------------------------------------------------------------------
+
+
+def probe(run_dir: Path, p: Protocol, cache: dict[str, Any]) -> tuple[float, float]:
+    """Test NLL (k = probe_k) of the first probe_images test images, scored as `vaekit evaluate` scores them."""
+    from vaekit.analysis.evaluate import likelihood_report
+    from vaekit.data.sources import load_dataset
+    from vaekit.devices import resolve_device
+    from vaekit.training.runs import load_run
+
+    run = load_run(run_dir, str(resolve_device(p.device or "cpu")))
+    if "test" not in cache:  # one load per invocation: every row reads the same data
+        cache["test"] = load_dataset(run.config.data).test.x[: p.probe_images]
+    report = likelihood_report(run.model, cache["test"], "test", p.probe_k, p.seed, run.config.data)
+    assert report.nll is not None and report.nll_se is not None
+    return report.nll, report.nll_se
+
+
+def train_chunks(run_dir: Path, flags: list[str], p: Protocol, log: Path, row: dict[str, Any]) -> None:
+    """Train in chunks until the budget or max_epochs is reached; each chunk's command, rate and probe go into row."""
+    epoch, elapsed, epoch_s, overhead_s, cache = 0, 0.0, 0.0, 0.0, {}
+    while epoch < p.max_epochs and (epoch == 0 or p.budget_s - elapsed >= overhead_s + epoch_s):
+        end = chunk_end(p, epoch, elapsed, epoch_s, overhead_s)
+        lr = learning_rate(p.schedule, p.lr, epoch, elapsed / p.budget_s)
+        tail = ["--epochs", str(end), "--lr", f"{lr:.6g}", "--quiet", "--out", str(run_dir)]
+        command = vaekit("train", *flags, *tail) if epoch == 0 else vaekit("train", "--resume", *tail)
+        row["commands"].append(shlex.join(command))
+        done, seconds = run_logged(command, log)
+        elapsed += seconds
+        row["train_seconds"] = elapsed
+        if done.returncode != 0:
+            row["errors"].append(f"train chunk to epoch {end} failed ({last_line(done)})")
+            return
+        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        epoch_s = sum(r["seconds"] for r in history[epoch:end]) / (end - epoch)
+        overhead_s = max(0.0, seconds - epoch_s * (end - epoch))  # start-up, data loading, the end-of-run test pass
+        epoch = row["epochs"] = end
+        start = time.perf_counter()
+        nll, se = probe(run_dir, p, cache)
+        row["probes"].append({"epoch": end, "train_seconds": elapsed, "lr": lr, "nll": nll, "nll_se": se})
+        row["probe_seconds"] += time.perf_counter() - start
+
+
+def summarize(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The table's numbers from a run's evaluation.json."""
+    by_split = {report["split"]: report for report in evaluation["likelihood"]}
+    test, train = by_split["test"], by_split["train"]
+    return {
+        "test_nll": test["nll"], "test_nll_se": test["nll_se"], "neg_elbo": test["neg_elbo"],
+        "neg_elbo_se": test["neg_elbo_se"], "eval_k": test["k"], "test_images": test["images"], "scored": test["data"],
+        "train_nll": train["nll"], "train_images": train["images"], "train_minus_test_nll": train["nll"] - test["nll"],
+        "active_units": evaluation["kl"]["active_units"], "latent_units": len(evaluation["kl"]["kl_per_dim"]),
+    }  # fmt: skip
+
+
+def run_row(name: str, p: Protocol, out: Path, accepted: set[str]) -> dict[str, Any]:
+    """Train, probe and evaluate one row; a row this vaekit cannot run says why and keeps its command."""
+    run_dir, log = out / "runs" / name, out / "logs" / f"{name}.log"
+    flags = row_flags(name, p)
+    evaluate = vaekit("evaluate", str(run_dir), "--k", str(p.eval_k), "--split", "both", "--seed", str(p.seed))
+    evaluate += ["--samples", str(p.eval_samples), *(["--device", p.device] if p.device else [])]
+    row: dict[str, Any] = {
+        "row": name, "status": "done", "reason": "", "deviations": [], "errors": [], "commands": [], "epochs": 0,
+        "train_seconds": 0.0, "probe_seconds": 0.0, "eval_seconds": 0.0, "probes": [],
+        "published": PUBLISHED[name] if p.dataset == "mnist" else {},
+    }  # fmt: skip
+    missing = [f for f in flags if f.startswith("--") and f not in accepted]
+    blocking = [f for f in missing if f.removeprefix("--") not in p.allow_missing]
+    if blocking:
+        first = vaekit("train", *flags, "--epochs", "1", "--lr", f"{p.lr:g}", "--quiet", "--out", str(run_dir))
+        row["commands"] = [shlex.join(first), shlex.join(evaluate)]
+        row["status"], row["reason"] = "not run", f"this vaekit's train does not accept {', '.join(blocking)}"
+        return row
+    for flag in missing:
+        row["deviations"].append(f"ran without {flag} {flags[flags.index(flag) + 1]}: this vaekit's train lacks it")
+    flags = without(flags, set(missing))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    train_chunks(run_dir, flags, p, log, row)
+    if row["epochs"] == 0:
+        row["status"], row["reason"] = "not run", row["errors"][-1]
+        return row
+    row["commands"].append(shlex.join(evaluate))
+    done, row["eval_seconds"] = run_logged(evaluate, log)
+    if done.returncode != 0:
+        row["status"], row["reason"] = "failed", f"evaluate failed ({last_line(done)})"
+        return row
+    row.update(summarize(json.loads((run_dir / "evaluation.json").read_text())))
+    return row
+
+
+# ---- the report --------------------------------------------------------------------------------------------------
+
+
+def hardware(device: str | None) -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name() if device and device.startswith("cuda") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "gpu": gpu, "python": platform.python_version()}  # fmt: skip
+
+
+def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) -> str:
+    value = row.get(key)
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" + (f" ± {row[se]:.{digits}f}" if se else "")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    p, hw = results["protocol"], results["hardware"]
+    k = p["eval_k"]
+    lines = [f"# {p['dataset']}: test log-likelihood, vaekit against {PAPER}", ""]
+    if p["smoke"]:
+        lines += ["**Smoke run**: seconds of training on tiny networks; these numbers measure nothing.", ""]
+    lines += [
+        f"Dynamically binarized {p['dataset']}, MLP with hidden widths {p['hidden']['1']} (two stochastic layers: "
+        f"{p['hidden']['2']}) and {p['latent_dim']} latent units, {p['activation']}, Bernoulli decoder, batch "
+        f"{p['batch_size']}, Adam from lr {p['lr']:g}, schedule `{p['schedule']}`, wall-time budget "
+        f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
+        f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
+        "training subset (its size in results.json) minus the test NLL, same k.",
+        "",
+        f"Hardware: {hw['cpu']}, {hw['cores']} cores, {hw['threads']} torch threads"
+        + (f", GPU {hw['gpu']}" if hw["gpu"] else "") + f"; torch {hw['torch']}, Python {hw['python']}.",
+        "",
+    ]  # fmt: skip
+    if p["dataset"] != "mnist":
+        lines += [f"No published reference for {p['dataset']}: the published columns are empty.", ""]
+    lines += [
+        f"| row | test NLL (k={k}) | −ELBO | train − test NLL | active units | epochs | train time | "
+        f"{PAPER} | {PYTHAE} |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        published = [f"{row['published'][s]:.2f}" if s in row["published"] else "—" for s in (PAPER, PYTHAE)]
+        if row["status"] != "done":
+            lines.append(f"| {row['row']} | {row['status']}: {row['reason']} | — | — | — | {row['epochs']} | "
+                         f"{row['train_seconds'] / 60:.1f} min | {' | '.join(published)} |")  # fmt: skip
+            continue
+        units = f"{row['active_units']} / {row['latent_units']}"
+        name = row["row"] + (" (see its notes below)" if row["deviations"] or row["errors"] else "")
+        lines.append(f"| {name} | {cell(row, 'test_nll', 'test_nll_se')} | {cell(row, 'neg_elbo', 'neg_elbo_se')}"
+                     f" | {cell(row, 'train_minus_test_nll')} | {units} | {row['epochs']} | "
+                     f"{row['train_seconds'] / 60:.1f} min | {' | '.join(published)} |")  # fmt: skip
+    lines += ["", "## Commands", ""]
+    for row in results["rows"]:
+        notes = row["deviations"] + row["errors"]
+        lines += [f"### {row['row']} — {row['status']}" + (f": {row['reason']}" if row["reason"] else ""), ""]
+        lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+        lines += ["```", *row["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Probe NLL against training wall time, one line per row; published numbers as dashed horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = results["protocol"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, row in enumerate(results["rows"]):
+        color = f"C{i}"
+        if row["probes"]:
+            minutes = [probe["train_seconds"] / 60 for probe in row["probes"]]
+            ax.plot(minutes, [probe["nll"] for probe in row["probes"]], "o-", color=color, label=row["row"])
+        for source, value in row["published"].items():
+            style = "--" if source == PAPER else ":"
+            ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{row['row']}, {source.split(' (')[0]}")
+    ax.set_xlabel("training wall time (min; probes and evaluation not counted)")
+    ax.set_ylabel(f"test NLL, nats (k={p['probe_k']}, first {p['probe_images']} test images)")
+    ax.set_title(f"{p['dataset']}: cheap NLL probe at each chunk boundary")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def protocol(args: argparse.Namespace) -> Protocol:
+    p = Protocol(**(SMOKE if args.smoke else {}), smoke=args.smoke)  # type: ignore[arg-type]
+    given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
+             "budget_s": args.budget, "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device,
+             "data_dir": args.data_dir}  # fmt: skip
+    p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
+    return dataclasses.replace(p, allow_missing=[f.removeprefix("--") for f in args.allow_missing.split(",") if f])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default="vae,iwae5,iwae50", help=f"comma-separated, of: {', '.join(ROWS)}")
+    parser.add_argument("--budget", type=parse_budget, help="training wall time per row: 90s, 60m, 2h [60m]")
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], help="[mnist; smoke: digits]")
+    parser.add_argument("--out", type=Path, default=Path("mnist-likelihood"))
+    parser.add_argument("--batch-size", type=int, help="[20, the paper's]")
+    parser.add_argument("--lr", type=float, help="initial Adam learning rate [1e-3, the paper's]")
+    parser.add_argument("--schedule", choices=["paper", "budget"], help="see learning_rate() [paper]")
+    parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
+    parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
+    parser.add_argument("--device", help="passed to vaekit train and evaluate, and used by the probes")
+    parser.add_argument("--data-dir", help="folder with the dataset files, passed to vaekit train")
+    parser.add_argument("--allow-missing", default="", help="flags a row may run without, as a stated deviation "
+                        "(e.g. activation); any other flag this vaekit lacks leaves the row not run")  # fmt: skip
+    parser.add_argument("--smoke", action="store_true", help="every row for seconds on digits: tests the path")
+    args = parser.parse_args()
+    names = [name for name in args.rows.split(",") if name]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)}: use {', '.join(ROWS)}")
+    taken = [name for name in names if (args.out / "runs" / name).exists()]
+    if taken:
+        parser.error(f"{args.out}/runs already holds {', '.join(taken)}: choose another --out")
+    p = protocol(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    accepted = accepted_flags()
+    rows = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        rows.append(run_row(name, p, args.out, accepted))
+    results = {"protocol": dataclasses.asdict(p), "hardware": hardware(p.device), "rows": rows}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    results = json.loads((args.out / "results.json").read_text())  # one form (string keys) for both writers
+    (args.out / "results.md").write_text(markdown(results))
+    plot(results, args.out / "nll_vs_time.png")
+    print(markdown(results))
+    print(f"wrote {args.out}/results.md, results.json, nll_vs_time.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""benchmarks/mnist_likelihood.py: its schedule and chunking, and the whole path (`--smoke`) on tiny data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mnist_likelihood.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mnist_likelihood", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mnist_likelihood"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_schedule_steps_at_the_ends_of_3_power_i_epoch_stages(bench: ModuleType) -> None:
+    rate = lambda epoch: bench.learning_rate("paper", 1e-3, epoch, 0.0)  # noqa: E731
+    step = 10 ** (-1 / 7)
+    assert rate(0) == pytest.approx(1e-3)
+    assert rate(1) == rate(3) == pytest.approx(1e-3 * step)  # stage 1: epochs 1..3 (0-based)
+    assert rate(4) == rate(12) == pytest.approx(1e-3 * step**2)
+    assert rate(1092) == pytest.approx(1e-3 * step**6)
+    assert rate(1093) == rate(3279) == pytest.approx(1e-4)  # the last 2,187 epochs at 1e-4
+
+
+def test_budget_schedule_steps_at_the_papers_fractions_of_the_budget(bench: ModuleType) -> None:
+    rate = lambda fraction: bench.learning_rate("budget", 1e-3, 0, fraction)  # noqa: E731
+    assert rate(0.0) == pytest.approx(1e-3)
+    assert rate(0.2) == pytest.approx(1e-3 * 10 ** (-6 / 7))  # past 364/3280 = 0.11, before 1093/3280 = 0.33
+    assert rate(0.34) == rate(0.99) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="schedule"):
+        bench.learning_rate("cosine", 1e-3, 0, 0.0)
+
+
+def test_chunks_fit_the_budget_and_never_cross_a_stage(bench: ModuleType) -> None:
+    p = bench.Protocol(budget_s=3600.0, chunks=12)
+    assert bench.chunk_end(p, 0, 0.0, 0.0, 0.0) == 1  # nothing measured yet
+    assert bench.chunk_end(p, 1, 10.0, 1.0, 5.0) == 4  # 295 epochs would fit a 300 s chunk: the stage ends at 4
+    assert bench.chunk_end(p, 121, 500.0, 2.0, 10.0) == 121 + 145  # (300 s − 10 s overhead) / 2 s
+    assert bench.chunk_end(p, 121, 3580.0, 2.0, 10.0) == 126  # 20 s left
+    assert bench.chunk_end(bench.Protocol(max_epochs=3), 1, 1.0, 0.1, 0.0) == 3
+    timed = bench.Protocol(budget_s=3280.0, chunks=1, schedule="budget")  # stage ends at 1, 4, 13, ... seconds
+    assert bench.chunk_end(timed, 5, 5.0, 1.0, 0.0) == 5 + 8  # the stage ending at 13 s
+
+
+def test_budget_parsing(bench: ModuleType) -> None:
+    assert [bench.parse_budget(t) for t in ("90s", "60m", "1.5h", "45")] == [90, 3600, 5400, 45]
+    for bad in ("0m", "ten minutes", "-5s"):
+        with pytest.raises(Exception, match="positive time"):
+            bench.parse_budget(bad)
+
+
+def test_the_mnist_table_shows_published_numbers_and_unrun_rows(bench: ModuleType) -> None:
+    protocol = json.loads(json.dumps(bench.dataclasses.asdict(bench.Protocol())))
+    hardware = {"cpu": "x", "cores": 2, "threads": 1, "gpu": None, "torch": "2", "python": "3"}
+    done = {"row": "vae", "status": "done", "reason": "", "deviations": [], "errors": [], "commands": ["c-vae"],
+            "epochs": 40, "train_seconds": 600.0, "published": bench.PUBLISHED["vae"], "test_nll": 90.123,
+            "test_nll_se": 0.2, "neg_elbo": 94.5, "neg_elbo_se": 0.2, "train_minus_test_nll": -0.5,
+            "active_units": 20, "latent_units": 50}  # fmt: skip
+    unrun = {**done, "row": "iwae50", "status": "not run", "reason": "this vaekit's train does not accept --objective",
+             "commands": ["c-iwae50"], "epochs": 0, "published": bench.PUBLISHED["iwae50"]}  # fmt: skip
+    text = bench.markdown({"protocol": protocol, "hardware": hardware, "rows": [done, unrun]})
+    vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
+    assert "90.12 ± 0.20" in vae_line and "86.76" in vae_line and "89.78" in vae_line and "20 / 50" in vae_line
+    iwae_line = next(line for line in text.splitlines() if line.startswith("| iwae50 |"))
+    assert "not run: this vaekit's train does not accept --objective" in iwae_line and "84.78" in iwae_line
+    assert "c-vae" in text and "c-iwae50" in text and "No published reference" not in text
+
+
+def finite(row: dict[str, Any], *keys: str) -> bool:
+    return all(isinstance(row[key], float) and math.isfinite(row[key]) for key in keys)
+
+
+def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
+    command = [sys.executable, str(SCRIPT), "--smoke", "--rows", "vae,iwae5", "--allow-missing", "activation"]
+    done = subprocess.run([*command, "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    text = (tmp_path / "results.md").read_text()
+    assert (tmp_path / "nll_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["protocol"]["dataset"] == "digits" and "No published reference for digits" in text
+    assert results["hardware"]["cores"] and results["hardware"]["torch"]
+    vae, iwae = results["rows"]
+    accepted = bench.accepted_flags()
+
+    assert vae["status"] == "done" and vae["epochs"] == 3
+    assert finite(vae, "test_nll", "test_nll_se", "neg_elbo", "train_nll", "train_minus_test_nll", "train_seconds")
+    assert 0 < vae["test_nll"] <= vae["neg_elbo"]  # the k = 20 bound is tighter than the ELBO
+    assert vae["train_minus_test_nll"] == pytest.approx(vae["train_nll"] - vae["test_nll"])
+    assert 0 <= vae["active_units"] <= vae["latent_units"] == 4
+    train_1, train_2, evaluate = vae["commands"]
+    assert "-m vaekit train" in train_1 and "--binarize dynamic --val-size 0" in train_1 and "--epochs 1" in train_1
+    assert "--resume --epochs 3 --lr 0.000719686" in train_2  # the paper's second stage: 1e-3 · 10^(-1/7)
+    assert "-m vaekit evaluate" in evaluate and "--k 20 --split both" in evaluate
+    assert all(line in text for line in vae["commands"])
+    assert [probe["epoch"] for probe in vae["probes"]] == [1, 3] and all(finite(p, "nll") for p in vae["probes"])
+    assert ("--activation" in accepted) == (not vae["deviations"])
+
+    if {"--objective", "--k", "--activation"} <= accepted:
+        assert iwae["status"] == "done" and finite(iwae, "test_nll", "neg_elbo")
+    else:
+        assert iwae["status"] == "not run" and "does not accept --objective" in iwae["reason"]
+        assert "test_nll" not in iwae and not iwae["probes"]
+        assert "--objective iwae --k 5" in iwae["commands"][0] and "evaluate" in iwae["commands"][1]
+        assert next(line for line in text.splitlines() if line.startswith("| iwae5 |")).count("not run") == 1
