@@ -64,7 +64,9 @@ class AggregateGMM:
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """n codes (n, D) float32 on the generator's device: k ~ Categorical(π), then z = μ_k + L_k ε, ε ~ N(0, I).
 
-        All randomness is drawn before the components are applied, so a seed gives the same codes on every device."""
+        The noise is drawn in two calls before any component is applied, so the codes depend on the generator's seed
+        and the parameters alone, not on how the draws fall among the components. `vaekit sample` passes a CPU
+        generator, so its pictures are the same on every device, as the prior's are."""
         device = generator.device
         dtype = accumulate_dtype(device)
         weights, means, tril = (t.to(device, dtype) for t in (self.weights, self.means, self.scale_tril))
