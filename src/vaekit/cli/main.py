@@ -264,13 +264,37 @@ def sample(
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    sampler: Annotated[
+        str,
+        typer.Option(help="prior: N(0, I) | gmm: a Gaussian mixture fitted to the training images' codes (cached)."),
+    ] = "prior",
+    components: Annotated[
+        int | None, typer.Option(help="Mixture components (--sampler gmm).  [default: 10]", show_default=False)
+    ] = None,
+    fit_images: Annotated[
+        int | None,
+        typer.Option(help="Training images encoded for the fit (--sampler gmm).  [default: 10000]", show_default=False),
+    ] = None,
 ) -> None:
-    """Decode draws from the prior N(0, I) into a grid of images."""
+    """Decode draws from the prior N(0, I), or from a mixture fitted to the codes, into a grid of images."""
+    from vaekit.analysis import aggregate_sampler as gmm_sampler
     from vaekit.analysis.plots import sample_grid, save_image
 
+    if sampler not in ("prior", "gmm"):
+        raise VaekitError(f"--sampler {sampler!r} is unknown: use prior or gmm")
+    if sampler == "prior" and (components, fit_images) != (None, None):
+        raise VaekitError("--components and --fit-images set up --sampler gmm: add --sampler gmm, or drop them")
     loaded = load_on(run, device)
     path = out or Path(f"{run.name}-samples.png")
-    save_image(sample_grid(loaded.model, n, seed), path)
+    if sampler == "prior":
+        save_image(sample_grid(loaded.model, n, seed), path)
+    else:
+        components = gmm_sampler.COMPONENTS if components is None else components
+        fit_images = gmm_sampler.FIT_IMAGES if fit_images is None else fit_images
+        gmm = gmm_sampler.fit_aggregate_gmm(loaded, components, fit_images, seed)
+        save_image(gmm_sampler.gmm_sample_grid(loaded.model, gmm, n, seed), path)
+        how = "cached" if gmm.cached else "fitted" + ("" if gmm.converged else " (EM did not converge)")
+        out_console.print(f"{how}: {gmm.components}-component mixture of {gmm.images} training codes", highlight=False)
     out_console.print(f"wrote {path}")
 
 
