@@ -126,7 +126,7 @@ class AggregateGMM:
 
 def check_gaussian_codes(model: VAE) -> None:
     """The one place that asks whether a mixture of Gaussians can model this run's codes."""
-    if model.categorical:
+    if not model.posterior.continuous:
         raise VaekitError(
             "--sampler gmm fits Gaussians to continuous codes, and this run's latents are categorical (one-hot): "
             "use --sampler prior, or a run trained with --latent gaussian"
