@@ -16,7 +16,8 @@ from torch import Tensor
 from torch.distributions import MultivariateNormal
 
 from vaekit import VAE, ModelConfig
-from vaekit.model.likelihoods import Gaussian, Likelihood
+from vaekit.model.heads import Likelihood
+from vaekit.model.likelihoods import Gaussian
 from vaekit.model.objectives import iwae_bound, log_importance_weights
 
 P, D, SIGMA = 6, 2, 0.3

@@ -20,7 +20,14 @@ NETWORKS = ("mlp", "conv", "resconv")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
 PRIORS = ("standard", "mog", "vamp")  # standard: N(0, I), or uniform for categorical latents
 OBJECTIVES = ("elbo", "iwae")
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
+LIKELIHOODS = (
+    "bernoulli",
+    "gaussian",
+    "gaussian-learned",
+    "gaussian-pixel",
+    "continuous-bernoulli",
+    "discretized-logistic",
+)  # see vaekit.model.heads
 BINARIZE = ("none", "dynamic", "static")
 KINDS = ("vae", "ae")
 LATENTS = ("gaussian", "categorical")
@@ -43,6 +50,7 @@ class ModelConfig:
     latent_dim: int = 20
     likelihood: str = "bernoulli"  # see LIKELIHOODS
     gaussian_scale: float = 0.1  # fixed σ of the "gaussian" likelihood; initial σ of the learned ones
+    mixtures: int = 5  # logistic components per pixel of the "discretized-logistic" likelihood
     latent: str = "gaussian"  # "gaussian", or "categorical": latent_vars variables of `categories` classes each
     categories: int = 10
     latent_vars: int = 30
@@ -113,6 +121,7 @@ class TrainConfig:
             (self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use one of {OBJECTIVES}"),
             (1 <= model.prior_components <= MAX_WIDTH, f"prior_components must be between 1 and {MAX_WIDTH}"),
             (1 <= self.k <= MAX_WIDTH, f"k must be between 1 and {MAX_WIDTH}"),
+            (1 <= model.mixtures <= 256, "mixtures must be between 1 and 256"),
             (self.free_bits >= 0, "free_bits must be zero or positive"),
             (
                 model.prior == "standard" or (model.latent == "gaussian" and model.kind == "vae"),
@@ -222,6 +231,7 @@ FLAT_SETTINGS = {
             "latent_dim",
             "likelihood",
             "gaussian_scale",
+            "mixtures",
             "latent",
             "categories",
             "latent_vars",

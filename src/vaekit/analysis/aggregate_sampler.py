@@ -30,7 +30,7 @@ from vaekit.data.sources import load_dataset, split_off
 from vaekit.devices import accumulate_dtype, generator_on
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
-from vaekit.model.distributions import LOG_2PI
+from vaekit.model.posteriors import LOG_2PI
 from vaekit.model.vae import VAE
 from vaekit.training.runs import WEIGHTS, Run
 

@@ -107,7 +107,9 @@ def train(
     likelihood: Annotated[
         str | None,
         typer.Option(
-            help="bernoulli | gaussian | gaussian-learned | gaussian-pixel  [default: bernoulli]", show_default=False
+            help="bernoulli | gaussian | gaussian-learned | gaussian-pixel | continuous-bernoulli |"
+            " discretized-logistic  [default: bernoulli]",
+            show_default=False,
         ),
     ] = None,
     binarize: Annotated[

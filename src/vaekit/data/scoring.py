@@ -11,6 +11,8 @@ scores, `Scoring.offset` gives the per-image constant that makes log p(x|z) a lo
                               log P(k) ≥ E_u[log p(x̃)] − D·log 256 (Theis et al. 2016), a bound on the same discrete
                               likelihood in training (fresh u) and in evaluation (fixed-seed u)
   gaussian*, float data       the values as given (a density; nothing to dequantize)
+  continuous-bernoulli        as the Gaussians: a normalized density on [0, 1]
+  discretized-logistic        k/255 as given: the likelihood is the probability of level k itself (no bound, no offset)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import Tensor
 
 from vaekit.config import DataConfig, ModelConfig
 from vaekit.data.sources import to_float
-from vaekit.model.likelihoods import scores
+from vaekit.model.heads import scores
 
 LOG_256 = math.log(256)
 
@@ -34,6 +36,7 @@ class Scoring:
 
     binarize: bool  # draw Bernoulli(k/255) pixels on every use (dynamic binarization)
     dequantize: bool  # the likelihood is a density: 8-bit pixels become (k + u)/256
+    levels: bool = False  # the likelihood gives each of the 256 levels its probability (discretized logistic)
 
     @classmethod
     def of(cls, model: ModelConfig, data: DataConfig | None = None) -> Scoring:
@@ -43,6 +46,7 @@ class Scoring:
         return cls(
             binarize=data is not None and data.binarize == "dynamic",
             dequantize=scores(model.likelihood) == "dequantized",
+            levels=scores(model.likelihood) == "8-bit",
         )
 
     def input(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -66,6 +70,8 @@ class Scoring:
         """One line saying what was scored, for reports."""
         if self.dequantize:
             return "uniformly dequantized 8-bit pixels, − D·log 256" if x.dtype == torch.uint8 else "continuous values"
+        if self.levels:
+            return "8-bit pixel values: the exact probability of each of the 256 levels"
         if self.binarize or is_binary(x):
             return "fixed-seed binarized images"
         return "grey values as Bernoulli targets (not a normalized density)"

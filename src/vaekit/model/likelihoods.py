@@ -1,9 +1,7 @@
-"""Likelihoods p(x|z): the distribution objects, and the heads that turn decoder outputs into them.
+"""Likelihoods p(x|z) for binary and continuous values: Bernoulli and Gaussian (see `pixel_likelihoods` for the
+continuous Bernoulli and the discretized logistic mixture, and `heads` for the modules that build them).
 
 All log-densities are in nats, summed over the event dimensions (C, H, W): one value per example (and per sample).
-A head declares how many decoder outputs it reads per image channel (`channels`) and what data it scores
-(`scores`): "as-is" (values in [0, 1] as targets), or "dequantized" (a density over 8-bit data made continuous,
-see `vaekit.data.scoring`).
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from vaekit.config import ModelConfig
 from vaekit.model.posteriors import LOG_2PI
 
 # The floor of a learned Gaussian likelihood's σ. Uniformly dequantized 8-bit pixels never support a σ below the bin's
@@ -79,54 +76,3 @@ class Gaussian:
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         noise = torch.randn(self.loc.shape, generator=generator, dtype=self.loc.dtype, device=self.loc.device)
         return self.loc + self.stddev * noise
-
-
-Likelihood = Bernoulli | Gaussian
-
-
-class BernoulliHead(nn.Module):
-    """Decoder logits → Bernoulli: for binary images, or grey values as targets."""
-
-    channels, scores = 1, "as-is"
-
-    def forward(self, out: Tensor) -> Likelihood:
-        return Bernoulli(out)
-
-
-class GaussianHead(nn.Module):
-    """Decoder output → Gaussian with mean sigmoid(out) and σ fixed (`gaussian`), one σ learned for every pixel
-    (`gaussian-learned`) or one σ per pixel learned and shared across images (`gaussian-pixel`)."""
-
-    channels, scores = 1, "dequantized"
-
-    def __init__(self, kind: str, scale: float, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.learned = kind != "gaussian"
-        log_scale = torch.tensor(math.log(scale))
-        if kind == "gaussian-learned":
-            self.log_scale = nn.Parameter(log_scale)
-        elif kind == "gaussian-pixel":
-            self.log_scale = nn.Parameter(log_scale.expand(shape).clone())
-        else:  # a constant; a buffer so it travels with .to(device) and the weights file
-            self.register_buffer("log_scale", log_scale)
-
-    def forward(self, out: Tensor) -> Likelihood:
-        log_scale: Tensor = self.log_scale
-        if self.learned:  # a learned σ gets a floor; a fixed one is what the user chose
-            log_scale = log_scale.clamp_min(LOG_SCALE_MIN)
-        return Gaussian(torch.sigmoid(out), log_scale)
-
-
-Head = BernoulliHead | GaussianHead
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "gaussian-pixel")
-
-
-def build_head(config: ModelConfig) -> Head:
-    if config.likelihood == "bernoulli":
-        return BernoulliHead()
-    return GaussianHead(config.likelihood, config.gaussian_scale, tuple(config.input_shape))
-
-
-def scores(likelihood: str) -> str:
-    """What data a named likelihood scores, without building it: "as-is" or "dequantized"."""
-    return "as-is" if likelihood == "bernoulli" else "dequantized"

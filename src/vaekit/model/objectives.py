@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vaekit.devices import accumulate_dtype
 from vaekit.errors import VaekitError
-from vaekit.model.likelihoods import Likelihood
+from vaekit.model.heads import Likelihood
 from vaekit.model.posteriors import DiagonalGaussian, Posterior
 from vaekit.model.priors import Prior
 from vaekit.model.randomness import Randomness

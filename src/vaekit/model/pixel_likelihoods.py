@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaekit.errors import VaekitError
-from vaekit.model.distributions import sum_event
+from vaekit.model.likelihoods import sum_event
 
 # Inside |logits| < SERIES_LIMIT the closed forms of the continuous Bernoulli divide 0 by 0 at logits = 0 and lose
 # digits (and gradient accuracy) near it; their Taylor series, kept to l⁸, are exact to ~1e-12 there.

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
-from vaekit.model.likelihoods import Likelihood, build_head
+from vaekit.model.heads import Likelihood, build_head
 from vaekit.model.networks import NETWORKS
 from vaekit.model.objectives import ElboTerms, elbo
 from vaekit.model.posteriors import Posterior, posterior_family
