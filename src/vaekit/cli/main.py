@@ -94,6 +94,10 @@ def train(
             "--k", help="Importance samples per image for --objective iwae.  [default: 5]", show_default=False
         ),
     ] = None,
+    mixtures: Annotated[
+        int | None,
+        typer.Option(help="Logistic components per pixel of discretized-logistic.  [default: 5]", show_default=False),
+    ] = None,
     free_bits: Annotated[
         float | None,
         typer.Option(
@@ -221,6 +225,7 @@ def train(
         "objective": objective,
         "k": k,
         "free_bits": free_bits,
+        "mixtures": mixtures,
         "hidden": _int_list(hidden) if hidden else None,
         "likelihood": likelihood,
         "binarize": binarize,
