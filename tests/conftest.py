@@ -28,6 +28,18 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     torch.manual_seed(0)
 
 
+DEVICE = "cpu"  # `pytest --device cuda` trains every tiny run there (see pytest_configure)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="device the tiny training runs use: cpu | cuda | cuda:N | mps")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global DEVICE
+    DEVICE = str(config.getoption("--device"))
+
+
 def tiny_config(**overrides: object) -> TrainConfig:
     """A model and dataset small enough that a few epochs take well under a second."""
     config = TrainConfig(
@@ -35,6 +47,7 @@ def tiny_config(**overrides: object) -> TrainConfig:
         data=DataConfig(dataset="digits"),
         epochs=2,
         batch_size=64,
+        device=DEVICE,
     )
     for key, value in overrides.items():
         setattr(config, key, value)
