@@ -365,7 +365,7 @@ def _notes(run: Run, reports: list[LikelihoodReport]) -> list[str]:
         if not run.model.posterior.has_density
         else "NLL: importance-weighted bound (Burda et al. 2016), nats per image; ± one standard error over images"
     ]
-    if run.config.model.latent == "categorical":
+    if not run.model.posterior.continuous:
         notes.append("categorical latents: the bound and the ELBO use the discrete posterior (exact one-hot samples)")
     if reports and reports[0].data.startswith("grey"):
         notes.append("grey values as Bernoulli targets: numbers are not comparable with binarized-MNIST papers")

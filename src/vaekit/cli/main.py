@@ -251,7 +251,7 @@ def train(
     if run.final is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     test = run.final["test"]
-    if run.config.model.kind == "ae":  # a point-mass code: no KL, so no ELBO and no bound to print
+    if not run.model.posterior.has_density:  # a point-mass code: no KL, so no ELBO and no bound to print
         summary = f"test reconstruction −log p(x|code) {-test['log_px']:.2f} nats/image (an autoencoder has no ELBO)"
     else:
         summary = (
