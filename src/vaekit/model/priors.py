@@ -211,9 +211,10 @@ class TwoLayerPrior(Prior):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z2 ~ N(0, I), then z1 ~ p(z1|z2); codes [z1, z2] (n, D1 + D2)."""
-        z2 = self.top.sample(n, generator)
+        like = next(self.lower.parameters())  # drawn on the CPU like N(0, I)'s, then to the network's device and dtype
+        z2 = torch.randn(n, self.second, generator=generator).to(like)
         p_z1 = self.conditional(z2)
-        eps = torch.randn(p_z1.mu.shape, generator=generator).to(z2.device)
+        eps = torch.randn(n, self.first, generator=generator).to(like)
         return torch.cat([p_z1.mu + p_z1.stddev * eps, z2], -1)
 
     def describe(self) -> str:
