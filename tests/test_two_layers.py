@@ -203,6 +203,8 @@ def test_a_two_layer_run_trains_and_reloads_with_identical_weights(trained: Path
     assert set(stored) == set(loaded) and any(name.startswith("prior.lower") for name in stored)
     assert all(torch.equal(stored[name], loaded[name]) for name in stored)
     assert run.model.sample(3, torch.Generator().manual_seed(0)).shape == (3, 1, 8, 8)
+    code, stdout, _ = invoke("info", trained)
+    assert code == 0 and "second layer [8, 4]" in stdout
 
 
 def test_evaluate_scores_a_two_layer_run(trained: Path) -> None:

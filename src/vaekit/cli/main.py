@@ -386,7 +386,8 @@ def info(
         (
             "model",
             f"{config.model.network} {config.model.hidden}, latent {config.model.latent_dim}, "
-            f"{config.model.likelihood}, {summary['parameters']:,} parameters",
+            + (f"second layer {config.model.second_layer}, " if config.model.second_layer else "")
+            + f"{config.model.likelihood}, {summary['parameters']:,} parameters",
         ),
         (
             "training",
