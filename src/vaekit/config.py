@@ -61,6 +61,9 @@ class ModelConfig:
     activation: str = "relu"  # of the hidden layers; see ACTIVATIONS
     prior: str = "standard"  # see PRIORS; mog and vamp are learned, with `prior_components` components
     prior_components: int = 10
+    # A second stochastic layer z2 (Burda et al. 2016): the widths of the q(z2|z1) and p(z1|z2) networks, then z2's
+    # size, e.g. [100, 100, 50]; `hidden` and `latent_dim` stay the first layer's. Empty: one stochastic layer.
+    second_layer: list[int] = field(default_factory=list)
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W)
 
 
@@ -158,6 +161,27 @@ class TrainConfig:
             ),
             (1 <= model.latent_dim <= MAX_WIDTH, f"latent_dim must be between 1 and {MAX_WIDTH}"),
             (len(model.hidden) <= MAX_LAYERS, f"at most {MAX_LAYERS} hidden layers"),
+            (len(model.second_layer) <= MAX_LAYERS + 1, f"second_layer takes at most {MAX_LAYERS} widths and a size"),
+            (
+                all(1 <= h <= MAX_WIDTH for h in model.second_layer),
+                f"second_layer widths and size must be between 1 and {MAX_WIDTH}",
+            ),
+            (
+                not model.second_layer or (model.kind == "vae" and model.latent == "gaussian"),
+                "a second stochastic layer is Gaussian: use it with --model vae --latent gaussian",
+            ),
+            (
+                not model.second_layer or model.prior == "standard",
+                f"a second stochastic layer brings its own prior N(z2; 0, I)·p(z1|z2): drop --prior {model.prior}",
+            ),
+            (
+                not model.second_layer or self.estimator in ("reparam", "dreg"),
+                "the two-layer KL is estimated at samples of q, which needs their path: use --estimator reparam",
+            ),
+            (
+                not model.second_layer or self.free_bits == 0,
+                "free bits need a closed-form KL per unit, which two stochastic layers lack: drop --free-bits",
+            ),
             (all(1 <= h <= MAX_WIDTH for h in model.hidden), f"hidden widths must be between 1 and {MAX_WIDTH}"),
             (
                 len(model.input_shape) == 3 and all(1 <= d <= MAX_WIDTH for d in model.input_shape),
@@ -242,6 +266,7 @@ FLAT_SETTINGS = {
             "activation",
             "prior",
             "prior_components",
+            "second_layer",
         )
     },
     **{

@@ -65,6 +65,13 @@ def train(
     network: Annotated[
         str | None, typer.Option(help="mlp | conv | resconv (residual conv)  [default: mlp]", show_default=False)
     ] = None,
+    second_layer: Annotated[
+        str | None,
+        typer.Option(
+            help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).  [default: none]",
+            show_default=False,
+        ),
+    ] = None,
     activation: Annotated[
         str | None,
         typer.Option(help="Hidden activation: relu | tanh | elu | gelu  [default: relu]", show_default=False),
@@ -227,6 +234,7 @@ def train(
         "free_bits": free_bits,
         "mixtures": mixtures,
         "hidden": _int_list(hidden) if hidden else None,
+        "second_layer": _int_list(second_layer, "--second-layer") if second_layer else None,
         "likelihood": likelihood,
         "binarize": binarize,
         "beta": beta,
@@ -383,7 +391,8 @@ def info(
         (
             "model",
             f"{config.model.network} {config.model.hidden}, latent {config.model.latent_dim}, "
-            f"{config.model.likelihood}, {summary['parameters']:,} parameters",
+            + (f"second layer {config.model.second_layer}, " if config.model.second_layer else "")
+            + f"{config.model.likelihood}, {summary['parameters']:,} parameters",
         ),
         (
             "training",
@@ -442,11 +451,11 @@ def pack(
     out_console.print(f"wrote {out}: {manifest['shape']} uint8 ({splits})", highlight=False, soft_wrap=True)
 
 
-def _int_list(text: str) -> list[int]:
+def _int_list(text: str, flag: str = "--hidden") -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise VaekitError(f"--hidden {text!r} is not a comma-separated list of integers (e.g. 512,256)") from None
+        raise VaekitError(f"{flag} {text!r} is not a comma-separated list of integers (e.g. 512,256)") from None
 
 
 for command in (evaluate, gradients, serve):  # defined in cli_tools.py, registered after the core commands

@@ -37,6 +37,18 @@ def mlp_decoder(shape: Shape, hidden: Sequence[int], latent_dim: int, activation
     return nn.Sequential(*layers)
 
 
+def mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu") -> nn.Sequential:
+    """A plain MLP over the last dimension, for the networks between latent layers: leading sample and batch
+    dimensions pass through untouched, unlike the encoders' Flatten."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+        width = h
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
 def _conv_grid(shape: Shape, channels: Sequence[int]) -> tuple[int, int]:
     """Spatial size after len(channels) stride-2 convolutions; each must halve the image exactly."""
     _, height, width = shape

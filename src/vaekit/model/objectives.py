@@ -18,7 +18,7 @@ from torch import Tensor
 from vaekit.devices import accumulate_dtype
 from vaekit.errors import VaekitError
 from vaekit.model.heads import Likelihood
-from vaekit.model.posteriors import DiagonalGaussian, Posterior
+from vaekit.model.posteriors import DiagonalGaussian, Posterior, TwoLayerGaussian
 from vaekit.model.priors import Prior
 from vaekit.model.randomness import Randomness
 
@@ -139,7 +139,7 @@ def importance_weighted(
     log_px = model.decode(z).log_prob(x)
     log_pz = model.prior.log_prob(z)
     if estimator == "dreg":
-        if not isinstance(posterior, DiagonalGaussian):
+        if not isinstance(posterior, DiagonalGaussian | TwoLayerGaussian):
             raise VaekitError("the doubly reparameterized estimator needs a Gaussian posterior")
         log_w = log_px + log_pz - posterior.detached().log_prob(z)
         weights = torch.softmax(log_w.detach(), dim=0)

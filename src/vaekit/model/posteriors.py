@@ -1,8 +1,9 @@
 """Posterior families q(z|x): the distribution objects, and the small modules that turn encoder features into them.
 
 A family module says what the rest of the model needs to know about its codes, so that nobody asks which kind it is:
-`features` (encoder outputs), `latent_dim` (what the decoder reads), `unit_size` (entries per latent unit: 1, or K
-for a one-hot categorical variable), `has_density` (an autoencoder's point mass has none, hence no ELBO),
+`features` (encoder outputs), `latent_dim` (the size of a code), `decoded_dim` (how much of it the decoder reads:
+all of it, but z1 of a two-layer code), `unit_size` (entries per latent unit: 1, or K for a one-hot categorical
+variable), `has_density` (an autoencoder's point mass has none, hence no ELBO),
 `continuous` (whether paths and sliders through the codes make sense) and `relaxes` (whether training codes are a
 relaxation rather than samples of q). `at_step` lets a family follow a schedule
 (the Gumbel-softmax temperature); `record` says what of it belongs in the training metrics.
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
+from vaekit.model.networks import mlp
 from vaekit.model.randomness import Randomness, draw
 
 # exp(logvar) for logvar in [-30, 20] stays within float32 (σ from 3e-7 to 2e4). The encoder's raw output is
@@ -221,7 +223,79 @@ class RelaxedCategorical:
         return (log_p.exp() * log_p).sum(-1) + math.log(self.logits.shape[-1])
 
 
-Posterior = DiagonalGaussian | RelaxedCategorical | PointMass
+class TwoLayerGaussian:
+    """q(z1, z2|x) = q(z1|x) q(z2|z1), both diagonal Gaussians: the posterior of a VAE with two stochastic layers
+    (Burda, Grosse & Salakhutdinov 2016, section 5), over codes z = [z1, z2] (..., D1 + D2).
+
+    rsample draws z1 = mu1 + sigma1·eps1, then z2 = mu2(z1) + sigma2(z1)·eps2: both reparameterized, so the gradient
+    reaches the encoder through z1 and the q(z2|z1) network through z2. log q(z) = log q(z1|x) + log q(z2|z1).
+    """
+
+    relaxed = False
+
+    def __init__(self, lower: DiagonalGaussian, upper: nn.Module, frozen: bool = False) -> None:
+        self.lower = lower  # q(z1|x)
+        self.upper = upper  # z1 (..., D1) -> features (..., 2·D2) of q(z2|z1)
+        self.frozen = frozen  # evaluate `upper` with its parameters cut from the graph (see `detached`)
+
+    def conditional(self, z1: Tensor) -> DiagonalGaussian:
+        """q(z2|z1) for first-layer codes z1 (..., D1)."""
+        if self.frozen:  # the parameters held fixed, the path through z1 kept
+            params = {name: p.detach() for name, p in self.upper.named_parameters()}
+            features = torch.func.functional_call(self.upper, params, (z1,))
+        else:
+            features = self.upper(z1)
+        mu, logvar = features.chunk(2, dim=-1)
+        return DiagonalGaussian(mu, logvar)
+
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(z1, z2) from codes (..., D1 + D2)."""
+        d1 = self.lower.mu.shape[-1]
+        return z[..., :d1], z[..., d1:]
+
+    def detached(self) -> TwoLayerGaussian:
+        """The same distribution with q's parameters (both layers') held fixed; samples keep their own path."""
+        return TwoLayerGaussian(self.lower.detached(), self.upper, frozen=True)
+
+    def _at_mean(self) -> DiagonalGaussian:
+        return self.conditional(self.lower.mu)
+
+    @property
+    def mean(self) -> Tensor:
+        """[mu1, mu2(mu1)]: the code along the mean path (pictures and latent paths use it; E[z2] has no closed
+        form)."""
+        return torch.cat([self.lower.mu, self._at_mean().mu], -1)
+
+    @property
+    def mode(self) -> Tensor:
+        return self.mean
+
+    @property
+    def variance(self) -> Tensor:
+        """Per-dimension variances: q(z1|x)'s, and q(z2|z1)'s at z1 = mu1."""
+        return torch.cat([self.lower.variance, self._at_mean().variance], -1)
+
+    def rsample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
+        """Reparameterized draw of [z1, z2]: (..., D1 + D2), or (n_samples, ..., D1 + D2)."""
+        z1 = self.lower.rsample(n_samples, generator=generator)
+        return torch.cat([z1, self.conditional(z1).rsample(generator=generator)], -1)
+
+    def sample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(n_samples, generator=generator)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z1|x) + log q(z2|z1)."""
+        z1, z2 = self.split(z)
+        return self.lower.log_prob(z1) + self.conditional(z1).log_prob(z2)
+
+    def kl_per_dim(self) -> Tensor:
+        """Each dimension's KL to N(0, 1), (..., D1 + D2): exact for z1; for z2, q(z2|z1)'s at z1 = mu1 (the marginal
+        q(z2|x) has no closed form). A per-unit picture for reports, not a term of the ELBO."""
+        return torch.cat([self.lower.kl_per_dim(), self._at_mean().kl_per_dim()], -1)
+
+
+Posterior = DiagonalGaussian | RelaxedCategorical | PointMass | TwoLayerGaussian
 
 
 class GaussianFamily(nn.Module):
@@ -232,6 +306,7 @@ class GaussianFamily(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim, self.features = latent_dim, 2 * latent_dim
+        self.decoded_dim = latent_dim  # how much of the code the decoder reads
 
     def forward(self, features: Tensor) -> Posterior:
         mu, logvar = features.chunk(2, dim=-1)
@@ -257,6 +332,21 @@ class PointMassFamily(GaussianFamily):
         return PointMass(features)
 
 
+class TwoLayerGaussianFamily(GaussianFamily):
+    """Encoder features (..., 2·D1) → q(z1|x), and the network z1 → (mu2, logvar2) of q(z2|z1): codes are
+    [z1, z2] (D1 + D2), of which the decoder reads z1. `config.second_layer` holds the network's widths, then D2."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config.latent_dim)
+        *widths, second = config.second_layer
+        self.upper = mlp(config.latent_dim, widths, 2 * second, config.activation)
+        self.latent_dim = config.latent_dim + second
+
+    def forward(self, features: Tensor) -> Posterior:
+        mu, logvar = features.chunk(2, dim=-1)
+        return TwoLayerGaussian(DiagonalGaussian(mu, logvar), self.upper)
+
+
 class CategoricalFamily(nn.Module):
     """Encoder features (..., V·K) → V relaxed categorical variables of K classes, whose Gumbel-softmax temperature
     τ = max(τ_min, τ0·exp(−r·step)) (Jang et al. 2017) is a function of the step, so a resumed run anneals exactly
@@ -269,7 +359,7 @@ class CategoricalFamily(nn.Module):
         self.config = config
         self.unit_size = config.categories
         self.relaxes = not config.straight_through  # training codes are relaxed, not samples of q
-        self.latent_dim = self.features = config.latent_vars * config.categories
+        self.latent_dim = self.features = self.decoded_dim = config.latent_vars * config.categories
         self.temperature = config.temperature_min  # the trainer anneals it from config.temperature
 
     def forward(self, features: Tensor) -> Posterior:
@@ -288,7 +378,10 @@ Family = GaussianFamily | CategoricalFamily
 
 
 def posterior_family(config: ModelConfig) -> Family:
-    """The family a config names: `latent` categorical, else `kind` ae (a point mass) or vae (a Gaussian)."""
+    """The family a config names: `latent` categorical, else `kind` ae (a point mass) or vae (a Gaussian, over two
+    stochastic layers when `second_layer` is given)."""
     if config.latent == "categorical":
         return CategoricalFamily(config)
+    if config.second_layer:
+        return TwoLayerGaussianFamily(config)
     return PointMassFamily(config.latent_dim) if config.kind == "ae" else GaussianFamily(config.latent_dim)

@@ -1,7 +1,7 @@
-"""Priors p(z): the standard normal, the uniform categorical, and two learned ones (a mixture of Gaussians and the
-VampPrior). Each gives `log_prob(z)`, `sample(n)` and the KL from a posterior, in closed form where one exists
-(registered below for a pair of types) and by Monte Carlo at the posterior's own samples otherwise; the prior
-decides, not the caller.
+"""Priors p(z): the standard normal, the uniform categorical, and learned ones (a mixture of Gaussians, the
+VampPrior, and the two-layer p(z2)·p(z1|z2)). Each gives `log_prob(z)`, `sample(n)` and the KL from a posterior, in
+closed form where one exists (registered below for a pair of types) and by Monte Carlo at the posterior's own
+samples otherwise; the prior decides, not the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
+from vaekit.model.networks import mlp
 from vaekit.model.posteriors import (
     LOG_2PI,
     DiagonalGaussian,
@@ -23,6 +24,7 @@ from vaekit.model.posteriors import (
     PointMass,
     Posterior,
     RelaxedCategorical,
+    TwoLayerGaussian,
 )
 
 ClosedForm = Callable[[Any, Any], Tensor]
@@ -184,6 +186,41 @@ class VampPrior(Prior):
         return f"a VampPrior of {len(self.pseudo_inputs)} pseudo-inputs"
 
 
+class TwoLayerPrior(Prior):
+    """p(z1, z2) = N(z2; 0, I) p(z1|z2), p(z1|z2) a diagonal Gaussian from an MLP: the generative side of a VAE
+    with two stochastic layers (Burda, Grosse & Salakhutdinov 2016, section 5), over codes [z1, z2]. No closed-form
+    KL from the two-layer posterior exists, so the KL is the Monte Carlo one at the posterior's samples."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        *widths, second = config.second_layer
+        self.first, self.second, self.widths = config.latent_dim, second, widths
+        self.lower = mlp(second, widths, 2 * config.latent_dim, config.activation)  # z2 -> (mu1, logvar1)
+        self.top = StandardNormal(second)
+
+    def conditional(self, z2: Tensor) -> DiagonalGaussian:
+        """p(z1|z2) for second-layer codes z2 (..., D2)."""
+        mu, logvar = self.lower(z2).chunk(2, dim=-1)
+        return DiagonalGaussian(mu, logvar)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log N(z2; 0, I) + log p(z1|z2)."""
+        z1, z2 = z[..., : self.first], z[..., self.first :]
+        return self.top.log_prob(z2) + self.conditional(z2).log_prob(z1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z2 ~ N(0, I), then z1 ~ p(z1|z2); codes [z1, z2] (n, D1 + D2)."""
+        like = next(self.lower.parameters())  # drawn on the CPU like N(0, I)'s, then to the network's device and dtype
+        z2 = torch.randn(n, self.second, generator=generator).to(like)
+        p_z1 = self.conditional(z2)
+        eps = torch.randn(n, self.first, generator=generator).to(like)
+        return torch.cat([p_z1.mu + p_z1.stddev * eps, z2], -1)
+
+    def describe(self) -> str:
+        return f"a two-layer prior N(z2; 0, I)·p(z1|z2), z2 of {self.second}, z1 of {self.first} through {self.widths}"
+
+
 def mixture_log_prob(z: Tensor, log_weights: Tensor, gaussians: DiagonalGaussian) -> Tensor:
     """log Σ_k π_k N(z; μ_k, σ_k²) for codes (..., D) against K components (K, D), via log-sum-exp."""
     per_component = gaussians.log_prob(z.unsqueeze(-2))  # (..., K)
@@ -209,6 +246,13 @@ def _categorical_to_uniform(prior: UniformCategorical, posterior: RelaxedCategor
     return posterior.kl_per_dim()
 
 
+@closed_form(StandardNormal, TwoLayerGaussian)
+def _two_layer_to_standard(prior: StandardNormal, posterior: TwoLayerGaussian) -> Tensor:
+    """Only the evaluation report's stand-in per unit (see `TwoLayerGaussian.kl_per_dim`): a two-layer model's own
+    prior is a `TwoLayerPrior`, whose KL is the Monte Carlo one."""
+    return posterior.kl_per_dim()
+
+
 @closed_form(Prior, PointMass)
 def _point_mass(prior: Prior, posterior: PointMass) -> Tensor:
     """An autoencoder's code is not regularized: its KL term is 0 by definition (it has no ELBO)."""
@@ -219,11 +263,14 @@ PRIORS = ("standard", "mog", "vamp")
 
 
 def build_prior(config: ModelConfig, family: Family, encode: Callable[[Tensor], Posterior]) -> Prior:
-    """The prior a config names; `standard` is N(0, I) for Gaussian codes and uniform for categorical ones."""
+    """The prior a config names; `standard` is N(0, I) for Gaussian codes, N(z2; 0, I)·p(z1|z2) with a second
+    stochastic layer, and uniform for categorical codes."""
     if config.prior == "mog":
         return MixtureOfGaussians(family.latent_dim, config.prior_components)
     if config.prior == "vamp":
         return VampPrior(config.prior_components, tuple(config.input_shape), encode)
     if config.latent == "categorical":
         return UniformCategorical(config.latent_vars, config.categories)
+    if config.second_layer:
+        return TwoLayerPrior(config)
     return StandardNormal(family.latent_dim)

@@ -34,7 +34,7 @@ class VAE(nn.Module):
         channels, height, width = self.input_shape
         self.output_shape = (channels * head.channels, height, width)
         self.encoder = build_encoder(self.input_shape, config.hidden, self.posterior.features, config.activation)
-        self.decoder = build_decoder(self.output_shape, config.hidden, self.latent_dim, config.activation)
+        self.decoder = build_decoder(self.output_shape, config.hidden, self.posterior.decoded_dim, config.activation)
         self.likelihood = head
         self.prior = build_prior(config, self.posterior, self.encode)
 
@@ -46,7 +46,8 @@ class VAE(nn.Module):
     def decode(self, z: Tensor) -> Likelihood:
         """p(x|z) for latents (..., D); leading sample dimensions are kept."""
         leading = z.shape[:-1]
-        out = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*leading, *self.output_shape)
+        z = z[..., : self.posterior.decoded_dim]  # the decoder reads z1 of a two-layer code
+        out = self.decoder(z.reshape(-1, z.shape[-1])).reshape(*leading, *self.output_shape)
         likelihood: Likelihood = self.likelihood(out)
         return likelihood
 
