@@ -62,8 +62,9 @@ class Protocol:
     """Everything a row's commands are built from; saved in results.json."""
 
     dataset: str = "mnist"
-    hidden: dict[int, str] = field(default_factory=lambda: {1: "200,200", 2: "200,200,100,100"})  # by layers
-    latent_dim: int = 50
+    hidden: str = "200,200"  # the (first) stochastic layer's encoder and decoder widths
+    latent_dim: dict[int, int] = field(default_factory=lambda: {1: 50, 2: 100})  # z (z1 with two layers), by layers
+    second_layer: str = "100,100,50"  # two-layer rows: the second layer's widths, then z2's size
     activation: str = "tanh"
     batch_size: int = 20
     lr: float = 1e-3
@@ -83,7 +84,7 @@ class Protocol:
 
 
 SMOKE = {  # a few seconds a row: the full path, not a measurement
-    "dataset": "digits", "hidden": {1: "16,16", 2: "16,16,8,8"}, "latent_dim": 4, "budget_s": 120.0,
+    "dataset": "digits", "hidden": "16,16", "latent_dim": {1: 4, 2: 6}, "second_layer": "8,4", "budget_s": 120.0,
     "max_epochs": 3, "chunks": 2, "eval_k": 20, "eval_samples": 64, "probe_k": 10, "probe_images": 200,
 }  # fmt: skip
 
@@ -146,11 +147,11 @@ def accepted_flags() -> set[str]:
 
 def row_flags(name: str, p: Protocol) -> list[str]:
     """The row's model and data flags, as the paper specifies them (the two-layer rows: 784-200-200-100 | 100-100-50
-    as --layers 2 with both blocks' hidden widths and the top latent size)."""
+    as --hidden 200,200 --latent-dim 100 --second-layer 100,100,50)."""
     layers, extra = ROWS[name]
     flags = ["--dataset", p.dataset, "--binarize", "dynamic", "--val-size", "0", "--likelihood", "bernoulli"]
-    flags += ["--hidden", p.hidden[layers], "--latent-dim", str(p.latent_dim), "--activation", p.activation]
-    flags += ["--layers", "2"] if layers == 2 else []
+    flags += ["--hidden", p.hidden, "--latent-dim", str(p.latent_dim[layers]), "--activation", p.activation]
+    flags += ["--second-layer", p.second_layer] if layers == 2 else []
     flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
     flags += ["--data-dir", p.data_dir] if p.data_dir else []
     return flags + (["--device", p.device] if p.device else [])
@@ -300,8 +301,9 @@ def markdown(results: dict[str, Any]) -> str:
     if p["smoke"]:
         lines += ["**Smoke run**: seconds of training on tiny networks; these numbers measure nothing.", ""]
     lines += [
-        f"Dynamically binarized {p['dataset']}, MLP with hidden widths {p['hidden']['1']} (two stochastic layers: "
-        f"{p['hidden']['2']}) and {p['latent_dim']} latent units, {p['activation']}, Bernoulli decoder, batch "
+        f"Dynamically binarized {p['dataset']}, MLP with hidden widths {p['hidden']} and {p['latent_dim']['1']} latent "
+        f"units (two stochastic layers: {p['latent_dim']['2']}, then {p['second_layer']}), {p['activation']}, "
+        "Bernoulli decoder, batch "
         f"{p['batch_size']}, Adam from lr {p['lr']:g}, schedule `{p['schedule']}`, wall-time budget "
         f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
