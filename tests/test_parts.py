@@ -202,9 +202,7 @@ def test_a_version_1_run_folder_still_loads(tmp_path: Path) -> None:
     ("likelihood", "scored"),
     [("continuous-bernoulli", "uniformly dequantized"), ("discretized-logistic", "exact probability of each")],
 )
-def test_the_new_likelihoods_train_and_are_scored_in_bits_per_dim(
-    likelihood: str, scored: str, tmp_path: Path
-) -> None:
+def test_the_new_likelihoods_train_and_are_scored_in_bits_per_dim(likelihood: str, scored: str, tmp_path: Path) -> None:
     from vaekit.analysis.evaluate import likelihood_report
     from vaekit.data.sources import load_dataset
 
