@@ -73,5 +73,7 @@ def sweep_figure(
     ax_quality.legend(fontsize=8)
     for ax in (ax_kl, ax_units, ax_quality):
         ax.set(xscale="log", xlabel="β")
+        ax.set_xticks(betas, [f"{beta:g}" for beta in betas], minor=False)
+        ax.set_xticks([], minor=True)  # the log axis's minor labels would crowd a three-point sweep
         ax.grid(alpha=0.3)
     return _png(fig)
