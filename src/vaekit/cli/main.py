@@ -26,6 +26,7 @@ from vaekit.cli.common import (
 )
 from vaekit.cli.latent import latent_app
 from vaekit.cli.tools import evaluate, gradients, serve
+from vaekit.cli.why import why
 from vaekit.config import TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
@@ -460,6 +461,7 @@ def _int_list(text: str, flag: str = "--hidden") -> list[int]:
 
 for command in (evaluate, gradients, serve):  # defined in cli_tools.py, registered after the core commands
     app.command()(command)
+app.command()(why)  # cli/why.py
 app.add_typer(latent_app, name="latent")
 
 
