@@ -397,7 +397,8 @@ def info(
         (
             "model",
             f"{config.model.network} {config.model.hidden}, latent {config.model.latent_dim}, "
-            f"{config.model.likelihood}, {summary['parameters']:,} parameters",
+            f"{config.model.likelihood}, {summary['parameters']:,} parameters"
+            + (f", conditioned on {config.model.classes} classes" if config.model.condition == "label" else ""),
         ),
         (
             "training",
