@@ -146,3 +146,15 @@ def test_sharded_evaluation_scores_every_image_once_as_one_process_does(one_proc
     assert sharded["images"] == single.images  # 360 test images in 18 calls of 20, 9 per rank
     for name in ("nll", "nll_se", "neg_elbo", "kl", "mse"):
         assert sharded[name] == pytest.approx(getattr(single, name), rel=1e-12), name
+
+
+def test_a_conditional_run_gives_each_rank_the_labels_of_its_rows(tmp_path: Path) -> None:
+    config = reference_config(epochs=3)
+    config.model.condition = "label"  # type: ignore[attr-defined]
+    train(config, tmp_path / "one")  # type: ignore[arg-type]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "vaekit", "train", *ARGS]
+    options = ["--epochs", "3", "--condition", "label", "--out", str(tmp_path / "two")]
+    done = subprocess.run([*command, *options], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert_same_weights(tmp_path / "one", tmp_path / "two")

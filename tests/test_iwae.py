@@ -26,7 +26,7 @@ P, D, SIGMA = 6, 2, 0.3
 class LinearGaussianVAE(VAE):
     """The same VAE class with the sigmoid on the Gaussian mean removed: a linear decoder."""
 
-    def decode(self, z: Tensor) -> Likelihood:
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood:  # an unconditional oracle: y is None
         leading = z.shape[:-1]
         loc = self.decoder(z.reshape(-1, self.latent_dim)).reshape(*leading, *self.input_shape)
         return Gaussian(loc, self.likelihood.log_scale, event_ndim=3)

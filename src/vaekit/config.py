@@ -30,6 +30,7 @@ LIKELIHOODS = (
 )  # see vaekit.model.heads
 BINARIZE = ("none", "dynamic", "static")
 KINDS = ("vae", "ae")
+CONDITIONS = ("none", "label")  # label: encoder and decoder see the image's class (a conditional VAE)
 LATENTS = ("gaussian", "categorical")
 ELBO_ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.model.objectives.elbo
 ESTIMATORS = (*ELBO_ESTIMATORS, "dreg")  # dreg: for the importance-weighted bound
@@ -42,7 +43,8 @@ MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
 
 @dataclass
 class ModelConfig:
-    """What to build. `input_shape` is filled in from the data when training starts."""
+    """What to build. `input_shape` (and `classes`, for a conditional model) is filled in from the data when training
+    starts."""
 
     kind: str = "vae"  # "vae", or "ae": the deterministic autoencoder baseline (same networks, no noise, no KL)
     network: str = "mlp"  # "mlp" | "conv"
@@ -65,6 +67,8 @@ class ModelConfig:
     # size, e.g. [100, 100, 50]; `hidden` and `latent_dim` stay the first layer's. Empty: one stochastic layer.
     second_layer: list[int] = field(default_factory=list)
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W)
+    condition: str = "none"  # "label": q(z|x, y) and p(x|z, y) see the class label y (Sohn et al. 2015)
+    classes: int = 0  # labels 0..classes−1; filled in from the data when training starts, like input_shape
 
 
 @dataclass
@@ -121,6 +125,13 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {PRECISIONS}"),
             (model.activation in ACTIVATIONS, f"unknown activation {model.activation!r}: use one of {ACTIVATIONS}"),
             (model.prior in PRIORS, f"unknown prior {model.prior!r}: use one of {PRIORS}"),
+            (model.condition in CONDITIONS, f"unknown condition {model.condition!r}: use one of {CONDITIONS}"),
+            (0 <= model.classes <= MAX_WIDTH, f"classes must be between 0 and {MAX_WIDTH}"),
+            (
+                model.condition == "none" or model.prior != "vamp",
+                "the VampPrior encodes pseudo-inputs, which have no label: use --prior standard or mog with "
+                "--condition label",
+            ),
             (self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use one of {OBJECTIVES}"),
             (1 <= model.prior_components <= MAX_WIDTH, f"prior_components must be between 1 and {MAX_WIDTH}"),
             (1 <= self.k <= MAX_WIDTH, f"k must be between 1 and {MAX_WIDTH}"),
@@ -267,6 +278,7 @@ FLAT_SETTINGS = {
             "prior",
             "prior_components",
             "second_layer",
+            "condition",
         )
     },
     **{

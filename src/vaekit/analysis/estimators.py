@@ -54,7 +54,13 @@ class GradientReport:
 
 
 def estimate_moments(
-    model: VAE, x: Tensor, estimator: str, repeats: int, samples: int, generator: torch.Generator
+    model: VAE,
+    x: Tensor,
+    estimator: str,
+    repeats: int,
+    samples: int,
+    generator: torch.Generator,
+    y: Tensor | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Mean and per-coordinate variance of `repeats` gradient estimates, for each encoder parameter."""
     params = {f"encoder.{name}": p for name, p in model.encoder.named_parameters()}
@@ -62,7 +68,7 @@ def estimate_moments(
     squares = {name: RunningSum(p.numel(), p.device) for name, p in params.items()}
     for _ in range(repeats):
         model.zero_grad(set_to_none=True)
-        (-model.elbo(x, generator, estimator, samples).elbo.mean()).backward()  # type: ignore[no-untyped-call]
+        (-model.elbo(x, generator, estimator, samples, y).elbo.mean()).backward()  # type: ignore[no-untyped-call]
         for name, p in params.items():
             if p.grad is not None:  # a parameter the loss does not reach adds zero
                 g = p.grad.detach().flatten().to(sums[name].dtype)
@@ -78,16 +84,23 @@ def estimate_moments(
 
 
 def gradient_report(
-    model: VAE, x: Tensor, repeats: int = 100, samples: int = 4, seed: int = 0, label: str = "trained"
+    model: VAE,
+    x: Tensor,
+    repeats: int = 100,
+    samples: int = 4,
+    seed: int = 0,
+    label: str = "trained",
+    y: Tensor | None = None,
 ) -> GradientReport:
-    """Compare the three estimators on one mini-batch `x` (float images, moved to the model's device)."""
+    """Compare the three estimators on one mini-batch `x` (float images, moved to the model's device; with their
+    labels `y` for a conditional model)."""
     if not model.posterior.continuous:
         raise VaekitError("the gradient lab compares estimators for Gaussian latents; this run's are categorical")
     if not model.posterior.has_density or repeats < 2 or samples < 2:
         raise VaekitError("gradient estimates need a VAE run, --repeats ≥ 2 and --samples ≥ 2 (for the baseline)")
     report = GradientReport(label, repeats, len(x), samples)
     x = x.to(model.device)
-    moments = {e: estimate_moments(model, x, e, repeats, samples, generator_on(x.device, seed)) for e in ESTIMATORS}
+    moments = {e: estimate_moments(model, x, e, repeats, samples, generator_on(x.device, seed), y) for e in ESTIMATORS}
     names = list(moments["reparam"])
     for estimator in ESTIMATORS:
         for name in [*names, "all"]:
@@ -114,10 +127,10 @@ def gradient_lab(
     batch = split_off(data.train, min(batch_size, len(data.train)), seed)[1]
     scoring, device = Scoring.of(run.config.model, run.config.data), run.model.device
     x = scoring.input(batch.x.to(device), generator_on(device, seed))
-    reports = [gradient_report(run.model, x, repeats, samples, seed, "trained")]
+    reports = [gradient_report(run.model, x, repeats, samples, seed, "trained", batch.y)]
     if at_init:
         fresh = build_model(run.config).to(device)  # initialised on the CPU, so the same on every device
-        reports.append(gradient_report(fresh, x, repeats, samples, seed, "initialisation"))
+        reports.append(gradient_report(fresh, x, repeats, samples, seed, "initialisation", batch.y))
     atomic_write_json(run.path / "gradients.json", [dataclasses.asdict(r) for r in reports])
     figure = gradient_variance_figure([s for s in reports[0].stats if s.parameter != "all"], ESTIMATORS)
     atomic_write(run.path / "gradient_variance.png", figure)

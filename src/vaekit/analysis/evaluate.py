@@ -155,9 +155,11 @@ def likelihood_report(
     seed: int = 0,
     data: DataConfig | None = None,
     ranks: Ranks = Ranks(),
+    y: Tensor | None = None,
 ) -> LikelihoodReport:
     """The ELBO, the k-sample bound and the reconstruction error of the images `x`, scored as the run scores them;
-    for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound.
+    for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound. A conditional model scores
+    each image given its label in `y`: the bounds are then on log p(x|y).
 
     The images go in calls of a few at a time, each with its own seed, so that under torchrun every rank takes every
     W-th call and scores those images exactly as one process would: each image once, no padding; the per-image
@@ -174,12 +176,12 @@ def likelihood_report(
             continue
         generator.manual_seed(seed + 1 + call)
         rows = slice(start, start + per_call)
-        batch = x_scored[rows]
-        terms = model.elbo(batch, generator)
+        batch, labels = x_scored[rows], None if y is None else y[rows]
+        terms = model.elbo(batch, generator, y=labels)
         log_px[rows], kl[rows] = terms.log_px.to(wide) + offset, terms.kl.to(wide)
-        squared[rows] = (model.reconstruct(batch) - batch).to(wide).pow(2).flatten(1).mean(1)
+        squared[rows] = (model.reconstruct(batch, labels) - batch).to(wide).pow(2).flatten(1).mean(1)
         if bounded:
-            bound[rows] = iwae_bound(model, batch, k, generator, MAX_ROWS).to(wide) + offset
+            bound[rows] = iwae_bound(model, batch, k, generator, MAX_ROWS, labels).to(wide) + offset
     for values in (log_px, kl, bound, squared):
         ranks.sum(values)
     reconstruction, pixels = log_px, math.prod(x.shape[1:])
@@ -201,8 +203,9 @@ def likelihood_report(
 
 
 @torch.inference_mode()
-def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000) -> KLReport:
-    """Per-dimension KL and activity from the posteriors of every image in `x`.
+def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000, y: Tensor | None = None) -> KLReport:
+    """Per-dimension KL and activity from the posteriors of every image in `x` (given its label in `y`, for a
+    conditional model).
 
     A unit is a Gaussian latent dimension, or a categorical latent variable (whose activity sums over its K
     category probabilities). An autoencoder's KL is 0 by construction, so its dimensions are ordered by activity
@@ -213,7 +216,8 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000)
     reference, stand_in = StandardNormal(model.latent_dim), False
     mus, variances, kls = [], [], []
     for start in range(0, len(x), chunk):
-        posterior = model.encode(scoring.input(x[start : start + chunk].to(device), generator))
+        labels = None if y is None else y[start : start + chunk]
+        posterior = model.encode(scoring.input(x[start : start + chunk].to(device), generator), labels)
         mus.append(posterior.mean.to(wide))
         variances.append(posterior.variance.to(wide))
         units = model.prior.kl_per_unit(posterior)
@@ -297,10 +301,12 @@ def evaluate(
     train_scored = _subset(data.train, train_images or len(data.test))
     reports = []
     if split in ("test", "both"):
-        reports.append(likelihood_report(model, data.test.x, "test", k, seed, run.config.data, ranks))
+        reports.append(likelihood_report(model, data.test.x, "test", k, seed, run.config.data, ranks, data.test.y))
     if split in ("train", "both"):
-        reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data, ranks))
-    decoded = model.sample(samples, generator=torch.Generator().manual_seed(seed))  # prior draws: on the CPU
+        train_y = train_scored.y
+        reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data, ranks, train_y))
+    generator = torch.Generator().manual_seed(seed)  # prior draws: on the CPU
+    decoded = model.sample(samples, generator, _sample_labels(model, grey.test, samples))
     space = feature_space(grey, seed=seed, device=model.device)
     size = min(len(grey.test), len(grey.train))  # equal-size reference sets for the neighbour audit and picture
     train_ref, test_ref = _subset(grey.train, size).x, grey.test.x[:size]
@@ -308,7 +314,7 @@ def evaluate(
         run=str(run.path),
         dataset=run.config.data.dataset,
         likelihood=reports,
-        kl=kl_report(model, data.test.x) if model.posterior.has_density else None,
+        kl=kl_report(model, data.test.x, y=data.test.y) if model.posterior.has_density else None,
         generalization=_generalization(reports, decoded, train_ref, test_ref, space) if split == "both" else None,
         sample_quality=sample_quality(decoded, grey.test.x, space),
         notes=_notes(run, reports),
@@ -349,6 +355,14 @@ def _generalization(
         reconstruction_gap=test.reconstruction - train.reconstruction,
         samples=len(decoded), reference_images=size, audits=audits,
     )  # fmt: skip
+
+
+def _sample_labels(model: VAE, test: Split, samples: int) -> Tensor | None:
+    """For a conditional model, the classes to sample: the test labels in order (repeated as needed), so the samples'
+    classes match the reference images they are compared with (the first test images)."""
+    if not model.conditional or test.y is None:
+        return None
+    return test.y[torch.arange(samples) % len(test.y)]
 
 
 def _gap(test: float | None, train: float | None) -> float | None:

@@ -15,7 +15,8 @@ from PIL import Image
 from torch import Tensor
 
 from vaekit.analysis.latent import chain, class_difference, interpolate, plane_grid, principal_plane, traversal
-from vaekit.data.sources import to_float
+from vaekit.data.sources import Split, to_float
+from vaekit.errors import VaekitError
 from vaekit.files import atomic_write
 from vaekit.model.vae import VAE
 
@@ -44,17 +45,34 @@ def save_image(picture: Image.Image, path: Path) -> None:
 
 
 @torch.no_grad()
-def sample_grid(model: VAE, n: int, seed: int) -> Image.Image:
-    """Decoded prior samples: the likelihood mean of p(x|z) for z ~ N(0, I)."""
-    samples = model.sample(n, generator=torch.Generator().manual_seed(seed))
-    return image_grid(samples, columns=math.ceil(math.sqrt(n)))
+def sample_grid(model: VAE, n: int, seed: int, label: int | None = None) -> Image.Image:
+    """Decoded prior samples: the likelihood mean of p(x|z) for z ~ p(z). A conditional model decodes p(x|z, y):
+    all of class `label`, or without one a row per class, ⌈n / classes⌉ samples each."""
+    generator = torch.Generator().manual_seed(seed)
+    if label is not None:
+        check_label(model, label)
+        return image_grid(model.sample(n, generator, torch.full((n,), label)), columns=math.ceil(math.sqrt(n)))
+    if not model.conditional:
+        return image_grid(model.sample(n, generator), columns=math.ceil(math.sqrt(n)))
+    columns = math.ceil(n / model.classes)
+    labels = torch.arange(model.classes).repeat_interleave(columns)  # (classes · columns,)
+    return image_grid(model.sample(len(labels), generator, labels), columns=columns)
+
+
+def check_label(model: VAE, label: int) -> None:
+    """A class to draw must be one the model was conditioned on."""
+    if not model.conditional:
+        raise VaekitError("--label needs a conditional run: train one with --condition label, or drop --label")
+    if not 0 <= label < model.classes:
+        raise VaekitError(f"--label {label} is out of range: this run knows classes 0 to {model.classes - 1}")
 
 
 @torch.no_grad()
-def reconstruction_grid(model: VAE, x: Tensor, columns: int = 8) -> Image.Image:
-    """Rows of inputs, each followed by a row of their reconstructions (decoded posterior means)."""
+def reconstruction_grid(model: VAE, x: Tensor, columns: int = 8, y: Tensor | None = None) -> Image.Image:
+    """Rows of inputs, each followed by a row of their reconstructions (decoded posterior means; given the labels
+    `y`, for a conditional model)."""
     x = to_float(x).to(model.device)
-    recon = model.reconstruct(x)
+    recon = model.reconstruct(x, y)
     rows = []
     for start in range(0, len(x), columns):
         rows += [x[start : start + columns], recon[start : start + columns]]
@@ -173,12 +191,18 @@ def kl_per_dim_figure(kl_per_dim: list[float], activity: list[float], threshold:
     return _png(fig)
 
 
-def write_run_pictures(run_dir: Path, model: VAE, test_x: Tensor, history: list[dict[str, Any]], seed: int) -> None:
+def write_run_pictures(run_dir: Path, model: VAE, test: Split, history: list[dict[str, Any]], seed: int) -> None:
+    """samples.png, reconstructions.png, interpolation.png and curves.png. A conditional model has no
+    interpolation.png: the two ends of a path carry different labels, and the decoder reads one."""
     model.eval()
+    test_x, test_y = test.x, test.y
     save_image(sample_grid(model, 64, seed), run_dir / "samples.png")
-    save_image(reconstruction_grid(model, test_x[:32]), run_dir / "reconstructions.png")
+    y = None if test_y is None else test_y[:32]
+    save_image(reconstruction_grid(model, test_x[:32], y=y), run_dir / "reconstructions.png")
     pairs = min(4, len(test_x) // 2)
-    save_image(interpolation_grid(model, test_x[:pairs], test_x[pairs : 2 * pairs]), run_dir / "interpolation.png")
+    if not model.conditional:
+        pictures = interpolation_grid(model, test_x[:pairs], test_x[pairs : 2 * pairs])
+        save_image(pictures, run_dir / "interpolation.png")
     atomic_write(run_dir / "curves.png", curves_figure(history))
 
 

@@ -68,6 +68,17 @@ def load_on(run: Path, device: str) -> Run:
     return load_run(run, str(resolve_device(device)))
 
 
+def load_unconditional(run: Path, device: str, what: str) -> Run:
+    """`load_on`, for the commands that walk or decode latent codes with no class label to give them."""
+    loaded = load_on(run, device)
+    if loaded.model.conditional:
+        raise VaekitError(
+            f"{what} is not available for a conditional run ({run} was trained with --condition label): use "
+            "`vaekit sample RUN --label K`, reconstruct or evaluate here, or a run trained with --condition none"
+        )
+    return loaded
+
+
 def load_test_split(config: TrainConfig) -> Split:
     """The test images (and labels) of the data a run was trained on."""
     from vaekit.data.sources import load_dataset

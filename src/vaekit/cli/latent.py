@@ -17,8 +17,8 @@ from vaekit.cli.common import (
     SeedOpt,
     check_index,
     friendly_errors,
-    load_on,
     load_test_split,
+    load_unconditional,
     out_console,
 )
 from vaekit.data.sources import CLASS_NAMES, Split, to_float
@@ -88,7 +88,7 @@ def interpolate(
         save_image,
     )
 
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "vaekit latent interpolate")
     test = load_test_split(loaded.config)
     path = out or Path(f"{run.name}-latent-interpolation.{'gif' if gif else 'png'}")
     if through:
@@ -123,7 +123,7 @@ def traverse(
     from vaekit.analysis.evaluate import kl_report
     from vaekit.analysis.plots import save_image, traversal_grid
 
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "vaekit latent traverse")
     _gaussian_only(loaded, "traversals")
     test = load_test_split(loaded.config)
     order = kl_report(loaded.model, test.x).order[:dims]
@@ -144,7 +144,7 @@ def manifold(
     """Decode a grid at prior quantiles: the latent plane for D = 2, else the top-2 principal directions."""
     from vaekit.analysis.plots import manifold_grid, save_image
 
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "vaekit latent manifold")
     _gaussian_only(loaded, "manifold grids")
     path = out or Path(f"{run.name}-manifold.png")
     save_image(manifold_grid(loaded.model, load_test_split(loaded.config).x, n), path)
@@ -167,7 +167,7 @@ def embed(
 
     if method not in ("pca", "tsne"):
         raise VaekitError(f"--method {method!r}: use pca or tsne")
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "vaekit latent embed")
     test = load_test_split(loaded.config)
     x, labels = test.x[:n], (test.y[:n] if test.y is not None else None)
     with torch.no_grad():
@@ -191,7 +191,7 @@ def arithmetic(
     """Add mean code(target class) − mean code(source class) to inputs of the source class, and decode."""
     from vaekit.analysis.plots import arithmetic_grid, save_image
 
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "vaekit latent arithmetic")
     test = load_test_split(loaded.config)
     if test.y is None:
         raise VaekitError(f"{loaded.config.data.dataset} has no labels: attribute arithmetic needs labelled data")
@@ -222,7 +222,7 @@ def smoothness(
     from vaekit.analysis.smoothness import smoothness as measure
     from vaekit.data.sources import load_dataset
 
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "vaekit latent smoothness")
     data = load_dataset(loaded.config.data)
     if len(data.test) < 2:
         raise VaekitError("smoothness needs at least two test images")

@@ -21,6 +21,7 @@ from vaekit.cli.common import (
     friendly_errors,
     load_on,
     load_test_split,
+    load_unconditional,
     out_console,
     read_toml,
 )
@@ -162,6 +163,13 @@ def train(
             "--straight-through", help="Hard one-hot codes forward, relaxed gradient backward.", show_default=False
         ),
     ] = None,
+    condition: Annotated[
+        str | None,
+        typer.Option(
+            help="none | label (a conditional VAE: encoder and decoder see the class label)  [default: none]",
+            show_default=False,
+        ),
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.001]", show_default=False)] = None,
     seed: Annotated[
         int | None,
@@ -234,6 +242,7 @@ def train(
         "k": k,
         "free_bits": free_bits,
         "mixtures": mixtures,
+        "condition": condition,
         "hidden": _int_list(hidden) if hidden else None,
         "second_layer": _int_list(second_layer, "--second-layer") if second_layer else None,
         "likelihood": likelihood,
@@ -291,6 +300,13 @@ def sample(
         int | None,
         typer.Option(help="Training images encoded for the fit (--sampler gmm).  [default: 10000]", show_default=False),
     ] = None,
+    label: Annotated[
+        int | None,
+        typer.Option(
+            help="Class to draw (a run trained with --condition label; without it, one row per class).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Decode draws from the prior N(0, I), or from a mixture fitted to the codes, into a grid of images."""
     from vaekit.analysis import aggregate_sampler as gmm_sampler
@@ -303,7 +319,9 @@ def sample(
     loaded = load_on(run, device)
     path = out or Path(f"{run.name}-samples.png")
     if sampler == "prior":
-        save_image(sample_grid(loaded.model, n, seed), path)
+        save_image(sample_grid(loaded.model, n, seed, label), path)
+    elif loaded.model.conditional or label is not None:
+        raise VaekitError("--sampler gmm fits codes of every class together: use --sampler prior with --label K")
     else:
         components = gmm_sampler.COMPONENTS if components is None else components
         fit_images = gmm_sampler.FIT_IMAGES if fit_images is None else fit_images
@@ -329,10 +347,11 @@ def reconstruct(
     from vaekit.analysis.plots import reconstruction_grid, save_image
 
     loaded = load_on(run, device)
-    test_x = load_test_split(loaded.config).x
-    check_index(start, len(test_x), "--start")
+    test = load_test_split(loaded.config)
+    check_index(start, len(test.x), "--start")
     path = out or Path(f"{run.name}-reconstructions.png")
-    save_image(reconstruction_grid(loaded.model, test_x[start : start + n]), path)
+    labels = None if test.y is None else test.y[start : start + n]  # a conditional model reads them
+    save_image(reconstruction_grid(loaded.model, test.x[start : start + n], y=labels), path)
     out_console.print(f"wrote {path}")
 
 
@@ -354,7 +373,7 @@ def interpolate(
     """Decode the straight line between two test images' posterior means, extended past both ends."""
     from vaekit.analysis.plots import interpolation_grid, save_image
 
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "vaekit interpolate")
     test_x = load_test_split(loaded.config).x
     check_index(a, len(test_x), "--a")
     check_index(b, len(test_x), "--b")
@@ -393,7 +412,8 @@ def info(
             "model",
             f"{config.model.network} {config.model.hidden}, latent {config.model.latent_dim}, "
             + (f"second layer {config.model.second_layer}, " if config.model.second_layer else "")
-            + f"{config.model.likelihood}, {summary['parameters']:,} parameters",
+            + f"{config.model.likelihood}, {summary['parameters']:,} parameters"
+            + (f", conditioned on {config.model.classes} classes" if config.model.condition == "label" else ""),
         ),
         (
             "training",

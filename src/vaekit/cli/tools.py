@@ -17,6 +17,7 @@ from vaekit.cli.common import (
     friendly_errors,
     load_on,
     load_test_split,
+    load_unconditional,
     out_console,
 )
 from vaekit.config import ELBO_ESTIMATORS
@@ -129,7 +130,7 @@ def serve(
     from vaekit.web.guards import WILDCARD_BINDS, allowed_hosts
 
     hosts = allowed_hosts(host, allow_host or [])
-    loaded = load_on(run, device)
+    loaded = load_unconditional(run, device, "the explorer")
     if not loaded.model.posterior.continuous:
         raise VaekitError("the explorer's sliders move continuous latents; this run's latents are categorical")
     test = load_test_split(loaded.config)

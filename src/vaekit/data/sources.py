@@ -287,3 +287,19 @@ def pack_dataset(source: str, out: Path, data_dir: str | None = None) -> dict[st
         raise VaekitError(f"{source} is a pack already: train from it with --dataset {source}")
     parts = image_folder_rows(path) if path.is_dir() else array_rows(path)
     return write_pack(out, parts, str(path.resolve()))
+
+
+def class_count(data: Dataset) -> int:
+    """K for a model conditioned on labels 0..K−1: one more than the largest label of any split. Checked here, at
+    load, so that a missing or negative label is one line rather than an indexing error mid-training."""
+    labels = [split.y for split in (data.train, data.val, data.test) if len(split)]
+    fix = "use a labelled dataset (mnist, fashion-mnist, digits, an .npz with y, or one sub-folder per class)"
+    if any(y is None for y in labels):
+        raise VaekitError(f"--condition label needs a class label per image and {data.name} has none: {fix}")
+    present = torch.cat([y for y in labels if y is not None])
+    if int(present.min()) < 0:
+        raise VaekitError(f"{data.name} has negative labels: number the classes 0, 1, 2, … to condition on them")
+    classes = int(present.max()) + 1
+    if classes < 2:
+        raise VaekitError(f"{data.name} has a single class, nothing to condition on: {fix}, or --condition none")
+    return classes

@@ -1,7 +1,8 @@
 """The objectives, written once: the ELBO and the importance-weighted bound per example, in nats; bits per dimension.
 
 They see a model only through its parts (`LatentModel`: encode to a posterior, decode to a likelihood, a prior), so
-every posterior family, prior and likelihood goes through the same few lines. Every function returns one value per
+every posterior family, prior and likelihood goes through the same few lines. Labels `y` (N,), where given, pass
+through to encode and decode: a conditional model's bounds are on log p(x|y). Every function returns one value per
 example (shape (N,)); callers average over the batch at the very end.
 """
 
@@ -26,8 +27,8 @@ from vaekit.model.randomness import Randomness
 class LatentModel(Protocol):
     prior: Prior
 
-    def encode(self, x: Tensor) -> Posterior: ...
-    def decode(self, z: Tensor) -> Likelihood: ...
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior: ...
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood: ...
 
 
 @dataclass
@@ -81,7 +82,12 @@ def leave_one_out_mean(values: Tensor) -> Tensor:
 
 
 def elbo(
-    model: LatentModel, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1
+    model: LatentModel,
+    x: Tensor,
+    generator: Randomness = None,
+    estimator: str = "reparam",
+    samples: int = 1,
+    y: Tensor | None = None,
 ) -> ElboTerms:
     """ELBO(x) = E_{q(z|x)}[log p(x|z)] − KL(q(z|x) ‖ p(z))   (Kingma & Welling 2014, eq. 10).
 
@@ -94,13 +100,13 @@ def elbo(
     The decoder's gradient, and the closed-form KL's, are the same in all three. For the autoencoder's point mass,
     z is the code and the KL is 0: log p(x|code) alone is its objective (and no ELBO).
     """
-    posterior = model.encode(x)
+    posterior = model.encode(x, y)
     if estimator == "reparam":
         z = posterior.rsample(samples, generator=generator)
-        log_px = model.decode(z).log_prob(x)  # (samples, N)
+        log_px = model.decode(z, y).log_prob(x)  # (samples, N)
     else:
         z = posterior.sample(samples, generator=generator)  # no path back to mu or sigma
-        log_px = model.decode(z).log_prob(x)  # reaches the decoder only
+        log_px = model.decode(z, y).log_prob(x)  # reaches the decoder only
         reward = log_px.detach()
         if estimator == "score-function-baseline":
             reward = reward - leave_one_out_mean(reward)
@@ -109,21 +115,28 @@ def elbo(
     kl = kl_units.sum(-1) if kl_units is not None else model.prior.kl(posterior, z)
     if estimator == "reparam" and posterior.relaxed:  # the ELBO itself needs exact samples of q; no gradient
         with torch.no_grad():
-            exact = model.decode(posterior.sample(samples, generator=generator)).log_prob(x)
+            exact = model.decode(posterior.sample(samples, generator=generator), y).log_prob(x)
         return ElboTerms(log_px=exact.mean(0), kl=kl, relaxed_log_px=log_px.mean(0), kl_units=kl_units)
     return ElboTerms(log_px=log_px.mean(0), kl=kl, kl_units=kl_units)
 
 
-def log_importance_weights(model: LatentModel, x: Tensor, k: int, generator: Randomness = None) -> Tensor:
+def log_importance_weights(
+    model: LatentModel, x: Tensor, k: int, generator: Randomness = None, y: Tensor | None = None
+) -> Tensor:
     """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x) for z_i ~ q(z|x), i = 1..k; shape (k, N). Exact samples:
     one-hot codes for a categorical posterior."""
-    posterior = model.encode(x)
+    posterior = model.encode(x, y)
     z = posterior.sample(k, generator=generator)
-    return model.decode(z).log_prob(x) + model.prior.log_prob(z) - posterior.log_prob(z)
+    return model.decode(z, y).log_prob(x) + model.prior.log_prob(z) - posterior.log_prob(z)
 
 
 def importance_weighted(
-    model: LatentModel, x: Tensor, k: int, generator: Randomness = None, estimator: str = "reparam"
+    model: LatentModel,
+    x: Tensor,
+    k: int,
+    generator: Randomness = None,
+    estimator: str = "reparam",
+    y: Tensor | None = None,
 ) -> ElboTerms:
     """The importance-weighted bound as a training objective (Burda, Grosse & Salakhutdinov 2016):
     L_k = log (1/k) Σ_i w_i; k = 1 is the ELBO with a sampled KL. Its gradient, by `estimator`:
@@ -134,9 +147,9 @@ def importance_weighted(
     The decoder's and the prior's gradients are the IWAE ones either way. The returned terms also hold the ELBO's
     (log p(x|z) averaged over the k samples, and the KL) for the training record.
     """
-    posterior = model.encode(x)
+    posterior = model.encode(x, y)
     z = posterior.rsample(k, generator=generator)  # (k, N, D)
-    log_px = model.decode(z).log_prob(x)
+    log_px = model.decode(z, y).log_prob(x)
     log_pz = model.prior.log_prob(z)
     if estimator == "dreg":
         if not isinstance(posterior, DiagonalGaussian | TwoLayerGaussian):
@@ -164,7 +177,14 @@ def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:
     return nats_per_example / (dims * math.log(2))
 
 
-def iwae_bound(model: LatentModel, x: Tensor, k: int, generator: Randomness = None, max_rows: int = 4096) -> Tensor:
+def iwae_bound(
+    model: LatentModel,
+    x: Tensor,
+    k: int,
+    generator: Randomness = None,
+    max_rows: int = 4096,
+    y: Tensor | None = None,
+) -> Tensor:
     """The importance-weighted bound log p(x) ≥ log (1/k) Σ_i w_i  (Burda, Grosse & Salakhutdinov 2016, eq. 8).
 
     k = 1 is a one-sample ELBO estimate; the bound tightens monotonically in k and reaches log p(x) as k → ∞.
@@ -175,6 +195,6 @@ def iwae_bound(model: LatentModel, x: Tensor, k: int, generator: Randomness = No
     chunk = max(1, max_rows // len(x))
     partial = []  # log Σ w over each chunk, (N,) each
     for start in range(0, k, chunk):
-        log_w = log_importance_weights(model, x, min(chunk, k - start), generator)
+        log_w = log_importance_weights(model, x, min(chunk, k - start), generator, y)
         partial.append(torch.logsumexp(log_w.to(accumulate_dtype(log_w.device)), dim=0))
     return torch.logsumexp(torch.stack(partial), dim=0) - math.log(k)

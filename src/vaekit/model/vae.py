@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
+from vaekit.errors import VaekitError
 from vaekit.model.heads import Likelihood, build_head
 from vaekit.model.networks import NETWORKS
 from vaekit.model.objectives import ElboTerms, elbo
@@ -33,27 +35,75 @@ class VAE(nn.Module):
         head = build_head(config)
         channels, height, width = self.input_shape
         self.output_shape = (channels * head.channels, height, width)
-        self.encoder = build_encoder(self.input_shape, config.hidden, self.posterior.features, config.activation)
-        self.decoder = build_decoder(self.output_shape, config.hidden, self.posterior.decoded_dim, config.activation)
+        self.classes = label_classes(config)  # 0: unconditional, and every shape below is as it always was
+        self.encoder = build_encoder(self._encoder_shape(), config.hidden, self.posterior.features, config.activation)
+        self.decoder = build_decoder(
+            self.output_shape, config.hidden, self.posterior.decoded_dim + self.classes, config.activation
+        )
         self.likelihood = head
         self.prior = build_prior(config, self.posterior, self.encode)
 
-    def encode(self, x: Tensor) -> Posterior:
-        """q(z|x) for images (N, C, H, W) in [0, 1]."""
-        posterior: Posterior = self.posterior(self.encoder(x))
+    @property
+    def conditional(self) -> bool:
+        """Whether encoder and decoder see the class label: q(z|x, y) and p(x|z, y) (Sohn et al. 2015)."""
+        return self.classes > 0
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
+        """q(z|x) for images (N, C, H, W) in [0, 1]; q(z|x, y) with labels y (N,) for a conditional model."""
+        posterior: Posterior = self.posterior(self.encoder(self._with_label(x, y)))
         return posterior
 
-    def decode(self, z: Tensor) -> Likelihood:
-        """p(x|z) for latents (..., D); leading sample dimensions are kept."""
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood:
+        """p(x|z) for latents (..., D); leading sample dimensions are kept. A conditional model reads the labels y
+        (N,) of the last leading dimension, and decodes [z, one-hot(y)]."""
         leading = z.shape[:-1]
         z = z[..., : self.posterior.decoded_dim]  # the decoder reads z1 of a two-layer code
+        code = self._one_hot(y, z)
+        if code is not None:
+            z = torch.cat([z, code.expand(*leading, -1)], -1)
         out = self.decoder(z.reshape(-1, z.shape[-1])).reshape(*leading, *self.output_shape)
         likelihood: Likelihood = self.likelihood(out)
         return likelihood
 
-    def elbo(self, x: Tensor, generator: Randomness = None, estimator: str = "reparam", samples: int = 1) -> ElboTerms:
+    def elbo(
+        self,
+        x: Tensor,
+        generator: Randomness = None,
+        estimator: str = "reparam",
+        samples: int = 1,
+        y: Tensor | None = None,
+    ) -> ElboTerms:
         """Per-example ELBO and its terms (see `vaekit.model.objectives.elbo`)."""
-        return elbo(self, x, generator, estimator, samples)
+        return elbo(self, x, generator, estimator, samples, y=y)
+
+    def _encoder_shape(self) -> tuple[int, ...]:
+        """What the encoder network is built to read. The MLP flattens its input, so the one-hot label joins the
+        flattened image as K more inputs; a conv network gets it as K constant channels (one of them all ones)."""
+        channels, height, width = self.input_shape
+        if not self.conditional:
+            return self.input_shape
+        if self.config.network == "mlp":
+            return (1, 1, channels * height * width + self.classes)
+        return (channels + self.classes, height, width)
+
+    def _with_label(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The encoder's input: x, or x with its one-hot label in the layout `_encoder_shape` describes."""
+        code = self._one_hot(y, x)
+        if code is None:
+            return x
+        if self.config.network == "mlp":
+            return torch.cat([x.flatten(1), code], 1)
+        return torch.cat([x, code[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+
+    def _one_hot(self, y: Tensor | None, like: Tensor) -> Tensor | None:
+        """one-hot(y) (N, K) in `like`'s dtype and device; None for an unconditional model, which ignores y."""
+        if not self.conditional:
+            return None
+        if y is None:
+            raise VaekitError(
+                f"this model is conditioned on class labels: pass y, one label in 0..{self.classes - 1} per image"
+            )
+        return F.one_hot(y.to(like.device), self.classes).to(like.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -67,14 +117,27 @@ class VAE(nn.Module):
         return self.prior.log_prob(z)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode n draws from the prior; returns the likelihood means (N, C, H, W), as pictures do."""
-        return self.decode(self.prior_sample(n, generator)).mean
+    def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
+        """Decode n draws from the prior (of class y (n,), for a conditional model); returns the likelihood means
+        (N, C, H, W), as pictures do."""
+        return self.decode(self.prior_sample(n, generator), y).mean
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Decode the posterior mode of each input (the mean, for a Gaussian): the reconstruction pictures show."""
-        return self.decode(self.encode(x).mode).mean
+        return self.decode(self.encode(x, y).mode, y).mean
+
+
+def label_classes(config: ModelConfig) -> int:
+    """How many classes the model is conditioned on: 0 when it is not."""
+    if config.condition == "none":
+        return 0
+    if config.classes < 2:
+        raise VaekitError(
+            f"a conditional model needs at least 2 classes, this config has {config.classes}: train it with "
+            "`vaekit train --condition label` on a labelled dataset, which fills them in"
+        )
+    return config.classes
 
 
 def stored_names(names: Iterable[str], model: VAE) -> dict[str, str]:

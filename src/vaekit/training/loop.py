@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from vaekit.config import TrainConfig
 from vaekit.data.scoring import Scoring
-from vaekit.data.sources import Dataset, load_dataset
+from vaekit.data.sources import Dataset, Split, class_count, load_dataset
 from vaekit.devices import RunningSum, resolve_device
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
@@ -57,9 +58,9 @@ class Reporter(Protocol):
     def close(self) -> None: ...
 
 
-# Draws a finished run's pictures into its folder (run folder, model, test images, history, seed); the analysis stage
+# Draws a finished run's pictures into its folder (run folder, model, test split, history, seed); the analysis stage
 # provides one (`vaekit.analysis.plots.write_run_pictures`), so training itself draws nothing.
-Pictures = Callable[[Path, VAE, Tensor, list[dict[str, Any]], int], None]
+Pictures = Callable[[Path, VAE, Split, list[dict[str, Any]], int], None]
 
 
 class SilentReporter:
@@ -77,8 +78,9 @@ def batches(x: Tensor, batch_size: int, order: Tensor, first_step: int = 0) -> I
 
 
 @torch.no_grad()
-def evaluate_split(model: VAE, x: Tensor, seed: int = EVAL_SEED) -> dict[str, float]:
-    """Mean ELBO and its terms over a split (nats per example), with one fixed-seed draw of the noise.
+def evaluate_split(model: VAE, x: Tensor, seed: int = EVAL_SEED, y: Tensor | None = None) -> dict[str, float]:
+    """Mean ELBO and its terms over a split (nats per example), with one fixed-seed draw of the noise; a conditional
+    model scores each image given its label in `y`.
 
     The split is scored as `vaekit.data.scoring` defines (validation and test splits arrive binarized when the run
     binarizes), so log p(x|z), the ELBO and bits/dim are those of the data as stored, as `vaekit evaluate` reports them.
@@ -88,7 +90,8 @@ def evaluate_split(model: VAE, x: Tensor, seed: int = EVAL_SEED) -> dict[str, fl
     generator = torch.Generator(device=x.device).manual_seed(seed)
     sums = RunningSum(2, x.device)
     for start in range(0, len(x), EVAL_CHUNK):
-        terms = model.elbo(scoring.input(x[start : start + EVAL_CHUNK], generator), generator)
+        labels = None if y is None else y[start : start + EVAL_CHUNK]
+        terms = model.elbo(scoring.input(x[start : start + EVAL_CHUNK], generator), generator, y=labels)
         sums.add(torch.stack([terms.log_px.sum(), terms.kl.sum()]))
     log_px, kl = (sums.total / len(x)).tolist()
     log_px += scoring.offset(x)
@@ -116,12 +119,14 @@ class ObjectiveStep(nn.Module):
         super().__init__()
         self.model, self.config, self.ranks = model, config, ranks
 
-    def forward(self, x: Tensor, source: Randomness, beta: float, batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, source: Randomness, beta: float, batch: int, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         config = self.config
         if config.objective == "iwae":
-            terms = importance_weighted(self.model, x, config.k, source, config.estimator)
+            terms = importance_weighted(self.model, x, config.k, source, config.estimator, y)
         else:
-            terms = self.model.elbo(x, source, config.estimator, config.samples)
+            terms = self.model.elbo(x, source, config.estimator, config.samples, y)
 
         def batch_mean(per_example: Tensor) -> Tensor:  # over the global batch, whatever the number of processes
             return self.ranks.sum(per_example.sum(0)) / batch
@@ -179,15 +184,20 @@ def train_epoch(
         if ranks.main:  # the saved sums are already summed over ranks
             sums.total.copy_(partial["sums"])
     last_save = time.monotonic()
+    # A conditional model's labels follow their images through the same permutation, and each rank keeps its rows.
+    y_all = data.train.y if model.conditional else None
+    y_batches = itertools.repeat(None) if y_all is None else batches(y_all, config.batch_size, order, first_step)
     reporter.start_epoch(epoch, config.epochs, steps)
-    for step, x_batch in enumerate(batches(x_all, config.batch_size, order, first_step), start=first_step):
+    x_batches = batches(x_all, config.batch_size, order, first_step)
+    for step, (x_batch, y_batch) in enumerate(zip(x_batches, y_batches, strict=False), start=first_step):
         start, stop = ranks.slice_of(len(x_batch))
         x = scoring.input(x_batch, generator)[start:stop]
+        y = None if y_batch is None else y_batch[start:stop]
         global_step = epoch * steps + step + 1
         model.posterior.at_step(global_step)
         source = BatchSlice(generator, start, stop, len(x_batch)) if ranks.world > 1 else generator
         beta = beta_at(config, global_step, steps)
-        log_px, kl, extra, value = step_fn(x, source, beta, len(x_batch))
+        log_px, kl, extra, value = step_fn(x, source, beta, len(x_batch), y)
         loss = -value.sum() * (ranks.world / len(x_batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -263,6 +273,8 @@ def _train_locked(
 ) -> Run:
     data = load_dataset(config.data)
     config.model.input_shape = list(data.shape)
+    if config.model.condition == "label":
+        config.model.classes = class_count(data)
     config.validate()
     model = build_model(config).to(device)
     optimizer = make_optimizer(model, config)
@@ -303,7 +315,7 @@ def _train_locked(
             partial = None
             problem = None
             if ranks.main:  # the others wait: validation and the checkpoint are rank 0's
-                record["val"] = evaluate_split(model, data.val.x) if len(data.val) else None
+                record["val"] = evaluate_split(model, data.val.x, y=data.val.y) if len(data.val) else None
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 try:
                     _check_finite(record, config)
@@ -355,13 +367,13 @@ def finish(
     """Evaluate on the test split, write the pictures and metrics.json; the run is complete once this returns."""
     final = {
         "epochs": len(history),
-        "test": evaluate_split(model, data.test.x),
+        "test": evaluate_split(model, data.test.x, y=data.test.y),
         "val": history[-1]["val"],
         "train": history[-1]["train"],
         "units": "nats per example; bits_per_dim from the negative ELBO",
     }
     if pictures is not None:
-        pictures(run_dir, model, data.test.x, history, config.seed)
+        pictures(run_dir, model, data.test, history, config.seed)
     atomic_write_json(run_dir / FINAL, final)
     return Run(run_dir, config, model.eval(), history, final)
 
@@ -371,4 +383,5 @@ def _to_device(data: Dataset, device: torch.device) -> Dataset:
         return data
     for split in (data.train, data.val, data.test):
         split.x = split.x.to(device)
+        split.y = None if split.y is None else split.y.to(device)
     return data
