@@ -5,7 +5,9 @@ minimal loop, the matmul rate, one process, the FLOP bound, one client, data in 
 print, with the machine, the commit and each benchmark's wall time, into one Markdown file. Run it on an otherwise
 idle machine: two CPU-bound processes on a small machine slow each other several times over.
 
-    python benchmarks/suite.py [--out benchmarks/results.md] [--only train_speed ...]
+    python benchmarks/suite.py [--out benchmarks/results.md] [--only train_speed ...] [--quick]
+
+--quick runs each benchmark that has one on sizes that take seconds: it checks the plumbing, and measures nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("quality", [], "test −ELBO after 10 epochs against the tutorial pipeline"),
 ]
 
+QUICK = {"memory_scaling": ["--sizes", "300", "600", "--baseline-max", "300"]}
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -52,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--only", nargs="*", help="run only these benchmarks (script names)")
+    parser.add_argument("--quick", action="store_true", help="seconds-long sizes where a benchmark has them")
     args = parser.parse_args()
     chosen = [b for b in BENCHMARKS if not args.only or b[0] in args.only]
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -59,6 +64,7 @@ def main() -> None:
     lines += ["Every figure is a ratio to a baseline measured in the same run; absolute rates move.", ""]
     failed = 0
     for script, arguments, about in chosen:
+        arguments = QUICK.get(script, arguments) if args.quick else arguments
         command = [sys.executable, f"{script}.py", *arguments]
         print(f"== {' '.join([script, *arguments])}", flush=True)
         start = time.perf_counter()

@@ -1,0 +1,27 @@
+"""Every benchmark's code path runs, on sizes that take seconds: a benchmark that breaks silently measures nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *arguments: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BENCHMARKS.parent / "src")}
+    command = [sys.executable, str(BENCHMARKS / script), *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=BENCHMARKS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_suite_writes_memory_scaling_into_its_results_file(tmp_path: Path) -> None:
+    """The suite's plumbing, and memory scaling's whole path (packs, the in-memory baseline, fresh processes)."""
+    out = tmp_path / "results.md"
+    run_benchmark("suite.py", "--out", str(out), "--only", "memory_scaling", "--quick")
+    text = out.read_text()
+    assert text.startswith("# vaekit benchmarks") and "## memory_scaling" in text and "FAILED" not in text
+    assert "pack 600 / 300 images (2x the data)" in text and "300 images, pack / memory: RssAnon peak" in text
