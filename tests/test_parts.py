@@ -159,12 +159,17 @@ def test_every_objective_and_prior_trains_and_reloads(settings: dict[str, object
         ({"estimator": "dreg"}, "add --objective iwae"),
         ({"objective": "iwae", "estimator": "score-function"}, "takes --estimator reparam"),
         ({"objective": "iwae", "free_bits": 1.0}, "free bits apply to a closed-form KL"),
+        ({"objective": "iwae", "beta": 4.0}, "drop --beta, --warmup and --samples"),
+        ({"free_bits": 0.5, "model": "ae"}, "no KL for free bits"),
     ],
 )
 def test_settings_that_do_not_fit_together_are_one_line_errors(settings: dict[str, object], message: str) -> None:
     config = TrainConfig()
     for name, value in settings.items():
-        setattr(config, name, value)
+        if name == "model":
+            config.model.kind = str(value)
+        else:
+            setattr(config, name, value)
     with pytest.raises(VaekitError, match=message):
         config.validate()
 
@@ -215,3 +220,20 @@ def test_the_new_likelihoods_train_and_are_scored_in_bits_per_dim(likelihood: st
     report = likelihood_report(run.model, test, "test", k=8)
     assert report.data.startswith(scored.split()[0]) or scored in report.data
     assert report.bits_per_dim is not None and 0 < report.bits_per_dim < 8  # a bound on 8-bit data: below 8 bits
+
+
+def test_every_likelihood_the_config_accepts_has_a_head() -> None:
+    from vaekit.config import LIKELIHOODS
+    from vaekit.model.heads import HEADS
+
+    assert set(LIKELIHOODS) == set(HEADS)
+
+
+def test_the_score_function_elbo_refuses_a_prior_without_a_closed_form_kl() -> None:
+    """Its sampled KL would need a score term of its own; without one the encoder gradient would be wrong."""
+    model = VAE(ModelConfig(hidden=[8], latent_dim=2, input_shape=[1, 3, 3], prior="mog", prior_components=2))
+    x = torch.rand(4, 1, 3, 3)
+    with pytest.raises(VaekitError, match="need a closed-form KL"):
+        model.elbo(x, torch.Generator().manual_seed(0), "score-function", samples=2)
+    with pytest.raises(VaekitError, match="unknown estimator 'reparm'"):
+        model.elbo(x, torch.Generator().manual_seed(0), "reparm")

@@ -158,6 +158,14 @@ class TrainConfig:
                 "--objective iwae takes --estimator reparam (IWAE) or dreg",
             ),
             (
+                self.objective == "elbo" or (self.beta == 1 and self.warmup_epochs == 0 and self.samples == 1),
+                "--objective iwae has its own k samples and no KL weight: drop --beta, --warmup and --samples",
+            ),
+            (
+                self.free_bits == 0 or model.kind == "vae",
+                "an autoencoder's code has no KL for free bits to floor: drop --free-bits",
+            ),
+            (
                 self.free_bits == 0 or (self.objective == "elbo" and model.prior == "standard"),
                 "free bits apply to a closed-form KL per unit: use --objective elbo with the standard prior",
             ),

@@ -291,7 +291,7 @@ def sample(
     device: DeviceOpt = "auto",
     sampler: Annotated[
         str,
-        typer.Option(help="prior: N(0, I) | gmm: a Gaussian mixture fitted to the training images' codes (cached)."),
+        typer.Option(help="prior: the run's prior | gmm: a Gaussian mixture fitted to the training codes (cached)."),
     ] = "prior",
     components: Annotated[
         int | None, typer.Option(help="Mixture components (--sampler gmm).  [default: 10]", show_default=False)
@@ -308,7 +308,7 @@ def sample(
         ),
     ] = None,
 ) -> None:
-    """Decode draws from the prior N(0, I), or from a mixture fitted to the codes, into a grid of images."""
+    """Decode draws from the run's prior, or from a mixture fitted to the codes, into a grid of images."""
     from vaekit.analysis import aggregate_sampler as gmm_sampler
     from vaekit.analysis.plots import sample_grid, save_image
 

@@ -10,6 +10,7 @@ A head declares how many decoder outputs it reads per image channel (`channels`)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -61,14 +62,14 @@ class GaussianHead(nn.Module):
 
     channels, scores = 1, "dequantized"
 
-    def __init__(self, kind: str, scale: float, shape: tuple[int, ...]) -> None:
+    def __init__(self, kind: str, scale: float, shape: Sequence[int]) -> None:
         super().__init__()
         self.learned = kind != "gaussian"
         log_scale = torch.tensor(math.log(scale))
         if kind == "gaussian-learned":
             self.log_scale = nn.Parameter(log_scale)
         elif kind == "gaussian-pixel":
-            self.log_scale = nn.Parameter(log_scale.expand(shape).clone())
+            self.log_scale = nn.Parameter(log_scale.expand(tuple(shape)).clone())
         else:  # a constant; a buffer so it travels with .to(device) and the weights file
             self.register_buffer("log_scale", log_scale)
 
@@ -80,24 +81,21 @@ class GaussianHead(nn.Module):
 
 
 Head = BernoulliHead | GaussianHead | ContinuousBernoulliHead | DiscretizedLogisticHead
-SCORES = {
-    "bernoulli": "as-is",
-    "continuous-bernoulli": "dequantized",
-    "discretized-logistic": "8-bit",
-    **{name: "dequantized" for name in ("gaussian", "gaussian-learned", "gaussian-pixel")},
+HEADS: dict[str, tuple[type[Head], Callable[[ModelConfig], Head]]] = {  # name -> (class, builder)
+    "bernoulli": (BernoulliHead, lambda config: BernoulliHead()),
+    "continuous-bernoulli": (ContinuousBernoulliHead, lambda config: ContinuousBernoulliHead()),
+    "discretized-logistic": (DiscretizedLogisticHead, lambda config: DiscretizedLogisticHead(config.mixtures)),
+    **{
+        name: (GaussianHead, lambda config: GaussianHead(config.likelihood, config.gaussian_scale, config.input_shape))
+        for name in ("gaussian", "gaussian-learned", "gaussian-pixel")
+    },
 }
 
 
 def build_head(config: ModelConfig) -> Head:
-    if config.likelihood == "bernoulli":
-        return BernoulliHead()
-    if config.likelihood == "continuous-bernoulli":
-        return ContinuousBernoulliHead()
-    if config.likelihood == "discretized-logistic":
-        return DiscretizedLogisticHead(config.mixtures)
-    return GaussianHead(config.likelihood, config.gaussian_scale, tuple(config.input_shape))
+    return HEADS[config.likelihood][1](config)
 
 
 def scores(likelihood: str) -> str:
-    """What data a named likelihood scores, without building it."""
-    return SCORES[likelihood]
+    """What data a named likelihood scores, without building it: its head class says."""
+    return HEADS[likelihood][0].scores

@@ -16,10 +16,11 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from vaekit.config import ELBO_ESTIMATORS
 from vaekit.devices import accumulate_dtype
 from vaekit.errors import VaekitError
 from vaekit.model.heads import Likelihood
-from vaekit.model.posteriors import DiagonalGaussian, Posterior, TwoLayerGaussian
+from vaekit.model.posteriors import Posterior
 from vaekit.model.priors import Prior
 from vaekit.model.randomness import Randomness
 
@@ -100,7 +101,15 @@ def elbo(
     The decoder's gradient, and the closed-form KL's, are the same in all three. For the autoencoder's point mass,
     z is the code and the KL is 0: log p(x|code) alone is its objective (and no ELBO).
     """
+    if estimator not in ELBO_ESTIMATORS:
+        raise VaekitError(f"unknown estimator {estimator!r} for the ELBO: use one of {', '.join(ELBO_ESTIMATORS)}")
     posterior = model.encode(x, y)
+    kl_units = model.prior.kl_per_unit(posterior)
+    if estimator != "reparam" and kl_units is None:  # a sampled KL would need its own score term
+        raise VaekitError(
+            f"the score-function estimators need a closed-form KL, and {model.prior.describe()} has none: "
+            "use --estimator reparam, or the standard prior"
+        )
     if estimator == "reparam":
         z = posterior.rsample(samples, generator=generator)
         log_px = model.decode(z, y).log_prob(x)  # (samples, N)
@@ -111,7 +120,6 @@ def elbo(
         if estimator == "score-function-baseline":
             reward = reward - leave_one_out_mean(reward)
         log_px = log_px + score_term(reward, posterior.log_prob(z))
-    kl_units = model.prior.kl_per_unit(posterior)
     kl = kl_units.sum(-1) if kl_units is not None else model.prior.kl(posterior, z)
     if estimator == "reparam" and posterior.relaxed:  # the ELBO itself needs exact samples of q; no gradient
         with torch.no_grad():
@@ -151,9 +159,9 @@ def importance_weighted(
     z = posterior.rsample(k, generator=generator)  # (k, N, D)
     log_px = model.decode(z, y).log_prob(x)
     log_pz = model.prior.log_prob(z)
+    if estimator not in ("reparam", "dreg"):
+        raise VaekitError(f"unknown estimator {estimator!r} for the importance-weighted bound: use reparam or dreg")
     if estimator == "dreg":
-        if not isinstance(posterior, DiagonalGaussian | TwoLayerGaussian):
-            raise VaekitError("the doubly reparameterized estimator needs a Gaussian posterior")
         log_w = log_px + log_pz - posterior.detached().log_prob(z)
         weights = torch.softmax(log_w.detach(), dim=0)
         if z.requires_grad:
@@ -163,9 +171,9 @@ def importance_weighted(
         log_w = log_px + log_pz - posterior.log_prob(z)
         surrogate = torch.logsumexp(log_w, dim=0) - math.log(k)
     bound = torch.logsumexp(log_w.detach(), dim=0) - math.log(k)
-    return ElboTerms(
-        log_px=log_px.detach().mean(0), kl=model.prior.kl(posterior, z).detach(), bound=bound, surrogate=surrogate
-    )
+    with torch.no_grad():  # for the record only
+        kl = model.prior.kl(posterior, z)
+    return ElboTerms(log_px=log_px.detach().mean(0), kl=kl, bound=bound, surrogate=surrogate)
 
 
 def bits_per_dim(nats_per_example: Tensor | float, dims: int) -> Tensor | float:

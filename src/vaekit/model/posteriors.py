@@ -137,6 +137,10 @@ class PointMass:
     def sample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
         return self.rsample(n_samples).detach()
 
+    def detached(self) -> Posterior:
+        """No doubly reparameterized gradient here: it needs a reparameterized density."""
+        raise VaekitError("the doubly reparameterized estimator needs a Gaussian posterior: use --estimator reparam")
+
     def log_prob(self, z: Tensor) -> Tensor:
         raise VaekitError(
             "an autoencoder's code is a point mass with no density, so it has no ELBO, no likelihood bound and no "
@@ -209,6 +213,10 @@ class RelaxedCategorical:
         with torch.no_grad():
             noisy = self.logits + gumbel_noise(self._shape(n_samples), generator, self.logits)
             return F.one_hot(noisy.argmax(-1), self.logits.shape[-1]).to(self.logits).flatten(-2)
+
+    def detached(self) -> Posterior:
+        """No doubly reparameterized gradient here: it needs a reparameterized density."""
+        raise VaekitError("the doubly reparameterized estimator needs a Gaussian posterior: use --estimator reparam")
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z) for one-hot codes z (..., V·K): Σ_v log softmax(logits_v)[z_v]."""

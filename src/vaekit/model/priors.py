@@ -24,7 +24,6 @@ from vaekit.model.posteriors import (
     PointMass,
     Posterior,
     RelaxedCategorical,
-    TwoLayerGaussian,
 )
 
 ClosedForm = Callable[[Any, Any], Tensor]
@@ -70,6 +69,8 @@ class Prior(nn.Module):
             return per_unit.sum(-1)
         if z is None:
             raise VaekitError(f"the KL to {self.describe()} has no closed form and needs posterior samples")
+        if z.dim() != posterior.mean.dim() + 1:
+            raise VaekitError("the Monte Carlo KL needs posterior samples (samples, ..., D)")
         return (posterior.log_prob(z) - self.log_prob(z)).mean(0)
 
     def aggregate_kl(self, mean: Tensor, variance: Tensor) -> Tensor | None:
@@ -146,6 +147,7 @@ class MixtureOfGaussians(Prior):
         log_weights, gaussians = self.components()
         return mixture_log_prob(z, log_weights, gaussians)
 
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         log_weights, gaussians = self.components()
         return mixture_sample(n, log_weights, gaussians, generator)
@@ -246,20 +248,10 @@ def _categorical_to_uniform(prior: UniformCategorical, posterior: RelaxedCategor
     return posterior.kl_per_dim()
 
 
-@closed_form(StandardNormal, TwoLayerGaussian)
-def _two_layer_to_standard(prior: StandardNormal, posterior: TwoLayerGaussian) -> Tensor:
-    """Only the evaluation report's stand-in per unit (see `TwoLayerGaussian.kl_per_dim`): a two-layer model's own
-    prior is a `TwoLayerPrior`, whose KL is the Monte Carlo one."""
-    return posterior.kl_per_dim()
-
-
 @closed_form(Prior, PointMass)
 def _point_mass(prior: Prior, posterior: PointMass) -> Tensor:
     """An autoencoder's code is not regularized: its KL term is 0 by definition (it has no ELBO)."""
     return torch.zeros_like(posterior.code)
-
-
-PRIORS = ("standard", "mog", "vamp")
 
 
 def build_prior(config: ModelConfig, family: Family, encode: Callable[[Tensor], Posterior]) -> Prior:

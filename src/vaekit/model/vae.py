@@ -103,7 +103,9 @@ class VAE(nn.Module):
             raise VaekitError(
                 f"this model is conditioned on class labels: pass y, one label in 0..{self.classes - 1} per image"
             )
-        return F.one_hot(y.to(like.device), self.classes).to(like.dtype)
+        if y.is_floating_point() or y.is_complex() or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < self.classes):
+            raise VaekitError(f"class labels must be integers in 0..{self.classes - 1}: fix the labels passed as y")
+        return F.one_hot(y.to(like.device).long(), self.classes).to(like.dtype)
 
     @property
     def device(self) -> torch.device:

@@ -125,4 +125,10 @@ def load_roles(folders: dict[str, Path], device: str = "cpu") -> dict[str, Run]:
     vae = runs[VAE].model
     if not (vae.posterior.has_density and vae.posterior.continuous):
         raise VaekitError(f"{folders[VAE]} is not a VAE with Gaussian codes: give such a run as vae=PATH")
+    conditional = [str(folders[role]) for role, run in runs.items() if run.model.conditional]
+    if conditional:
+        raise VaekitError(
+            f"{', '.join(conditional)} trained with --condition label: the report compares unconditional runs; "
+            "give runs trained without it"
+        )
     return runs
