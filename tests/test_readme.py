@@ -43,3 +43,11 @@ def test_readme_python_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_readme_pictures_exist() -> None:
     for link in re.findall(r"\]\((docs/images/[^)]+)\)", README.read_text()):
         assert (README.parent / link).is_file(), link
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    """The README's file map and prose point at real files (a module moved without its README line would not)."""
+    named = set(re.findall(r"`?((?:src/vaekit|benchmarks|tests)/[\w/]+\.(?:py|sh))", README.read_text()))
+    root = README.parent
+    assert named, "the README names no files"
+    assert sorted(path for path in named if not (root / path).exists()) == []
