@@ -118,6 +118,9 @@ def test_each_sentence_flips_with_its_numbers() -> None:
     assert not ok and text.startswith("not confirmed")
     assert continuity_verdict((0.1, 0.1), (0.6, 0.5), 0.2)[0]
     assert not continuity_verdict((0.7, 0.1), (0.6, 0.5), 0.2)[0]
+    # 44.6% against 44.9% over 200 paths is noise, not a confirmation
+    noise = continuity_verdict((0.446, 0.419), (0.449, 0.472), 0.277, paths=200, draws=1000)
+    assert not noise[0] and "within two standard errors" in noise[1]
     assert generalization_verdict((0.5, 0.98), (30.0, 0.4))[0]
     assert not generalization_verdict((30.0, 0.4), (0.5, 0.98))[0]
     assert kl_verdict(1.0, 40.0, [(0.25, 8), (1.0, 6), (4.0, 1)])[0]

@@ -89,6 +89,8 @@ def continuity(ctx: Context) -> Section:
         (vae_row.off_manifold, vae_row.prior_holes),
         None if ae_row is None else (ae_row.off_manifold, ae_row.prior_holes),
         None if mixture is None else mixture.off_manifold,
+        s.paths,
+        s.samples,
     )
     section.figures.append(
         ("decoded paths between sampler draws (rows: paths; left to right: t = 0 … 1)", figures.paths_figure(pictures))

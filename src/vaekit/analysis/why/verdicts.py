@@ -7,6 +7,7 @@ the verdict rests on without it.
 from __future__ import annotations
 
 import itertools
+import math
 
 Verdict = tuple[bool, str]
 
@@ -42,21 +43,33 @@ def gradient_verdict(
     )
 
 
-def continuity_verdict(vae: tuple[float, float], ae: tuple[float, float] | None, mixture: float | None) -> Verdict:
-    """`vae`, `ae`: (share of path points off the manifold, share of prior draws off it) for paths between prior
-    samples; `mixture`: the off-manifold share for the autoencoder decoding its fitted mixture's samples."""
+def continuity_verdict(
+    vae: tuple[float, float],
+    ae: tuple[float, float] | None,
+    mixture: float | None,
+    paths: int = 200,
+    draws: int = 1000,
+) -> Verdict:
+    """`vae`, `ae`: (share of path points off the manifold, share of prior draws off it) for `paths` paths between
+    prior samples and `draws` prior draws; `mixture`: the off-manifold share for the autoencoder decoding its fitted
+    mixture's samples. The VAE must do better by more than two standard errors of the difference (paths counted as
+    the independent units, since the points along one path are not): a smaller gap is noise, and says so."""
     if ae is None:
         return False, (
             f"not shown: {vae[0]:.0%} of the points on the VAE's prior paths lie off the data manifold, but without "
             "an autoencoder run there is no control to compare with"
         )
-    confirmed = vae[0] < ae[0] and vae[1] <= ae[1]
+    path_noise = 2 * math.sqrt((vae[0] * (1 - vae[0]) + ae[0] * (1 - ae[0])) / paths)
+    hole_noise = 2 * math.sqrt((vae[1] * (1 - vae[1]) + ae[1] * (1 - ae[1])) / draws)
+    confirmed = vae[0] < ae[0] - path_noise and vae[1] <= ae[1] + hole_noise
     verdict = "confirmed" if confirmed else "not confirmed"
     text = (
         f"{verdict}: {vae[0]:.0%} of the points on paths between the VAE's prior samples lie off the data manifold "
         f"against {ae[0]:.0%} for the autoencoder decoding N(0, I) samples, and {vae[1]:.0%} of prior samples fall "
         f"in holes against {ae[1]:.0%}"
     )
+    if abs(vae[0] - ae[0]) <= path_noise:
+        text += f" (a difference within two standard errors, {path_noise:.0%})"
     if mixture is not None:
         text += f" (the autoencoder with a mixture fitted to its codes: {mixture:.0%} off the manifold)"
     return confirmed, text
