@@ -39,6 +39,18 @@ def paths_figure(rows: dict[str, Tensor], per_row: int = 3) -> bytes:
     return _png(fig)
 
 
+def neighbours_figure(rows: dict[str, Tensor]) -> bytes:
+    """Per run, samples (first column) each followed by their nearest training images: a run that memorized shows
+    copies."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 4.5), squeeze=False)
+    for ax, (name, shown) in zip(axes[0], rows.items(), strict=True):
+        ax.imshow(image_grid(shown.flatten(0, 1), columns=shown.shape[1]), cmap="gray")
+        ax.set_title(f"{name}: sample | nearest training images", fontsize=9)
+        ax.axis("off")
+    return _png(fig)
+
+
 def generalization_figure(rows: dict[str, tuple[float | None, float | None, float]]) -> bytes:
     """Train and test NLL per run, and its nearest-neighbour ratio (train/test distance, features)."""
     plt = _pyplot()

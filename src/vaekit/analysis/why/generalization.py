@@ -7,20 +7,25 @@ import dataclasses
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from vaekit.analysis.evaluate import likelihood_report, neighbour_audit
+from vaekit.analysis.sample_quality import nearest
 from vaekit.analysis.why import figures, verdicts
 from vaekit.analysis.why.base import Context, Section, Table, fmt, missing, subset
 from vaekit.analysis.why.runs import MEMORIZE, VAE
 from vaekit.data.sources import load_dataset, to_float
 from vaekit.training.runs import Run
 
+SHOWN, NEIGHBOURS = 6, 3  # samples in the neighbours figure, and training images beside each
+
 
 def generalization(ctx: Context) -> Section:
     section = Section.start("generalization")
-    measured = {VAE: _generalization(ctx, ctx.vae)}
+    measured, neighbours = {}, {}
+    measured[VAE], neighbours[VAE] = _generalization(ctx, ctx.vae)
     if MEMORIZE in ctx.runs:
-        measured[MEMORIZE] = _generalization(ctx, ctx.runs[MEMORIZE])
+        measured[MEMORIZE], neighbours[MEMORIZE] = _generalization(ctx, ctx.runs[MEMORIZE])
     else:
         section.missing.append(missing(MEMORIZE, "nothing shows what memorization looks like"))
     section.tables.append(
@@ -52,12 +57,17 @@ def generalization(ctx: Context) -> Section:
             figures.generalization_figure(bars),
         )
     )
+    section.figures.append(
+        ("samples and their nearest training images (pixels), for the VAE and the memorizing control",
+         figures.neighbours_figure(neighbours))
+    )  # fmt: skip
     section.numbers = measured
     return section
 
 
-def _generalization(ctx: Context, run: Run) -> dict[str, Any]:
-    """NLL on train and test images and the neighbour audit (features and pixels), for one run."""
+def _generalization(ctx: Context, run: Run) -> tuple[dict[str, Any], Tensor]:
+    """NLL on train and test images and the neighbour audit (features and pixels), for one run; and a few samples,
+    each followed by its nearest training images, (rows, 1 + NEIGHBOURS, C, H, W)."""
     s, model = ctx.settings, run.model
     data = load_dataset(run.config.data)
     grey = load_dataset(dataclasses.replace(run.config.data, binarize="none"))
@@ -73,8 +83,11 @@ def _generalization(ctx: Context, run: Run) -> dict[str, Any]:
     )
     pixels = neighbour_audit(samples, to_float(train_ref), to_float(test_ref), "pixels")
     gap = None if test.nll is None or train.nll is None else test.nll - train.nll
+    shown, references = samples[:SHOWN].cpu(), to_float(train_ref)
+    index = nearest(shown, references, k=NEIGHBOURS)[1]
+    closest = torch.cat([shown.unsqueeze(1), references[index]], dim=1)
     return {
         "train_nll": train.nll, "test_nll": test.nll, "gap": gap, "ratio": features.ratio, "ratio_pixels": pixels.ratio,
         "train": dataclasses.asdict(train), "test": dataclasses.asdict(test),
         "audits": [dataclasses.asdict(features), dataclasses.asdict(pixels)], "reference_images": size,
-    }  # fmt: skip
+    }, closest  # fmt: skip
