@@ -201,6 +201,13 @@ def test_a_version_1_run_folder_still_loads(tmp_path: Path) -> None:
     loaded = load_run(folder)
     torch.testing.assert_close(loaded.model.likelihood.log_scale, run.model.likelihood.log_scale)
     assert loaded.config.objective == "elbo" and loaded.config.model.prior == "standard"
+    state = torch.load(folder / "state.pt", weights_only=True)  # the checkpoint as version 1 wrote it
+    state["model"]["log_scale"] = state["model"].pop("likelihood.log_scale")
+    torch.save(state, folder / "state.pt")
+    config.epochs = 2
+    resumed = train(config, folder, resume=True)  # and it trains on
+    assert [record["epoch"] for record in resumed.history] == [1, 2]
+    assert json.loads((folder / "config.json").read_text())["format_version"] == 2
 
 
 @pytest.mark.parametrize(
