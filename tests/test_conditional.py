@@ -71,7 +71,7 @@ def test_a_conditional_model_refuses_to_run_without_labels(conditional: Run) -> 
 def test_an_unconditional_model_is_built_and_runs_as_the_networks_alone(network: str) -> None:
     config = ModelConfig(network=network, hidden=[8, 16], latent_dim=3, input_shape=[1, 8, 8])
     model = VAE(config).eval()
-    build_encoder, build_decoder = NETWORKS[network]
+    build_encoder, build_decoder = NETWORKS[network].encoder, NETWORKS[network].decoder
     encoder = build_encoder((1, 8, 8), [8, 16], model.posterior.features, "relu")
     decoder = build_decoder(model.output_shape, [8, 16], 3, "relu")
     expected = {f"encoder.{k}": v.shape for k, v in encoder.state_dict().items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
@@ -123,8 +124,20 @@ def resconv_decoder(shape: Shape, channels: Sequence[int], latent_dim: int, acti
 
 
 Builder = Callable[[Shape, Sequence[int], int, str], nn.Sequential]
-NETWORKS: dict[str, tuple[Builder, Builder]] = {
-    "mlp": (mlp_encoder, mlp_decoder),
-    "conv": (conv_encoder, conv_decoder),
-    "resconv": (resconv_encoder, resconv_decoder),
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network family: its encoder and decoder builders, and whether the encoder reads a flat vector (then extra
+    inputs, such as a one-hot label, join as more features; otherwise as constant image channels)."""
+
+    encoder: Builder
+    decoder: Builder
+    flat_input: bool
+
+
+NETWORKS: dict[str, Network] = {
+    "mlp": Network(mlp_encoder, mlp_decoder, flat_input=True),
+    "conv": Network(conv_encoder, conv_decoder, flat_input=False),
+    "resconv": Network(resconv_encoder, resconv_decoder, flat_input=False),
 }

@@ -31,7 +31,8 @@ class VAE(nn.Module):
         self.input_shape = tuple(config.input_shape)
         self.posterior = posterior_family(config)
         self.latent_dim = self.posterior.latent_dim
-        build_encoder, build_decoder = NETWORKS[config.network]
+        self.network = NETWORKS[config.network]
+        build_encoder, build_decoder = self.network.encoder, self.network.decoder
         head = build_head(config)
         channels, height, width = self.input_shape
         self.output_shape = (channels * head.channels, height, width)
@@ -77,12 +78,12 @@ class VAE(nn.Module):
         return elbo(self, x, generator, estimator, samples, y=y)
 
     def _encoder_shape(self) -> tuple[int, ...]:
-        """What the encoder network is built to read. The MLP flattens its input, so the one-hot label joins the
-        flattened image as K more inputs; a conv network gets it as K constant channels (one of them all ones)."""
+        """What the encoder network is built to read. A flat-input network (the MLP) gets the one-hot label as K more
+        inputs beside the flattened image; a conv network gets it as K constant channels (one of them all ones)."""
         channels, height, width = self.input_shape
         if not self.conditional:
             return self.input_shape
-        if self.config.network == "mlp":
+        if self.network.flat_input:
             return (1, 1, channels * height * width + self.classes)
         return (channels + self.classes, height, width)
 
@@ -91,7 +92,7 @@ class VAE(nn.Module):
         code = self._one_hot(y, x)
         if code is None:
             return x
-        if self.config.network == "mlp":
+        if self.network.flat_input:
             return torch.cat([x.flatten(1), code], 1)
         return torch.cat([x, code[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
 
