@@ -287,7 +287,8 @@ def evaluate(
     Train-side numbers use a fixed-seed subset of the training split the size of the test split (`train_images`
     to change it), scored like the test split (a fixed-seed binarized draw when the run binarizes dynamically), so
     that train and test are compared like for like and cost the same. Under torchrun the importance-weighted
-    bounds, the costly part, are shared out over `ranks`; the rest is computed on each, and rank 0 writes.
+    bounds, the costly part, are shared out over `ranks`; the rest is rank 0's, which also writes, and the other
+    ranks return the likelihoods alone.
     """
     if split not in ("test", "train", "both"):
         raise VaekitError(f"--split {split!r}: use test, train or both")
@@ -303,6 +304,8 @@ def evaluate(
     if split in ("train", "both"):
         train_y = train_scored.y
         reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data, ranks, train_y))
+    if not ranks.main:  # the classifier, the samples and the KL anatomy are rank 0's alone
+        return Evaluation(str(run.path), run.config.data.dataset, reports, None, None, None)
     generator = torch.Generator().manual_seed(seed)  # prior draws: on the CPU
     decoded = model.sample(samples, generator, _sample_labels(model, grey.test, samples))
     space = feature_space(grey, seed=seed, device=model.device)
