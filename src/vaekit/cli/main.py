@@ -17,18 +17,16 @@ from vaekit.cli.common import (
     RunArg,
     SeedOpt,
     check_index,
-    err_console,
     friendly_errors,
     load_on,
     load_test_split,
     load_unconditional,
     out_console,
-    read_toml,
 )
 from vaekit.cli.latent import latent_app
 from vaekit.cli.tools import evaluate, gradients, serve
+from vaekit.cli.train import train
 from vaekit.cli.why import why
-from vaekit.config import TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
 app = typer.Typer(
@@ -37,246 +35,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-
-
-@app.command()
-@friendly_errors
-def train(
-    out: Annotated[Path, typer.Option(help="Run folder to write (created if missing).")] = Path("runs/latest"),
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="fashion-mnist | mnist | digits | an image folder | .npy/.npz  [default: fashion-mnist]",
-            show_default=False,
-        ),
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(help="Epochs to train (with --resume: the new total).  [default: 10]", show_default=False),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Examples per step.  [default: 128]", show_default=False)
-    ] = None,
-    latent_dim: Annotated[int | None, typer.Option(help="Size of z.  [default: 20]", show_default=False)] = None,
-    hidden: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated widths (MLP) or channels (conv).  [default: 400 | 32,64]", show_default=False
-        ),
-    ] = None,
-    network: Annotated[
-        str | None, typer.Option(help="mlp | conv | resconv (residual conv)  [default: mlp]", show_default=False)
-    ] = None,
-    second_layer: Annotated[
-        str | None,
-        typer.Option(
-            help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).  [default: none]",
-            show_default=False,
-        ),
-    ] = None,
-    activation: Annotated[
-        str | None,
-        typer.Option(help="Hidden activation: relu | tanh | elu | gelu  [default: relu]", show_default=False),
-    ] = None,
-    prior: Annotated[
-        str | None,
-        typer.Option(
-            help="standard (N(0, I)) | mog (learned mixture) | vamp (VampPrior)  [default: standard]",
-            show_default=False,
-        ),
-    ] = None,
-    prior_components: Annotated[
-        int | None,
-        typer.Option(
-            help="Components of a mog prior, pseudo-inputs of a vamp prior.  [default: 10]", show_default=False
-        ),
-    ] = None,
-    objective: Annotated[
-        str | None,
-        typer.Option(
-            help="elbo | iwae (importance-weighted bound with --k samples)  [default: elbo]", show_default=False
-        ),
-    ] = None,
-    k: Annotated[
-        int | None,
-        typer.Option(
-            "--k", help="Importance samples per image for --objective iwae.  [default: 5]", show_default=False
-        ),
-    ] = None,
-    mixtures: Annotated[
-        int | None,
-        typer.Option(help="Logistic components per pixel of discretized-logistic.  [default: 5]", show_default=False),
-    ] = None,
-    free_bits: Annotated[
-        float | None,
-        typer.Option(
-            help="Nats per latent unit under which its KL is not pushed down.  [default: 0]", show_default=False
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="vae | ae (plain autoencoder baseline)  [default: vae]", show_default=False),
-    ] = None,
-    likelihood: Annotated[
-        str | None,
-        typer.Option(
-            help="bernoulli | gaussian | gaussian-learned | gaussian-pixel | continuous-bernoulli |"
-            " discretized-logistic  [default: bernoulli]",
-            show_default=False,
-        ),
-    ] = None,
-    binarize: Annotated[
-        str | None, typer.Option(help="none | dynamic | static  [default: none]", show_default=False)
-    ] = None,
-    beta: Annotated[float | None, typer.Option(help="KL weight β.  [default: 1.0]", show_default=False)] = None,
-    warmup: Annotated[
-        float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  [default: 0]", show_default=False)
-    ] = None,
-    estimator: Annotated[
-        str | None,
-        typer.Option(
-            help="Encoder gradient: reparam | score-function | score-function-baseline | dreg (with --objective iwae)."
-            "  [default: reparam]",
-            show_default=False,
-        ),
-    ] = None,
-    samples: Annotated[
-        int | None, typer.Option(help="z samples per image per step.  [default: 1]", show_default=False)
-    ] = None,
-    latent: Annotated[
-        str | None,
-        typer.Option(help="gaussian | categorical (Gumbel-softmax).  [default: gaussian]", show_default=False),
-    ] = None,
-    categories: Annotated[
-        int | None, typer.Option(help="Categories per categorical variable.  [default: 10]", show_default=False)
-    ] = None,
-    latent_vars: Annotated[
-        int | None, typer.Option(help="Categorical latent variables.  [default: 30]", show_default=False)
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        typer.Option(help="Initial Gumbel-softmax temperature, annealed to 0.5.  [default: 1.0]", show_default=False),
-    ] = None,
-    straight_through: Annotated[
-        bool | None,
-        typer.Option(
-            "--straight-through", help="Hard one-hot codes forward, relaxed gradient backward.", show_default=False
-        ),
-    ] = None,
-    condition: Annotated[
-        str | None,
-        typer.Option(
-            help="none | label (a conditional VAE: encoder and decoder see the class label)  [default: none]",
-            show_default=False,
-        ),
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.001]", show_default=False)] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(help="Seed for initialisation, batch order and noise.  [default: 0]", show_default=False),
-    ] = None,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Folder holding the dataset files: the only one searched, downloaded into when empty.",
-            show_default=False,
-        ),
-    ] = None,
-    val_size: Annotated[
-        int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  [default: cpu]", show_default=False)
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help="fp32 | bf16 (networks under autocast; likelihood and KL in fp32)  [default: fp32]", show_default=False
-        ),
-    ] = None,
-    compile_networks: Annotated[
-        bool | None,
-        typer.Option(
-            "--compile", help="Run the networks through torch.compile (eager where it fails).", show_default=False
-        ),
-    ] = None,
-    checkpoint_every: Annotated[
-        float | None,
-        typer.Option(help="Minutes between checkpoints inside an epoch.  [default: 30]", show_default=False),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", help="TOML file of settings (same names as the flags); flags win.", show_default=False
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-) -> None:
-    """Train a VAE and write a run folder: weights, checkpoints, metrics and pictures."""
-    from vaekit.api import train as run_training
-    from vaekit.cli.progress import RichReporter
-    from vaekit.training.loop import SilentReporter
-    from vaekit.training.runs import read_config
-
-    flags = {
-        "kind": model,
-        "latent": latent,
-        "categories": categories,
-        "latent_vars": latent_vars,
-        "temperature": temperature,
-        "straight_through": straight_through,
-        "estimator": estimator,
-        "samples": samples,
-        "dataset": dataset,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "latent_dim": latent_dim,
-        "network": network,
-        "activation": activation,
-        "prior": prior,
-        "prior_components": prior_components,
-        "objective": objective,
-        "k": k,
-        "free_bits": free_bits,
-        "mixtures": mixtures,
-        "condition": condition,
-        "hidden": _int_list(hidden) if hidden else None,
-        "second_layer": _int_list(second_layer, "--second-layer") if second_layer else None,
-        "likelihood": likelihood,
-        "binarize": binarize,
-        "beta": beta,
-        "warmup_epochs": warmup,
-        "lr": lr,
-        "seed": seed,
-        "data_dir": data_dir,
-        "val_size": val_size,
-        "device": device,
-        "precision": precision,
-        "compile": compile_networks,
-        "checkpoint_every": checkpoint_every,
-    }
-    settings = read_toml(config) if config else {}
-    settings = {k.replace("-", "_"): v for k, v in settings.items()}
-    out = Path(settings.pop("out", out)) if out == Path("runs/latest") else out
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    base = read_config(out) if resume else TrainConfig()
-    train_config = with_overrides(base, settings)
-    reporter = SilentReporter() if quiet else RichReporter(err_console)
-    run = run_training(train_config, out, resume=resume, reporter=reporter)
-    if run.final is None:  # a rank other than 0 under torchrun: rank 0 reports
-        return
-    test = run.final["test"]
-    if not run.model.posterior.has_density:  # a point-mass code: no KL, so no ELBO and no bound to print
-        summary = f"test reconstruction −log p(x|code) {-test['log_px']:.2f} nats/image (an autoencoder has no ELBO)"
-    else:
-        summary = (
-            f"test ELBO {test['elbo']:.2f} nats/image  (−ELBO {-test['elbo']:.2f}: reconstruction {-test['log_px']:.2f}"
-            f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)"
-        )
-    out_console.print(f"run folder: [bold]{run.path}[/]\n{summary}", highlight=False, soft_wrap=True)
+app.command()(train)  # cli/train.py; registered first, so it leads the help
 
 
 @app.command()
@@ -470,13 +229,6 @@ def pack(
     manifest = pack_dataset(source, out, data_dir)
     splits = ", ".join(f"{name} rows {start}-{stop}" for name, (start, stop) in manifest["splits"].items())
     out_console.print(f"wrote {out}: {manifest['shape']} uint8 ({splits})", highlight=False, soft_wrap=True)
-
-
-def _int_list(text: str, flag: str = "--hidden") -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise VaekitError(f"{flag} {text!r} is not a comma-separated list of integers (e.g. 512,256)") from None
 
 
 for command in (evaluate, gradients, serve):  # defined in cli_tools.py, registered after the core commands
