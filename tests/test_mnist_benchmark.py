@@ -42,6 +42,9 @@ def test_budget_schedule_steps_at_the_papers_fractions_of_the_budget(bench: Modu
     assert rate(0.0) == pytest.approx(1e-3)
     assert rate(0.2) == pytest.approx(1e-3 * 10 ** (-6 / 7))  # past 364/3280 = 0.11, before 1093/3280 = 0.33
     assert rate(0.34) == rate(0.99) == pytest.approx(1e-4)
+    decade = lambda fraction: bench.learning_rate("decade", 1e-3, 0, fraction)  # noqa: E731
+    assert decade(0.0) == pytest.approx(1e-3) and decade(0.5) == pytest.approx(1e-3 / 10**0.5)
+    assert decade(1.0) == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="schedule"):
         bench.learning_rate("cosine", 1e-3, 0, 0.0)
 
