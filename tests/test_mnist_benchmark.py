@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -114,3 +115,15 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert "-m vaekit evaluate" in evaluate and "--k 20 --split both" in evaluate
     assert all(line in text for line in row["commands"])
     assert [probe["epoch"] for probe in row["probes"]] == [1, 3] and all(finite(p, "nll") for p in row["probes"])
+
+
+def test_rows_not_run_are_listed_with_the_command_that_runs_them(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="decade", data_dir="../shared/data")
+    row = bench.not_run("iwae50", p)
+    (command,) = row["commands"]
+    assert row["status"] == "not run" and row["published"] == bench.PUBLISHED["iwae50"]
+    assert "--rows iwae50 --budget 2h --dataset mnist --batch-size 100" in command and "--schedule decade" in command
+    assert "--budget 60m" in bench.not_run("vae", p)["commands"][0]
+    results = {"protocol": dataclasses.asdict(p), "hardware": bench.hardware(None), "rows": [row]}
+    text = bench.markdown(json.loads(json.dumps(results)))
+    assert "| iwae50 | not run: not run in this invocation |" in text and command in text
