@@ -15,6 +15,7 @@ from tests.conftest import tiny_config
 from vaekit import train
 from vaekit.cli.main import app
 from vaekit.data.sources import load_dataset
+from vaekit.tracking.mlflow_logger import default_uri
 from vaekit.training.callbacks import STEP_EVERY, Callback, EpochEnd, RunEnd, RunStart, StepEnd
 
 runner = CliRunner()
@@ -127,7 +128,7 @@ def test_mlflow_file_store_holds_params_metrics_pictures_and_the_run_folder(tmp_
     out = tmp_path / "run"
     code, output = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", out, "--log", "mlflow")
     assert code == 0, output
-    client = MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    client = MlflowClient(tracking_uri=default_uri(out))
     (experiment,) = [e for e in client.search_experiments() if e.name == "vaekit"]
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "run"
@@ -151,7 +152,7 @@ def test_a_resumed_run_logs_on_into_the_same_mlflow_run(tmp_path: Path) -> None:
     assert invoke("train", *RUN_ARGS, "--epochs", "1", "--out", out, "--log", "mlflow")[0] == 0
     code, output = invoke("train", "--resume", "--epochs", "2", "--out", out, "--log", "mlflow", "--quiet")
     assert code == 0, output
-    client = MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    client = MlflowClient(tracking_uri=default_uri(out))
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/elbo")] == [1, 2]
     assert run.info.status == "FINISHED"

@@ -1,5 +1,6 @@
 """`--log mlflow`: the config as params, each epoch's scalars and pictures, and at the end the run folder's files as
-artifacts, sent to an MLflow tracking URI (by default a file store in RUN/mlruns)."""
+artifacts, sent to an MLflow tracking URI (by default a store in RUN/mlruns: an SQLite database and an artifact
+folder, since MLflow retired its plain-file store)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ BATCH = 100  # MLflow takes at most 100 params per call
 class MLflowLogger(Callback):
     """Talks to MLflow through `MlflowClient` (no global active run, so it cannot disturb a user's own MLflow code).
 
-    Tracking URI: `tracking_uri`, else $MLFLOW_TRACKING_URI, else RUN/mlruns. Experiment: $MLFLOW_EXPERIMENT_NAME,
-    else "vaekit". The MLflow run is named after the run folder."""
+    Tracking URI: `tracking_uri`, else $MLFLOW_TRACKING_URI, else sqlite:///RUN/mlruns/mlflow.db with artifacts in
+    RUN/mlruns/artifacts. Experiment: $MLFLOW_EXPERIMENT_NAME, else "vaekit". The MLflow run is named after the run
+    folder."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         try:
@@ -39,7 +41,10 @@ class MLflowLogger(Callback):
     def on_run_start(self, start: RunStart) -> None:
         from mlflow.entities import Param
 
-        uri = self.tracking_uri or (start.run_dir / STORE).resolve().as_uri()
+        store = (start.run_dir / STORE).resolve()
+        if self.tracking_uri is None:
+            store.mkdir(exist_ok=True)
+        uri = self.tracking_uri or default_uri(start.run_dir)
         self.client, self.seed = self.client_class(tracking_uri=uri), start.config.seed
         self.run_id = self._continued_run(start.run_dir, uri) if start.epochs_done else ""
         if self.run_id:
@@ -47,7 +52,8 @@ class MLflowLogger(Callback):
             return
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "vaekit")
         experiment = self.client.get_experiment_by_name(name)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+        artifacts = None if self.tracking_uri else (store / "artifacts").as_uri()
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name, artifacts)
         self.run_id = self.client.create_run(experiment_id, run_name=start.run_dir.name).info.run_id
         atomic_write_json(start.run_dir / RUN_FILE, {"tracking_uri": uri, "run_id": self.run_id})
         params = [Param(key, str(value)) for key, value in flatten(start.config.to_dict()).items()]
@@ -83,6 +89,11 @@ class MLflowLogger(Callback):
         except (OSError, ValueError):
             return ""
         return str(saved.get("run_id", "")) if saved.get("tracking_uri") == uri else ""
+
+
+def default_uri(run_dir: Path) -> str:
+    """The tracking URI of the store kept in the run folder."""
+    return f"sqlite:///{(run_dir / STORE / 'mlflow.db').resolve()}"
 
 
 def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
