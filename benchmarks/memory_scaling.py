@@ -59,9 +59,9 @@ def write_baseline_npz(pack: Path, path: Path, count: int) -> None:
 def run_case(dataset: str, out: str) -> dict[str, Any]:
     """Train one epoch in this process and report RssAnon (start, peak) and the epoch's time per training image."""
     from vaekit import DataConfig, ModelConfig, TrainConfig, train
-    from vaekit.training.loop import SilentReporter
+    from vaekit.training.callbacks import Callback, EpochEnd
 
-    class Probe(SilentReporter):
+    class Probe(Callback):
         def __init__(self) -> None:
             self.start, self.peak, self.done, self.record = rss_anon_kb(), 0, threading.Event(), {}
             self.thread = threading.Thread(target=self.sample, daemon=True)
@@ -72,10 +72,10 @@ def run_case(dataset: str, out: str) -> dict[str, Any]:
                 self.peak = max(self.peak, rss_anon_kb())
                 self.done.wait(SAMPLE_SECONDS)
 
-        def end_epoch(self, record: dict[str, Any]) -> None:  # stop before the run's pictures import matplotlib
+        def on_epoch_end(self, end: EpochEnd) -> None:  # stop before the run's pictures import matplotlib
             self.peak = max(self.peak, rss_anon_kb())
             self.done.set()
-            self.record = record
+            self.record = end.record
 
     config = TrainConfig(
         model=ModelConfig(hidden=[64], latent_dim=8),
@@ -84,7 +84,7 @@ def run_case(dataset: str, out: str) -> dict[str, Any]:
         batch_size=128,
     )
     probe = Probe()
-    train(config, out, reporter=probe)
+    train(config, out, callbacks=[probe])
     return {"start_kb": probe.start, "peak_kb": probe.peak, "seconds": probe.record["seconds"], **batching(config)}
 
 

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from vaekit import DataConfig, TrainConfig
 from vaekit.data.sources import load_dataset
-from vaekit.training.loop import SilentReporter, make_optimizer, train_epoch
+from vaekit.training.loop import make_optimizer, train_epoch
 from vaekit.training.runs import build_model
 
 WIDTHS = (784, 400, 20)
@@ -138,7 +138,7 @@ def loop_rate(config: TrainConfig, batches: int) -> float:
     optimizer = make_optimizer(model, config)
     data.train.x = data.train.x[: batches * config.batch_size]
     start = time.perf_counter()
-    train_epoch(model, optimizer, data, config, 0, torch.Generator().manual_seed(0), SilentReporter())
+    train_epoch(model, optimizer, data, config, 0, torch.Generator().manual_seed(0))
     return len(data.train.x) / (time.perf_counter() - start)
 
 

@@ -102,7 +102,7 @@ def test_categorical_resume_is_exact(tmp_path: Path) -> None:
 
     full = train(categorical_config(epochs=3), tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
-        train(categorical_config(epochs=3), tmp_path / "cut", reporter=StopAfter(1))
+        train(categorical_config(epochs=3), tmp_path / "cut", callbacks=[StopAfter(1)])
     resumed = train(None, tmp_path / "cut", resume=True)
     assert losses(resumed.history) == losses(full.history)
     assert [r["train"]["temperature"] for r in resumed.history] == [r["train"]["temperature"] for r in full.history]

@@ -37,11 +37,11 @@ def reference_config(epochs: int) -> object:
     return config
 
 
-def launch(out: Path, processes: int = 2, nodes: str = "--standalone") -> subprocess.Popen[str]:
+def launch(out: Path, processes: int = 2, nodes: str = "--standalone", *extra: str) -> subprocess.Popen[str]:
     """`torchrun … -m vaekit train` of the test's run (3 epochs) into `out`, in a session of its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [*TORCHRUN, *nodes.split(), "--nproc-per-node", str(processes)]
-    command = [*launcher, "-m", "vaekit", "train", *ARGS, "--epochs", "3", "--out", str(out)]
+    command = [*launcher, "-m", "vaekit", "train", *ARGS, *extra, "--epochs", "3", "--out", str(out)]
     return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -68,9 +68,16 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_two_processes_train_the_same_model_as_one(one_process: Path, tmp_path: Path) -> None:
-    process = launch(tmp_path / "two")
+    """...and only rank 0 logs: one TensorBoard event file, one point per epoch."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    process = launch(tmp_path / "two", 2, "--standalone", "--log", "tensorboard")
     assert process.wait(timeout=300) == 0, process.stderr.read() if process.stderr else ""
     assert_same_weights(one_process, tmp_path / "two")
+    (event_file,) = (tmp_path / "two" / "tensorboard").iterdir()
+    events = EventAccumulator(str(event_file))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/elbo")] == [1, 2, 3]
     two = load_run(tmp_path / "two")
     assert two.config.world_size == 2
     ref = load_run(one_process)

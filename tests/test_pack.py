@@ -22,7 +22,8 @@ from vaekit.data.pack import IMAGES, LABELS, MANIFEST, IndexedImages, Rows, open
 from vaekit.data.sources import load_dataset, pack_dataset, split_off
 from vaekit.data.userdata import load_arrays
 from vaekit.errors import VaekitError
-from vaekit.training.loop import SilentReporter, batches
+from vaekit.training.callbacks import Callback, EpochEnd
+from vaekit.training.loop import batches
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:
@@ -278,7 +279,7 @@ def rss_anon_kb() -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
 
 
-class AnonPeak(SilentReporter):
+class AnonPeak(Callback):
     """Samples RssAnon every 5 ms from creation to the end of the first epoch (before the run's pictures import
     matplotlib); `growth` is the peak over the starting value, in kB."""
 
@@ -292,7 +293,7 @@ class AnonPeak(SilentReporter):
             self.peak = max(self.peak, rss_anon_kb())
             self.done.wait(0.005)
 
-    def end_epoch(self, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, end: EpochEnd) -> None:
         self.done.set()
         self.thread.join()
 
@@ -305,7 +306,7 @@ def epoch_growth_kb(dataset: Path, out: Path) -> int:
     config = tiny_config(epochs=1, batch_size=500)
     config.data.dataset, config.data.val_size = str(dataset), 0
     probe = AnonPeak()
-    train(config, out, reporter=probe)
+    train(config, out, callbacks=[probe])
     return probe.growth
 
 

@@ -33,11 +33,14 @@ def test_readme_cli_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         assert (tmp_path / picture).stat().st_size > 0
 
 
-def test_readme_python_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (block,) = marked_blocks("python")
+def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = marked_blocks("python")
+    assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)
-    exec(compile(block, "README.md", "exec"), {})
-    assert (tmp_path / "runs" / "api-demo" / "model.safetensors").exists()
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    for run in ("api-demo", "kl-watch"):
+        assert (tmp_path / "runs" / run / "model.safetensors").exists()
 
 
 def test_readme_pictures_exist() -> None:

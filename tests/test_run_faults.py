@@ -29,7 +29,7 @@ from vaekit.cli.main import app
 from vaekit.data.sources import load_dataset
 from vaekit.errors import VaekitError
 from vaekit.model.vae import VAE
-from vaekit.training.loop import SilentReporter
+from vaekit.training.callbacks import Callback, StepEnd
 from vaekit.training.runlock import RunLock
 
 runner = CliRunner()
@@ -360,17 +360,14 @@ def test_train_leaves_the_callers_config_alone_and_resumes_a_categorical_run(tmp
 # --- checkpoints inside an epoch ------------------------------------------------------------------------------
 
 
-class StopAtSync(SilentReporter):
+class StopAtSync(Callback):
     """Interrupts the run at the `n`-th progress update of epoch `epoch` (a crash in the middle of an epoch)."""
 
     def __init__(self, epoch: int, n: int) -> None:
         self.epoch, self.n, self.seen = epoch, n, 0
 
-    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
-        self.current = epoch + 1
-
-    def step(self, batches_done: int, loss: float) -> None:
-        if self.current == self.epoch:
+    def on_step_end(self, step: StepEnd) -> None:
+        if step.epoch == self.epoch:
             self.seen += 1
             if self.seen == self.n:
                 raise KeyboardInterrupt
@@ -380,7 +377,7 @@ def test_a_run_interrupted_inside_an_epoch_resumes_from_there_exactly(tmp_path: 
     config = tiny_config(epochs=2, batch_size=16, checkpoint_every=1e-9)  # a checkpoint at every sync point
     reference = train(config, tmp_path / "reference")
     with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "cut", reporter=StopAtSync(epoch=2, n=4))
+        train(config, tmp_path / "cut", callbacks=[StopAtSync(epoch=2, n=4)])
     state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
     assert state["epoch"] == 1 and state["partial"]["step"] == 41  # after steps 1, 21 and 41 of epoch 2's 81
     assert load_run(tmp_path / "cut").epochs_done == 1  # readers still see the last whole epoch

@@ -14,7 +14,7 @@ from vaekit.analysis.evaluate import evaluate
 from vaekit.data.scoring import Scoring
 from vaekit.data.sources import load_dataset, to_float
 from vaekit.model.objectives import bits_per_dim
-from vaekit.training.loop import SilentReporter, evaluate_split, train_epoch
+from vaekit.training.loop import evaluate_split, train_epoch
 from vaekit.training.runs import build_model
 
 GREY = torch.randint(1, 255, (50, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -99,7 +99,7 @@ def test_a_categorical_training_record_holds_the_discrete_elbo() -> None:
             parameter.mul_(5)
     data = load_dataset(config.data)
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)
-    record = train_epoch(model, frozen, data, config, 0, torch.Generator().manual_seed(0), SilentReporter())
+    record = train_epoch(model, frozen, data, config, 0, torch.Generator().manual_seed(0))
     exact = evaluate_split(model, data.train.x)
     assert record["elbo"] == pytest.approx(exact["elbo"], abs=1.0)
     assert record["elbo"] == pytest.approx(record["log_px"] - record["kl"])

@@ -12,7 +12,7 @@ import torch
 from tests.conftest import tiny_config
 from vaekit import load_run, train
 from vaekit.errors import VaekitError
-from vaekit.training.loop import SilentReporter
+from vaekit.training.callbacks import Callback, EpochEnd
 
 RUN_FILES = {
     "config.json",
@@ -61,12 +61,12 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path: Path) -> None
     assert losses(a) != losses(c)
 
 
-class StopAfter(SilentReporter):
+class StopAfter(Callback):
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
 
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        if record["epoch"] == self.epochs:
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        if end.epoch == self.epochs:
             raise KeyboardInterrupt
 
 
@@ -76,7 +76,7 @@ def test_resume_reaches_exactly_the_uninterrupted_metrics(tmp_path: Path, binari
     config.data.binarize = binarize
     full = train(config, tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(epochs=4, data=config.data), tmp_path / "cut", reporter=StopAfter(2))
+        train(tiny_config(epochs=4, data=config.data), tmp_path / "cut", callbacks=[StopAfter(2)])
     assert len(load_run(tmp_path / "cut").history) == 2
     resumed = train(None, tmp_path / "cut", resume=True)
     assert losses(resumed.history) == losses(full.history)

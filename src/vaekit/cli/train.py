@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vaekit.cli.common import err_console, friendly_errors, out_console, read_toml
 from vaekit.config import TrainConfig, with_overrides
 from vaekit.errors import VaekitError
+
+if TYPE_CHECKING:
+    from vaekit.training.callbacks import Callback
 
 
 @friendly_errors
@@ -186,11 +189,24 @@ def train(
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            help="Also log to: tensorboard (RUN/tensorboard) | mlflow | tensorboard,mlflow  [default: none]",
+            show_default=False,
+        ),
+    ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI for --log mlflow.  [default: $MLFLOW_TRACKING_URI, else RUN/mlruns]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train a VAE and write a run folder: weights, checkpoints, metrics and pictures."""
     from vaekit.api import train as run_training
-    from vaekit.cli.progress import RichReporter
-    from vaekit.training.loop import SilentReporter
+    from vaekit.cli.progress import ProgressBar
     from vaekit.training.runs import read_config
 
     flags = {
@@ -236,8 +252,8 @@ def train(
     settings.update({k: v for k, v in flags.items() if v is not None})
     base = read_config(out) if resume else TrainConfig()
     train_config = with_overrides(base, settings)
-    reporter = SilentReporter() if quiet else RichReporter(err_console)
-    run = run_training(train_config, out, resume=resume, reporter=reporter)
+    callbacks = [*loggers(log, mlflow_uri), *([] if quiet else [ProgressBar(err_console)])]
+    run = run_training(train_config, out, resume=resume, callbacks=callbacks)
     if run.final is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     test = run.final["test"]
@@ -249,6 +265,26 @@ def train(
             f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)"
         )
     out_console.print(f"run folder: [bold]{run.path}[/]\n{summary}", highlight=False, soft_wrap=True)
+
+
+def loggers(names: str | None, mlflow_uri: str | None) -> list[Callback]:
+    """The experiment loggers --log names, each checked to be installed before training starts."""
+    chosen = [name.strip() for name in (names or "").split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in ("tensorboard", "mlflow")]
+    if unknown:
+        raise VaekitError(f"--log {', '.join(unknown)} is unknown: use tensorboard, mlflow or tensorboard,mlflow")
+    if mlflow_uri and "mlflow" not in chosen:
+        raise VaekitError("--mlflow-uri sets where --log mlflow logs: add --log mlflow, or drop it")
+    found: list[Callback] = []
+    if "tensorboard" in chosen:
+        from vaekit.tracking.tensorboard_logger import TensorBoardLogger
+
+        found.append(TensorBoardLogger())
+    if "mlflow" in chosen:
+        from vaekit.tracking.mlflow_logger import MLflowLogger
+
+        found.append(MLflowLogger(mlflow_uri))
+    return found
 
 
 def _int_list(text: str, flag: str = "--hidden") -> list[int]:

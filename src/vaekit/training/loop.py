@@ -11,9 +11,9 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,7 @@ from vaekit.model.objectives import bits_per_dim, importance_weighted
 from vaekit.model.randomness import BatchSlice, Randomness
 from vaekit.model.vae import VAE
 from vaekit.training import distributed
+from vaekit.training.callbacks import STEP_EVERY, Callback, Callbacks, EpochEnd, RunEnd, RunStart, StepEnd
 from vaekit.training.distributed import Ranks
 from vaekit.training.precision import prepare_networks
 from vaekit.training.resume import agreed_start
@@ -49,25 +50,10 @@ EVAL_SEED = 2024  # evaluation noise is fixed, so validation curves do not jitte
 EVAL_CHUNK = 2000
 
 
-class Reporter(Protocol):
-    """What the loop tells the outside world; `vaekit.cli.progress.RichReporter` draws it as a progress bar."""
-
-    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None: ...
-    def step(self, batches_done: int, loss: float) -> None: ...
-    def end_epoch(self, record: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
-
-
 # Draws a finished run's pictures into its folder (run folder, model, test split, history, seed); the analysis stage
 # provides one (`vaekit.analysis.plots.write_run_pictures`), so training itself draws nothing.
 Pictures = Callable[[Path, VAE, Split, list[dict[str, Any]], int], None]
-
-
-class SilentReporter:
-    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None: ...
-    def step(self, batches_done: int, loss: float) -> None: ...
-    def end_epoch(self, record: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
+HELD_OUT_PICTURES = 8  # held-out images each EpochEnd carries, for reconstruction pictures
 
 
 def batches(x: Tensor, batch_size: int, order: Tensor, first_step: int = 0) -> Iterator[Tensor]:
@@ -151,7 +137,7 @@ def train_epoch(
     config: TrainConfig,
     epoch: int,
     generator: torch.Generator,
-    reporter: Reporter,
+    callback: Callback | None = None,
     ranks: Ranks = Ranks(),
     step_fn: nn.Module | None = None,
     partial: dict[str, Any] | None = None,
@@ -169,6 +155,7 @@ def train_epoch(
     the epoch's position: its permutation, the next step and the running sums; `partial` resumes from one.
     """
     step_fn = step_fn or ObjectiveStep(model, config, ranks)
+    callback = callback or Callback()
     step_fn.train()
     prepare_networks(model, config.precision, config.compile)  # once per model; evaluate_split runs them too
     x_all = data.train.x
@@ -187,7 +174,6 @@ def train_epoch(
     # A conditional model's labels follow their images through the same permutation, and each rank keeps its rows.
     y_all = data.train.y if model.conditional else None
     y_batches = itertools.repeat(None) if y_all is None else batches(y_all, config.batch_size, order, first_step)
-    reporter.start_epoch(epoch, config.epochs, steps)
     x_batches = batches(x_all, config.batch_size, order, first_step)
     for step, (x_batch, y_batch) in enumerate(zip(x_batches, y_batches, strict=False), start=first_step):
         start, stop = ranks.slice_of(len(x_batch))
@@ -204,7 +190,7 @@ def train_epoch(
         optimizer.step()
         sums.add(torch.stack([t.detach().sum(dtype=sums.dtype) for t in (log_px, kl, extra)]))
         first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
-        if step % 20 == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
+        if step % STEP_EVERY == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
             due = ranks.main and time.monotonic() - last_save >= 60 * config.checkpoint_every
             bad_step, save_now = ranks.max(
                 torch.stack([first_bad, torch.tensor(int(due), device=first_bad.device)])
@@ -212,7 +198,8 @@ def train_epoch(
             if bad_step:
                 where = f"epoch {epoch + 1}, step {bad_step - epoch * steps} of {steps}"
                 raise diverged(config, f"the loss became NaN or infinite at {where}")
-            reporter.step(step + 1, ranks.sum(loss.detach().to(sums.dtype)).item() / ranks.world - offset)
+            mean_loss = ranks.sum(loss.detach().to(sums.dtype)).item() / ranks.world - offset
+            callback.on_step_end(StepEnd(epoch + 1, config.epochs, step + 1, steps, mean_loss))
             if save_now and checkpoint is not None and step < steps - 1:
                 checkpoint({"step": step + 1, "order": order.cpu(), "sums": ranks.sum(sums.total.clone()).cpu()})
                 last_save = time.monotonic()
@@ -230,11 +217,12 @@ def train(
     out: str | Path,
     *,
     resume: bool = False,
-    reporter: Reporter | None = None,
+    callbacks: Iterable[Callback] = (),
     pictures: Pictures | None = None,
 ) -> Run:
-    """Train a VAE into the run folder `out`; with `resume=True`, continue the run found there; `pictures` draws the
-    finished run's pictures (`vaekit.train` passes the analysis stage's).
+    """Train a VAE into the run folder `out`; with `resume=True`, continue the run found there; `callbacks` hear of
+    the run's start, steps, epochs and end (`vaekit.training.callbacks`); `pictures` draws the finished run's pictures
+    (`vaekit.train` passes the analysis stage's).
 
     On resume the run's own config.json is used; a `config` given alongside may only change `epochs` (to train
     further) and `lr` (to continue a run that diverged). The run folder is locked for the whole run, so a second
@@ -255,9 +243,8 @@ def train(
     try:
         with RunLock(run_dir) if ranks.main else contextlib.nullcontext():
             config, state = agreed_start(run_dir, config, resume, ranks)
-            quiet = SilentReporter()
-            shown = (reporter or quiet) if ranks.main else quiet
-            return _train_locked(run_dir, config, state, shown, device, ranks, pictures)
+            heard = Callbacks(callbacks if ranks.main else ())
+            return _train_locked(run_dir, config, state, heard, device, ranks, pictures)
     finally:
         distributed.stop()
 
@@ -266,7 +253,7 @@ def _train_locked(
     run_dir: Path,
     config: TrainConfig,
     state: dict[str, Any] | None,
-    reporter: Reporter,
+    callback: Callback,
     device: torch.device,
     ranks: Ranks,
     pictures: Pictures | None,
@@ -305,13 +292,20 @@ def _train_locked(
                 problem = str(error)
         ranks.agree(problem)
 
+    held_out = data.val if len(data.val) else data.test
+    held_out = Split(held_out.x[:HELD_OUT_PICTURES], None if held_out.y is None else held_out.y[:HELD_OUT_PICTURES])
+    callback.on_run_start(RunStart(run_dir, config, model, len(history)))
+    final: dict[str, Any] | None = None
+    status: Literal["finished", "failed", "interrupted"] = "failed"
     try:
         for epoch in range(len(history), config.epochs):
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": epoch + 1}
+            examples = len(data.train) - (partial["step"] * config.batch_size if partial else 0)
             record["train"] = train_epoch(
-                model, optimizer, data, config, epoch, generator, reporter, ranks, step_fn, partial, checkpoint
+                model, optimizer, data, config, epoch, generator, callback, ranks, step_fn, partial, checkpoint
             )
+            train_seconds = time.perf_counter() - started
             partial = None
             problem = None
             if ranks.main:  # the others wait: validation and the checkpoint are rank 0's
@@ -324,16 +318,22 @@ def _train_locked(
                     problem = str(error)
             ranks.agree(problem)
             history.append(record)
-            reporter.end_epoch(record)
+            lr = optimizer.param_groups[0]["lr"]
+            speed = examples / max(train_seconds, 1e-9)
+            callback.on_epoch_end(EpochEnd(record, config.epochs, lr, speed, model.eval(), held_out))
+        run, problem = Run(run_dir, config, model.eval(), history, None), None
+        if ranks.main:  # the test split and the pictures are rank 0's; the others wait for the verdict
+            try:
+                run = finish(run_dir, model, data, config, history, pictures)
+            except VaekitError as error:
+                problem = str(error)
+        ranks.agree(problem)
+        final, status = run.final, "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
-        reporter.close()
-    run, problem = Run(run_dir, config, model.eval(), history, None), None
-    if ranks.main:  # the test split and the pictures are rank 0's; the others wait for the verdict
-        try:
-            run = finish(run_dir, model, data, config, history, pictures)
-        except VaekitError as error:
-            problem = str(error)
-    ranks.agree(problem)
+        callback.on_run_end(RunEnd(run_dir, history, final, status))
     return run
 
 
