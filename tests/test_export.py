@@ -44,7 +44,7 @@ LIKELIHOOD: dict[str, Callable[[Any], torch.Tensor]] = {
 KINDS: dict[str, dict[str, Any]] = {  # model settings of each exported run -> its graphs' output names
     "bernoulli": {"settings": {}, "encoder": ["mu", "log_var"], "decoder": ["logits"]},
     "gaussian-conv": {
-        "settings": {"likelihood": "gaussian-pixel", "network": "conv", "hidden": [4, 8]},
+        "settings": {"likelihood": "gaussian-pixel", "network": "conv", "hidden": [4, 8], "prior": "mog"},
         "encoder": ["mu", "log_var"],
         "decoder": ["mean", "log_scale"],
     },
@@ -136,6 +136,8 @@ def test_export_json_describes_every_input_and_output(exported: tuple[str, Run, 
             assert entry["shape"] == value.shape and entry["shape"][0] == "batch"
             assert value.type == {"float32": "tensor(float)", "int64": "tensor(int64)"}[entry["dtype"]]
             assert len(entry["meaning"]) > 10
+    learned = run.config.model.prior != "standard"  # a learned prior is not in the files, and export.json says so
+    assert ("these files do not hold" in described["prior"]) == learned
 
 
 def test_the_bernoulli_picture_is_the_sigmoid_of_the_logits_as_export_json_says(tmp_path: Path) -> None:
@@ -156,6 +158,7 @@ def bernoulli(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def test_the_cli_writes_the_default_folder_and_replaces_an_earlier_export(bernoulli: Run) -> None:
+    assert invoke("export", "--help")[0] == 0
     for _ in range(2):
         code, stdout, stderr = invoke("export", bernoulli.path, "--format", "onnx")
         assert code == 0, stderr
@@ -215,3 +218,22 @@ def test_a_failed_export_leaves_no_folder_and_keeps_an_earlier_one(
     assert not (tmp_path / "fresh").exists()
     assert fingerprint(earlier) == kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]  # no temporary folder left beside them
+
+
+def test_the_trainer_clearing_its_temporaries_mid_export_does_no_harm(
+    bernoulli: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RUN/onnx is written from a hidden folder inside the run, where a trainer resuming at that moment removes its own
+    stale `.*.tmp` files: the export's folder is none of them."""
+    import vaekit.export
+    from vaekit.training.runs import remove_stale_temporaries
+
+    real = vaekit.export.export_graph
+
+    def trainer_starts(module: Any, inputs: Any, label: Any, path: Path) -> Any:
+        remove_stale_temporaries(bernoulli.path)
+        return real(module, inputs, label, path)
+
+    monkeypatch.setattr(vaekit.export, "export_graph", trainer_starts)
+    folder = export_run(bernoulli.path, bernoulli.path / "shipped")
+    assert (folder / "decoder.onnx").is_file()

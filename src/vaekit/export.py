@@ -170,7 +170,8 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "onnx"
     target = Path(out) if out is not None else loaded.path / "onnx"
     check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    # Not `.tmp`: a run folder's `.*.tmp` are the trainer's stale files, which it unlinks when it takes the lock.
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
     try:
         write_export(loaded, temp)
         replace_folder(temp, target)
