@@ -152,7 +152,7 @@ def serve(
 def export(
     run: RunArg,
     fmt: Annotated[str, typer.Option("--format", help="What to write: onnx (the only format so far).")] = "onnx",
-    out: Annotated[Path | None, typer.Option(help="Folder to write.  [default: RUN/onnx]", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/onnx).", show_default=False)] = None,
 ) -> None:
     """Write the encoder and decoder as ONNX graphs with a dynamic batch, and export.json saying what they compute."""
     from vaekit.export import FILES, export_run
