@@ -24,7 +24,7 @@ from vaekit.cli.common import (
     out_console,
 )
 from vaekit.cli.latent import latent_app
-from vaekit.cli.tools import evaluate, gradients, serve
+from vaekit.cli.tools import evaluate, export, gradients, serve
 from vaekit.cli.train import train
 from vaekit.cli.why import why
 from vaekit.errors import VaekitError
@@ -231,7 +231,7 @@ def pack(
     out_console.print(f"wrote {out}: {manifest['shape']} uint8 ({splits})", highlight=False, soft_wrap=True)
 
 
-for command in (evaluate, gradients, serve):  # defined in cli_tools.py, registered after the core commands
+for command in (evaluate, gradients, serve, export):  # defined in cli_tools.py, registered after the core commands
     app.command()(command)
 app.command()(why)  # cli/why.py
 app.add_typer(latent_app, name="latent")

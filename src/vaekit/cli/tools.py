@@ -1,9 +1,11 @@
-"""`vaekit evaluate`, `vaekit gradients`, `vaekit serve`: the commands that analyse a finished run."""
+"""`vaekit evaluate`, `vaekit gradients`, `vaekit serve`, `vaekit export`: the commands that analyse or ship a finished
+run."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -144,3 +146,16 @@ def serve(
         err_console.print("note: other machines are answered only for the names given with --allow-host NAME")
     out_console.print(f"latent explorer for {run}: http://{host}:{port}/  (API docs: /docs; Ctrl-C stops)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@friendly_errors
+def export(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", help="What to write: onnx (the only format so far).")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/onnx).", show_default=False)] = None,
+) -> None:
+    """Write the encoder and decoder as ONNX graphs with a dynamic batch, and export.json saying what they compute."""
+    from vaekit.export import FILES, export_run
+
+    folder = export_run(run, out, fmt)
+    out_console.print(f"wrote {folder}: " + ", ".join(FILES), highlight=False, soft_wrap=True)
