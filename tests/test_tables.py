@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from vaekit import DataConfig
 from vaekit.cli.main import app
-from vaekit.data.sources import load_dataset
+from vaekit.data.pack import open_pack
+from vaekit.data.sources import load_dataset, pack_dataset
 from vaekit.data.tables import load_table
 from vaekit.errors import VaekitError
 
@@ -187,6 +188,15 @@ def test_a_pack_of_a_parquet_file_gives_the_same_splits(tmp_path: Path) -> None:
     for role in ("train", "val", "test"):
         a, b = getattr(packed, role), getattr(source, role)
         assert torch.equal(a.x[torch.arange(len(a))], b.x) and torch.equal(a.y, b.y), role
+
+
+def test_pack_dataset_takes_the_columns_as_train_does(tmp_path: Path) -> None:
+    images, labels = pictures(12, (4, 4)), np.arange(12) % 2
+    path = write_parquet(tmp_path / "d.parquet", photo=image_structs(images), cls=labels)
+    manifest = pack_dataset(str(path), tmp_path / "pack", image_column="photo", label_column="cls")
+    pack = open_pack(tmp_path / "pack")
+    assert manifest["shape"] == [12, 1, 4, 4] and torch.equal(pack.images, chw(images))
+    assert pack.labels is not None and pack.labels.tolist() == labels.tolist()
 
 
 # --- bad input: one line naming the problem and the fix ---------------------------------------------------------

@@ -285,7 +285,14 @@ def _unknown(name: str) -> VaekitError:
     )
 
 
-def pack_dataset(source: str, out: Path, data_dir: str | None = None) -> dict[str, Any]:
+def pack_dataset(
+    source: str,
+    out: Path,
+    data_dir: str | None = None,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
     """Write `source` (anything `load_dataset` reads) as a pack at `out`; returns its manifest.
 
     Named sets are packed as their train and test splits; an image folder or a file is packed as it is, and its test
@@ -300,7 +307,12 @@ def pack_dataset(source: str, out: Path, data_dir: str | None = None) -> dict[st
         raise _unknown(source)
     if is_pack(path):
         raise VaekitError(f"{source} is a pack already: train from it with --dataset {source}")
-    parts = table_rows(path) if is_table(path) else image_folder_rows(path) if path.is_dir() else array_rows(path)
+    if is_table(path):
+        parts = table_rows(path, image_column, label_column)
+    elif image_column or label_column:
+        raise VaekitError(f"image_column and label_column choose columns of a table and {source} is none: drop them")
+    else:
+        parts = image_folder_rows(path) if path.is_dir() else array_rows(path)
     return write_pack(out, parts, str(path.resolve()))
 
 

@@ -19,8 +19,7 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,18 +276,21 @@ def _blobs(part: Part) -> Any:
 
 def _headers(part: Part, blobs: Any) -> tuple[tuple[int, int], list[str]]:
     """Every image's (width, height) and mode from its header (nothing decoded): one size for all, or an error."""
-    modes, first = [], None
-    for row in range(len(blobs)):
-        with _opened(part, row, blobs) as img:
-            first, size = first or img.size, img.size
-            modes.append(img.mode)
-        if size != first:
+    sizes: list[tuple[int, int]] = []
+    modes: list[str] = []
+
+    def note(row: int, img: Image.Image) -> None:
+        if img.size != (sizes or [img.size])[0]:
+            (w0, h0), (w, h) = sizes[0], img.size
             raise VaekitError(
-                f"images differ in size: {part.where(0)} is {first[0]}x{first[1]}, {part.where(row)} is "
-                f"{size[0]}x{size[1]}: resize them all to one size first"
+                f"images differ in size: {part.where(0)} is {w0}x{h0}, {part.where(row)} is {w}x{h}: resize them all "
+                "to one size first"
             )
-    assert first is not None  # a part has at least MIN_EXAMPLES rows
-    return first, modes
+        sizes.append(img.size)
+        modes.append(img.mode)
+
+    _each_image(part, blobs, range(len(blobs)), note)
+    return sizes[0], modes
 
 
 def _encoded_pixels(part: Part, blobs: Any, size: tuple[int, int], mode: str) -> Pixels:
@@ -296,12 +298,14 @@ def _encoded_pixels(part: Part, blobs: Any, size: tuple[int, int], mode: str) ->
 
     def read(start: int, stop: int) -> np.ndarray:
         x = np.empty((stop - start, channels, height, width), dtype=np.uint8)
-        for i, row in enumerate(range(start, stop)):
-            with _opened(part, row, blobs) as img:
-                pixels = _eight_bit(img, mode)
+
+        def decode(row: int, img: Image.Image) -> None:
+            pixels = _eight_bit(img, mode)
             if pixels.shape[:2] != (height, width):  # the bytes changed since their header was read
                 raise VaekitError(f"{part.where(row)} decodes to {pixels.shape}, expected {height}x{width}: replace it")
-            x[i] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+            x[row - start] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
+
+        _each_image(part, blobs, range(start, stop), decode)
         return x
 
     return Pixels(len(blobs), (channels, height, width), np.dtype(np.uint8), read)
@@ -315,23 +319,28 @@ def _eight_bit(img: Image.Image, mode: str) -> np.ndarray:
     return np.asarray(img.convert(mode))
 
 
-@contextmanager
-def _opened(part: Part, row: int, blobs: Any) -> Iterator[Image.Image]:
-    """One row's image, opened lazily; bytes that do not decode, or decode to a bomb, are one line naming the row."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(blobs[row].as_py())) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise VaekitError(
-                        f"{part.where(row)} is {img.width}x{img.height}, over the {MAX_IMAGE_PIXELS:,}-pixel limit (a "
-                        "decompression bomb?): resize or drop it"
-                    )
-                yield img
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise VaekitError(f"{part.where(row)} is too large to decode safely ({error}): resize or drop it") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise VaekitError(f"cannot decode {part.where(row)} as an image ({error}): replace or drop that row") from None
+def _each_image(part: Part, blobs: Any, rows: range, use: Callable[[int, Image.Image], None]) -> None:
+    """`use(row, image)` for each row, the image opened lazily; bytes that do not decode, or decode to a bomb, are one
+    line naming the row."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for row in rows:
+            try:
+                with Image.open(io.BytesIO(blobs[row].as_py())) as img:
+                    if img.width * img.height > MAX_IMAGE_PIXELS:
+                        raise VaekitError(
+                            f"{part.where(row)} is {img.width}x{img.height}, over the {MAX_IMAGE_PIXELS:,}-pixel "
+                            "limit (a decompression bomb?): resize or drop it"
+                        )
+                    use(row, img)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+                raise VaekitError(
+                    f"{part.where(row)} is too large to decode safely ({error}): resize or drop it"
+                ) from None
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                raise VaekitError(
+                    f"cannot decode {part.where(row)} as an image ({error}): replace or drop that row"
+                ) from None
 
 
 # --- arrays ------------------------------------------------------------------------------------------------------
