@@ -202,7 +202,7 @@ def _saved_splits(path: Path) -> dict[str, Split]:
 
 def _choose(split: Split, named: str | None, defaults: tuple[str, ...], flag: str, optional: bool = False) -> Any:
     """The column named by the flag, else the first of `defaults` present (in any case), else an error or None."""
-    columns = ", ".join(split.columns)
+    columns = ", ".join(split.columns) or "none"
     if named is not None:
         if named not in split.columns:
             raise VaekitError(f"{split.name} has no column {named!r} (its columns: {columns}): fix {flag}")
