@@ -283,7 +283,7 @@ def _headers(part: Part, blobs: Any) -> tuple[tuple[int, int], list[str]]:
         if img.size != (sizes or [img.size])[0]:
             (w0, h0), (w, h) = sizes[0], img.size
             raise VaekitError(
-                f"images differ in size: {part.where(0)} is {w0}x{h0}, {part.where(row)} is {w}x{h}: resize them all "
+                f"images differ in size: {part.where(row)} is {w}x{h}, the first image {w0}x{h0}: resize them all "
                 "to one size first"
             )
         sizes.append(img.size)
@@ -338,8 +338,9 @@ def _each_image(part: Part, blobs: Any, rows: range, use: Callable[[int, Image.I
                     f"{part.where(row)} is too large to decode safely ({error}): resize or drop it"
                 ) from None
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                why = "not an image format Pillow reads" if isinstance(error, UnidentifiedImageError) else error
                 raise VaekitError(
-                    f"cannot decode {part.where(row)} as an image ({error}): replace or drop that row"
+                    f"cannot decode {part.where(row)} as an image ({why}): replace or drop that row"
                 ) from None
 
 
@@ -388,8 +389,8 @@ def _unnested(part: Part) -> tuple[Any, list[int]]:
         if (lengths != lengths[0]).any():
             row = int(np.argmax(lengths != lengths[0])) // per_row
             raise VaekitError(
-                f"images differ in size: {part.where(row)} differs in shape from {part.where(0)}: store every image at "
-                "one size"
+                f"images differ in size: {part.where(row)} differs in shape from the first image: store every image "
+                "at one size"
             )
         dims.append(int(lengths[0]))
         values = values.flatten()
