@@ -75,11 +75,13 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they are presented to the model."""
 
-    dataset: str = "fashion-mnist"  # a registered name, or a path to an image folder, .npy or .npz
+    dataset: str = "fashion-mnist"  # a registered name, or a path to an image folder, .npy/.npz, Parquet or datasets
     data_dir: str | None = None  # the only folder searched (default $VAEKIT_DATA); must exist
     binarize: str = "none"  # "none" (grey values as targets) | "dynamic" (fresh draw per batch) | "static"
     val_size: int = 5000  # held out of the training split with `split_seed`; capped at 10% for small sets
     split_seed: int = 0
+    image_column: str | None = None  # of a table (Parquet, datasets); default: the column named image, img or pixels
+    label_column: str | None = None  # default: the column named label, labels or y, if any
 
 
 @dataclass
@@ -264,7 +266,10 @@ class TrainConfig:
 
 # Flat setting names (CLI flags and TOML keys) and the section of TrainConfig each lives in ("" = top level).
 FLAT_SETTINGS = {
-    **{name: "data" for name in ("dataset", "data_dir", "binarize", "val_size", "split_seed")},
+    **{
+        name: "data"
+        for name in ("dataset", "data_dir", "binarize", "val_size", "split_seed", "image_column", "label_column")
+    },
     **{
         name: "model"
         for name in (

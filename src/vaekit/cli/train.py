@@ -21,9 +21,18 @@ def train(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="fashion-mnist | mnist | digits | an image folder | .npy/.npz  [default: fashion-mnist]",
+            help="fashion-mnist | mnist | digits | an image folder | .npy/.npz | .parquet | a datasets folder"
+            "  [default: fashion-mnist]",
             show_default=False,
         ),
+    ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="Image column of a table.  [default: image, img or pixels]", show_default=False),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="Label column of a table.  [default: label, labels or y, if present]", show_default=False),
     ] = None,
     epochs: Annotated[
         int | None,
@@ -219,6 +228,8 @@ def train(
         "estimator": estimator,
         "samples": samples,
         "dataset": dataset,
+        "image_column": image_column,
+        "label_column": label_column,
         "epochs": epochs,
         "batch_size": batch_size,
         "latent_dim": latent_dim,

@@ -23,6 +23,7 @@ from torch import Tensor
 from vaekit.config import DataConfig
 from vaekit.data.download import fetch, verify
 from vaekit.data.pack import IndexedImages, Rows, is_pack, open_pack, write_pack
+from vaekit.data.tables import is_table, load_table, table_rows
 from vaekit.data.userdata import array_rows, image_folder_rows, load_arrays, load_image_folder
 from vaekit.errors import VaekitError
 
@@ -228,12 +229,20 @@ def load_dataset(config: DataConfig) -> Dataset:
     """The dataset named (or pointed to) by `config.dataset`, split into train / validation / test."""
     name = config.dataset
     path = Path(name).expanduser()
+    table = name not in NAMED and path.exists() and is_table(path)
+    if (config.image_column or config.label_column) and not table:
+        raise VaekitError(
+            f"--image-column and --label-column choose columns of a table (Parquet or a datasets folder) and "
+            f"{name} is none: drop them"
+        )
     if name in NAMED:
         train, test = _named_parts(name, config)
     elif path.exists():
         if is_pack(path):
             pack = open_pack(path)
             parts = {role: pack.part(role, lazy=role == "train") for role in pack.splits}
+        elif table:
+            parts = load_table(path, config.image_column, config.label_column)
         else:
             parts = load_image_folder(path) if path.is_dir() else load_arrays(path)
         train = Split(*parts["train"])
@@ -265,12 +274,25 @@ def _named_parts(name: str, config: DataConfig) -> tuple[Split, Split]:
 
 
 def _unknown(name: str) -> VaekitError:
-    if "/" in name or Path(name).suffix in (".npy", ".npz"):
-        return VaekitError(f"data path {name} does not exist: check the path (an image folder, .npy or .npz file)")
-    return VaekitError(f"unknown dataset {name!r}: use one of {', '.join(NAMED)}, an image folder, or a .npy/.npz file")
+    if "/" in name or Path(name).suffix in (".npy", ".npz", ".parquet"):
+        return VaekitError(
+            f"data path {name} does not exist: check the path (an image folder, .npy, .npz or .parquet file, or a "
+            "datasets folder)"
+        )
+    return VaekitError(
+        f"unknown dataset {name!r}: use one of {', '.join(NAMED)}, an image folder, a .npy/.npz or .parquet file, or "
+        "a datasets folder"
+    )
 
 
-def pack_dataset(source: str, out: Path, data_dir: str | None = None) -> dict[str, Any]:
+def pack_dataset(
+    source: str,
+    out: Path,
+    data_dir: str | None = None,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
     """Write `source` (anything `load_dataset` reads) as a pack at `out`; returns its manifest.
 
     Named sets are packed as their train and test splits; an image folder or a file is packed as it is, and its test
@@ -285,7 +307,12 @@ def pack_dataset(source: str, out: Path, data_dir: str | None = None) -> dict[st
         raise _unknown(source)
     if is_pack(path):
         raise VaekitError(f"{source} is a pack already: train from it with --dataset {source}")
-    parts = image_folder_rows(path) if path.is_dir() else array_rows(path)
+    if is_table(path):
+        parts = table_rows(path, image_column, label_column)
+    elif image_column or label_column:
+        raise VaekitError(f"image_column and label_column choose columns of a table and {source} is none: drop them")
+    else:
+        parts = image_folder_rows(path) if path.is_dir() else array_rows(path)
     return write_pack(out, parts, str(path.resolve()))
 
 
