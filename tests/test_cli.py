@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -50,6 +52,37 @@ def assert_clean_error(code: int, stderr: str, *fragments: str) -> None:
 def test_every_command_has_help(command: str) -> None:
     code, stdout, _ = invoke(command, "--help")
     assert code == 0 and "Usage" in stdout
+
+
+def commands() -> dict[str, Any]:
+    """Every command of `vaekit` (typer's click objects), by its full name ("train", "latent interpolate")."""
+    found: dict[str, Any] = {}
+
+    def walk(group: Any, prefix: str) -> None:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                walk(command, f"{prefix}{name} ")
+            else:
+                found[prefix + name] = command
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def option(command: Any, flag: str) -> Any:
+    return next((p for p in command.params if p.param_type_name == "option" and flag in p.opts), None)
+
+
+def test_samples_means_z_samples_per_image_in_every_command() -> None:
+    """One name, one meaning: --samples counts z draws per image; draws from the prior are --prior-samples."""
+    having = {name: option(command, "--samples") for name, command in commands().items()}
+    having = {name: found for name, found in having.items() if found is not None}
+    assert {"train", "gradients"} <= set(having)
+    for name, found in having.items():
+        assert "z samples per image" in (found.help or ""), name
+    for name in ("evaluate", "why"):
+        prior = option(commands()[name], "--prior-samples")
+        assert prior is not None and "prior" in (prior.help or ""), name
 
 
 def test_sample_reconstruct_interpolate_write_pngs(trained: Path, tmp_path: Path) -> None:

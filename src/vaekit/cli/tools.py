@@ -33,8 +33,8 @@ def evaluate(
     split: Annotated[
         str, typer.Option(help="Likelihoods on: test | train | both (both adds the generalization gap).")
     ] = "both",
-    samples: Annotated[
-        int, typer.Option(help="Prior samples for the neighbour audit and sample quality.", min=2)
+    prior_samples: Annotated[
+        int, typer.Option(help="Draws from the prior for the neighbour audit and sample quality.", min=2)
     ] = 1000,
     seed: SeedOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
@@ -49,7 +49,7 @@ def evaluate(
     try:
         loaded = load_on(run, str(where))
         with err_console.status(f"evaluating {run} (k = {k}) on {loaded.model.device}"):
-            evaluation = run_evaluation(loaded, k=k, split=split, samples=samples, seed=seed, ranks=ranks)
+            evaluation = run_evaluation(loaded, k=k, split=split, prior_samples=prior_samples, seed=seed, ranks=ranks)
     finally:
         distributed.stop()
     if not ranks.main:
