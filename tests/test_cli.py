@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from tests.test_data import write_images
 from vaekit.cli.main import app
+from vaekit.config import TrainConfig
 
 runner = CliRunner()
 TINY = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--quiet"]
@@ -67,6 +69,11 @@ def commands() -> dict[str, Any]:
 
     walk(typer.main.get_command(app), "")
     return found
+
+
+def flag_names(command: Any) -> set[str]:
+    """The command's options by flag name, underscores for dashes (`--latent-dim` → latent_dim)."""
+    return {p.opts[0].removeprefix("--").replace("-", "_") for p in command.params if p.param_type_name == "option"}
 
 
 def option(command: Any, flag: str) -> Any:
@@ -125,10 +132,71 @@ def test_toml_config_with_flags_winning(tmp_path: Path) -> None:
     assert saved["beta"] == 0.5 and saved["epochs"] == 1 and saved["model"]["hidden"] == [16]  # the file's values
 
 
+# A value for every setting flag of `vaekit train`, valid together, mostly not the default.
+TRAIN_VALUES: dict[str, object] = {
+    "dataset": "digits", "data_dir": "data", "binarize": "static", "val_size": 100, "split_seed": 2, "epochs": 3,
+    "batch_size": 32, "lr": 0.002, "beta": 0.5, "warmup": 2.0, "seed": 3, "device": "cpu", "estimator": "reparam",
+    "samples": 2, "checkpoint_every": 5.0, "objective": "elbo", "k": 3, "free_bits": 0.0, "precision": "bf16",
+    "compile": True, "model": "vae", "network": "mlp", "hidden": [16, 8], "latent_dim": 6,
+    "likelihood": "gaussian-learned", "gaussian_scale": 0.2, "mixtures": 4, "latent": "gaussian", "categories": 5,
+    "latent_vars": 4, "temperature": 0.9, "temperature_min": 0.4, "anneal_rate": 0.001, "straight_through": True,
+    "activation": "tanh", "prior": "standard", "prior_components": 7, "second_layer": [12, 4], "condition": "none",
+}  # fmt: skip
+NOT_SETTINGS = {"out", "config", "resume", "quiet", "help"}  # flags that steer the command, not the model
+
+
+def captured(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> tuple[TrainConfig, Path]:
+    """The TrainConfig and run folder that `vaekit train ARGS` hands to training, without training."""
+    seen: dict[str, Any] = {}
+
+    def fake_train(config: TrainConfig, out: Path, **_: object) -> SimpleNamespace:
+        seen.update(config=config, out=Path(out))
+        return SimpleNamespace(final=None)  # what a rank other than 0 returns: the command prints nothing
+
+    monkeypatch.setattr("vaekit.api.train", fake_train)
+    code, _, stderr = invoke("train", *args)
+    assert code == 0, stderr
+    return seen["config"], seen["out"]
+
+
+def toml_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+
+def test_a_toml_file_of_every_flag_gives_what_the_flags_give(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    flags = flag_names(commands()["train"]) - NOT_SETTINGS
+    assert flags <= set(TRAIN_VALUES), f"give TRAIN_VALUES a value for {flags - set(TRAIN_VALUES)}"
+    values = {name: value for name, value in TRAIN_VALUES.items() if name in flags}
+    args: list[str] = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        args += [flag] if value is True else [flag, text]
+    keys = [name.replace("_", "-") if i % 2 else name for i, name in enumerate(values)]  # dashes or underscores
+    lines = [f"{key} = {toml_value(value)}\n" for key, value in zip(keys, values.values(), strict=True)]
+    (tmp_path / "all.toml").write_text("".join(lines))
+    from_flags, _ = captured(monkeypatch, *args, "--out", tmp_path / "r")
+    from_file, _ = captured(monkeypatch, "--config", tmp_path / "all.toml", "--out", tmp_path / "r")
+    assert from_file == from_flags
+    assert from_file.warmup_epochs == 2.0 and from_file.model.hidden == [16, 8] and from_file.data.val_size == 100
+    (tmp_path / "ae.toml").write_text('model = "ae"\nwarmup = 2\n')
+    config, _ = captured(monkeypatch, "--config", tmp_path / "ae.toml", "--out", tmp_path / "r")
+    assert (config.model.kind, config.warmup_epochs) == ("ae", 2.0)
+
+
+def test_out_on_the_command_line_wins_over_the_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(f'dataset = "digits"\nout = "{tmp_path / "from-file"}"\n')
+    assert captured(monkeypatch, "--config", tmp_path / "c.toml")[1] == tmp_path / "from-file"
+    assert captured(monkeypatch, "--config", tmp_path / "c.toml", "--out", tmp_path / "flag")[1] == tmp_path / "flag"
+
+
 def test_toml_with_an_unknown_key_is_a_clean_error(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("epochz = 3\n")
     code, _, stderr = invoke("train", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
-    assert_clean_error(code, stderr, "epochz")
+    assert_clean_error(code, stderr, "'epochz'", "use the flags' names", "latent-dim", "warmup")
+    (tmp_path / "c.toml").write_text("kind = 'ae'\n")  # the setting's name in config.json, not a flag's
+    code, _, stderr = invoke("train", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "'kind'", "model")
 
 
 # ---- bad input: one line, exit 2, nothing lost ---------------------------------------------------------------

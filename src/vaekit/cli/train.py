@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from vaekit.cli.common import err_console, friendly_errors, out_console, read_toml
-from vaekit.config import TrainConfig, with_overrides
+from vaekit.config import SETTING_OF_FLAG, TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
 
 @friendly_errors
 def train(
-    out: Annotated[Path, typer.Option(help="Run folder to write (created if missing).")] = Path("runs/latest"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run folder to write (created if missing).  [default: runs/latest]", show_default=False),
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -179,7 +182,9 @@ def train(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", help="TOML file of settings (same names as the flags); flags win.", show_default=False
+            "--config",
+            help="TOML file of settings, its keys the flags' names (out included); flags win.",
+            show_default=False,
         ),
     ] = None,
     resume: Annotated[
@@ -193,8 +198,8 @@ def train(
     from vaekit.training.loop import SilentReporter
     from vaekit.training.runs import read_config
 
-    flags = {
-        "kind": model,
+    flags = {  # by flag name; `to_settings` maps them, and a TOML file's keys, to TrainConfig's settings
+        "model": model,
         "latent": latent,
         "categories": categories,
         "latent_vars": latent_vars,
@@ -215,12 +220,12 @@ def train(
         "free_bits": free_bits,
         "mixtures": mixtures,
         "condition": condition,
-        "hidden": _int_list(hidden) if hidden else None,
-        "second_layer": _int_list(second_layer, "--second-layer") if second_layer else None,
+        "hidden": hidden,
+        "second_layer": second_layer,
         "likelihood": likelihood,
         "binarize": binarize,
         "beta": beta,
-        "warmup_epochs": warmup,
+        "warmup": warmup,
         "lr": lr,
         "seed": seed,
         "data_dir": data_dir,
@@ -230,10 +235,13 @@ def train(
         "compile": compile_networks,
         "checkpoint_every": checkpoint_every,
     }
-    settings = read_toml(config) if config else {}
-    settings = {k.replace("-", "_"): v for k, v in settings.items()}
-    out = Path(settings.pop("out", out)) if out == Path("runs/latest") else out
-    settings.update({k: v for k, v in flags.items() if v is not None})
+    from_file = read_toml(config) if config else {}
+    file_out = from_file.pop("out", None)
+    if file_out is not None and not isinstance(file_out, str):
+        raise VaekitError(f'config file {config}: out = {file_out!r} is not a path: write it in quotes, out = "runs/x"')
+    out = out or Path(file_out or "runs/latest")  # --out wins over the file's out
+    settings = to_settings(from_file, f"config file {config}")
+    settings.update(to_settings({k: v for k, v in flags.items() if v is not None}, "flags"))
     base = read_config(out) if resume else TrainConfig()
     train_config = with_overrides(base, settings)
     reporter = SilentReporter() if quiet else RichReporter(err_console)
@@ -249,6 +257,21 @@ def train(
             f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)"
         )
     out_console.print(f"run folder: [bold]{run.path}[/]\n{summary}", highlight=False, soft_wrap=True)
+
+
+def to_settings(named: dict[str, Any], source: str) -> dict[str, Any]:
+    """Values by flag name (`latent-dim` or `latent_dim`) → TrainConfig's flat settings: the one mapping that both the
+    flags and a TOML file's keys go through."""
+    settings = {}
+    for key, value in named.items():
+        name = key.replace("-", "_")
+        if name not in SETTING_OF_FLAG:
+            valid = ", ".join(sorted(flag.replace("_", "-") for flag in [*SETTING_OF_FLAG, "out"]))
+            raise VaekitError(f"{source}: unknown key {key!r}: use the flags' names ({valid})")
+        if name in ("hidden", "second_layer") and isinstance(value, str):  # "400,200" on a command line
+            value = _int_list(value, "--" + name.replace("_", "-"))
+        settings[SETTING_OF_FLAG[name]] = value
+    return settings
 
 
 def _int_list(text: str, flag: str = "--hidden") -> list[int]:
