@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from tests.test_data import write_images
 from vaekit.cli.main import app
-from vaekit.config import TrainConfig
+from vaekit.config import DataConfig, ModelConfig, TrainConfig
 
 runner = CliRunner()
 TINY = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--quiet"]
@@ -182,6 +183,23 @@ def test_a_toml_file_of_every_flag_gives_what_the_flags_give(monkeypatch: pytest
     (tmp_path / "ae.toml").write_text('model = "ae"\nwarmup = 2\n')
     config, _ = captured(monkeypatch, "--config", tmp_path / "ae.toml", "--out", tmp_path / "r")
     assert (config.model.kind, config.warmup_epochs) == ("ae", 2.0)
+
+
+def test_every_setting_a_user_may_choose_has_a_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    internal = {"input_shape", "classes", "world_size"}  # filled in from the data and the launch, not chosen
+    renamed = {"kind": "model", "warmup_epochs": "warmup"}
+    fields = [
+        f.name
+        for kind in (TrainConfig, ModelConfig, DataConfig)
+        for f in dataclasses.fields(kind)
+        if f.name not in ("model", "data") and f.name not in internal
+    ]
+    missing = {renamed.get(name, name) for name in fields} - flag_names(commands()["train"])
+    assert not missing, f"settings without a flag: {sorted(missing)}"
+    new = ["--gaussian-scale", "0.3", "--temperature-min", "0.25", "--anneal-rate", "0.002", "--split-seed", "7"]
+    config, _ = captured(monkeypatch, "--dataset", "digits", *new, "--out", tmp_path / "r")
+    assert (config.model.gaussian_scale, config.model.temperature_min) == (0.3, 0.25)
+    assert (config.model.anneal_rate, config.data.split_seed) == (0.002, 7)
 
 
 def test_out_on_the_command_line_wins_over_the_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

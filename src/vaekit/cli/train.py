@@ -78,6 +78,13 @@ def train(
             "--k", help="Importance samples per image for --objective iwae.  [default: 5]", show_default=False
         ),
     ] = None,
+    gaussian_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="σ of the gaussian likelihood; the starting σ of gaussian-learned and gaussian-pixel.  [default: 0.1]",
+            show_default=False,
+        ),
+    ] = None,
     mixtures: Annotated[
         int | None,
         typer.Option(help="Logistic components per pixel of discretized-logistic.  [default: 5]", show_default=False),
@@ -130,7 +137,21 @@ def train(
     ] = None,
     temperature: Annotated[
         float | None,
-        typer.Option(help="Initial Gumbel-softmax temperature, annealed to 0.5.  [default: 1.0]", show_default=False),
+        typer.Option(
+            help="Starting Gumbel-softmax temperature, annealed to --temperature-min.  [default: 1.0]",
+            show_default=False,
+        ),
+    ] = None,
+    temperature_min: Annotated[
+        float | None,
+        typer.Option(help="Gumbel-softmax temperature the annealing stops at.  [default: 0.5]", show_default=False),
+    ] = None,
+    anneal_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="r in temperature × exp(−r · step), the Gumbel-softmax annealing per step.  [default: 0.0001]",
+            show_default=False,
+        ),
     ] = None,
     straight_through: Annotated[
         bool | None,
@@ -159,6 +180,10 @@ def train(
     ] = None,
     val_size: Annotated[
         int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
+    ] = None,
+    split_seed: Annotated[
+        int | None,
+        typer.Option(help="Seed that picks the validation images out of train.  [default: 0]", show_default=False),
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  [default: cpu]", show_default=False)
@@ -204,6 +229,8 @@ def train(
         "categories": categories,
         "latent_vars": latent_vars,
         "temperature": temperature,
+        "temperature_min": temperature_min,
+        "anneal_rate": anneal_rate,
         "straight_through": straight_through,
         "estimator": estimator,
         "samples": samples,
@@ -219,6 +246,7 @@ def train(
         "k": k,
         "free_bits": free_bits,
         "mixtures": mixtures,
+        "gaussian_scale": gaussian_scale,
         "condition": condition,
         "hidden": hidden,
         "second_layer": second_layer,
@@ -230,6 +258,7 @@ def train(
         "seed": seed,
         "data_dir": data_dir,
         "val_size": val_size,
+        "split_seed": split_seed,
         "device": device,
         "precision": precision,
         "compile": compile_networks,
