@@ -51,10 +51,18 @@ def assert_clean_error(code: int, stderr: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "reconstruct", "interpolate", "info"])
+@pytest.mark.parametrize("command", ["train", "sample", "reconstruct", "latent interpolate", "info"])
 def test_every_command_has_help(command: str) -> None:
-    code, stdout, _ = invoke(command, "--help")
+    code, stdout, _ = invoke(*command.split(), "--help")
     assert code == 0 and "Usage" in stdout
+
+
+def test_one_interpolate_command_with_every_capability() -> None:
+    """`vaekit latent interpolate` is the one path command; the top level has none beside it."""
+    assert "interpolate" not in commands() and "latent interpolate" in commands()
+    assert {"a", "b", "steps", "extend", "method", "through", "gif", "out", "device"} <= flag_names(
+        commands()["latent interpolate"]
+    )
 
 
 def commands() -> dict[str, Any]:
@@ -97,7 +105,7 @@ def test_sample_reconstruct_interpolate_write_pngs(trained: Path, tmp_path: Path
     for args, name in [
         (("sample", trained, "--n", "9", "--seed", "3"), "s.png"),
         (("reconstruct", trained, "--n", "4"), "r.png"),
-        (("interpolate", trained, "--a", "0", "--b", "5", "--steps", "7", "--extend", "0.25"), "i.png"),
+        (("latent", "interpolate", trained, "--a", "0", "--b", "5", "--steps", "7", "--extend", "0.25"), "i.png"),
     ]:
         code, _, stderr = invoke(*args, "--out", tmp_path / name)
         assert code == 0, stderr
@@ -308,7 +316,7 @@ def test_resume_with_a_changed_setting(trained: Path) -> None:
 
 
 def test_out_of_range_index(trained: Path, tmp_path: Path) -> None:
-    code, _, stderr = invoke("interpolate", trained, "--a", "0", "--b", "100000", "--out", tmp_path / "i.png")
+    code, _, stderr = invoke("latent", "interpolate", trained, "--b", "100000", "--out", tmp_path / "i.png")
     assert_clean_error(code, stderr, "--b 100000 is out of range")
 
 

@@ -136,7 +136,7 @@ def test_cli_trains_a_conditional_run_and_samples_one_class(tmp_path: Path) -> N
 
     assert_clean_error(*invoke("sample", run, "--label", "10")[::2], "--label 10", "classes 0 to 9")
     assert_clean_error(*invoke("sample", run, "--sampler", "gmm")[::2], "--sampler prior")
-    for command in (["interpolate"], ["latent", "traverse"], ["serve"]):
+    for command in (["latent", "interpolate"], ["latent", "traverse"], ["serve"]):
         assert_clean_error(*invoke(*command, run)[::2], "conditional run", "--condition none")
 
 

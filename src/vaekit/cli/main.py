@@ -20,7 +20,6 @@ from vaekit.cli.common import (
     friendly_errors,
     load_on,
     load_test_split,
-    load_unconditional,
     out_console,
 )
 from vaekit.cli.latent import latent_app
@@ -111,33 +110,6 @@ def reconstruct(
     path = out or Path(f"{run.name}-reconstructions.png")
     labels = None if test.y is None else test.y[start : start + n]  # a conditional model reads them
     save_image(reconstruction_grid(loaded.model, test.x[start : start + n], y=labels), path)
-    out_console.print(f"wrote {path}")
-
-
-@app.command()
-@friendly_errors
-def interpolate(
-    run: RunArg,
-    a: Annotated[int, typer.Option(help="Index of the first test image.")] = 0,
-    b: Annotated[int, typer.Option(help="Index of the second test image.")] = 1,
-    steps: Annotated[int, typer.Option(help="Points along the path.", min=2, max=256)] = 10,
-    extend: Annotated[
-        float, typer.Option(help="How far past each end to extrapolate (0.5 = half the distance).", min=0.0, max=10.0)
-    ] = 0.5,
-    out: Annotated[
-        Path | None, typer.Option(help="PNG to write.  [default: RUN-interpolation.png]", show_default=False)
-    ] = None,
-    device: DeviceOpt = "auto",
-) -> None:
-    """Decode the straight line between two test images' posterior means, extended past both ends."""
-    from vaekit.analysis.plots import interpolation_grid, save_image
-
-    loaded = load_unconditional(run, device, "vaekit interpolate")
-    test_x = load_test_split(loaded.config).x
-    check_index(a, len(test_x), "--a")
-    check_index(b, len(test_x), "--b")
-    path = out or Path(f"{run.name}-interpolation.png")
-    save_image(interpolation_grid(loaded.model, test_x[a : a + 1], test_x[b : b + 1], steps, extend), path)
     out_console.print(f"wrote {path}")
 
 
