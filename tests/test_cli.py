@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -112,6 +113,31 @@ def test_sample_reconstruct_interpolate_write_pngs(trained: Path, tmp_path: Path
         assert Image.open(tmp_path / name).size[0] > 0
     with Image.open(tmp_path / "i.png") as picture:  # 7 path points + the two inputs, 56 px tiles
         assert picture.width == (7 + 2) * (8 + 2) * 7 + 2 * 7
+
+
+def test_every_command_writes_into_the_run_folder(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    training_pictures = {name: (run / name).read_bytes() for name in ("samples.png", "reconstructions.png")}
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    for args, written in [
+        (["sample", run, "--n", "4"], "sample.png"),
+        (["reconstruct", run, "--n", "2"], "reconstruct.png"),
+        (["latent", "interpolate", run, "--steps", "3"], "latent/interpolate.png"),
+        (["latent", "interpolate", run, "--steps", "3", "--gif"], "latent/interpolate.gif"),
+        (["latent", "traverse", run, "--dims", "2", "--steps", "3"], "latent/traverse.png"),
+        (["latent", "manifold", run, "--n", "3"], "latent/manifold.png"),
+        (["latent", "embed", run, "--n", "20"], "latent/embed.png"),
+        (["latent", "arithmetic", run, "--n", "2"], "latent/arithmetic.png"),
+    ]:
+        code, _, stderr = invoke(*args)
+        assert code == 0, stderr
+        assert (run / written).stat().st_size > 0, args
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert {name: (run / name).read_bytes() for name in training_pictures} == training_pictures
 
 
 def test_sample_is_reproducible_by_seed(trained: Path, tmp_path: Path) -> None:

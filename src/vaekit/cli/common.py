@@ -51,6 +51,12 @@ def friendly_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def output(out: Path | None, run: Path, name: str) -> Path:
+    """--out, else RUN/name. One rule for every command: what it makes from a run goes into the run folder, under a
+    name of its own (the command's), so the pictures training drew there are never overwritten."""
+    return out or run / name
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())

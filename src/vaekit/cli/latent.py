@@ -20,6 +20,7 @@ from vaekit.cli.common import (
     load_test_split,
     load_unconditional,
     out_console,
+    output,
 )
 from vaekit.data.sources import CLASS_NAMES, Split, to_float
 from vaekit.errors import VaekitError
@@ -30,7 +31,10 @@ latent_app = typer.Typer(
     help="See and measure the latent space: paths, traversals, grids, smoothness.", no_args_is_help=True
 )
 
-OutOpt = Annotated[Path | None, typer.Option(help="File to write.  [default: RUN-<command>.png]", show_default=False)]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(help="File to write, instead of RUN/latent/<command>.png in the run folder.", show_default=False),
+]
 MethodOpt = Annotated[str, typer.Option(help="linear | slerp (spherical, along the prior's shell).")]
 
 
@@ -78,7 +82,11 @@ def interpolate(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Decode the path between inputs' posterior means (linear or spherical), extended past the ends, or a chain."""
+    """Decode the path between inputs' posterior means (linear or spherical), extended past the ends, or a chain.
+
+    Writes RUN/latent/interpolate.png, or .gif with --gif (--out: elsewhere); like every command, it writes into the
+    run folder.
+    """
     from vaekit.analysis.plots import (
         chain_frames,
         image_grid,
@@ -90,7 +98,7 @@ def interpolate(
 
     loaded = load_unconditional(run, device, "vaekit latent interpolate")
     test = load_test_split(loaded.config)
-    path = out or Path(f"{run.name}-latent-interpolation.{'gif' if gif else 'png'}")
+    path = output(out, run, f"latent/interpolate.{'gif' if gif else 'png'}")
     if through:
         inputs = torch.cat([_input(s.strip(), loaded, test, "--through") for s in through.split(",")])
         if len(inputs) < 2:
@@ -119,7 +127,10 @@ def traverse(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Vary one latent dimension at a time around an input's posterior mean: one row per dimension, largest KL first."""
+    """Vary one latent dimension at a time around an input's posterior mean: one row per dimension, largest KL first.
+
+    Writes RUN/latent/traverse.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.evaluate import kl_report
     from vaekit.analysis.plots import save_image, traversal_grid
 
@@ -127,7 +138,7 @@ def traverse(
     _gaussian_only(loaded, "traversals")
     test = load_test_split(loaded.config)
     order = kl_report(loaded.model, test.x).order[:dims]
-    path = out or Path(f"{run.name}-traversal.png")
+    path = output(out, run, "latent/traverse.png")
     save_image(traversal_grid(loaded.model, _input(index, loaded, test, "--index"), order, steps), path)
     out_console.print(f"rows: dimensions {order}")
     _written(path)
@@ -141,12 +152,15 @@ def manifold(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Decode a grid at prior quantiles: the latent plane for D = 2, else the top-2 principal directions."""
+    """Decode a grid at prior quantiles: the latent plane for D = 2, else the top-2 principal directions.
+
+    Writes RUN/latent/manifold.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.plots import manifold_grid, save_image
 
     loaded = load_unconditional(run, device, "vaekit latent manifold")
     _gaussian_only(loaded, "manifold grids")
-    path = out or Path(f"{run.name}-manifold.png")
+    path = output(out, run, "latent/manifold.png")
     save_image(manifold_grid(loaded.model, load_test_split(loaded.config).x, n), path)
     _written(path)
 
@@ -160,7 +174,10 @@ def embed(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Scatter the test images' posterior means in 2-d, coloured by label."""
+    """Scatter the test images' posterior means in 2-d, coloured by label.
+
+    Writes RUN/latent/embed.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.latent import embed_2d
     from vaekit.analysis.plots import embedding_figure
     from vaekit.files import atomic_write
@@ -172,7 +189,7 @@ def embed(
     x, labels = test.x[:n], (test.y[:n] if test.y is not None else None)
     with torch.no_grad():
         points, title = embed_2d(loaded.model.encode(to_float(x).to(loaded.model.device)).mean, method)
-    path = out or Path(f"{run.name}-embedding.png")
+    path = output(out, run, "latent/embed.png")
     names = CLASS_NAMES.get(loaded.config.data.dataset)
     atomic_write(path, embedding_figure(points, labels, f"{title} ({len(x)} test images)", names))
     _written(path)
@@ -188,7 +205,10 @@ def arithmetic(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Add mean code(target class) − mean code(source class) to inputs of the source class, and decode."""
+    """Add mean code(target class) − mean code(source class) to inputs of the source class, and decode.
+
+    Writes RUN/latent/arithmetic.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.plots import arithmetic_grid, save_image
 
     loaded = load_unconditional(run, device, "vaekit latent arithmetic")
@@ -200,7 +220,7 @@ def arithmetic(
             raise VaekitError(
                 f"{flag} {label}: no test image has that label (labels are {sorted(set(test.y.tolist()))})"
             )
-    path = out or Path(f"{run.name}-arithmetic.png")
+    path = output(out, run, "latent/arithmetic.png")
     save_image(arithmetic_grid(loaded.model, test.x, test.y, source, target, n), path)
     out_console.print("rows: inputs, reconstructions, reconstructions + (mean code of --to − mean code of --from)")
     _written(path)
@@ -217,7 +237,10 @@ def smoothness(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Measure how evenly decoded images change along latent paths; writes RUN/smoothness.json."""
+    """Measure how evenly decoded images change along latent paths.
+
+    Writes RUN/smoothness.json; like every command, it writes into the run folder.
+    """
     from vaekit.analysis.classifier import feature_space
     from vaekit.analysis.smoothness import smoothness as measure
     from vaekit.data.sources import load_dataset

@@ -21,6 +21,7 @@ from vaekit.cli.common import (
     load_on,
     load_test_split,
     out_console,
+    output,
 )
 from vaekit.cli.latent import latent_app
 from vaekit.cli.tools import evaluate, gradients, serve
@@ -43,7 +44,8 @@ def sample(
     run: RunArg,
     n: Annotated[int, typer.Option(help="Number of samples.", min=1, max=4096)] = 64,
     out: Annotated[
-        Path | None, typer.Option(help="PNG to write.  [default: RUN-samples.png]", show_default=False)
+        Path | None,
+        typer.Option(help="PNG to write, instead of RUN/sample.png in the run folder.", show_default=False),
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -66,7 +68,10 @@ def sample(
         ),
     ] = None,
 ) -> None:
-    """Decode draws from the run's prior, or from a mixture fitted to the codes, into a grid of images."""
+    """Decode draws from the run's prior, or from a mixture fitted to the codes, into a grid of images.
+
+    Writes RUN/sample.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis import aggregate_sampler as gmm_sampler
     from vaekit.analysis.plots import sample_grid, save_image
 
@@ -75,7 +80,7 @@ def sample(
     if sampler == "prior" and (components, fit_images) != (None, None):
         raise VaekitError("--components and --fit-images set up --sampler gmm: add --sampler gmm, or drop them")
     loaded = load_on(run, device)
-    path = out or Path(f"{run.name}-samples.png")
+    path = output(out, run, "sample.png")
     if sampler == "prior":
         save_image(sample_grid(loaded.model, n, seed, label), path)
     elif loaded.model.conditional or label is not None:
@@ -97,17 +102,21 @@ def reconstruct(
     n: Annotated[int, typer.Option(help="Number of test images.", min=1, max=1024)] = 16,
     start: Annotated[int, typer.Option(help="Index of the first test image.", min=0)] = 0,
     out: Annotated[
-        Path | None, typer.Option(help="PNG to write.  [default: RUN-reconstructions.png]", show_default=False)
+        Path | None,
+        typer.Option(help="PNG to write, instead of RUN/reconstruct.png in the run folder.", show_default=False),
     ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Show test images above their reconstructions (decoded posterior means)."""
+    """Show test images above their reconstructions (decoded posterior means).
+
+    Writes RUN/reconstruct.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.plots import reconstruction_grid, save_image
 
     loaded = load_on(run, device)
     test = load_test_split(loaded.config)
     check_index(start, len(test.x), "--start")
-    path = out or Path(f"{run.name}-reconstructions.png")
+    path = output(out, run, "reconstruct.png")
     labels = None if test.y is None else test.y[start : start + n]  # a conditional model reads them
     save_image(reconstruction_grid(loaded.model, test.x[start : start + n], y=labels), path)
     out_console.print(f"wrote {path}")

@@ -40,7 +40,11 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality; writes RUN/evaluation.json."""
+    """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality.
+
+    Writes RUN/evaluation.json, RUN/kl_per_dim.png and RUN/neighbours.png; like every command, it writes into the run
+    folder.
+    """
     from vaekit.analysis.evaluate import NO_BOUND
     from vaekit.analysis.evaluate import evaluate as run_evaluation
     from vaekit.analysis.report import evaluation_tables
@@ -80,7 +84,10 @@ def gradients(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement; writes gradients.json."""
+    """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement.
+
+    Writes RUN/gradients.json and RUN/gradient_variance.png; like every command, it writes into the run folder.
+    """
     from vaekit.analysis.estimators import gradient_lab
 
     reports = gradient_lab(load_on(run, device), repeats, batch_size, samples, seed, at_init)
