@@ -58,6 +58,15 @@ def test_every_command_has_help(command: str) -> None:
     assert code == 0 and "Usage" in stdout
 
 
+def test_help_shows_no_value_type_beside_a_flag() -> None:
+    """A flag takes no value, so its help line has no `<bool>` (--straight-through, --compile, --resume, --help)."""
+    for command in ["", "latent", *commands()]:
+        code, stdout, _ = invoke(*command.split(), "--help")
+        assert code == 0 and "--help" in stdout and "<bool>" not in stdout, f"vaekit {command} --help:\n{stdout}"
+    stdout = runner.invoke(app, ["train", "--help"], terminal_width=200).stdout
+    assert "--straight-through" in stdout and "--compile" in stdout and "<int>" in stdout  # values keep their type
+
+
 def test_one_interpolate_command_with_every_capability() -> None:
     """`vaekit latent interpolate` is the one path command; the top level has none beside it."""
     assert "interpolate" not in commands() and "latent interpolate" in commands()

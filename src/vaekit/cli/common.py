@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from vaekit.config import TrainConfig
 from vaekit.data.sources import Split
@@ -19,6 +20,30 @@ from vaekit.training.distributed import launched_ranks
 
 if TYPE_CHECKING:
     from vaekit.training.runs import Run
+
+
+class Command(TyperCommand):
+    """typer's command, its help listing no value type beside a flag (`--resume`, not `--resume <bool>`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _blank_flag_types(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """typer's command group, its help listing no value type beside a flag, like `Command`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _blank_flag_types(super().get_params(ctx))
+
+
+def _blank_flag_types(params: list[Any]) -> list[Any]:
+    """typer 0.29's rich help prints a value type beside every option, flags included (--help too), though a flag takes
+    no value; its plain-text help leaves flags bare. An empty metavar is what that column prints instead."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
 
 out_console = Console()
 err_console = Console(stderr=True)

@@ -12,7 +12,9 @@ import typer
 from rich.table import Table
 
 from vaekit.cli.common import (
+    Command,
     DeviceOpt,
+    Group,
     RunArg,
     SeedOpt,
     check_index,
@@ -28,7 +30,7 @@ from vaekit.files import atomic_write_json
 from vaekit.training.runs import Run
 
 latent_app = typer.Typer(
-    help="See and measure the latent space: paths, traversals, grids, smoothness.", no_args_is_help=True
+    cls=Group, help="See and measure the latent space: paths, traversals, grids, smoothness.", no_args_is_help=True
 )
 
 OutOpt = Annotated[
@@ -64,7 +66,7 @@ def _written(path: Path) -> None:
     out_console.print(f"wrote {path}")
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def interpolate(
     run: RunArg,
@@ -117,7 +119,7 @@ def interpolate(
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def traverse(
     run: RunArg,
@@ -144,7 +146,7 @@ def traverse(
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def manifold(
     run: RunArg,
@@ -165,7 +167,7 @@ def manifold(
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def embed(
     run: RunArg,
@@ -195,7 +197,7 @@ def embed(
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def arithmetic(
     run: RunArg,
@@ -226,7 +228,7 @@ def arithmetic(
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def smoothness(
     run: RunArg,

@@ -13,7 +13,9 @@ import typer
 from rich.table import Table
 
 from vaekit.cli.common import (
+    Command,
     DeviceOpt,
+    Group,
     RunArg,
     SeedOpt,
     check_index,
@@ -30,15 +32,16 @@ from vaekit.cli.why import why
 from vaekit.errors import VaekitError
 
 app = typer.Typer(
+    cls=Group,
     help="Train, measure and explore Variational Autoencoders.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-app.command()(train)  # cli/train.py; registered first, so it leads the help
+app.command(cls=Command)(train)  # cli/train.py; registered first, so it leads the help
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def sample(
     run: RunArg,
@@ -95,7 +98,7 @@ def sample(
     out_console.print(f"wrote {path}")
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def reconstruct(
     run: RunArg,
@@ -122,7 +125,7 @@ def reconstruct(
     out_console.print(f"wrote {path}")
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def info(
     run: RunArg,
@@ -173,7 +176,7 @@ def info(
     out_console.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def pack(
     source: Annotated[
@@ -213,8 +216,8 @@ def pack(
 
 
 for command in (evaluate, gradients, serve):  # defined in cli_tools.py, registered after the core commands
-    app.command()(command)
-app.command()(why)  # cli/why.py
+    app.command(cls=Command)(command)
+app.command(cls=Command)(why)  # cli/why.py
 app.add_typer(latent_app, name="latent")
 
 
