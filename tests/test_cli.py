@@ -260,6 +260,33 @@ def test_toml_with_an_unknown_key_is_a_clean_error(tmp_path: Path) -> None:
     assert_clean_error(code, stderr, "'kind'", "model")
 
 
+def ctrl_c(*_: object, **__: object) -> None:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_tells_how_to_continue_only_where_something_trains(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vaekit.api.train", ctrl_c)
+    code, _, stderr = invoke("train", "--dataset", "digits", "--out", trained)  # a run with a checkpoint
+    assert (
+        code == 130
+        and stderr.strip()
+        == f"interrupted: the last checkpoint is saved; continue with `vaekit train --resume --out {trained}`"
+    )
+    code, _, stderr = invoke("train", "--dataset", "digits", "--out", tmp_path / "new")
+    assert (
+        code == 130
+        and stderr.strip() == f"interrupted before {tmp_path / 'new'} had a checkpoint: start the same command again"
+    )
+    monkeypatch.setattr("vaekit.analysis.why.runs.train_in_budget", ctrl_c)
+    code, _, stderr = invoke("why", "--dataset", "digits", "--out", tmp_path / "why")
+    assert code == 130 and f"saved in {tmp_path / 'why' / 'runs'}; the same `vaekit why` command" in stderr
+    monkeypatch.setattr("vaekit.training.runs.load_run", ctrl_c)
+    code, _, stderr = invoke("info", trained)  # trains nothing: nothing to continue
+    assert code == 130 and stderr.strip() == "interrupted"
+
+
 # ---- bad input: one line, exit 2, nothing lost ---------------------------------------------------------------
 
 

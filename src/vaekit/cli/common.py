@@ -56,8 +56,13 @@ DeviceOpt = Annotated[
 ]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a command trained, carrying the line that says how to continue."""
+
+
 def friendly_errors(command: F) -> F:
-    """Turn VaekitError into one line + exit 2, and Ctrl-C into a hint; anything else is a bug and keeps its trace."""
+    """Turn VaekitError into one line + exit 2, and Ctrl-C into one line + exit 130 ("interrupted", or a training
+    command's hint how to continue); anything else is a bug and keeps its trace."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -67,10 +72,9 @@ def friendly_errors(command: F) -> F:
             if launched_ranks().main:  # under torchrun every rank meets the same error; one line says it
                 err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print(
-                "interrupted: the last finished epoch is saved; continue with `vaekit train --resume --out RUN`"
-            )
+        except KeyboardInterrupt as interrupt:
+            line = str(interrupt) if isinstance(interrupt, Interrupted) else "interrupted"
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vaekit.cli.common import err_console, friendly_errors, out_console, read_toml
+from vaekit.cli.common import Interrupted, err_console, friendly_errors, out_console, read_toml
 from vaekit.config import SETTING_OF_FLAG, TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
@@ -221,7 +221,7 @@ def train(
     from vaekit.api import train as run_training
     from vaekit.cli.progress import RichReporter
     from vaekit.training.loop import SilentReporter
-    from vaekit.training.runs import read_config
+    from vaekit.training.runs import STATE, read_config
 
     flags = {  # by flag name; `to_settings` maps them, and a TOML file's keys, to TrainConfig's settings
         "model": model,
@@ -274,7 +274,14 @@ def train(
     base = read_config(out) if resume else TrainConfig()
     train_config = with_overrides(base, settings)
     reporter = SilentReporter() if quiet else RichReporter(err_console)
-    run = run_training(train_config, out, resume=resume, reporter=reporter)
+    try:
+        run = run_training(train_config, out, resume=resume, reporter=reporter)
+    except KeyboardInterrupt:
+        if not (out / STATE).is_file():
+            raise Interrupted(f"interrupted before {out} had a checkpoint: start the same command again") from None
+        raise Interrupted(
+            f"interrupted: the last checkpoint is saved; continue with `vaekit train --resume --out {out}`"
+        ) from None
     if run.final is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     test = run.final["test"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaekit.cli.common import DeviceOpt, SeedOpt, err_console, friendly_errors, out_console
+from vaekit.cli.common import DeviceOpt, Interrupted, SeedOpt, err_console, friendly_errors, out_console
 from vaekit.errors import VaekitError
 
 if TYPE_CHECKING:
@@ -57,7 +57,13 @@ def why(
             err_console.print(f"training {folder} to epoch {config.epochs}", highlight=False)
             return train(config, folder, resume=resume)
 
-        folders = train_in_budget(base, out, seconds, trainer)
+        try:
+            folders = train_in_budget(base, out, seconds, trainer)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted: the runs' last checkpoints are saved in {out / 'runs'}; the same `vaekit why` command "
+                "continues them"
+            ) from None
     settings = Settings(repeats=repeats, k=k, images=images, samples=prior_samples, seed=seed)
     with err_console.status(f"measuring the four claims on {len(folders)} runs"):
         report = build_report(load_roles(folders, where), settings)
