@@ -201,6 +201,21 @@ def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run:
         assert (evaluated_run / name).read_bytes() == content
 
 
+def test_vaekit_evaluate_in_python_gives_the_commands_numbers(evaluated_run: Path) -> None:
+    import vaekit
+    from vaekit.cli.main import app
+
+    assert [name for name in vaekit.__all__ if not hasattr(vaekit, name)] == []
+    parts = {"DiagonalGaussian", "StandardNormal", "VampPrior", "Bernoulli", "DiscretizedLogisticMixture"}
+    assert {"evaluate", "train", "load_run", *parts} <= set(vaekit.__all__)
+    args = ["--k", "5", "--prior-samples", "50", "--split", "test", "--seed", "2", "--device", "cpu"]
+    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), *args, "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = vaekit.evaluate(evaluated_run, k=5, prior_samples=50, split="test", seed=2, device="cpu")
+    assert json.loads(json.dumps(report.to_dict())) == json.loads(result.stdout)
+    assert report.likelihood[0].k == 5 and report.sample_quality is not None
+
+
 def test_evaluate_command_prints_tables_or_json(evaluated_run: Path) -> None:
     from vaekit.cli.main import app
 
