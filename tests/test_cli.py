@@ -67,6 +67,19 @@ def test_help_shows_no_value_type_beside_a_flag() -> None:
     assert "--straight-through" in stdout and "--compile" in stdout and "<int>" in stdout  # values keep their type
 
 
+def test_help_shows_the_defaults_written_in_it() -> None:
+    """Defaults written into a help text ("[default: 20]") are shown, not taken for rich markup and dropped."""
+    for command, flag, default in [
+        ("train", "--latent-dim", "[default: 20]"),
+        ("train", "--gaussian-scale", "[default: 0.1]"),
+        ("train", "--out", "[default: runs/latest]"),
+        ("sample", "--components", "[default: 10]"),
+    ]:
+        stdout = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+        lines = [line for line in stdout.splitlines() if line.lstrip("│ ").startswith(flag + " ")]
+        assert len(lines) == 1 and default in lines[0], (command, flag, stdout)
+
+
 def test_one_interpolate_command_with_every_capability() -> None:
     """`vaekit latent interpolate` is the one path command; the top level has none beside it."""
     assert "interpolate" not in commands() and "latent interpolate" in commands()

@@ -57,11 +57,13 @@ def sample(
         typer.Option(help="prior: the run's prior | gmm: a Gaussian mixture fitted to the training codes (cached)."),
     ] = "prior",
     components: Annotated[
-        int | None, typer.Option(help="Mixture components (--sampler gmm).  [default: 10]", show_default=False)
+        int | None, typer.Option(help="Mixture components (--sampler gmm).  \\[default: 10]", show_default=False)
     ] = None,
     fit_images: Annotated[
         int | None,
-        typer.Option(help="Training images encoded for the fit (--sampler gmm).  [default: 10000]", show_default=False),
+        typer.Option(
+            help="Training images encoded for the fit (--sampler gmm).  \\[default: 10000]", show_default=False
+        ),
     ] = None,
     label: Annotated[
         int | None,

@@ -16,140 +16,140 @@ from vaekit.errors import VaekitError
 def train(
     out: Annotated[
         Path | None,
-        typer.Option(help="Run folder to write (created if missing).  [default: runs/latest]", show_default=False),
+        typer.Option(help="Run folder to write (created if missing).  \\[default: runs/latest]", show_default=False),
     ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="fashion-mnist | mnist | digits | an image folder | .npy/.npz  [default: fashion-mnist]",
+            help="fashion-mnist | mnist | digits | an image folder | .npy/.npz  \\[default: fashion-mnist]",
             show_default=False,
         ),
     ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option(help="Epochs to train (with --resume: the new total).  [default: 10]", show_default=False),
+        typer.Option(help="Epochs to train (with --resume: the new total).  \\[default: 10]", show_default=False),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Examples per step.  [default: 128]", show_default=False)
+        int | None, typer.Option(help="Examples per step.  \\[default: 128]", show_default=False)
     ] = None,
-    latent_dim: Annotated[int | None, typer.Option(help="Size of z.  [default: 20]", show_default=False)] = None,
+    latent_dim: Annotated[int | None, typer.Option(help="Size of z.  \\[default: 20]", show_default=False)] = None,
     hidden: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated widths (MLP) or channels (conv).  [default: 400 | 32,64]", show_default=False
+            help="Comma-separated widths (MLP) or channels (conv).  \\[default: 400 | 32,64]", show_default=False
         ),
     ] = None,
     network: Annotated[
-        str | None, typer.Option(help="mlp | conv | resconv (residual conv)  [default: mlp]", show_default=False)
+        str | None, typer.Option(help="mlp | conv | resconv (residual conv)  \\[default: mlp]", show_default=False)
     ] = None,
     second_layer: Annotated[
         str | None,
         typer.Option(
-            help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).  [default: none]",
+            help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).  \\[default: none]",
             show_default=False,
         ),
     ] = None,
     activation: Annotated[
         str | None,
-        typer.Option(help="Hidden activation: relu | tanh | elu | gelu  [default: relu]", show_default=False),
+        typer.Option(help="Hidden activation: relu | tanh | elu | gelu  \\[default: relu]", show_default=False),
     ] = None,
     prior: Annotated[
         str | None,
         typer.Option(
-            help="standard (N(0, I)) | mog (learned mixture) | vamp (VampPrior)  [default: standard]",
+            help="standard (N(0, I)) | mog (learned mixture) | vamp (VampPrior)  \\[default: standard]",
             show_default=False,
         ),
     ] = None,
     prior_components: Annotated[
         int | None,
         typer.Option(
-            help="Components of a mog prior, pseudo-inputs of a vamp prior.  [default: 10]", show_default=False
+            help="Components of a mog prior, pseudo-inputs of a vamp prior.  \\[default: 10]", show_default=False
         ),
     ] = None,
     objective: Annotated[
         str | None,
         typer.Option(
-            help="elbo | iwae (importance-weighted bound with --k samples)  [default: elbo]", show_default=False
+            help="elbo | iwae (importance-weighted bound with --k samples)  \\[default: elbo]", show_default=False
         ),
     ] = None,
     k: Annotated[
         int | None,
         typer.Option(
-            "--k", help="Importance samples per image for --objective iwae.  [default: 5]", show_default=False
+            "--k", help="Importance samples per image for --objective iwae.  \\[default: 5]", show_default=False
         ),
     ] = None,
     gaussian_scale: Annotated[
         float | None,
         typer.Option(
-            help="σ of the gaussian likelihood; the starting σ of gaussian-learned and gaussian-pixel.  [default: 0.1]",
+            help="Fixed σ of the gaussian likelihood; the starting σ of the learned ones.  \\[default: 0.1]",
             show_default=False,
         ),
     ] = None,
     mixtures: Annotated[
         int | None,
-        typer.Option(help="Logistic components per pixel of discretized-logistic.  [default: 5]", show_default=False),
+        typer.Option(help="Logistic components per pixel of discretized-logistic.  \\[default: 5]", show_default=False),
     ] = None,
     free_bits: Annotated[
         float | None,
         typer.Option(
-            help="Nats per latent unit under which its KL is not pushed down.  [default: 0]", show_default=False
+            help="Nats per latent unit under which its KL is not pushed down.  \\[default: 0]", show_default=False
         ),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="vae | ae (plain autoencoder baseline)  [default: vae]", show_default=False),
+        typer.Option("--model", help="vae | ae (plain autoencoder baseline)  \\[default: vae]", show_default=False),
     ] = None,
     likelihood: Annotated[
         str | None,
         typer.Option(
             help="bernoulli | gaussian | gaussian-learned | gaussian-pixel | continuous-bernoulli |"
-            " discretized-logistic  [default: bernoulli]",
+            " discretized-logistic  \\[default: bernoulli]",
             show_default=False,
         ),
     ] = None,
     binarize: Annotated[
-        str | None, typer.Option(help="none | dynamic | static  [default: none]", show_default=False)
+        str | None, typer.Option(help="none | dynamic | static  \\[default: none]", show_default=False)
     ] = None,
-    beta: Annotated[float | None, typer.Option(help="KL weight β.  [default: 1.0]", show_default=False)] = None,
+    beta: Annotated[float | None, typer.Option(help="KL weight β.  \\[default: 1.0]", show_default=False)] = None,
     warmup: Annotated[
-        float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  [default: 0]", show_default=False)
+        float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  \\[default: 0]", show_default=False)
     ] = None,
     estimator: Annotated[
         str | None,
         typer.Option(
             help="Encoder gradient: reparam | score-function | score-function-baseline | dreg (with --objective iwae)."
-            "  [default: reparam]",
+            "  \\[default: reparam]",
             show_default=False,
         ),
     ] = None,
     samples: Annotated[
-        int | None, typer.Option(help="z samples per image per step.  [default: 1]", show_default=False)
+        int | None, typer.Option(help="z samples per image per step.  \\[default: 1]", show_default=False)
     ] = None,
     latent: Annotated[
         str | None,
-        typer.Option(help="gaussian | categorical (Gumbel-softmax).  [default: gaussian]", show_default=False),
+        typer.Option(help="gaussian | categorical (Gumbel-softmax).  \\[default: gaussian]", show_default=False),
     ] = None,
     categories: Annotated[
-        int | None, typer.Option(help="Categories per categorical variable.  [default: 10]", show_default=False)
+        int | None, typer.Option(help="Categories per categorical variable.  \\[default: 10]", show_default=False)
     ] = None,
     latent_vars: Annotated[
-        int | None, typer.Option(help="Categorical latent variables.  [default: 30]", show_default=False)
+        int | None, typer.Option(help="Categorical latent variables.  \\[default: 30]", show_default=False)
     ] = None,
     temperature: Annotated[
         float | None,
         typer.Option(
-            help="Starting Gumbel-softmax temperature, annealed to --temperature-min.  [default: 1.0]",
+            help="Starting Gumbel-softmax temperature, annealed to --temperature-min.  \\[default: 1.0]",
             show_default=False,
         ),
     ] = None,
     temperature_min: Annotated[
         float | None,
-        typer.Option(help="Gumbel-softmax temperature the annealing stops at.  [default: 0.5]", show_default=False),
+        typer.Option(help="Gumbel-softmax temperature the annealing stops at.  \\[default: 0.5]", show_default=False),
     ] = None,
     anneal_rate: Annotated[
         float | None,
         typer.Option(
-            help="r in temperature × exp(−r · step), the Gumbel-softmax annealing per step.  [default: 0.0001]",
+            help="r in temperature × exp(−r · step), the Gumbel-softmax annealing per step.  \\[default: 0.0001]",
             show_default=False,
         ),
     ] = None,
@@ -162,14 +162,16 @@ def train(
     condition: Annotated[
         str | None,
         typer.Option(
-            help="none | label (a conditional VAE: encoder and decoder see the class label)  [default: none]",
+            help="none | label (a conditional VAE: encoder and decoder see the class label)  \\[default: none]",
             show_default=False,
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.001]", show_default=False)] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate.  \\[default: 0.001]", show_default=False)
+    ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help="Seed for initialisation, batch order and noise.  [default: 0]", show_default=False),
+        typer.Option(help="Seed for initialisation, batch order and noise.  \\[default: 0]", show_default=False),
     ] = None,
     data_dir: Annotated[
         str | None,
@@ -179,19 +181,20 @@ def train(
         ),
     ] = None,
     val_size: Annotated[
-        int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
+        int | None, typer.Option(help="Validation images held out of train.  \\[default: 5000]", show_default=False)
     ] = None,
     split_seed: Annotated[
         int | None,
-        typer.Option(help="Seed that picks the validation images out of train.  [default: 0]", show_default=False),
+        typer.Option(help="Seed that picks the validation images out of train.  \\[default: 0]", show_default=False),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  [default: cpu]", show_default=False)
+        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  \\[default: cpu]", show_default=False)
     ] = None,
     precision: Annotated[
         str | None,
         typer.Option(
-            help="fp32 | bf16 (networks under autocast; likelihood and KL in fp32)  [default: fp32]", show_default=False
+            help="fp32 | bf16 (networks under autocast; likelihood and KL in fp32)  \\[default: fp32]",
+            show_default=False,
         ),
     ] = None,
     compile_networks: Annotated[
@@ -202,7 +205,7 @@ def train(
     ] = None,
     checkpoint_every: Annotated[
         float | None,
-        typer.Option(help="Minutes between checkpoints inside an epoch.  [default: 30]", show_default=False),
+        typer.Option(help="Minutes between checkpoints inside an epoch.  \\[default: 30]", show_default=False),
     ] = None,
     config: Annotated[
         Path | None,
