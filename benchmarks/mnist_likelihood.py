@@ -246,7 +246,7 @@ def run_row(name: str, p: Protocol, out: Path, accepted: set[str]) -> dict[str, 
     run_dir, log = out / "runs" / name, out / "logs" / f"{name}.log"
     flags = row_flags(name, p)
     evaluate = vaekit("evaluate", str(run_dir), "--k", str(p.eval_k), "--split", "both", "--seed", str(p.seed))
-    evaluate += ["--samples", str(p.eval_samples), *(["--device", p.device] if p.device else [])]
+    evaluate += ["--prior-samples", str(p.eval_samples), *(["--device", p.device] if p.device else [])]
     row: dict[str, Any] = {
         "row": name, "status": "done", "reason": "", "deviations": [], "errors": [], "commands": [], "epochs": 0,
         "train_seconds": 0.0, "probe_seconds": 0.0, "eval_seconds": 0.0, "probes": [],

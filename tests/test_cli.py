@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from tests.test_data import write_images
 from vaekit.cli.main import app
+from vaekit.config import DataConfig, ModelConfig, TrainConfig
 
 runner = CliRunner()
 TINY = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--quiet"]
@@ -46,23 +52,114 @@ def assert_clean_error(code: int, stderr: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "reconstruct", "interpolate", "info"])
+@pytest.mark.parametrize("command", ["train", "sample", "reconstruct", "latent interpolate", "info"])
 def test_every_command_has_help(command: str) -> None:
-    code, stdout, _ = invoke(command, "--help")
+    code, stdout, _ = invoke(*command.split(), "--help")
     assert code == 0 and "Usage" in stdout
+
+
+def test_help_shows_no_value_type_beside_a_flag() -> None:
+    """A flag takes no value, so its help line has no `<bool>` (--straight-through, --compile, --resume, --help)."""
+    for command in ["", "latent", *commands()]:
+        code, stdout, _ = invoke(*command.split(), "--help")
+        assert code == 0 and "--help" in stdout and "<bool>" not in stdout, f"vaekit {command} --help:\n{stdout}"
+    stdout = runner.invoke(app, ["train", "--help"], terminal_width=200).stdout
+    assert "--straight-through" in stdout and "--compile" in stdout and "<int>" in stdout  # values keep their type
+
+
+def test_help_shows_the_defaults_written_in_it() -> None:
+    """Defaults written into a help text ("[default: 20]") are shown, not taken for rich markup and dropped."""
+    for command, flag, default in [
+        ("train", "--latent-dim", "[default: 20]"),
+        ("train", "--gaussian-scale", "[default: 0.1]"),
+        ("train", "--out", "[default: runs/latest]"),
+        ("sample", "--components", "[default: 10]"),
+    ]:
+        stdout = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+        lines = [line for line in stdout.splitlines() if line.lstrip("│ ").startswith(flag + " ")]
+        assert len(lines) == 1 and default in lines[0], (command, flag, stdout)
+
+
+def test_one_interpolate_command_with_every_capability() -> None:
+    """`vaekit latent interpolate` is the one path command; the top level has none beside it."""
+    assert "interpolate" not in commands() and "latent interpolate" in commands()
+    assert {"a", "b", "steps", "extend", "method", "through", "gif", "out", "device"} <= flag_names(
+        commands()["latent interpolate"]
+    )
+
+
+def commands() -> dict[str, Any]:
+    """Every command of `vaekit` (typer's click objects), by its full name ("train", "latent interpolate")."""
+    found: dict[str, Any] = {}
+
+    def walk(group: Any, prefix: str) -> None:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                walk(command, f"{prefix}{name} ")
+            else:
+                found[prefix + name] = command
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def flag_names(command: Any) -> set[str]:
+    """The command's options by flag name, underscores for dashes (`--latent-dim` → latent_dim)."""
+    return {p.opts[0].removeprefix("--").replace("-", "_") for p in command.params if p.param_type_name == "option"}
+
+
+def option(command: Any, flag: str) -> Any:
+    return next((p for p in command.params if p.param_type_name == "option" and flag in p.opts), None)
+
+
+def test_samples_means_z_samples_per_image_in_every_command() -> None:
+    """One name, one meaning: --samples counts z draws per image; draws from the prior are --prior-samples."""
+    having = {name: option(command, "--samples") for name, command in commands().items()}
+    having = {name: found for name, found in having.items() if found is not None}
+    assert {"train", "gradients"} <= set(having)
+    for name, found in having.items():
+        assert "z samples per image" in (found.help or ""), name
+    for name in ("evaluate", "why"):
+        prior = option(commands()[name], "--prior-samples")
+        assert prior is not None and "prior" in (prior.help or ""), name
 
 
 def test_sample_reconstruct_interpolate_write_pngs(trained: Path, tmp_path: Path) -> None:
     for args, name in [
         (("sample", trained, "--n", "9", "--seed", "3"), "s.png"),
         (("reconstruct", trained, "--n", "4"), "r.png"),
-        (("interpolate", trained, "--a", "0", "--b", "5", "--steps", "7", "--extend", "0.25"), "i.png"),
+        (("latent", "interpolate", trained, "--a", "0", "--b", "5", "--steps", "7", "--extend", "0.25"), "i.png"),
     ]:
         code, _, stderr = invoke(*args, "--out", tmp_path / name)
         assert code == 0, stderr
         assert Image.open(tmp_path / name).size[0] > 0
     with Image.open(tmp_path / "i.png") as picture:  # 7 path points + the two inputs, 56 px tiles
         assert picture.width == (7 + 2) * (8 + 2) * 7 + 2 * 7
+
+
+def test_every_command_writes_into_the_run_folder(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    training_pictures = {name: (run / name).read_bytes() for name in ("samples.png", "reconstructions.png")}
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    for args, written in [
+        (["sample", run, "--n", "4"], "sample.png"),
+        (["reconstruct", run, "--n", "2"], "reconstruct.png"),
+        (["latent", "interpolate", run, "--steps", "3"], "latent/interpolate.png"),
+        (["latent", "interpolate", run, "--steps", "3", "--gif"], "latent/interpolate.gif"),
+        (["latent", "traverse", run, "--dims", "2", "--steps", "3"], "latent/traverse.png"),
+        (["latent", "manifold", run, "--n", "3"], "latent/manifold.png"),
+        (["latent", "embed", run, "--n", "20"], "latent/embed.png"),
+        (["latent", "arithmetic", run, "--n", "2"], "latent/arithmetic.png"),
+    ]:
+        code, _, stderr = invoke(*args)
+        assert code == 0, stderr
+        assert (run / written).stat().st_size > 0, args
+    assert list((tmp_path / "cwd").iterdir()) == []
+    assert {name: (run / name).read_bytes() for name in training_pictures} == training_pictures
 
 
 def test_sample_is_reproducible_by_seed(trained: Path, tmp_path: Path) -> None:
@@ -92,10 +189,115 @@ def test_toml_config_with_flags_winning(tmp_path: Path) -> None:
     assert saved["beta"] == 0.5 and saved["epochs"] == 1 and saved["model"]["hidden"] == [16]  # the file's values
 
 
+# A value for every setting flag of `vaekit train`, valid together, mostly not the default.
+TRAIN_VALUES: dict[str, object] = {
+    "dataset": "digits", "data_dir": "data", "binarize": "static", "val_size": 100, "split_seed": 2, "epochs": 3,
+    "batch_size": 32, "lr": 0.002, "beta": 0.5, "warmup": 2.0, "seed": 3, "device": "cpu", "estimator": "reparam",
+    "samples": 2, "checkpoint_every": 5.0, "objective": "elbo", "k": 3, "free_bits": 0.0, "precision": "bf16",
+    "compile": True, "model": "vae", "network": "mlp", "hidden": [16, 8], "latent_dim": 6,
+    "likelihood": "gaussian-learned", "gaussian_scale": 0.2, "mixtures": 4, "latent": "gaussian", "categories": 5,
+    "latent_vars": 4, "temperature": 0.9, "temperature_min": 0.4, "anneal_rate": 0.001, "straight_through": True,
+    "activation": "tanh", "prior": "standard", "prior_components": 7, "second_layer": [12, 4], "condition": "none",
+}  # fmt: skip
+NOT_SETTINGS = {"out", "config", "resume", "quiet", "help"}  # flags that steer the command, not the model
+
+
+def captured(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> tuple[TrainConfig, Path]:
+    """The TrainConfig and run folder that `vaekit train ARGS` hands to training, without training."""
+    seen: dict[str, Any] = {}
+
+    def fake_train(config: TrainConfig, out: Path, **_: object) -> SimpleNamespace:
+        seen.update(config=config, out=Path(out))
+        return SimpleNamespace(final=None)  # what a rank other than 0 returns: the command prints nothing
+
+    monkeypatch.setattr("vaekit.api.train", fake_train)
+    code, _, stderr = invoke("train", *args)
+    assert code == 0, stderr
+    return seen["config"], seen["out"]
+
+
+def toml_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+
+def test_a_toml_file_of_every_flag_gives_what_the_flags_give(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    flags = flag_names(commands()["train"]) - NOT_SETTINGS
+    assert flags <= set(TRAIN_VALUES), f"give TRAIN_VALUES a value for {flags - set(TRAIN_VALUES)}"
+    values = {name: value for name, value in TRAIN_VALUES.items() if name in flags}
+    args: list[str] = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        args += [flag] if value is True else [flag, text]
+    keys = [name.replace("_", "-") if i % 2 else name for i, name in enumerate(values)]  # dashes or underscores
+    lines = [f"{key} = {toml_value(value)}\n" for key, value in zip(keys, values.values(), strict=True)]
+    (tmp_path / "all.toml").write_text("".join(lines))
+    from_flags, _ = captured(monkeypatch, *args, "--out", tmp_path / "r")
+    from_file, _ = captured(monkeypatch, "--config", tmp_path / "all.toml", "--out", tmp_path / "r")
+    assert from_file == from_flags
+    assert from_file.warmup_epochs == 2.0 and from_file.model.hidden == [16, 8] and from_file.data.val_size == 100
+    (tmp_path / "ae.toml").write_text('model = "ae"\nwarmup = 2\n')
+    config, _ = captured(monkeypatch, "--config", tmp_path / "ae.toml", "--out", tmp_path / "r")
+    assert (config.model.kind, config.warmup_epochs) == ("ae", 2.0)
+
+
+def test_every_setting_a_user_may_choose_has_a_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    internal = {"input_shape", "classes", "world_size"}  # filled in from the data and the launch, not chosen
+    renamed = {"kind": "model", "warmup_epochs": "warmup"}
+    fields = [
+        f.name
+        for kind in (TrainConfig, ModelConfig, DataConfig)
+        for f in dataclasses.fields(kind)
+        if f.name not in ("model", "data") and f.name not in internal
+    ]
+    missing = {renamed.get(name, name) for name in fields} - flag_names(commands()["train"])
+    assert not missing, f"settings without a flag: {sorted(missing)}"
+    new = ["--gaussian-scale", "0.3", "--temperature-min", "0.25", "--anneal-rate", "0.002", "--split-seed", "7"]
+    config, _ = captured(monkeypatch, "--dataset", "digits", *new, "--out", tmp_path / "r")
+    assert (config.model.gaussian_scale, config.model.temperature_min) == (0.3, 0.25)
+    assert (config.model.anneal_rate, config.data.split_seed) == (0.002, 7)
+
+
+def test_out_on_the_command_line_wins_over_the_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(f'dataset = "digits"\nout = "{tmp_path / "from-file"}"\n')
+    assert captured(monkeypatch, "--config", tmp_path / "c.toml")[1] == tmp_path / "from-file"
+    assert captured(monkeypatch, "--config", tmp_path / "c.toml", "--out", tmp_path / "flag")[1] == tmp_path / "flag"
+
+
 def test_toml_with_an_unknown_key_is_a_clean_error(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("epochz = 3\n")
     code, _, stderr = invoke("train", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
-    assert_clean_error(code, stderr, "epochz")
+    assert_clean_error(code, stderr, "'epochz'", "use the flags' names", "latent-dim", "warmup")
+    (tmp_path / "c.toml").write_text("kind = 'ae'\n")  # the setting's name in config.json, not a flag's
+    code, _, stderr = invoke("train", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
+    assert_clean_error(code, stderr, "'kind'", "model")
+
+
+def ctrl_c(*_: object, **__: object) -> None:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_tells_how_to_continue_only_where_something_trains(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vaekit.api.train", ctrl_c)
+    code, _, stderr = invoke("train", "--dataset", "digits", "--out", trained)  # a run with a checkpoint
+    assert (
+        code == 130
+        and stderr.strip()
+        == f"interrupted: the last checkpoint is saved; continue with `vaekit train --resume --out {trained}`"
+    )
+    code, _, stderr = invoke("train", "--dataset", "digits", "--out", tmp_path / "new")
+    assert (
+        code == 130
+        and stderr.strip() == f"interrupted before {tmp_path / 'new'} had a checkpoint: start the same command again"
+    )
+    monkeypatch.setattr("vaekit.analysis.why.runs.train_in_budget", ctrl_c)
+    code, _, stderr = invoke("why", "--dataset", "digits", "--out", tmp_path / "why")
+    assert code == 130 and f"saved in {tmp_path / 'why' / 'runs'}; the same `vaekit why` command" in stderr
+    monkeypatch.setattr("vaekit.training.runs.load_run", ctrl_c)
+    code, _, stderr = invoke("info", trained)  # trains nothing: nothing to continue
+    assert code == 130 and stderr.strip() == "interrupted"
 
 
 # ---- bad input: one line, exit 2, nothing lost ---------------------------------------------------------------
@@ -189,7 +391,7 @@ def test_resume_with_a_changed_setting(trained: Path) -> None:
 
 
 def test_out_of_range_index(trained: Path, tmp_path: Path) -> None:
-    code, _, stderr = invoke("interpolate", trained, "--a", "0", "--b", "100000", "--out", tmp_path / "i.png")
+    code, _, stderr = invoke("latent", "interpolate", trained, "--b", "100000", "--out", tmp_path / "i.png")
     assert_clean_error(code, stderr, "--b 100000 is out of range")
 
 

@@ -131,12 +131,12 @@ def test_cli_trains_a_conditional_run_and_samples_one_class(tmp_path: Path) -> N
 
     code, _, stderr = invoke("reconstruct", run, "--n", "4", "--out", tmp_path / "r.png")
     assert code == 0, stderr
-    code, stdout, stderr = invoke("evaluate", run, "--k", "5", "--samples", "20", "--split", "test", "--json")
+    code, stdout, stderr = invoke("evaluate", run, "--k", "5", "--prior-samples", "20", "--split", "test", "--json")
     assert code == 0, stderr
 
     assert_clean_error(*invoke("sample", run, "--label", "10")[::2], "--label 10", "classes 0 to 9")
     assert_clean_error(*invoke("sample", run, "--sampler", "gmm")[::2], "--sampler prior")
-    for command in (["interpolate"], ["latent", "traverse"], ["serve"]):
+    for command in (["latent", "interpolate"], ["latent", "traverse"], ["serve"]):
         assert_clean_error(*invoke(*command, run)[::2], "conditional run", "--condition none")
 
 

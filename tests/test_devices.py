@@ -103,7 +103,6 @@ def test_a_device_this_machine_lacks_is_one_line_naming_the_fix(
 COMPUTING = [
     ["sample"],
     ["reconstruct"],
-    ["interpolate"],
     ["evaluate"],
     ["gradients"],
     ["serve"],

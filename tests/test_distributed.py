@@ -145,11 +145,11 @@ def test_sharded_evaluation_scores_every_image_once_as_one_process_does(one_proc
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "vaekit", "evaluate", str(one_process)]
-    options = ["--k", "200", "--samples", "20", "--split", "test", "--device", "cpu", "--json"]
+    options = ["--k", "200", "--prior-samples", "20", "--split", "test", "--device", "cpu", "--json"]
     done = subprocess.run([*command, *options], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     sharded = json.loads(done.stdout)["likelihood"][0]
-    single = evaluate(load_run(one_process), k=200, samples=20, split="test", write=False).likelihood[0]
+    single = evaluate(load_run(one_process), k=200, prior_samples=20, split="test", write=False).likelihood[0]
     assert sharded["images"] == single.images  # 360 test images in 18 calls of 20, 9 per rank
     for name in ("nll", "nll_se", "neg_elbo", "kl", "mse"):
         assert sharded[name] == pytest.approx(getattr(single, name), rel=1e-12), name

@@ -182,7 +182,7 @@ def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run: Path) -> None:
     before = {p.name: p.read_bytes() for p in evaluated_run.iterdir()}
-    evaluation = evaluate(load_run(evaluated_run), k=20, samples=100)
+    evaluation = evaluate(load_run(evaluated_run), k=20, prior_samples=100)
     test, train_report = evaluation.likelihood
     assert test.split == "test" and train_report.split == "train" and test.images == 297
     assert test.nll <= test.neg_elbo + 3 * test.neg_elbo_se  # the bound is at least as tight as the ELBO
@@ -201,13 +201,29 @@ def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run:
         assert (evaluated_run / name).read_bytes() == content
 
 
+def test_vaekit_evaluate_in_python_gives_the_commands_numbers(evaluated_run: Path) -> None:
+    import vaekit
+    from vaekit.cli.main import app
+
+    assert [name for name in vaekit.__all__ if not hasattr(vaekit, name)] == []
+    parts = {"DiagonalGaussian", "StandardNormal", "VampPrior", "Bernoulli", "DiscretizedLogisticMixture"}
+    assert {"evaluate", "train", "load_run", *parts} <= set(vaekit.__all__)
+    args = ["--k", "5", "--prior-samples", "50", "--split", "test", "--seed", "2", "--device", "cpu"]
+    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), *args, "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = vaekit.evaluate(evaluated_run, k=5, prior_samples=50, split="test", seed=2, device="cpu")
+    assert json.loads(json.dumps(report.to_dict())) == json.loads(result.stdout)
+    assert report.likelihood[0].k == 5 and report.sample_quality is not None
+
+
 def test_evaluate_command_prints_tables_or_json(evaluated_run: Path) -> None:
     from vaekit.cli.main import app
 
-    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--k", "5", "--samples", "50", "--json"])
+    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--k", "5", "--prior-samples", "50", "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["likelihood"][0]["k"] == 5
-    result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--k", "5", "--samples", "50", "--split", "test"])
+    args = ["evaluate", str(evaluated_run), "--k", "5", "--prior-samples", "50", "--split", "test"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0 and "held-out" in result.stdout and "E_q[z_d]" in result.stdout
     result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--split", "validation"])
     assert result.exit_code == 2 and "use test, train or both" in result.stderr

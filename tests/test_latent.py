@@ -117,7 +117,7 @@ def test_the_autoencoder_is_a_point_mass_and_evaluate_says_what_it_lacks(tmp_pat
     for seed in (0, 1):  # σ = 0: whatever the noise, the code itself
         assert torch.equal(posterior.rsample(generator=torch.Generator().manual_seed(seed)), code)
     assert torch.equal(model.prior.kl_per_unit(posterior), torch.zeros_like(code))  # not 14.5 + μ²/2 nats per dim
-    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "ae"), "--k", "5", "--samples", "50"])
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "ae"), "--k", "5", "--prior-samples", "50"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("an autoencoder has no ELBO and no likelihood bound")
     assert "not applicable" in result.stdout and "kl_per_dim.png" not in result.stdout

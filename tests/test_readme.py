@@ -29,8 +29,10 @@ def test_readme_cli_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         assert command[0] == "vaekit"
         result = CliRunner().invoke(app, command[1:])
         assert result.exit_code == 0, f"{' '.join(command)}: {result.stderr}"
-    for picture in ("samples.png", "reconstructions.png", "interpolation.png"):
-        assert (tmp_path / picture).stat().st_size > 0
+    run = tmp_path / "runs" / "digits"  # every command writes into the run folder
+    for picture in ("sample.png", "reconstruct.png", "latent/interpolate.png"):
+        assert (run / picture).stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

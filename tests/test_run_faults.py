@@ -220,7 +220,7 @@ def test_non_finite_settings_are_refused(tmp_path: Path, setting: list[str], fra
 def test_out_of_range_settings_in_toml_are_refused(tmp_path: Path) -> None:
     for text, fragment in [
         ("anneal_rate = -0.5", "anneal_rate must be zero or positive"),
-        ("warmup_epochs = inf", "warmup_epochs = inf is not a finite number"),
+        ("warmup = inf", "warmup_epochs = inf is not a finite number"),
         ("samples = 100000000", "samples must be between 1 and"),
     ]:
         (tmp_path / "c.toml").write_text(text + "\n")

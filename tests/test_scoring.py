@@ -58,7 +58,7 @@ def test_evaluate_scores_the_train_subset_of_a_dynamic_run_on_a_binarized_draw_t
     config = tiny_config(epochs=1)
     config.data.binarize = "dynamic"
     run = train(config, tmp_path / "dynamic")
-    test, train_side = evaluate(load_run(run.path), k=5, samples=50, write=False).likelihood
+    test, train_side = evaluate(load_run(run.path), k=5, prior_samples=50, write=False).likelihood
     assert test.data == train_side.data == "fixed-seed binarized images"
     # The train subset is scored like test: a binarized draw, whose −ELBO lies near the test split's, not the grey
     # values' (a Bernoulli on grey targets pays their entropy, tens of nats per 8x8 digit).
@@ -75,7 +75,7 @@ def test_a_gaussian_run_reports_one_bits_per_dim_in_training_and_evaluation(
     run = train(config, tmp_path / "gaussian")
     assert run.final is not None
     recorded = run.final["test"]["bits_per_dim"]
-    test = evaluate(load_run(run.path), k=20, samples=50, split="test", write=False).likelihood[0]
+    test = evaluate(load_run(run.path), k=20, prior_samples=50, split="test", write=False).likelihood[0]
     assert test.neg_elbo is not None and test.bits_per_dim is not None
     assert recorded > 0 and test.bits_per_dim > 0
     # The same quantity: the ELBO of the dequantized test split agrees to noise, and the k-sample bound is tighter by

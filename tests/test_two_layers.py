@@ -208,7 +208,7 @@ def test_a_two_layer_run_trains_and_reloads_with_identical_weights(trained: Path
 
 
 def test_evaluate_scores_a_two_layer_run(trained: Path) -> None:
-    code, stdout, stderr = invoke("evaluate", trained, "--k", "8", "--samples", "50", "--split", "test", "--json")
+    code, stdout, stderr = invoke("evaluate", trained, "--k", "8", "--prior-samples", "50", "--split", "test", "--json")
     assert code == 0, stderr
     report = json.loads(stdout)
     test = report["likelihood"][0]

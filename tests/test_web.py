@@ -11,14 +11,17 @@ import os
 import re
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import schemathesis
 import uvicorn
@@ -61,6 +64,25 @@ def client(explorer: FastAPI) -> TestClient:
 def png_size(data_url: str) -> tuple[int, int]:
     assert data_url.startswith("data:image/png;base64,")
     return Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).size
+
+
+def test_the_test_client_runs_on_the_http_client_starlette_asks_for() -> None:
+    """starlette's TestClient deprecates httpx for httpx2: the dev extra brings httpx2, so importing it warns not."""
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(re.match(r"httpx2\b", requirement) for requirement in extras["dev"])
+    command = [
+        sys.executable,
+        "-W",
+        "error::UserWarning",
+        "-W",
+        "error::DeprecationWarning",
+        "-c",
+        "import fastapi.testclient",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_info_lists_top_dimensions_by_kl(client: TestClient) -> None:
@@ -203,8 +225,8 @@ def test_model_work_never_exceeds_the_worker_pool(trained: tuple[VAE, Split], mo
     app = create_app(model, test, "pool", workers=2)
 
     async def burst() -> list[int]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             requests = [client.post("/api/decode", json={"z": [i / 10, 0, 0, 0]}) for i in range(32)]
             return [response.status_code for response in await asyncio.gather(*requests)]
 
@@ -306,7 +328,7 @@ def test_load_from_eight_clients(server_url: str, capsys: pytest.CaptureFixture[
 
     def client_share(share: list[dict[str, list[float]]]) -> list[tuple[int, float]]:
         results = []
-        with httpx.Client(base_url=server_url) as http:
+        with httpx2.Client(base_url=server_url) as http:
             for body in share:
                 start = time.perf_counter()
                 results.append((http.post("/api/decode", json=body).status_code, time.perf_counter() - start))

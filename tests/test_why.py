@@ -160,7 +160,7 @@ def test_the_cli_builds_the_report_from_runs_and_refuses_bad_input(
     out, folders, _ = made
     monkeypatch.setenv("HOME", str(out / "home"))
     runs = f"vae={folders['vae']},ae={folders['ae']}"
-    flags = ["--repeats", "3", "--k", "2", "--images", "50", "--samples", "50", "--device", "cpu"]
+    flags = ["--repeats", "3", "--k", "2", "--images", "50", "--prior-samples", "50", "--device", "cpu"]
     result = CliRunner().invoke(app, ["why", "--runs", runs, "--out", str(tmp_path), *flags])
     assert result.exit_code == 0, result.output
     assert "2. A continuous latent space" in result.output and (tmp_path / "report.html").is_file()

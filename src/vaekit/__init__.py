@@ -1,13 +1,15 @@
 """vaekit: train, measure and explore Variational Autoencoders.
 
-from vaekit import VAE, TrainConfig, train, load_run
+from vaekit import VAE, TrainConfig, train, evaluate, load_run
 """
 
-from vaekit.api import train
+from vaekit.api import evaluate, train
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.model.likelihoods import Bernoulli, Gaussian
-from vaekit.model.posteriors import DiagonalGaussian
+from vaekit.model.pixel_likelihoods import ContinuousBernoulli, DiscretizedLogisticMixture
+from vaekit.model.posteriors import DiagonalGaussian, PointMass, RelaxedCategorical, TwoLayerGaussian
+from vaekit.model.priors import MixtureOfGaussians, Prior, StandardNormal, TwoLayerPrior, UniformCategorical, VampPrior
 from vaekit.model.vae import VAE
 from vaekit.training.callbacks import Callback, EpochEnd, RunEnd, RunStart, StepEnd
 from vaekit.training.runs import Run, load_run
@@ -16,17 +18,29 @@ __all__ = [
     "VAE",
     "Bernoulli",
     "Callback",
+    "ContinuousBernoulli",
     "DataConfig",
     "DiagonalGaussian",
+    "DiscretizedLogisticMixture",
     "EpochEnd",
     "Gaussian",
+    "MixtureOfGaussians",
     "ModelConfig",
+    "PointMass",
+    "Prior",
+    "RelaxedCategorical",
     "Run",
     "RunEnd",
     "RunStart",
+    "StandardNormal",
     "StepEnd",
     "TrainConfig",
+    "TwoLayerGaussian",
+    "TwoLayerPrior",
+    "UniformCategorical",
     "VaekitError",
+    "VampPrior",
+    "evaluate",
     "load_run",
     "train",
 ]

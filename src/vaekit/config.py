@@ -316,6 +316,12 @@ FLAT_SETTINGS = {
 }
 
 
+# `vaekit train` names each flag (and TOML key) after the flat setting it sets, except these two, which read better
+# on a command line: --model ae, --warmup 2.
+FLAG_NAMES = {"kind": "model", "warmup_epochs": "warmup"}
+SETTING_OF_FLAG = {FLAG_NAMES.get(name, name): name for name in FLAT_SETTINGS}  # flag name → flat setting name
+
+
 def with_overrides(config: TrainConfig, flat: dict[str, Any]) -> TrainConfig:
     """A copy of `config` with flat settings (`latent_dim=8`, `latent-dim=8`) applied; unknown names are errors."""
     raw = config.to_dict()

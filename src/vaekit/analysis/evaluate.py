@@ -275,7 +275,7 @@ def evaluate(
     run: Run,
     k: int = 1000,
     split: str = "both",
-    samples: int = 1000,
+    prior_samples: int = 1000,
     seed: int = 0,
     train_images: int | None = None,
     write: bool = True,
@@ -292,8 +292,8 @@ def evaluate(
     """
     if split not in ("test", "train", "both"):
         raise VaekitError(f"--split {split!r}: use test, train or both")
-    if k < 1 or samples < 2:
-        raise VaekitError("--k must be at least 1 and --samples at least 2")
+    if k < 1 or prior_samples < 2:
+        raise VaekitError("--k must be at least 1 and --prior-samples at least 2")
     model = run.model.eval()
     data = load_dataset(run.config.data)
     grey = load_dataset(dataclasses.replace(run.config.data, binarize="none"))  # the images samples should resemble
@@ -307,7 +307,7 @@ def evaluate(
     if not ranks.main:  # the classifier, the samples and the KL anatomy are rank 0's alone
         return Evaluation(str(run.path), run.config.data.dataset, reports, None, None, None)
     generator = torch.Generator().manual_seed(seed)  # prior draws: on the CPU
-    decoded = model.sample(samples, generator, _sample_labels(model, grey.test, samples))
+    decoded = model.sample(prior_samples, generator, _sample_labels(model, grey.test, prior_samples))
     space = feature_space(grey, seed=seed, device=model.device)
     size = min(len(grey.test), len(grey.train))  # equal-size reference sets for the neighbour audit and picture
     train_ref, test_ref = _subset(grey.train, size).x, grey.test.x[:size]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from vaekit.config import TrainConfig
 from vaekit.data.sources import Split
@@ -19,6 +20,30 @@ from vaekit.training.distributed import launched_ranks
 
 if TYPE_CHECKING:
     from vaekit.training.runs import Run
+
+
+class Command(TyperCommand):
+    """typer's command, its help listing no value type beside a flag (`--resume`, not `--resume <bool>`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _blank_flag_types(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """typer's command group, its help listing no value type beside a flag, like `Command`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _blank_flag_types(super().get_params(ctx))
+
+
+def _blank_flag_types(params: list[Any]) -> list[Any]:
+    """typer 0.29's rich help prints a value type beside every option, flags included (--help too), though a flag takes
+    no value; its plain-text help leaves flags bare. An empty metavar is what that column prints instead."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -31,8 +56,13 @@ DeviceOpt = Annotated[
 ]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a command trained, carrying the line that says how to continue."""
+
+
 def friendly_errors(command: F) -> F:
-    """Turn VaekitError into one line + exit 2, and Ctrl-C into a hint; anything else is a bug and keeps its trace."""
+    """Turn VaekitError into one line + exit 2, and Ctrl-C into one line + exit 130 ("interrupted", or a training
+    command's hint how to continue); anything else is a bug and keeps its trace."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,13 +72,18 @@ def friendly_errors(command: F) -> F:
             if launched_ranks().main:  # under torchrun every rank meets the same error; one line says it
                 err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print(
-                "interrupted: the last finished epoch is saved; continue with `vaekit train --resume --out RUN`"
-            )
+        except KeyboardInterrupt as interrupt:
+            line = str(interrupt) if isinstance(interrupt, Interrupted) else "interrupted"
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def output(out: Path | None, run: Path, name: str) -> Path:
+    """--out, else RUN/name. One rule for every command: what it makes from a run goes into the run folder, under a
+    name of its own (the command's), so the pictures training drew there are never overwritten."""
+    return out or run / name
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -12,7 +12,9 @@ import typer
 from rich.table import Table
 
 from vaekit.cli.common import (
+    Command,
     DeviceOpt,
+    Group,
     RunArg,
     SeedOpt,
     check_index,
@@ -20,6 +22,7 @@ from vaekit.cli.common import (
     load_test_split,
     load_unconditional,
     out_console,
+    output,
 )
 from vaekit.data.sources import CLASS_NAMES, Split, to_float
 from vaekit.errors import VaekitError
@@ -27,10 +30,13 @@ from vaekit.files import atomic_write_json
 from vaekit.training.runs import Run
 
 latent_app = typer.Typer(
-    help="See and measure the latent space: paths, traversals, grids, smoothness.", no_args_is_help=True
+    cls=Group, help="See and measure the latent space: paths, traversals, grids, smoothness.", no_args_is_help=True
 )
 
-OutOpt = Annotated[Path | None, typer.Option(help="File to write.  [default: RUN-<command>.png]", show_default=False)]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(help="File to write, instead of RUN/latent/<command>.png in the run folder.", show_default=False),
+]
 MethodOpt = Annotated[str, typer.Option(help="linear | slerp (spherical, along the prior's shell).")]
 
 
@@ -60,7 +66,7 @@ def _written(path: Path) -> None:
     out_console.print(f"wrote {path}")
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def interpolate(
     run: RunArg,
@@ -78,7 +84,11 @@ def interpolate(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Decode the path between inputs' posterior means (linear or spherical), extended past the ends, or a chain."""
+    """Decode the path between inputs' posterior means (linear or spherical), extended past the ends, or a chain.
+
+    Writes RUN/latent/interpolate.png, or .gif with --gif (--out: elsewhere); like every command, it writes into the
+    run folder.
+    """
     from vaekit.analysis.plots import (
         chain_frames,
         image_grid,
@@ -90,7 +100,7 @@ def interpolate(
 
     loaded = load_unconditional(run, device, "vaekit latent interpolate")
     test = load_test_split(loaded.config)
-    path = out or Path(f"{run.name}-latent-interpolation.{'gif' if gif else 'png'}")
+    path = output(out, run, f"latent/interpolate.{'gif' if gif else 'png'}")
     if through:
         inputs = torch.cat([_input(s.strip(), loaded, test, "--through") for s in through.split(",")])
         if len(inputs) < 2:
@@ -109,7 +119,7 @@ def interpolate(
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def traverse(
     run: RunArg,
@@ -119,7 +129,10 @@ def traverse(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Vary one latent dimension at a time around an input's posterior mean: one row per dimension, largest KL first."""
+    """Vary one latent dimension at a time around an input's posterior mean: one row per dimension, largest KL first.
+
+    Writes RUN/latent/traverse.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.evaluate import kl_report
     from vaekit.analysis.plots import save_image, traversal_grid
 
@@ -127,13 +140,13 @@ def traverse(
     _gaussian_only(loaded, "traversals")
     test = load_test_split(loaded.config)
     order = kl_report(loaded.model, test.x).order[:dims]
-    path = out or Path(f"{run.name}-traversal.png")
+    path = output(out, run, "latent/traverse.png")
     save_image(traversal_grid(loaded.model, _input(index, loaded, test, "--index"), order, steps), path)
     out_console.print(f"rows: dimensions {order}")
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def manifold(
     run: RunArg,
@@ -141,17 +154,20 @@ def manifold(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Decode a grid at prior quantiles: the latent plane for D = 2, else the top-2 principal directions."""
+    """Decode a grid at prior quantiles: the latent plane for D = 2, else the top-2 principal directions.
+
+    Writes RUN/latent/manifold.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.plots import manifold_grid, save_image
 
     loaded = load_unconditional(run, device, "vaekit latent manifold")
     _gaussian_only(loaded, "manifold grids")
-    path = out or Path(f"{run.name}-manifold.png")
+    path = output(out, run, "latent/manifold.png")
     save_image(manifold_grid(loaded.model, load_test_split(loaded.config).x, n), path)
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def embed(
     run: RunArg,
@@ -160,7 +176,10 @@ def embed(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Scatter the test images' posterior means in 2-d, coloured by label."""
+    """Scatter the test images' posterior means in 2-d, coloured by label.
+
+    Writes RUN/latent/embed.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.latent import embed_2d
     from vaekit.analysis.plots import embedding_figure
     from vaekit.files import atomic_write
@@ -172,13 +191,13 @@ def embed(
     x, labels = test.x[:n], (test.y[:n] if test.y is not None else None)
     with torch.no_grad():
         points, title = embed_2d(loaded.model.encode(to_float(x).to(loaded.model.device)).mean, method)
-    path = out or Path(f"{run.name}-embedding.png")
+    path = output(out, run, "latent/embed.png")
     names = CLASS_NAMES.get(loaded.config.data.dataset)
     atomic_write(path, embedding_figure(points, labels, f"{title} ({len(x)} test images)", names))
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def arithmetic(
     run: RunArg,
@@ -188,7 +207,10 @@ def arithmetic(
     out: OutOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Add mean code(target class) − mean code(source class) to inputs of the source class, and decode."""
+    """Add mean code(target class) − mean code(source class) to inputs of the source class, and decode.
+
+    Writes RUN/latent/arithmetic.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.plots import arithmetic_grid, save_image
 
     loaded = load_unconditional(run, device, "vaekit latent arithmetic")
@@ -200,13 +222,13 @@ def arithmetic(
             raise VaekitError(
                 f"{flag} {label}: no test image has that label (labels are {sorted(set(test.y.tolist()))})"
             )
-    path = out or Path(f"{run.name}-arithmetic.png")
+    path = output(out, run, "latent/arithmetic.png")
     save_image(arithmetic_grid(loaded.model, test.x, test.y, source, target, n), path)
     out_console.print("rows: inputs, reconstructions, reconstructions + (mean code of --to − mean code of --from)")
     _written(path)
 
 
-@latent_app.command()
+@latent_app.command(cls=Command)
 @friendly_errors
 def smoothness(
     run: RunArg,
@@ -217,7 +239,10 @@ def smoothness(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Measure how evenly decoded images change along latent paths; writes RUN/smoothness.json."""
+    """Measure how evenly decoded images change along latent paths.
+
+    Writes RUN/smoothness.json; like every command, it writes into the run folder.
+    """
     from vaekit.analysis.classifier import feature_space
     from vaekit.analysis.smoothness import smoothness as measure
     from vaekit.data.sources import load_dataset

@@ -13,15 +13,17 @@ import typer
 from rich.table import Table
 
 from vaekit.cli.common import (
+    Command,
     DeviceOpt,
+    Group,
     RunArg,
     SeedOpt,
     check_index,
     friendly_errors,
     load_on,
     load_test_split,
-    load_unconditional,
     out_console,
+    output,
 )
 from vaekit.cli.latent import latent_app
 from vaekit.cli.tools import evaluate, export, gradients, serve
@@ -30,21 +32,23 @@ from vaekit.cli.why import why
 from vaekit.errors import VaekitError
 
 app = typer.Typer(
+    cls=Group,
     help="Train, measure and explore Variational Autoencoders.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-app.command()(train)  # cli/train.py; registered first, so it leads the help
+app.command(cls=Command)(train)  # cli/train.py; registered first, so it leads the help
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def sample(
     run: RunArg,
     n: Annotated[int, typer.Option(help="Number of samples.", min=1, max=4096)] = 64,
     out: Annotated[
-        Path | None, typer.Option(help="PNG to write.  [default: RUN-samples.png]", show_default=False)
+        Path | None,
+        typer.Option(help="PNG to write, instead of RUN/sample.png in the run folder.", show_default=False),
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -53,11 +57,13 @@ def sample(
         typer.Option(help="prior: the run's prior | gmm: a Gaussian mixture fitted to the training codes (cached)."),
     ] = "prior",
     components: Annotated[
-        int | None, typer.Option(help="Mixture components (--sampler gmm).  [default: 10]", show_default=False)
+        int | None, typer.Option(help="Mixture components (--sampler gmm).  \\[default: 10]", show_default=False)
     ] = None,
     fit_images: Annotated[
         int | None,
-        typer.Option(help="Training images encoded for the fit (--sampler gmm).  [default: 10000]", show_default=False),
+        typer.Option(
+            help="Training images encoded for the fit (--sampler gmm).  \\[default: 10000]", show_default=False
+        ),
     ] = None,
     label: Annotated[
         int | None,
@@ -67,7 +73,10 @@ def sample(
         ),
     ] = None,
 ) -> None:
-    """Decode draws from the run's prior, or from a mixture fitted to the codes, into a grid of images."""
+    """Decode draws from the run's prior, or from a mixture fitted to the codes, into a grid of images.
+
+    Writes RUN/sample.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis import aggregate_sampler as gmm_sampler
     from vaekit.analysis.plots import sample_grid, save_image
 
@@ -76,7 +85,7 @@ def sample(
     if sampler == "prior" and (components, fit_images) != (None, None):
         raise VaekitError("--components and --fit-images set up --sampler gmm: add --sampler gmm, or drop them")
     loaded = load_on(run, device)
-    path = out or Path(f"{run.name}-samples.png")
+    path = output(out, run, "sample.png")
     if sampler == "prior":
         save_image(sample_grid(loaded.model, n, seed, label), path)
     elif loaded.model.conditional or label is not None:
@@ -91,57 +100,34 @@ def sample(
     out_console.print(f"wrote {path}")
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def reconstruct(
     run: RunArg,
     n: Annotated[int, typer.Option(help="Number of test images.", min=1, max=1024)] = 16,
     start: Annotated[int, typer.Option(help="Index of the first test image.", min=0)] = 0,
     out: Annotated[
-        Path | None, typer.Option(help="PNG to write.  [default: RUN-reconstructions.png]", show_default=False)
+        Path | None,
+        typer.Option(help="PNG to write, instead of RUN/reconstruct.png in the run folder.", show_default=False),
     ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Show test images above their reconstructions (decoded posterior means)."""
+    """Show test images above their reconstructions (decoded posterior means).
+
+    Writes RUN/reconstruct.png (--out: elsewhere); like every command, it writes into the run folder.
+    """
     from vaekit.analysis.plots import reconstruction_grid, save_image
 
     loaded = load_on(run, device)
     test = load_test_split(loaded.config)
     check_index(start, len(test.x), "--start")
-    path = out or Path(f"{run.name}-reconstructions.png")
+    path = output(out, run, "reconstruct.png")
     labels = None if test.y is None else test.y[start : start + n]  # a conditional model reads them
     save_image(reconstruction_grid(loaded.model, test.x[start : start + n], y=labels), path)
     out_console.print(f"wrote {path}")
 
 
-@app.command()
-@friendly_errors
-def interpolate(
-    run: RunArg,
-    a: Annotated[int, typer.Option(help="Index of the first test image.")] = 0,
-    b: Annotated[int, typer.Option(help="Index of the second test image.")] = 1,
-    steps: Annotated[int, typer.Option(help="Points along the path.", min=2, max=256)] = 10,
-    extend: Annotated[
-        float, typer.Option(help="How far past each end to extrapolate (0.5 = half the distance).", min=0.0, max=10.0)
-    ] = 0.5,
-    out: Annotated[
-        Path | None, typer.Option(help="PNG to write.  [default: RUN-interpolation.png]", show_default=False)
-    ] = None,
-    device: DeviceOpt = "auto",
-) -> None:
-    """Decode the straight line between two test images' posterior means, extended past both ends."""
-    from vaekit.analysis.plots import interpolation_grid, save_image
-
-    loaded = load_unconditional(run, device, "vaekit interpolate")
-    test_x = load_test_split(loaded.config).x
-    check_index(a, len(test_x), "--a")
-    check_index(b, len(test_x), "--b")
-    path = out or Path(f"{run.name}-interpolation.png")
-    save_image(interpolation_grid(loaded.model, test_x[a : a + 1], test_x[b : b + 1], steps, extend), path)
-    out_console.print(f"wrote {path}")
-
-
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def info(
     run: RunArg,
@@ -192,7 +178,7 @@ def info(
     out_console.print(table)
 
 
-@app.command()
+@app.command(cls=Command)
 @friendly_errors
 def pack(
     source: Annotated[
@@ -232,8 +218,8 @@ def pack(
 
 
 for command in (evaluate, gradients, serve, export):  # defined in cli_tools.py, registered after the core commands
-    app.command()(command)
-app.command()(why)  # cli/why.py
+    app.command(cls=Command)(command)
+app.command(cls=Command)(why)  # cli/why.py
 app.add_typer(latent_app, name="latent")
 
 

@@ -35,14 +35,18 @@ def evaluate(
     split: Annotated[
         str, typer.Option(help="Likelihoods on: test | train | both (both adds the generalization gap).")
     ] = "both",
-    samples: Annotated[
-        int, typer.Option(help="Prior samples for the neighbour audit and sample quality.", min=2)
+    prior_samples: Annotated[
+        int, typer.Option(help="Draws from the prior for the neighbour audit and sample quality.", min=2)
     ] = 1000,
     seed: SeedOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality; writes RUN/evaluation.json."""
+    """Held-out log-likelihood, the KL term's anatomy, generalization and sample quality.
+
+    Writes RUN/evaluation.json, RUN/kl_per_dim.png and RUN/neighbours.png; like every command, it writes into the run
+    folder.
+    """
     from vaekit.analysis.evaluate import NO_BOUND
     from vaekit.analysis.evaluate import evaluate as run_evaluation
     from vaekit.analysis.report import evaluation_tables
@@ -51,7 +55,7 @@ def evaluate(
     try:
         loaded = load_on(run, str(where))
         with err_console.status(f"evaluating {run} (k = {k}) on {loaded.model.device}"):
-            evaluation = run_evaluation(loaded, k=k, split=split, samples=samples, seed=seed, ranks=ranks)
+            evaluation = run_evaluation(loaded, k=k, split=split, prior_samples=prior_samples, seed=seed, ranks=ranks)
     finally:
         distributed.stop()
     if not ranks.main:
@@ -82,7 +86,10 @@ def gradients(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement; writes gradients.json."""
+    """Reparameterization vs score-function gradients of the ELBO: variance, SNR, agreement.
+
+    Writes RUN/gradients.json and RUN/gradient_variance.png; like every command, it writes into the run folder.
+    """
     from vaekit.analysis.estimators import gradient_lab
 
     reports = gradient_lab(load_on(run, device), repeats, batch_size, samples, seed, at_init)

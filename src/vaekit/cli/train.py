@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vaekit.cli.common import err_console, friendly_errors, out_console, read_toml
-from vaekit.config import TrainConfig, with_overrides
+from vaekit.cli.common import Interrupted, err_console, friendly_errors, out_console, read_toml
+from vaekit.config import SETTING_OF_FLAG, TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
 if TYPE_CHECKING:
@@ -17,129 +17,153 @@ if TYPE_CHECKING:
 
 @friendly_errors
 def train(
-    out: Annotated[Path, typer.Option(help="Run folder to write (created if missing).")] = Path("runs/latest"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run folder to write (created if missing).  \\[default: runs/latest]", show_default=False),
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
             help="fashion-mnist | mnist | digits | an image folder | .npy/.npz | .parquet | a datasets folder"
-            "  [default: fashion-mnist]",
+            "  \\[default: fashion-mnist]",
             show_default=False,
         ),
     ] = None,
     image_column: Annotated[
         str | None,
-        typer.Option(help="Image column of a table.  [default: image, img or pixels]", show_default=False),
+        typer.Option(help="Image column of a table.  \\[default: image, img or pixels]", show_default=False),
     ] = None,
     label_column: Annotated[
         str | None,
-        typer.Option(help="Label column of a table.  [default: label, labels or y, if present]", show_default=False),
+        typer.Option(help="Label column of a table.  \\[default: label, labels or y, if present]", show_default=False),
     ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option(help="Epochs to train (with --resume: the new total).  [default: 10]", show_default=False),
+        typer.Option(help="Epochs to train (with --resume: the new total).  \\[default: 10]", show_default=False),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Examples per step.  [default: 128]", show_default=False)
+        int | None, typer.Option(help="Examples per step.  \\[default: 128]", show_default=False)
     ] = None,
-    latent_dim: Annotated[int | None, typer.Option(help="Size of z.  [default: 20]", show_default=False)] = None,
+    latent_dim: Annotated[int | None, typer.Option(help="Size of z.  \\[default: 20]", show_default=False)] = None,
     hidden: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated widths (MLP) or channels (conv).  [default: 400 | 32,64]", show_default=False
+            help="Comma-separated widths (MLP) or channels (conv).  \\[default: 400 | 32,64]", show_default=False
         ),
     ] = None,
     network: Annotated[
-        str | None, typer.Option(help="mlp | conv | resconv (residual conv)  [default: mlp]", show_default=False)
+        str | None, typer.Option(help="mlp | conv | resconv (residual conv)  \\[default: mlp]", show_default=False)
     ] = None,
     second_layer: Annotated[
         str | None,
         typer.Option(
-            help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).  [default: none]",
+            help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).  \\[default: none]",
             show_default=False,
         ),
     ] = None,
     activation: Annotated[
         str | None,
-        typer.Option(help="Hidden activation: relu | tanh | elu | gelu  [default: relu]", show_default=False),
+        typer.Option(help="Hidden activation: relu | tanh | elu | gelu  \\[default: relu]", show_default=False),
     ] = None,
     prior: Annotated[
         str | None,
         typer.Option(
-            help="standard (N(0, I)) | mog (learned mixture) | vamp (VampPrior)  [default: standard]",
+            help="standard (N(0, I)) | mog (learned mixture) | vamp (VampPrior)  \\[default: standard]",
             show_default=False,
         ),
     ] = None,
     prior_components: Annotated[
         int | None,
         typer.Option(
-            help="Components of a mog prior, pseudo-inputs of a vamp prior.  [default: 10]", show_default=False
+            help="Components of a mog prior, pseudo-inputs of a vamp prior.  \\[default: 10]", show_default=False
         ),
     ] = None,
     objective: Annotated[
         str | None,
         typer.Option(
-            help="elbo | iwae (importance-weighted bound with --k samples)  [default: elbo]", show_default=False
+            help="elbo | iwae (importance-weighted bound with --k samples)  \\[default: elbo]", show_default=False
         ),
     ] = None,
     k: Annotated[
         int | None,
         typer.Option(
-            "--k", help="Importance samples per image for --objective iwae.  [default: 5]", show_default=False
+            "--k", help="Importance samples per image for --objective iwae.  \\[default: 5]", show_default=False
+        ),
+    ] = None,
+    gaussian_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="Fixed σ of the gaussian likelihood; the starting σ of the learned ones.  \\[default: 0.1]",
+            show_default=False,
         ),
     ] = None,
     mixtures: Annotated[
         int | None,
-        typer.Option(help="Logistic components per pixel of discretized-logistic.  [default: 5]", show_default=False),
+        typer.Option(help="Logistic components per pixel of discretized-logistic.  \\[default: 5]", show_default=False),
     ] = None,
     free_bits: Annotated[
         float | None,
         typer.Option(
-            help="Nats per latent unit under which its KL is not pushed down.  [default: 0]", show_default=False
+            help="Nats per latent unit under which its KL is not pushed down.  \\[default: 0]", show_default=False
         ),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="vae | ae (plain autoencoder baseline)  [default: vae]", show_default=False),
+        typer.Option("--model", help="vae | ae (plain autoencoder baseline)  \\[default: vae]", show_default=False),
     ] = None,
     likelihood: Annotated[
         str | None,
         typer.Option(
             help="bernoulli | gaussian | gaussian-learned | gaussian-pixel | continuous-bernoulli |"
-            " discretized-logistic  [default: bernoulli]",
+            " discretized-logistic  \\[default: bernoulli]",
             show_default=False,
         ),
     ] = None,
     binarize: Annotated[
-        str | None, typer.Option(help="none | dynamic | static  [default: none]", show_default=False)
+        str | None, typer.Option(help="none | dynamic | static  \\[default: none]", show_default=False)
     ] = None,
-    beta: Annotated[float | None, typer.Option(help="KL weight β.  [default: 1.0]", show_default=False)] = None,
+    beta: Annotated[float | None, typer.Option(help="KL weight β.  \\[default: 1.0]", show_default=False)] = None,
     warmup: Annotated[
-        float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  [default: 0]", show_default=False)
+        float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  \\[default: 0]", show_default=False)
     ] = None,
     estimator: Annotated[
         str | None,
         typer.Option(
             help="Encoder gradient: reparam | score-function | score-function-baseline | dreg (with --objective iwae)."
-            "  [default: reparam]",
+            "  \\[default: reparam]",
             show_default=False,
         ),
     ] = None,
     samples: Annotated[
-        int | None, typer.Option(help="z samples per image per step.  [default: 1]", show_default=False)
+        int | None, typer.Option(help="z samples per image per step.  \\[default: 1]", show_default=False)
     ] = None,
     latent: Annotated[
         str | None,
-        typer.Option(help="gaussian | categorical (Gumbel-softmax).  [default: gaussian]", show_default=False),
+        typer.Option(help="gaussian | categorical (Gumbel-softmax).  \\[default: gaussian]", show_default=False),
     ] = None,
     categories: Annotated[
-        int | None, typer.Option(help="Categories per categorical variable.  [default: 10]", show_default=False)
+        int | None, typer.Option(help="Categories per categorical variable.  \\[default: 10]", show_default=False)
     ] = None,
     latent_vars: Annotated[
-        int | None, typer.Option(help="Categorical latent variables.  [default: 30]", show_default=False)
+        int | None, typer.Option(help="Categorical latent variables.  \\[default: 30]", show_default=False)
     ] = None,
     temperature: Annotated[
         float | None,
-        typer.Option(help="Initial Gumbel-softmax temperature, annealed to 0.5.  [default: 1.0]", show_default=False),
+        typer.Option(
+            help="Starting Gumbel-softmax temperature, annealed to --temperature-min.  \\[default: 1.0]",
+            show_default=False,
+        ),
+    ] = None,
+    temperature_min: Annotated[
+        float | None,
+        typer.Option(help="Gumbel-softmax temperature the annealing stops at.  \\[default: 0.5]", show_default=False),
+    ] = None,
+    anneal_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="r in temperature × exp(−r · step), the Gumbel-softmax annealing per step.  \\[default: 0.0001]",
+            show_default=False,
+        ),
     ] = None,
     straight_through: Annotated[
         bool | None,
@@ -150,14 +174,16 @@ def train(
     condition: Annotated[
         str | None,
         typer.Option(
-            help="none | label (a conditional VAE: encoder and decoder see the class label)  [default: none]",
+            help="none | label (a conditional VAE: encoder and decoder see the class label)  \\[default: none]",
             show_default=False,
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.  [default: 0.001]", show_default=False)] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate.  \\[default: 0.001]", show_default=False)
+    ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help="Seed for initialisation, batch order and noise.  [default: 0]", show_default=False),
+        typer.Option(help="Seed for initialisation, batch order and noise.  \\[default: 0]", show_default=False),
     ] = None,
     data_dir: Annotated[
         str | None,
@@ -167,15 +193,20 @@ def train(
         ),
     ] = None,
     val_size: Annotated[
-        int | None, typer.Option(help="Validation images held out of train.  [default: 5000]", show_default=False)
+        int | None, typer.Option(help="Validation images held out of train.  \\[default: 5000]", show_default=False)
+    ] = None,
+    split_seed: Annotated[
+        int | None,
+        typer.Option(help="Seed that picks the validation images out of train.  \\[default: 0]", show_default=False),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  [default: cpu]", show_default=False)
+        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  \\[default: cpu]", show_default=False)
     ] = None,
     precision: Annotated[
         str | None,
         typer.Option(
-            help="fp32 | bf16 (networks under autocast; likelihood and KL in fp32)  [default: fp32]", show_default=False
+            help="fp32 | bf16 (networks under autocast; likelihood and KL in fp32)  \\[default: fp32]",
+            show_default=False,
         ),
     ] = None,
     compile_networks: Annotated[
@@ -186,12 +217,14 @@ def train(
     ] = None,
     checkpoint_every: Annotated[
         float | None,
-        typer.Option(help="Minutes between checkpoints inside an epoch.  [default: 30]", show_default=False),
+        typer.Option(help="Minutes between checkpoints inside an epoch.  \\[default: 30]", show_default=False),
     ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", help="TOML file of settings (same names as the flags); flags win.", show_default=False
+            "--config",
+            help="TOML file of settings, its keys the flags' names (out included); flags win.",
+            show_default=False,
         ),
     ] = None,
     resume: Annotated[
@@ -201,14 +234,14 @@ def train(
     log: Annotated[
         str | None,
         typer.Option(
-            help="Also log to: tensorboard (RUN/tensorboard) | mlflow | tensorboard,mlflow  [default: none]",
+            help="Also log to: tensorboard (RUN/tensorboard) | mlflow | tensorboard,mlflow  \\[default: none]",
             show_default=False,
         ),
     ] = None,
     mlflow_uri: Annotated[
         str | None,
         typer.Option(
-            help="MLflow tracking URI for --log mlflow.  [default: $MLFLOW_TRACKING_URI, else RUN/mlruns]",
+            help="MLflow tracking URI for --log mlflow.  \\[default: $MLFLOW_TRACKING_URI, else RUN/mlruns]",
             show_default=False,
         ),
     ] = None,
@@ -216,14 +249,16 @@ def train(
     """Train a VAE and write a run folder: weights, checkpoints, metrics and pictures."""
     from vaekit.api import train as run_training
     from vaekit.cli.progress import ProgressBar
-    from vaekit.training.runs import read_config
+    from vaekit.training.runs import STATE, read_config
 
-    flags = {
-        "kind": model,
+    flags = {  # by flag name; `to_settings` maps them, and a TOML file's keys, to TrainConfig's settings
+        "model": model,
         "latent": latent,
         "categories": categories,
         "latent_vars": latent_vars,
         "temperature": temperature,
+        "temperature_min": temperature_min,
+        "anneal_rate": anneal_rate,
         "straight_through": straight_through,
         "estimator": estimator,
         "samples": samples,
@@ -241,30 +276,42 @@ def train(
         "k": k,
         "free_bits": free_bits,
         "mixtures": mixtures,
+        "gaussian_scale": gaussian_scale,
         "condition": condition,
-        "hidden": _int_list(hidden) if hidden else None,
-        "second_layer": _int_list(second_layer, "--second-layer") if second_layer else None,
+        "hidden": hidden,
+        "second_layer": second_layer,
         "likelihood": likelihood,
         "binarize": binarize,
         "beta": beta,
-        "warmup_epochs": warmup,
+        "warmup": warmup,
         "lr": lr,
         "seed": seed,
         "data_dir": data_dir,
         "val_size": val_size,
+        "split_seed": split_seed,
         "device": device,
         "precision": precision,
         "compile": compile_networks,
         "checkpoint_every": checkpoint_every,
     }
-    settings = read_toml(config) if config else {}
-    settings = {k.replace("-", "_"): v for k, v in settings.items()}
-    out = Path(settings.pop("out", out)) if out == Path("runs/latest") else out
-    settings.update({k: v for k, v in flags.items() if v is not None})
+    from_file = read_toml(config) if config else {}
+    file_out = from_file.pop("out", None)
+    if file_out is not None and not isinstance(file_out, str):
+        raise VaekitError(f'config file {config}: out = {file_out!r} is not a path: write it in quotes, out = "runs/x"')
+    out = out or Path(file_out or "runs/latest")  # --out wins over the file's out
+    settings = to_settings(from_file, f"config file {config}")
+    settings.update(to_settings({k: v for k, v in flags.items() if v is not None}, "flags"))
     base = read_config(out) if resume else TrainConfig()
     train_config = with_overrides(base, settings)
     callbacks = [*loggers(log, mlflow_uri), *([] if quiet else [ProgressBar(err_console)])]
-    run = run_training(train_config, out, resume=resume, callbacks=callbacks)
+    try:
+        run = run_training(train_config, out, resume=resume, callbacks=callbacks)
+    except KeyboardInterrupt:
+        if not (out / STATE).is_file():
+            raise Interrupted(f"interrupted before {out} had a checkpoint: start the same command again") from None
+        raise Interrupted(
+            f"interrupted: the last checkpoint is saved; continue with `vaekit train --resume --out {out}`"
+        ) from None
     if run.final is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     test = run.final["test"]
@@ -296,6 +343,21 @@ def loggers(names: str | None, mlflow_uri: str | None) -> list[Callback]:
 
         found.append(MLflowLogger(mlflow_uri))
     return found
+
+
+def to_settings(named: dict[str, Any], source: str) -> dict[str, Any]:
+    """Values by flag name (`latent-dim` or `latent_dim`) → TrainConfig's flat settings: the one mapping that both the
+    flags and a TOML file's keys go through."""
+    settings = {}
+    for key, value in named.items():
+        name = key.replace("-", "_")
+        if name not in SETTING_OF_FLAG:
+            valid = ", ".join(sorted(flag.replace("_", "-") for flag in [*SETTING_OF_FLAG, "out"]))
+            raise VaekitError(f"{source}: unknown key {key!r}: use the flags' names ({valid})")
+        if name in ("hidden", "second_layer") and isinstance(value, str):  # "400,200" on a command line
+            value = _int_list(value, "--" + name.replace("_", "-"))
+        settings[SETTING_OF_FLAG[name]] = value
+    return settings
 
 
 def _int_list(text: str, flag: str = "--hidden") -> list[int]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaekit.cli.common import DeviceOpt, SeedOpt, err_console, friendly_errors, out_console
+from vaekit.cli.common import DeviceOpt, Interrupted, SeedOpt, err_console, friendly_errors, out_console
 from vaekit.errors import VaekitError
 
 if TYPE_CHECKING:
@@ -31,7 +31,9 @@ def why(
     repeats: Annotated[int, typer.Option(help="Gradient estimates per estimator.", min=2)] = 100,
     k: Annotated[int, typer.Option("--k", help="Importance samples per image for the NLL.", min=1)] = 100,
     images: Annotated[int, typer.Option(help="Test images (and as many training images) scored.", min=10)] = 2000,
-    samples: Annotated[int, typer.Option(help="Prior samples for audits, holes and sample quality.", min=10)] = 1000,
+    prior_samples: Annotated[
+        int, typer.Option(help="Draws from the prior for audits, holes and sample quality.", min=10)
+    ] = 1000,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -55,8 +57,14 @@ def why(
             err_console.print(f"training {folder} to epoch {config.epochs}", highlight=False)
             return train(config, folder, resume=resume)
 
-        folders = train_in_budget(base, out, seconds, trainer)
-    settings = Settings(repeats=repeats, k=k, images=images, samples=samples, seed=seed)
+        try:
+            folders = train_in_budget(base, out, seconds, trainer)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted: the runs' last checkpoints are saved in {out / 'runs'}; the same `vaekit why` command "
+                "continues them"
+            ) from None
+    settings = Settings(repeats=repeats, k=k, images=images, samples=prior_samples, seed=seed)
     with err_console.status(f"measuring the four claims on {len(folders)} runs"):
         report = build_report(load_roles(folders, where), settings)
     written = write_report(report, out)
