@@ -176,3 +176,12 @@ def test_log_names_are_checked(tmp_path: Path) -> None:
     assert code == 2 and "--log wandb is unknown" in output
     code, output = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--mlflow-uri", "file:///tmp/x")
     assert code == 2 and "add --log mlflow" in output
+
+
+def test_a_toml_file_may_choose_the_loggers_and_the_command_line_wins(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text('dataset = "digits"\nepochs = 1\nhidden = [16]\nlog = "tensorboard"\n')
+    code, output = invoke("train", "--config", tmp_path / "c.toml", "--quiet", "--out", tmp_path / "run")
+    assert code == 0, output
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    code, output = invoke("train", "--config", tmp_path / "c.toml", "--log", "wandb", "--out", tmp_path / "other")
+    assert code == 2 and "--log wandb is unknown" in output

@@ -294,11 +294,13 @@ def train(
         "compile": compile_networks,
         "checkpoint_every": checkpoint_every,
     }
-    from_file = read_toml(config) if config else {}
-    file_out = from_file.pop("out", None)
-    if file_out is not None and not isinstance(file_out, str):
-        raise VaekitError(f'config file {config}: out = {file_out!r} is not a path: write it in quotes, out = "runs/x"')
-    out = out or Path(file_out or "runs/latest")  # --out wins over the file's out
+    from_file = {key.replace("-", "_"): value for key, value in (read_toml(config) if config else {}).items()}
+    file_out, file_log, file_uri = (from_file.pop(key, None) for key in COMMAND_KEYS)
+    for key, value in zip(COMMAND_KEYS, (file_out, file_log, file_uri), strict=True):
+        if value is not None and not isinstance(value, str):
+            raise VaekitError(f'config file {config}: {key} = {value!r} is not text: write it in quotes, {key} = "…"')
+    out = out or Path(file_out or "runs/latest")  # the command line wins over the file
+    log, mlflow_uri = log or file_log, mlflow_uri or file_uri
     settings = to_settings(from_file, f"config file {config}")
     settings.update(to_settings({k: v for k, v in flags.items() if v is not None}, "flags"))
     base = read_config(out) if resume else TrainConfig()
@@ -323,6 +325,9 @@ def train(
             f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)"
         )
     out_console.print(f"run folder: [bold]{run.path}[/]\n{summary}", highlight=False, soft_wrap=True)
+
+
+COMMAND_KEYS = ("out", "log", "mlflow_uri")  # flags a TOML file may hold that steer the command, not the model
 
 
 def loggers(names: str | None, mlflow_uri: str | None) -> list[Callback]:
@@ -352,7 +357,7 @@ def to_settings(named: dict[str, Any], source: str) -> dict[str, Any]:
     for key, value in named.items():
         name = key.replace("-", "_")
         if name not in SETTING_OF_FLAG:
-            valid = ", ".join(sorted(flag.replace("_", "-") for flag in [*SETTING_OF_FLAG, "out"]))
+            valid = ", ".join(sorted(flag.replace("_", "-") for flag in [*SETTING_OF_FLAG, *COMMAND_KEYS]))
             raise VaekitError(f"{source}: unknown key {key!r}: use the flags' names ({valid})")
         if name in ("hidden", "second_layer") and isinstance(value, str):  # "400,200" on a command line
             value = _int_list(value, "--" + name.replace("_", "-"))
