@@ -200,7 +200,7 @@ TRAIN_VALUES: dict[str, object] = {
     "activation": "tanh", "prior": "standard", "prior_components": 7, "second_layer": [12, 4], "condition": "none",
     "image_column": "photo", "label_column": "class",
 }  # fmt: skip
-NOT_SETTINGS = {"out", "config", "resume", "quiet", "help", "log", "mlflow_uri"}  # steer the command, not the model
+NOT_SETTINGS = {"out", "config", "resume", "quiet", "help", "logger", "mlflow_uri"}  # steer the command, not the model
 
 
 def captured(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> tuple[TrainConfig, Path]:

@@ -71,7 +71,7 @@ def test_two_processes_train_the_same_model_as_one(one_process: Path, tmp_path: 
     """...and only rank 0 logs: one TensorBoard event file, one point per epoch."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    process = launch(tmp_path / "two", 2, "--standalone", "--log", "tensorboard")
+    process = launch(tmp_path / "two", 2, "--standalone", "--logger", "tensorboard")
     assert process.wait(timeout=300) == 0, process.stderr.read() if process.stderr else ""
     assert_same_weights(one_process, tmp_path / "two")
     (event_file,) = (tmp_path / "two" / "tensorboard").iterdir()
@@ -165,3 +165,22 @@ def test_a_conditional_run_gives_each_rank_the_labels_of_its_rows(tmp_path: Path
     done = subprocess.run([*command, *options], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+def test_no_flag_of_a_vaekit_command_is_read_by_torchrun_as_its_own() -> None:
+    """torchrun's parser takes any abbreviation of its options (--log for --log-dir) wherever it appears, so a vaekit
+    flag that is a prefix of one would never reach vaekit under torchrun."""
+    from torch.distributed.run import get_args_parser
+    from typer.main import get_command
+
+    from vaekit.cli.main import app
+
+    theirs = {flag for action in get_args_parser()._actions for flag in action.option_strings}
+    root = get_command(app)
+    ours = {
+        flag
+        for name in ("train", "evaluate")
+        for param in root.commands[name].params  # type: ignore[attr-defined]
+        for flag in param.opts
+    }
+    assert ours and not {flag for flag in ours if any(t.startswith(flag) for t in theirs)}

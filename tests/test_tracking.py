@@ -95,7 +95,7 @@ def test_logging_leaves_the_training_exactly_as_it_was(tmp_path: Path) -> None:
     code, output = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "plain")
     assert code == 0, output
     code, output = invoke(
-        "train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "logged", "--log", "tensorboard,mlflow"
+        "train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "logged", "--logger", "tensorboard,mlflow"
     )
     assert code == 0, output
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
@@ -105,7 +105,7 @@ def test_logging_leaves_the_training_exactly_as_it_was(tmp_path: Path) -> None:
 def test_tensorboard_event_files_hold_every_scalar_and_picture_at_every_epoch(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    code, output = invoke("train", *RUN_ARGS, "--epochs", "3", "--out", tmp_path / "run", "--log", "tensorboard")
+    code, output = invoke("train", *RUN_ARGS, "--epochs", "3", "--out", tmp_path / "run", "--logger", "tensorboard")
     assert code == 0, output
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
@@ -126,7 +126,7 @@ def test_mlflow_file_store_holds_params_metrics_pictures_and_the_run_folder(tmp_
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "run"
-    code, output = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", out, "--log", "mlflow")
+    code, output = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", out, "--logger", "mlflow")
     assert code == 0, output
     client = MlflowClient(tracking_uri=default_uri(out))
     (experiment,) = [e for e in client.search_experiments() if e.name == "vaekit"]
@@ -149,8 +149,8 @@ def test_a_resumed_run_logs_on_into_the_same_mlflow_run(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "run"
-    assert invoke("train", *RUN_ARGS, "--epochs", "1", "--out", out, "--log", "mlflow")[0] == 0
-    code, output = invoke("train", "--resume", "--epochs", "2", "--out", out, "--log", "mlflow", "--quiet")
+    assert invoke("train", *RUN_ARGS, "--epochs", "1", "--out", out, "--logger", "mlflow")[0] == 0
+    code, output = invoke("train", "--resume", "--epochs", "2", "--out", out, "--logger", "mlflow", "--quiet")
     assert code == 0, output
     client = MlflowClient(tracking_uri=default_uri(out))
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -166,22 +166,22 @@ def test_a_missing_logger_package_is_one_line_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: str, hidden: str, extra: str
 ) -> None:
     monkeypatch.setitem(sys.modules, hidden, None)  # `import` of it now raises ImportError
-    code, output = invoke("train", *RUN_ARGS, "--epochs", "1", "--out", tmp_path / "run", "--log", log)
+    code, output = invoke("train", *RUN_ARGS, "--epochs", "1", "--out", tmp_path / "run", "--logger", log)
     assert code == 2 and f"pip install 'vaekit[{extra}]'" in output and len(output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
 def test_log_names_are_checked(tmp_path: Path) -> None:
-    code, output = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--log", "wandb")
-    assert code == 2 and "--log wandb is unknown" in output
+    code, output = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--logger", "wandb")
+    assert code == 2 and "--logger wandb is unknown" in output
     code, output = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--mlflow-uri", "file:///tmp/x")
-    assert code == 2 and "add --log mlflow" in output
+    assert code == 2 and "add --logger mlflow" in output
 
 
 def test_a_toml_file_may_choose_the_loggers_and_the_command_line_wins(tmp_path: Path) -> None:
-    (tmp_path / "c.toml").write_text('dataset = "digits"\nepochs = 1\nhidden = [16]\nlog = "tensorboard"\n')
+    (tmp_path / "c.toml").write_text('dataset = "digits"\nepochs = 1\nhidden = [16]\nlogger = "tensorboard"\n')
     code, output = invoke("train", "--config", tmp_path / "c.toml", "--quiet", "--out", tmp_path / "run")
     assert code == 0, output
     assert any((tmp_path / "run" / "tensorboard").iterdir())
-    code, output = invoke("train", "--config", tmp_path / "c.toml", "--log", "wandb", "--out", tmp_path / "other")
-    assert code == 2 and "--log wandb is unknown" in output
+    code, output = invoke("train", "--config", tmp_path / "c.toml", "--logger", "wandb", "--out", tmp_path / "other")
+    assert code == 2 and "--logger wandb is unknown" in output

@@ -231,7 +231,7 @@ def train(
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-    log: Annotated[
+    logger: Annotated[
         str | None,
         typer.Option(
             help="Also log to: tensorboard (RUN/tensorboard) | mlflow | tensorboard,mlflow  \\[default: none]",
@@ -241,7 +241,7 @@ def train(
     mlflow_uri: Annotated[
         str | None,
         typer.Option(
-            help="MLflow tracking URI for --log mlflow.  \\[default: $MLFLOW_TRACKING_URI, else RUN/mlruns]",
+            help="MLflow tracking URI for --logger mlflow.  \\[default: $MLFLOW_TRACKING_URI, else RUN/mlruns]",
             show_default=False,
         ),
     ] = None,
@@ -300,12 +300,12 @@ def train(
         if value is not None and not isinstance(value, str):
             raise VaekitError(f'config file {config}: {key} = {value!r} is not text: write it in quotes, {key} = "…"')
     out = out or Path(file_out or "runs/latest")  # the command line wins over the file
-    log, mlflow_uri = log or file_log, mlflow_uri or file_uri
+    logger, mlflow_uri = logger or file_log, mlflow_uri or file_uri
     settings = to_settings(from_file, f"config file {config}")
     settings.update(to_settings({k: v for k, v in flags.items() if v is not None}, "flags"))
     base = read_config(out) if resume else TrainConfig()
     train_config = with_overrides(base, settings)
-    callbacks = [*loggers(log, mlflow_uri), *([] if quiet else [ProgressBar(err_console)])]
+    callbacks = [*loggers(logger, mlflow_uri), *([] if quiet else [ProgressBar(err_console)])]
     try:
         run = run_training(train_config, out, resume=resume, callbacks=callbacks)
     except KeyboardInterrupt:
@@ -327,17 +327,17 @@ def train(
     out_console.print(f"run folder: [bold]{run.path}[/]\n{summary}", highlight=False, soft_wrap=True)
 
 
-COMMAND_KEYS = ("out", "log", "mlflow_uri")  # flags a TOML file may hold that steer the command, not the model
+COMMAND_KEYS = ("out", "logger", "mlflow_uri")  # flags a TOML file may hold that steer the command, not the model
 
 
 def loggers(names: str | None, mlflow_uri: str | None) -> list[Callback]:
-    """The experiment loggers --log names, each checked to be installed before training starts."""
+    """The experiment loggers --logger names, each checked to be installed before training starts."""
     chosen = [name.strip() for name in (names or "").split(",") if name.strip()]
     unknown = [name for name in chosen if name not in ("tensorboard", "mlflow")]
     if unknown:
-        raise VaekitError(f"--log {', '.join(unknown)} is unknown: use tensorboard, mlflow or tensorboard,mlflow")
+        raise VaekitError(f"--logger {', '.join(unknown)} is unknown: use tensorboard, mlflow or tensorboard,mlflow")
     if mlflow_uri and "mlflow" not in chosen:
-        raise VaekitError("--mlflow-uri sets where --log mlflow logs: add --log mlflow, or drop it")
+        raise VaekitError("--mlflow-uri sets where --logger mlflow logs: add --logger mlflow, or drop it")
     found: list[Callback] = []
     if "tensorboard" in chosen:
         from vaekit.tracking.tensorboard_logger import TensorBoardLogger

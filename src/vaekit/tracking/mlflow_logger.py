@@ -1,4 +1,4 @@
-"""`--log mlflow`: the config as params, each epoch's scalars and pictures, and at the end the run folder's files as
+"""`--logger mlflow`: the config as params, each epoch's scalars and pictures, and at the end the run folder's files as
 artifacts, sent to an MLflow tracking URI (by default a store in RUN/mlruns: an SQLite database and an artifact
 folder, since MLflow retired its plain-file store)."""
 
@@ -31,7 +31,7 @@ class MLflowLogger(Callback):
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise VaekitError("--log mlflow needs the mlflow package: pip install 'vaekit[mlflow]'") from None
+            raise VaekitError("--logger mlflow needs the mlflow package: pip install 'vaekit[mlflow]'") from None
         self.client_class = MlflowClient
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         self.client: Any = None

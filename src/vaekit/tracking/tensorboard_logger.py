@@ -1,4 +1,4 @@
-"""`--log tensorboard`: each epoch's scalars and pictures as TensorBoard event files in RUN/tensorboard."""
+"""`--logger tensorboard`: each epoch's scalars and pictures as TensorBoard event files in RUN/tensorboard."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class TensorBoardLogger(Callback):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise VaekitError(
-                "--log tensorboard needs the tensorboard package: pip install 'vaekit[tensorboard]'"
+                "--logger tensorboard needs the tensorboard package: pip install 'vaekit[tensorboard]'"
             ) from None
         self.writer_class = SummaryWriter
         self.writer: Any = None
