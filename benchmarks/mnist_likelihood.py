@@ -361,20 +361,30 @@ def markdown(results: dict[str, Any]) -> str:
 def plot(results: dict[str, Any], path: Path) -> None:
     """Probe NLL against training wall time, one line per row; published numbers as dashed horizontal lines."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     p = results["protocol"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, row in enumerate(results["rows"]):
+    probed = [row for row in results["rows"] if row["probes"]]  # rows not run draw nothing, not even their references
+    values = [probe["nll"] for row in probed for probe in row["probes"]]
+    for i, row in enumerate(probed):
         color = f"C{i}"
-        if row["probes"]:
-            minutes = [probe["train_seconds"] / 60 for probe in row["probes"]]
-            ax.plot(minutes, [probe["nll"] for probe in row["probes"]], "o-", color=color, label=row["row"])
+        minutes = [probe["train_seconds"] / 60 for probe in row["probes"]]
+        ax.plot(minutes, [probe["nll"] for probe in row["probes"]], "o-", color=color, label=row["row"])
         for source, value in row["published"].items():
             style = "--" if source == PAPER else ":"
             ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{row['row']}, {source.split(' (')[0]}")
+            values.append(value)
+    if len(values) > 2:  # the first probes (after an epoch or so) would squash the curve: keep them off scale
+        top = min(max(values), float(np.median(values)) + 6)
+        ax.set_ylim(min(values) - 1, top)
+        off = [v for v in values if v > top]
+        if off:
+            ax.text(0.01, 0.02, f"{len(off)} early probe(s) above {top:.0f}, off scale", transform=ax.transAxes,
+                    ha="left", va="bottom", fontsize=7)  # fmt: skip
     ax.set_xlabel("training wall time (min; probes and evaluation not counted)")
     ax.set_ylabel(f"test NLL, nats (k={p['probe_k']}, first {p['probe_images']} test images)")
     ax.set_title(f"{p['dataset']}: cheap NLL probe at each chunk boundary")
