@@ -197,6 +197,9 @@ def test_pack_dataset_takes_the_columns_as_train_does(tmp_path: Path) -> None:
     pack = open_pack(tmp_path / "pack")
     assert manifest["shape"] == [12, 1, 4, 4] and torch.equal(pack.images, chw(images))
     assert pack.labels is not None and pack.labels.tolist() == labels.tolist()
+    code, _, stderr = invoke("pack", path, tmp_path / "cli", "--image-column", "photo", "--label-column", "cls")
+    assert code == 0, stderr
+    assert torch.equal(open_pack(tmp_path / "cli").images, pack.images)
 
 
 # --- bad input: one line naming the problem and the fix ---------------------------------------------------------

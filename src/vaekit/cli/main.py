@@ -184,7 +184,8 @@ def pack(
     source: Annotated[
         str,
         typer.Argument(
-            help="What to pack: fashion-mnist | mnist | digits | an image folder | .npy/.npz; with --verify, a pack.",
+            help="What to pack: fashion-mnist | mnist | digits | an image folder | .npy/.npz | .parquet | a datasets"
+            " folder; with --verify, a pack.",
             show_default=False,
         ),
     ],
@@ -196,6 +197,12 @@ def pack(
     ] = False,
     data_dir: Annotated[
         str | None, typer.Option(help="Folder holding a named dataset's files (as for train).", show_default=False)
+    ] = None,
+    image_column: Annotated[
+        str | None, typer.Option(help="Image column of a table (as for train).", show_default=False)
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column of a table (as for train).", show_default=False)
     ] = None,
 ) -> None:
     """Write a dataset as a memory-mapped pack that `train --dataset PACK` reads a batch at a time."""
@@ -212,7 +219,7 @@ def pack(
         return
     if out is None:
         raise VaekitError("give the pack folder to write: vaekit pack SOURCE OUT")
-    manifest = pack_dataset(source, out, data_dir)
+    manifest = pack_dataset(source, out, data_dir, image_column=image_column, label_column=label_column)
     splits = ", ".join(f"{name} rows {start}-{stop}" for name, (start, stop) in manifest["splits"].items())
     out_console.print(f"wrote {out}: {manifest['shape']} uint8 ({splits})", highlight=False, soft_wrap=True)
 
