@@ -78,7 +78,8 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         files.append(File(path.relative_to(ROOT).as_posix(), str(ROOT), config.site_dir, config.use_directory_urls))
     anchor_pages.clear()
     for page in files.documentation_pages():
-        for title in DIRECTIVE.findall(Path(page.abs_src_path or "").read_text(encoding="utf-8")):
+        source = page.abs_src_path
+        for title in DIRECTIVE.findall(Path(source).read_text(encoding="utf-8") if source else ""):
             for _, _, text in _headings(_section(title)):
                 anchor_pages[_anchor(text)] = page.src_uri
     return files
