@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv data demo test lint bench clean
+.PHONY: venv data demo test lint wheel-check docs bench clean
 
 # torch is installed first and pinned: 2.13.0 is the CPU build this machine keeps on disk; a bare `torch`
 # requirement with no torch present would pull a multi-GB CUDA build.
@@ -34,9 +34,19 @@ test: venv lint
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
+
+# The wheel installed into a fresh virtual environment outside the clone must run (.ci/wheel-check says how).
+wheel-check: venv
+	PYTHON=$(PYTHON) BUILD_PYTHON=$(BIN)/python .ci/wheel-check
+
+# The site in site/: the README's sections as pages and the API reference; --strict fails on a broken reference.
+docs: venv
+	@$(BIN)/python -c "import mkdocs, mkdocstrings_handlers.python, pymdownx" 2>/dev/null || \
+	  $(BIN)/pip install --quiet -e '.[docs]'
+	$(BIN)/mkdocs build --strict
 
 # Benchmarks print ratios against baselines measured in the same run and collect them in benchmarks/results.md;
 # run them on an otherwise idle machine.
@@ -44,4 +54,4 @@ bench: venv data
 	$(BIN)/python benchmarks/suite.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs site dist build .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,35 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+def installed_version() -> str:
+    """The installed distribution's version; a source tree on PYTHONPATH with no metadata reports its own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import vaekit
+
+    try:
+        return version("vaekit")
+    except PackageNotFoundError:
+        return vaekit.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"vaekit {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Train, measure and explore Variational Autoencoders."""
+
+
 app.command(cls=Command)(train)  # cli/train.py; registered first, so it leads the help
 
 

@@ -1,0 +1,106 @@
+"""Packaging facts that a wheel build would only reveal later: the version, the package data, the changelog.
+
+Building the wheel and installing it is CI's job (`make wheel-check`); these checks read files and run in no time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import vaekit
+from vaekit.cli.main import app
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "vaekit"
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_version_flag_prints_the_installed_version() -> None:
+    try:
+        installed = importlib.metadata.version("vaekit")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("vaekit is not installed in this environment: no metadata to compare with")
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"vaekit {installed}\n"
+
+
+def test_version_flag_falls_back_to_the_source_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(vaekit, "__version__", "9.8.7")
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    result = CliRunner().invoke(app, ["--version"])
+    assert (result.exit_code, result.output) == (0, "vaekit 9.8.7\n")
+
+
+def test_the_version_has_one_source() -> None:
+    """pyproject states no version of its own: it reads vaekit.__version__."""
+    config = pyproject()
+    assert "version" not in config["project"]
+    assert "version" in config["project"]["dynamic"]
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vaekit.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", vaekit.__version__)
+
+
+def test_package_data_globs_match_files() -> None:
+    globs = pyproject()["tool"]["setuptools"]["package-data"]["vaekit"]
+    empty = [pattern for pattern in globs if not any(path.is_file() for path in PACKAGE.glob(pattern))]
+    assert empty == [], f"package-data globs that match no file under {PACKAGE}"
+
+
+def test_every_data_file_is_package_data() -> None:
+    """A file the package reads at run time (a page, a template) is shipped in the wheel only if a glob names it."""
+    globs = pyproject()["tool"]["setuptools"]["package-data"]["vaekit"]
+    shipped = {path for pattern in globs for path in PACKAGE.glob(pattern)}
+    data = {
+        path
+        for path in PACKAGE.rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    }
+    assert sorted(str(path.relative_to(PACKAGE)) for path in data - shipped) == []
+
+
+def test_changelog_latest_release_is_the_package_version() -> None:
+    headings = re.findall(r"^## \[([^\]]+)\](.*)$", (ROOT / "CHANGELOG.md").read_text(), flags=re.MULTILINE)
+    assert headings and headings[0][0] == "Unreleased", "CHANGELOG.md starts with an [Unreleased] section"
+    released = [(version, rest) for version, rest in headings if version != "Unreleased"]
+    assert released, "CHANGELOG.md has no released version"
+    version, rest = released[0]
+    assert version == vaekit.__version__
+    assert re.fullmatch(r" - \d{4}-\d{2}-\d{2}", rest), f"[{version}]{rest}: the release date is missing"
+
+
+def readme_sections() -> list[str]:
+    """The README's `##` headings, outside fenced code."""
+    sections, fenced = [], False
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("## "):
+            sections.append(line[3:].strip())
+    return sections
+
+
+def test_every_readme_section_is_a_docs_page() -> None:
+    """The site shows the README's sections through `<!-- README: heading -->` lines (docs/hooks.py): a new
+    section needs one, and a renamed heading breaks the one that names it."""
+    shown = {
+        title
+        for page in (ROOT / "docs").glob("*.md")
+        for title in re.findall(r"^<!-- README: (.+?) -->$", page.read_text(), flags=re.MULTILINE)
+    }
+    sections = readme_sections()
+    assert sorted(set(sections) - shown) == [], "README sections no docs page shows"
+    assert sorted(shown - set(sections) - {"vaekit"}) == [], "docs pages name README headings that do not exist"
