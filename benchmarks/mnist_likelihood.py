@@ -11,6 +11,8 @@ on the first 1,000 test images, in this process) gives one point of nll_vs_time.
     python benchmarks/mnist_likelihood.py --rows vae,iwae5,iwae50 --budget 60m [--dataset mnist] [--out DIR]
         [--batch-size 20 --lr 1e-3 --schedule paper|budget|decade] [--device cuda] [--data-dir /work/shared/data]
     python benchmarks/mnist_likelihood.py --smoke --out /tmp/smoke     # seconds per row on `digits`, tiny widths
+    python benchmarks/mnist_likelihood.py --render DIR [--add-rows OTHER]  # re-write DIR's report from its
+        results.json, with the rows OTHER ran (same protocol, any budget) in place of DIR's rows of those names
 
 A flag named in --allow-missing (say `activation`) is dropped where this vaekit lacks it, and the row says so.
 Writes DIR/results.md, DIR/results.json, DIR/nll_vs_time.png, the run folders in DIR/runs and logs in DIR/logs.
@@ -249,7 +251,7 @@ def run_row(name: str, p: Protocol, out: Path, accepted: set[str]) -> dict[str, 
     evaluate += ["--prior-samples", str(p.eval_samples), *(["--device", p.device] if p.device else [])]
     row: dict[str, Any] = {
         "row": name, "status": "done", "reason": "", "deviations": [], "errors": [], "commands": [], "epochs": 0,
-        "train_seconds": 0.0, "probe_seconds": 0.0, "eval_seconds": 0.0, "probes": [],
+        "train_seconds": 0.0, "probe_seconds": 0.0, "eval_seconds": 0.0, "probes": [], "budget_s": p.budget_s,
         "published": PUBLISHED[name] if p.dataset == "mnist" else {},
     }  # fmt: skip
     missing = [f for f in flags if f.startswith("--") and f not in accepted]
@@ -283,7 +285,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     command += ["--batch-size", str(p.batch_size), "--lr", f"{p.lr:g}", "--schedule", p.schedule]
     command += ["--data-dir", p.data_dir] if p.data_dir else []
     return {
-        "row": name, "status": "not run", "reason": "not run in this invocation", "deviations": [], "errors": [],
+        "row": name, "status": "not run", "reason": "", "deviations": [], "errors": [],
         "commands": [shlex.join(command)], "epochs": 0, "train_seconds": 0.0, "probe_seconds": 0.0,
         "eval_seconds": 0.0, "probes": [], "published": PUBLISHED[name] if p.dataset == "mnist" else {},
     }  # fmt: skip
@@ -310,6 +312,13 @@ def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) 
     if value is None:
         return "—"
     return f"{value:.{digits}f}" + (f" ± {row[se]:.{digits}f}" if se else "")
+
+
+def train_time(row: dict[str, Any], p: dict[str, Any]) -> str:
+    """Minutes trained; a row merged in from a run with another budget (see --add-rows) says which."""
+    budget = row.get("budget_s", p["budget_s"])
+    other = f" (budget {budget / 60:g} min)" if budget != p["budget_s"] else ""
+    return f"{row['train_seconds'] / 60:.1f} min{other}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -341,14 +350,15 @@ def markdown(results: dict[str, Any]) -> str:
     for row in results["rows"]:
         published = [f"{row['published'][s]:.2f}" if s in row["published"] else "—" for s in (PAPER, PYTHAE)]
         if row["status"] != "done":
-            lines.append(f"| {row['row']} | {row['status']}: {row['reason']} | — | — | — | {row['epochs']} | "
-                         f"{row['train_seconds'] / 60:.1f} min | {' | '.join(published)} |")  # fmt: skip
+            status = row["status"] + (f": {row['reason']}" if row["reason"] else "")
+            lines.append(f"| {row['row']} | {status} | — | — | — | {row['epochs']} | "
+                         f"{train_time(row, p)} | {' | '.join(published)} |")  # fmt: skip
             continue
         units = f"{row['active_units']} / {row['latent_units']}"
         name = row["row"] + (" (see its notes below)" if row["deviations"] or row["errors"] else "")
         lines.append(f"| {name} | {cell(row, 'test_nll', 'test_nll_se')} | {cell(row, 'neg_elbo', 'neg_elbo_se')}"
                      f" | {cell(row, 'train_minus_test_nll')} | {units} | {row['epochs']} | "
-                     f"{row['train_seconds'] / 60:.1f} min | {' | '.join(published)} |")  # fmt: skip
+                     f"{train_time(row, p)} | {' | '.join(published)} |")  # fmt: skip
     lines += ["", "## Commands", ""]
     for row in results["rows"]:
         notes = row["deviations"] + row["errors"]
@@ -419,7 +429,18 @@ def main() -> None:
     parser.add_argument("--allow-missing", default="", help="flags a row may run without, as a stated deviation "
                         "(e.g. activation); any other flag this vaekit lacks leaves the row not run")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="every row for seconds on digits: tests the path")
+    parser.add_argument("--render", type=Path, metavar="DIR", help="only re-write DIR/results.md and "
+                        "DIR/nll_vs_time.png from DIR/results.json (after a change to the report's form)")  # fmt: skip
+    parser.add_argument("--add-rows", type=Path, nargs="*", default=[], metavar="OTHER", help="with --render: the "
+                        "rows OTHER/results.json ran replace DIR's rows of the same names")  # fmt: skip
     args = parser.parse_args()
+    if args.render:
+        results = json.loads((args.render / "results.json").read_text())
+        for other in args.add_rows:
+            results["rows"] = add_rows(results, json.loads((other / "results.json").read_text()))
+        (args.render / "results.json").write_text(json.dumps(results, indent=1))
+        write_report(results, args.render)
+        return
     names = [name for name in args.rows.split(",") if name]
     unknown = [name for name in names if name not in ROWS]
     if unknown:
@@ -437,11 +458,24 @@ def main() -> None:
     rows += [not_run(name, p) for name in ROWS if name not in names and not p.smoke]
     results = {"protocol": dataclasses.asdict(p), "hardware": hardware(p.device), "rows": rows}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    results = json.loads((args.out / "results.json").read_text())  # one form (string keys) for both writers
-    (args.out / "results.md").write_text(markdown(results))
-    plot(results, args.out / "nll_vs_time.png")
+    write_report(json.loads((args.out / "results.json").read_text()), args.out)  # one form (string keys) for both
+
+
+def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
+    """results' rows, each replaced by other's row of that name where other ran it (same dataset and protocol but
+    for the budget, which each row keeps)."""
+    keys = [k for k in results["protocol"] if k != "budget_s"]
+    if [results["protocol"][k] for k in keys] != [other["protocol"][k] for k in keys]:
+        raise SystemExit("--add-rows: the two runs differ in more than their budget; keep their tables apart")
+    ran = {row["row"]: {"budget_s": other["protocol"]["budget_s"], **row} for row in other["rows"] if row["probes"]}
+    return [ran.get(row["row"], row) for row in results["rows"]]
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    (out / "results.md").write_text(markdown(results))
+    plot(results, out / "nll_vs_time.png")
     print(markdown(results))
-    print(f"wrote {args.out}/results.md, results.json, nll_vs_time.png")
+    print(f"wrote {out}/results.md, nll_vs_time.png")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,10 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert "-m vaekit evaluate" in evaluate and "--k 20 --split both" in evaluate
     assert all(line in text for line in row["commands"])
     assert [probe["epoch"] for probe in row["probes"]] == [1, 3] and all(finite(p, "nll") for p in row["probes"])
+    (tmp_path / "results.md").unlink()  # --render writes the same report again from results.json alone
+    rendered = subprocess.run([*command[:2], "--render", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    assert (tmp_path / "results.md").read_text() == text
 
 
 def test_rows_not_run_are_listed_with_the_command_that_runs_them(bench: ModuleType) -> None:
@@ -126,4 +130,24 @@ def test_rows_not_run_are_listed_with_the_command_that_runs_them(bench: ModuleTy
     assert "--budget 60m" in bench.not_run("vae", p)["commands"][0]
     results = {"protocol": dataclasses.asdict(p), "hardware": bench.hardware(None), "rows": [row]}
     text = bench.markdown(json.loads(json.dumps(results)))
-    assert "| iwae50 | not run: not run in this invocation |" in text and command in text
+    assert "| iwae50 | not run |" in text and command in text
+
+
+def test_rows_from_another_run_with_its_own_budget_join_the_table(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="decade")
+    hardware = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
+    table = {"protocol": dataclasses.asdict(p), "hardware": hardware, "rows": [bench.not_run(n, p) for n in bench.ROWS]}
+    probe = {"epoch": 9, "train_seconds": 2400.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
+    ran = {**bench.not_run("iwae5", p), "status": "done", "probes": [probe], "train_seconds": 2400.0, "epochs": 9,
+           "test_nll": 87.5, "test_nll_se": 0.2, "neg_elbo": 90.1, "neg_elbo_se": 0.2, "train_minus_test_nll": 0.1,
+           "active_units": 21, "latent_units": 50}  # fmt: skip
+    other = {"protocol": dataclasses.asdict(dataclasses.replace(p, budget_s=2400.0)), "rows": [ran]}
+    rows = bench.add_rows(json.loads(json.dumps(table)), json.loads(json.dumps(other)))
+    assert [row["row"] for row in rows] == list(bench.ROWS) and rows[1]["test_nll"] == 87.5
+    text = bench.markdown({**json.loads(json.dumps(table)), "rows": rows})
+    iwae_line = next(line for line in text.splitlines() if line.startswith("| iwae5 |"))
+    assert "87.50 ± 0.20" in iwae_line and "40.0 min (budget 40 min)" in iwae_line and "85.54" in iwae_line
+    assert "| vae | not run |" in text
+    elsewhere = {**other, "protocol": dataclasses.asdict(dataclasses.replace(p, batch_size=20))}
+    with pytest.raises(SystemExit, match="differ in more than their budget"):
+        bench.add_rows(json.loads(json.dumps(table)), json.loads(json.dumps(elsewhere)))
