@@ -351,8 +351,8 @@ def markdown(results: dict[str, Any]) -> str:
         published = [f"{row['published'][s]:.2f}" if s in row["published"] else "—" for s in (PAPER, PYTHAE)]
         if row["status"] != "done":
             status = row["status"] + (f": {row['reason']}" if row["reason"] else "")
-            lines.append(f"| {row['row']} | {status} | — | — | — | {row['epochs']} | "
-                         f"{train_time(row, p)} | {' | '.join(published)} |")  # fmt: skip
+            spent = f"{row['epochs']} | {train_time(row, p)}" if row["train_seconds"] else "— | —"
+            lines.append(f"| {row['row']} | {status} | — | — | — | {spent} | {' | '.join(published)} |")
             continue
         units = f"{row['active_units']} / {row['latent_units']}"
         name = row["row"] + (" (see its notes below)" if row["deviations"] or row["errors"] else "")
@@ -473,9 +473,12 @@ def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, A
 
 def write_report(results: dict[str, Any], out: Path) -> None:
     (out / "results.md").write_text(markdown(results))
-    plot(results, out / "nll_vs_time.png")
+    written = [out / "results.md"]
+    if any(row["probes"] for row in results["rows"]):  # a table of rows not run has no curve to draw
+        plot(results, out / "nll_vs_time.png")
+        written.append(out / "nll_vs_time.png")
     print(markdown(results))
-    print(f"wrote {out}/results.md, nll_vs_time.png")
+    print("wrote", ", ".join(map(str, written)))
 
 
 if __name__ == "__main__":
