@@ -71,6 +71,7 @@ class Protocol:
     batch_size: int = 20
     lr: float = 1e-3
     schedule: str = "paper"
+    warmup: float = 0.0  # epochs of linear KL warm-up, ELBO rows only (the importance-weighted bound has no KL weight)
     budget_s: float = 3600.0
     max_epochs: int = STAGE_ENDS[-1]
     chunks: int = 12  # a chunk is at most budget / chunks long, so the probe curve has about this many points
@@ -160,6 +161,7 @@ def row_flags(name: str, p: Protocol) -> list[str]:
     flags += ["--hidden", p.hidden, "--latent-dim", str(p.latent_dim[layers]), "--activation", p.activation]
     flags += ["--second-layer", p.second_layer] if layers == 2 else []
     flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
+    flags += ["--warmup", f"{p.warmup:g}"] if p.warmup and "--objective" not in extra else []
     flags += ["--data-dir", p.data_dir] if p.data_dir else []
     return flags + (["--device", p.device] if p.device else [])
 
@@ -283,6 +285,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     budget = "2h" if "iwae50" in name else "60m"
     command = ["python", "benchmarks/mnist_likelihood.py", "--rows", name, "--budget", budget, "--dataset", p.dataset]
     command += ["--batch-size", str(p.batch_size), "--lr", f"{p.lr:g}", "--schedule", p.schedule]
+    command += ["--warmup", f"{p.warmup:g}"] if p.warmup else []
     command += ["--data-dir", p.data_dir] if p.data_dir else []
     return {
         "row": name, "status": "not run", "reason": "", "deviations": [], "errors": [],
@@ -314,11 +317,15 @@ def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) 
     return f"{value:.{digits}f}" + (f" ± {row[se]:.{digits}f}" if se else "")
 
 
-def train_time(row: dict[str, Any], p: dict[str, Any]) -> str:
-    """Minutes trained; a row merged in from a run with another budget (see --add-rows) says which."""
-    budget = row.get("budget_s", p["budget_s"])
-    other = f" (budget {budget / 60:g} min)" if budget != p["budget_s"] else ""
-    return f"{row['train_seconds'] / 60:.1f} min{other}"
+def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> str:
+    """Minutes trained; a row merged in from a run with another budget, warm-up or thread count (see --add-rows) says
+    which."""
+    budget, threads = row.get("budget_s", p["budget_s"]), row.get("threads", hw["threads"])
+    warmup = row.get("warmup", p.get("warmup", 0.0))
+    other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] else []
+    other += [f"KL warm-up {warmup:g} epochs"] if warmup != p.get("warmup", 0.0) else []
+    other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
+    return f"{row['train_seconds'] / 60:.1f} min" + (f" ({', '.join(other)})" if other else "")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -331,7 +338,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Dynamically binarized {p['dataset']}, MLP with hidden widths {p['hidden']} and {p['latent_dim']['1']} latent "
         f"units (two stochastic layers: {p['latent_dim']['2']}, then {p['second_layer']}), {p['activation']}, "
         "Bernoulli decoder, batch "
-        f"{p['batch_size']}, Adam from lr {p['lr']:g}, schedule `{p['schedule']}`, wall-time budget "
+        f"{p['batch_size']}, Adam from lr {p['lr']:g}, schedule `{p['schedule']}`"
+        + (f", KL warm-up over {p['warmup']:g} epochs (ELBO rows)" if p.get("warmup") else "") + ", wall-time budget "
         f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
         "training subset (its size in results.json) minus the test NLL, same k.",
@@ -351,14 +359,14 @@ def markdown(results: dict[str, Any]) -> str:
         published = [f"{row['published'][s]:.2f}" if s in row["published"] else "—" for s in (PAPER, PYTHAE)]
         if row["status"] != "done":
             status = row["status"] + (f": {row['reason']}" if row["reason"] else "")
-            spent = f"{row['epochs']} | {train_time(row, p)}" if row["train_seconds"] else "— | —"
+            spent = f"{row['epochs']} | {train_time(row, p, hw)}" if row["train_seconds"] else "— | —"
             lines.append(f"| {row['row']} | {status} | — | — | — | {spent} | {' | '.join(published)} |")
             continue
         units = f"{row['active_units']} / {row['latent_units']}"
         name = row["row"] + (" (see its notes below)" if row["deviations"] or row["errors"] else "")
         lines.append(f"| {name} | {cell(row, 'test_nll', 'test_nll_se')} | {cell(row, 'neg_elbo', 'neg_elbo_se')}"
                      f" | {cell(row, 'train_minus_test_nll')} | {units} | {row['epochs']} | "
-                     f"{train_time(row, p)} | {' | '.join(published)} |")  # fmt: skip
+                     f"{train_time(row, p, hw)} | {' | '.join(published)} |")  # fmt: skip
     lines += ["", "## Commands", ""]
     for row in results["rows"]:
         notes = row["deviations"] + row["errors"]
@@ -407,8 +415,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def protocol(args: argparse.Namespace) -> Protocol:
     p = Protocol(**(SMOKE if args.smoke else {}), smoke=args.smoke)  # type: ignore[arg-type]
     given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
-             "budget_s": args.budget, "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device,
-             "data_dir": args.data_dir}  # fmt: skip
+             "warmup": args.warmup, "budget_s": args.budget, "max_epochs": args.max_epochs, "eval_k": args.eval_k,
+             "device": args.device, "data_dir": args.data_dir}  # fmt: skip
     p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
     return dataclasses.replace(p, allow_missing=[f.removeprefix("--") for f in args.allow_missing.split(",") if f])
 
@@ -422,6 +430,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="[20, the paper's]")
     parser.add_argument("--lr", type=float, help="initial Adam learning rate [1e-3, the paper's]")
     parser.add_argument("--schedule", choices=["paper", "budget", "decade"], help="see learning_rate() [paper]")
+    parser.add_argument("--warmup", type=float, help="epochs of linear KL warm-up for the ELBO rows [0, the paper's]")
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
     parser.add_argument("--device", help="passed to vaekit train and evaluate, and used by the probes")
@@ -463,12 +472,20 @@ def main() -> None:
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
     """results' rows, each replaced by other's row of that name where other ran it (same dataset and protocol but
-    for the budget, which each row keeps)."""
-    keys = [k for k in results["protocol"] if k != "budget_s"]
-    if [results["protocol"][k] for k in keys] != [other["protocol"][k] for k in keys]:
-        raise SystemExit("--add-rows: the two runs differ in more than their budget; keep their tables apart")
-    ran = {row["row"]: {"budget_s": other["protocol"]["budget_s"], **row} for row in other["rows"] if row["probes"]}
+    for the budget and the KL warm-up, which each row keeps, as it keeps the torch threads it ran on)."""
+    ours, theirs = results["protocol"], other["protocol"]
+    keys = (ours.keys() | theirs.keys()) - set(PER_ROW)
+    if any(ours.get(k) != theirs.get(k) for k in keys):
+        raise SystemExit(
+            "--add-rows: the two runs differ in more than their budget and warm-up; keep their tables apart"
+        )
+    kept = {k: theirs.get(k, default) for k, default in PER_ROW.items()}
+    kept |= {"threads": other["hardware"]["threads"]} if "hardware" in other else {}
+    ran = {row["row"]: {**kept, **row} for row in other["rows"] if row["probes"]}
     return [ran.get(row["row"], row) for row in results["rows"]]
+
+
+PER_ROW = {"budget_s": 3600.0, "warmup": 0.0}  # settings --add-rows lets differ: each merged row keeps its own
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
