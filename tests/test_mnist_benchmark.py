@@ -155,3 +155,26 @@ def test_rows_from_another_run_with_its_own_budget_and_threads_join_the_table(be
     elsewhere = {**other, "protocol": dataclasses.asdict(dataclasses.replace(p, batch_size=20))}
     with pytest.raises(SystemExit, match="differ in more than their budget and warm-up"):
         bench.add_rows(json.loads(json.dumps(table)), json.loads(json.dumps(elsewhere)))
+
+
+def test_warmup_reaches_the_elbo_rows_only_and_travels_with_a_merged_row(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="decade", warmup=100.0)
+    assert (
+        bench.row_flags("vae", p)[-2:] == ["--warmup", "100"]
+        and "--warmup 100" in bench.not_run("vae", p)["commands"][0]
+    )
+    assert "--warmup" not in bench.row_flags("iwae5", p)  # the importance-weighted bound has no KL weight to ramp
+    hardware = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
+    old = {"protocol": dataclasses.asdict(bench.Protocol(batch_size=100, schedule="decade")), "hardware": hardware}
+    del old["protocol"]["warmup"]  # a results.json written before --warmup existed
+    old["rows"] = [bench.not_run(n, p) for n in bench.ROWS]
+    probe = {"epoch": 9, "train_seconds": 3600.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
+    ran = {**bench.not_run("vae", p), "status": "done", "probes": [probe], "train_seconds": 3590.0, "epochs": 9,
+           "test_nll": 87.9, "test_nll_se": 0.2, "neg_elbo": 92.3, "neg_elbo_se": 0.2, "train_minus_test_nll": 0.4,
+           "active_units": 29, "latent_units": 50}  # fmt: skip
+    other = {"protocol": dataclasses.asdict(p), "hardware": hardware, "rows": [ran]}
+    rows = bench.add_rows(json.loads(json.dumps(old)), json.loads(json.dumps(other)))
+    assert rows[0]["warmup"] == 100.0
+    text = bench.markdown({**json.loads(json.dumps(old)), "rows": rows})
+    vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
+    assert "59.8 min (KL warm-up 100 epochs) |" in vae_line and "KL warm-up" not in text.split("| row |")[0]
