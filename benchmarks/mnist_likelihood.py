@@ -86,6 +86,8 @@ class Protocol:
     smoke: bool = False
 
 
+PER_ROW = ("budget_s", "warmup")  # the settings --add-rows lets differ between runs: each merged row keeps its own
+
 SMOKE = {  # a few seconds a row: the full path, not a measurement
     "dataset": "digits", "hidden": "16,16", "latent_dim": {1: 4, 2: 6}, "second_layer": "8,4", "budget_s": 120.0,
     "max_epochs": 3, "chunks": 2, "eval_k": 20, "eval_samples": 64, "probe_k": 10, "probe_images": 200,
@@ -479,13 +481,10 @@ def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, A
         raise SystemExit(
             "--add-rows: the two runs differ in more than their budget and warm-up; keep their tables apart"
         )
-    kept = {k: theirs.get(k, default) for k, default in PER_ROW.items()}
+    kept = {k: theirs.get(k, getattr(Protocol, k)) for k in PER_ROW}  # an older results.json lacks the newer keys
     kept |= {"threads": other["hardware"]["threads"]} if "hardware" in other else {}
     ran = {row["row"]: {**kept, **row} for row in other["rows"] if row["probes"]}
     return [ran.get(row["row"], row) for row in results["rows"]]
-
-
-PER_ROW = {"budget_s": 3600.0, "warmup": 0.0}  # settings --add-rows lets differ: each merged row keeps its own
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
