@@ -10,6 +10,7 @@ on the first 1,000 test images, in this process) gives one point of nll_vs_time.
 
     python benchmarks/mnist_likelihood.py --rows vae,iwae5,iwae50 --budget 60m [--dataset mnist] [--out DIR]
         [--batch-size 20 --lr 1e-3 --schedule paper|budget|decade] [--device cuda] [--data-dir /work/shared/data]
+        [--jobs 2]                       # two rows at a time, side by side, each on half the cores
     python benchmarks/mnist_likelihood.py --smoke --out /tmp/smoke     # seconds per row on `digits`, tiny widths
     python benchmarks/mnist_likelihood.py --render DIR [--add-rows OTHER]  # re-write DIR's report from its
         results.json, with the rows OTHER ran (same protocol, any budget) in place of DIR's rows of those names
@@ -31,7 +32,9 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,9 +181,11 @@ def without(flags: list[str], names: set[str]) -> list[str]:
     return kept
 
 
-def run_logged(command: list[str], log: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_logged(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     with log.open("a") as f:
         f.write(f"$ {shlex.join(command)}\n{done.stdout}{done.stderr}[exit {done.returncode}, {seconds:.1f} s]\n")
@@ -210,7 +215,9 @@ def probe(run_dir: Path, p: Protocol, cache: dict[str, Any]) -> tuple[float, flo
     return report.nll, report.nll_se
 
 
-def train_chunks(run_dir: Path, flags: list[str], p: Protocol, log: Path, row: dict[str, Any]) -> None:
+def train_chunks(
+    run_dir: Path, flags: list[str], p: Protocol, log: Path, row: dict[str, Any], env: dict[str, str] | None
+) -> None:
     """Train in chunks until the budget or max_epochs is reached; each chunk's command, rate and probe go into row."""
     epoch, elapsed, epoch_s, overhead_s, cache = 0, 0.0, 0.0, 0.0, {}
     while epoch < p.max_epochs and (epoch == 0 or p.budget_s - elapsed >= overhead_s + epoch_s):
@@ -219,7 +226,7 @@ def train_chunks(run_dir: Path, flags: list[str], p: Protocol, log: Path, row: d
         tail = ["--epochs", str(end), "--lr", f"{lr:.6g}", "--quiet", "--out", str(run_dir)]
         command = vaekit("train", *flags, *tail) if epoch == 0 else vaekit("train", "--resume", *tail)
         row["commands"].append(shlex.join(command))
-        done, seconds = run_logged(command, log)
+        done, seconds = run_logged(command, log, env)
         elapsed += seconds
         row["train_seconds"] = elapsed
         if done.returncode != 0:
@@ -247,8 +254,10 @@ def summarize(evaluation: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_row(name: str, p: Protocol, out: Path, accepted: set[str]) -> dict[str, Any]:
-    """Train, probe and evaluate one row; a row this vaekit cannot run says why and keeps its command."""
+def run_row(name: str, p: Protocol, out: Path, accepted: set[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train, probe and evaluate one row; a row this vaekit cannot run says why and keeps its command. `env` is the
+    environment of its vaekit subprocesses (OMP_NUM_THREADS, when rows run side by side)."""
+    print(f"== {name}", flush=True)
     run_dir, log = out / "runs" / name, out / "logs" / f"{name}.log"
     flags = row_flags(name, p)
     evaluate = vaekit("evaluate", str(run_dir), "--k", str(p.eval_k), "--split", "both", "--seed", str(p.seed))
@@ -269,17 +278,23 @@ def run_row(name: str, p: Protocol, out: Path, accepted: set[str]) -> dict[str, 
         row["deviations"].append(f"ran without {flag} {flags[flags.index(flag) + 1]}: this vaekit's train lacks it")
     flags = without(flags, set(missing))
     log.parent.mkdir(parents=True, exist_ok=True)
-    train_chunks(run_dir, flags, p, log, row)
+    row["started"] = now()
+    train_chunks(run_dir, flags, p, log, row, env)
     if row["epochs"] == 0:
         row["status"], row["reason"] = "not run", row["errors"][-1]
         return row
     row["commands"].append(shlex.join(evaluate))
-    done, row["eval_seconds"] = run_logged(evaluate, log)
+    done, row["eval_seconds"] = run_logged(evaluate, log, env)
+    row["finished"] = now()
     if done.returncode != 0:
         row["status"], row["reason"] = "failed", f"evaluate failed ({last_line(done)})"
         return row
     row.update(summarize(json.loads((run_dir / "evaluation.json").read_text())))
     return row
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def not_run(name: str, p: Protocol) -> dict[str, Any]:
@@ -299,7 +314,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
 # ---- the report --------------------------------------------------------------------------------------------------
 
 
-def hardware(device: str | None) -> dict[str, Any]:
+def hardware(device: str | None, jobs: int = 1) -> dict[str, Any]:
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -309,7 +324,7 @@ def hardware(device: str | None) -> dict[str, Any]:
         cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name() if device and device.startswith("cuda") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "gpu": gpu, "python": platform.python_version()}  # fmt: skip
+            "gpu": gpu, "python": platform.python_version(), "jobs": jobs}  # fmt: skip
 
 
 def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) -> str:
@@ -346,7 +361,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
         "training subset (its size in results.json) minus the test NLL, same k.",
         "",
-        f"Hardware: {hw['cpu']}, {hw['cores']} cores, {hw['threads']} torch threads"
+        f"Hardware: {hw['cpu']}, {hw['cores']} cores, {hw['threads']} torch thread{'s' * (hw['threads'] != 1)}"
+        + (f" per row, {hw['jobs']} rows at a time side by side (--jobs)" if hw.get("jobs", 1) > 1 else "")
         + (f", GPU {hw['gpu']}" if hw["gpu"] else "") + f"; torch {hw['torch']}, Python {hw['python']}.",
         "",
     ]  # fmt: skip
@@ -439,6 +455,8 @@ def main() -> None:
     parser.add_argument("--data-dir", help="folder with the dataset files, passed to vaekit train")
     parser.add_argument("--allow-missing", default="", help="flags a row may run without, as a stated deviation "
                         "(e.g. activation); any other flag this vaekit lacks leaves the row not run")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, help="rows run at once, side by side, each on cores/jobs "
+                        "torch threads: on few cores, two 1-thread rows outpace one 2-thread row [1]")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="every row for seconds on digits: tests the path")
     parser.add_argument("--render", type=Path, metavar="DIR", help="only re-write DIR/results.md and "
                         "DIR/nll_vs_time.png from DIR/results.json (after a change to the report's form)")  # fmt: skip
@@ -459,17 +477,31 @@ def main() -> None:
     taken = [name for name in names if (args.out / "runs" / name).exists()]
     if taken:
         parser.error(f"{args.out}/runs already holds {', '.join(taken)}: choose another --out")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give how many rows run at once, 1 or more")
     p = protocol(args)
     args.out.mkdir(parents=True, exist_ok=True)
     accepted = accepted_flags()
-    rows = []
-    for name in names:
-        print(f"== {name}", flush=True)
-        rows.append(run_row(name, p, args.out, accepted))
+    jobs = min(args.jobs, len(names))
+    env = side_by_side(jobs)
+    with ThreadPoolExecutor(jobs) as pool:  # each row waits on its subprocesses; the probes release the GIL
+        rows = list(pool.map(lambda name: run_row(name, p, args.out, accepted, env), names))
     rows += [not_run(name, p) for name in ROWS if name not in names and not p.smoke]
-    results = {"protocol": dataclasses.asdict(p), "hardware": hardware(p.device), "rows": rows}
+    results = {"protocol": dataclasses.asdict(p), "hardware": hardware(p.device, jobs), "rows": rows}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(json.loads((args.out / "results.json").read_text()), args.out)  # one form (string keys) for both
+
+
+def side_by_side(jobs: int) -> dict[str, str] | None:
+    """For `jobs` rows at once, split the cores between them: the environment of their subprocesses, and this
+    process's torch threads (the probes') set to match. One job keeps torch's own choice."""
+    if jobs == 1:
+        return None
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    torch.set_num_threads(threads)
+    return {**os.environ, "OMP_NUM_THREADS": str(threads)}
 
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:

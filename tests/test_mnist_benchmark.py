@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -90,10 +91,10 @@ def finite(row: dict[str, Any], *keys: str) -> bool:
 
 
 def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
-    """One row that uses every moving part: two stochastic layers, the importance-weighted objective, chunks with a
-    learning-rate step between them, probes, the final evaluation and the table."""
+    """One row that uses every moving part (two stochastic layers, the importance-weighted objective, chunks with a
+    learning-rate step between them, probes, the final evaluation and the table), beside a second row (--jobs 2)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
-    command = [sys.executable, str(SCRIPT), "--smoke", "--rows", "iwae5-2l"]
+    command = [sys.executable, str(SCRIPT), "--smoke", "--rows", "iwae5-2l,vae", "--jobs", "2"]
     done = subprocess.run([*command, "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -102,7 +103,13 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert results["protocol"]["dataset"] == "digits" and "No published reference for digits" in text
     assert results["hardware"]["cores"] and results["hardware"]["torch"]
     assert {"--objective", "--k", "--activation", "--second-layer"} <= bench.accepted_flags()
-    (row,) = results["rows"]
+    row, beside = results["rows"]
+    assert row["row"] == "iwae5-2l" and beside["row"] == "vae" and beside["status"] == "done"
+    when = lambda r, key: datetime.fromisoformat(r[key])  # noqa: E731
+    assert when(row, "started") < when(beside, "finished") and when(beside, "started") < when(row, "finished")
+    hardware = results["hardware"]
+    assert hardware["jobs"] == 2 and hardware["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert "2 rows at a time side by side" in text
     assert row["status"] == "done" and row["epochs"] == 3 and not row["deviations"]
     assert finite(row, "test_nll", "test_nll_se", "neg_elbo", "train_nll", "train_minus_test_nll", "train_seconds")
     assert 0 < row["test_nll"] <= row["neg_elbo"]  # the k = 20 bound is tighter than the ELBO
@@ -119,6 +126,13 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     rendered = subprocess.run([*command[:2], "--render", str(tmp_path)], capture_output=True, text=True, env=env)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     assert (tmp_path / "results.md").read_text() == text
+
+
+def test_jobs_below_one_is_a_one_line_error(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--jobs", "0", "--out", str(tmp_path / "t")],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "--jobs 0: give how many rows run at once, 1 or more" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "t").exists()
 
 
 def test_rows_not_run_are_listed_with_the_command_that_runs_them(bench: ModuleType) -> None:
