@@ -74,6 +74,7 @@ class Protocol:
     batch_size: int = 20
     lr: float = 1e-3
     schedule: str = "paper"
+    decades: float = 1.0  # the `decade` schedule's overall fall, in powers of ten (the paper's: one)
     warmup: float = 0.0  # epochs of linear KL warm-up, ELBO rows only (the importance-weighted bound has no KL weight)
     budget_s: float = 3600.0
     max_epochs: int = STAGE_ENDS[-1]
@@ -89,7 +90,7 @@ class Protocol:
     smoke: bool = False
 
 
-PER_ROW = ("budget_s", "warmup")  # the settings --add-rows lets differ between runs: each merged row keeps its own
+PER_ROW = ("budget_s", "warmup", "decades")  # the settings --add-rows lets differ: each merged row keeps its own
 
 SMOKE = {  # a few seconds a row: the full path, not a measurement
     "dataset": "digits", "hidden": "16,16", "latent_dim": {1: 4, 2: 6}, "second_layer": "8,4", "budget_s": 120.0,
@@ -97,7 +98,7 @@ SMOKE = {  # a few seconds a row: the full path, not a measurement
 }  # fmt: skip
 
 
-def learning_rate(schedule: str, base: float, epoch: int, fraction: float) -> float:
+def learning_rate(schedule: str, base: float, epoch: int, fraction: float, decades: float = 1.0) -> float:
     """The rate for a chunk starting at `epoch` (0-based) after `fraction` of the budget.
 
     paper: stage i = 0..7 lasts 3^i epochs at base·10^(-i/7) (Burda et al. 2016, section 5; 3,280 epochs in all).
@@ -105,9 +106,9 @@ def learning_rate(schedule: str, base: float, epoch: int, fraction: float) -> fl
     budget (1/3280, 4/3280, ..., 1), so a budgeted row spends the paper's share of its time at each rate.
     decade: the paper's overall decay (base to base/10), spread evenly in log-rate over the wall-time budget, one step
     per chunk: a short budget spends most of its time at high rates, where the paper's stages would spend it at low
-    ones."""
+    ones. `decades` sets the overall fall (base to base·10^-decades): short runs gain from less than the paper's."""
     if schedule == "decade":
-        return float(base * 10 ** (-fraction))
+        return float(base * 10 ** (-decades * fraction))
     if schedule == "paper":
         stage = sum(epoch >= end for end in STAGE_ENDS[:-1])
     elif schedule == "budget":
@@ -222,7 +223,7 @@ def train_chunks(
     epoch, elapsed, epoch_s, overhead_s, cache = 0, 0.0, 0.0, 0.0, {}
     while epoch < p.max_epochs and (epoch == 0 or p.budget_s - elapsed >= overhead_s + epoch_s):
         end = chunk_end(p, epoch, elapsed, epoch_s, overhead_s)
-        lr = learning_rate(p.schedule, p.lr, epoch, elapsed / p.budget_s)
+        lr = learning_rate(p.schedule, p.lr, epoch, elapsed / p.budget_s, p.decades)
         tail = ["--epochs", str(end), "--lr", f"{lr:.6g}", "--quiet", "--out", str(run_dir)]
         command = vaekit("train", *flags, *tail) if epoch == 0 else vaekit("train", "--resume", *tail)
         row["commands"].append(shlex.join(command))
@@ -302,6 +303,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     budget = "2h" if "iwae50" in name else "60m"
     command = ["python", "benchmarks/mnist_likelihood.py", "--rows", name, "--budget", budget, "--dataset", p.dataset]
     command += ["--batch-size", str(p.batch_size), "--lr", f"{p.lr:g}", "--schedule", p.schedule]
+    command += ["--decades", f"{p.decades:g}"] if p.decades != Protocol.decades else []
     command += ["--warmup", f"{p.warmup:g}"] if p.warmup else []
     command += ["--data-dir", p.data_dir] if p.data_dir else []
     return {
@@ -339,8 +341,10 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
     which."""
     budget, threads = row.get("budget_s", p["budget_s"]), row.get("threads", hw["threads"])
     warmup = row.get("warmup", p.get("warmup", 0.0))
+    decades = row.get("decades", p.get("decades", Protocol.decades))
     other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] else []
     other += [f"KL warm-up {warmup:g} epochs"] if warmup != p.get("warmup", 0.0) else []
+    other += [f"lr falling {decades:g} decades"] if decades != p.get("decades", Protocol.decades) else []
     other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
     return f"{row['train_seconds'] / 60:.1f} min" + (f" ({', '.join(other)})" if other else "")
 
@@ -356,6 +360,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"units (two stochastic layers: {p['latent_dim']['2']}, then {p['second_layer']}), {p['activation']}, "
         "Bernoulli decoder, batch "
         f"{p['batch_size']}, Adam from lr {p['lr']:g}, schedule `{p['schedule']}`"
+        + (f" falling {p['decades']:g} decades" if p.get("decades", Protocol.decades) != Protocol.decades else "")
         + (f", KL warm-up over {p['warmup']:g} epochs (ELBO rows)" if p.get("warmup") else "") + ", wall-time budget "
         f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
@@ -433,8 +438,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def protocol(args: argparse.Namespace) -> Protocol:
     p = Protocol(**(SMOKE if args.smoke else {}), smoke=args.smoke)  # type: ignore[arg-type]
     given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
-             "warmup": args.warmup, "budget_s": args.budget, "max_epochs": args.max_epochs, "eval_k": args.eval_k,
-             "device": args.device, "data_dir": args.data_dir}  # fmt: skip
+             "decades": args.decades, "warmup": args.warmup, "budget_s": args.budget, "max_epochs": args.max_epochs,
+             "eval_k": args.eval_k, "device": args.device, "data_dir": args.data_dir}  # fmt: skip
     p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
     return dataclasses.replace(p, allow_missing=[f.removeprefix("--") for f in args.allow_missing.split(",") if f])
 
@@ -448,6 +453,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="[20, the paper's]")
     parser.add_argument("--lr", type=float, help="initial Adam learning rate [1e-3, the paper's]")
     parser.add_argument("--schedule", choices=["paper", "budget", "decade"], help="see learning_rate() [paper]")
+    parser.add_argument("--decades", type=float, help="the decade schedule's fall, in powers of ten [1, the paper's]")
     parser.add_argument("--warmup", type=float, help="epochs of linear KL warm-up for the ELBO rows [0, the paper's]")
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
@@ -506,12 +512,13 @@ def side_by_side(jobs: int) -> dict[str, str] | None:
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
     """results' rows, each replaced by other's row of that name where other ran it (same dataset and protocol but
-    for the budget and the KL warm-up, which each row keeps, as it keeps the torch threads it ran on)."""
+    for the budget, the KL warm-up and the decade schedule's fall, which each row keeps, as it keeps the torch
+    threads it ran on)."""
     ours, theirs = results["protocol"], other["protocol"]
     keys = (ours.keys() | theirs.keys()) - set(PER_ROW)
     if any(ours.get(k) != theirs.get(k) for k in keys):
         raise SystemExit(
-            "--add-rows: the two runs differ in more than their budget and warm-up; keep their tables apart"
+            "--add-rows: the two runs differ in more than their budget, warm-up and decay; keep their tables apart"
         )
     kept = {k: theirs.get(k, getattr(Protocol, k)) for k in PER_ROW}  # an older results.json lacks the newer keys
     kept |= {"threads": other["hardware"]["threads"]} if "hardware" in other else {}

@@ -47,6 +47,8 @@ def test_budget_schedule_steps_at_the_papers_fractions_of_the_budget(bench: Modu
     decade = lambda fraction: bench.learning_rate("decade", 1e-3, 0, fraction)  # noqa: E731
     assert decade(0.0) == pytest.approx(1e-3) and decade(0.5) == pytest.approx(1e-3 / 10**0.5)
     assert decade(1.0) == pytest.approx(1e-4)
+    half = lambda fraction: bench.learning_rate("decade", 1e-3, 0, fraction, decades=0.5)  # noqa: E731
+    assert half(0.0) == pytest.approx(1e-3) and half(1.0) == pytest.approx(1e-3 / 10**0.5)
     with pytest.raises(ValueError, match="schedule"):
         bench.learning_rate("cosine", 1e-3, 0, 0.0)
 
@@ -167,7 +169,7 @@ def test_rows_from_another_run_with_its_own_budget_and_threads_join_the_table(be
     assert "87.50 ± 0.20" in iwae_line and "40.0 min (budget 40 min, 1 thread)" in iwae_line and "85.54" in iwae_line
     assert "| vae | not run |" in text
     elsewhere = {**other, "protocol": dataclasses.asdict(dataclasses.replace(p, batch_size=20))}
-    with pytest.raises(SystemExit, match="differ in more than their budget and warm-up"):
+    with pytest.raises(SystemExit, match="differ in more than their budget, warm-up and decay"):
         bench.add_rows(json.loads(json.dumps(table)), json.loads(json.dumps(elsewhere)))
 
 
@@ -192,3 +194,26 @@ def test_warmup_reaches_the_elbo_rows_only_and_travels_with_a_merged_row(bench: 
     text = bench.markdown({**json.loads(json.dumps(old)), "rows": rows})
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
     assert "59.8 min (KL warm-up 100 epochs) |" in vae_line and "KL warm-up" not in text.split("| row |")[0]
+
+
+def test_a_gentler_decay_reaches_the_commands_and_travels_with_a_merged_row(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="decade", decades=0.5)
+    assert "--schedule decade --decades 0.5" in bench.not_run("vae", p)["commands"][0]
+    assert "--decades" not in bench.not_run("vae", bench.Protocol(schedule="decade"))["commands"][0]
+    hardware = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
+    old = {"protocol": dataclasses.asdict(bench.Protocol(batch_size=100, schedule="decade")), "hardware": hardware}
+    del old["protocol"]["decades"]  # a results.json written before --decades existed
+    old["rows"] = [bench.not_run(n, p) for n in bench.ROWS]
+    probe = {"epoch": 9, "train_seconds": 3600.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
+    ran = {**bench.not_run("vae", p), "status": "done", "probes": [probe], "train_seconds": 3590.0, "epochs": 9,
+           "test_nll": 87.5, "test_nll_se": 0.2, "neg_elbo": 92.0, "neg_elbo_se": 0.2, "train_minus_test_nll": 0.4,
+           "active_units": 29, "latent_units": 50}  # fmt: skip
+    other = json.loads(json.dumps({"protocol": dataclasses.asdict(p), "rows": [ran]}))
+    rows = bench.add_rows(json.loads(json.dumps(old)), other)
+    assert rows[0]["decades"] == 0.5 and "decades" not in rows[1]
+    text = bench.markdown({**json.loads(json.dumps(old)), "rows": rows})
+    vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
+    assert "59.8 min (lr falling 0.5 decades) |" in vae_line and "falling" not in text.split("| row |")[0]
+    header = bench.markdown({"protocol": json.loads(json.dumps(dataclasses.asdict(p))), "hardware": hardware,
+                             "rows": []}).split("| row |")[0]  # fmt: skip
+    assert "schedule `decade` falling 0.5 decades" in header
