@@ -173,6 +173,24 @@ def test_rows_from_another_run_with_its_own_budget_and_threads_join_the_table(be
         bench.add_rows(json.loads(json.dumps(table)), json.loads(json.dumps(elsewhere)))
 
 
+HARDWARE = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
+
+
+def merged_vae_row(bench: ModuleType, p: Any, newer_key: str) -> tuple[list[dict[str, Any]], str]:
+    """The VAE row run with protocol p, merged into a decade-schedule table written before `newer_key` existed:
+    the merged rows and the table's text."""
+    old = {"protocol": dataclasses.asdict(bench.Protocol(batch_size=100, schedule="decade")), "hardware": HARDWARE}
+    del old["protocol"][newer_key]
+    old["rows"] = [bench.not_run(n, p) for n in bench.ROWS]
+    probe = {"epoch": 9, "train_seconds": 3600.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
+    ran = {**bench.not_run("vae", p), "status": "done", "probes": [probe], "train_seconds": 3590.0, "epochs": 9,
+           "test_nll": 87.9, "test_nll_se": 0.2, "neg_elbo": 92.3, "neg_elbo_se": 0.2, "train_minus_test_nll": 0.4,
+           "active_units": 29, "latent_units": 50}  # fmt: skip
+    other = {"protocol": dataclasses.asdict(p), "hardware": HARDWARE, "rows": [ran]}
+    rows = bench.add_rows(json.loads(json.dumps(old)), json.loads(json.dumps(other)))
+    return rows, bench.markdown({**json.loads(json.dumps(old)), "rows": rows})
+
+
 def test_warmup_reaches_the_elbo_rows_only_and_travels_with_a_merged_row(bench: ModuleType) -> None:
     p = bench.Protocol(batch_size=100, schedule="decade", warmup=100.0)
     assert (
@@ -180,18 +198,8 @@ def test_warmup_reaches_the_elbo_rows_only_and_travels_with_a_merged_row(bench: 
         and "--warmup 100" in bench.not_run("vae", p)["commands"][0]
     )
     assert "--warmup" not in bench.row_flags("iwae5", p)  # the importance-weighted bound has no KL weight to ramp
-    hardware = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
-    old = {"protocol": dataclasses.asdict(bench.Protocol(batch_size=100, schedule="decade")), "hardware": hardware}
-    del old["protocol"]["warmup"]  # a results.json written before --warmup existed
-    old["rows"] = [bench.not_run(n, p) for n in bench.ROWS]
-    probe = {"epoch": 9, "train_seconds": 3600.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
-    ran = {**bench.not_run("vae", p), "status": "done", "probes": [probe], "train_seconds": 3590.0, "epochs": 9,
-           "test_nll": 87.9, "test_nll_se": 0.2, "neg_elbo": 92.3, "neg_elbo_se": 0.2, "train_minus_test_nll": 0.4,
-           "active_units": 29, "latent_units": 50}  # fmt: skip
-    other = {"protocol": dataclasses.asdict(p), "hardware": hardware, "rows": [ran]}
-    rows = bench.add_rows(json.loads(json.dumps(old)), json.loads(json.dumps(other)))
+    rows, text = merged_vae_row(bench, p, "warmup")
     assert rows[0]["warmup"] == 100.0
-    text = bench.markdown({**json.loads(json.dumps(old)), "rows": rows})
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
     assert "59.8 min (KL warm-up 100 epochs) |" in vae_line and "KL warm-up" not in text.split("| row |")[0]
 
@@ -200,20 +208,10 @@ def test_a_gentler_decay_reaches_the_commands_and_travels_with_a_merged_row(benc
     p = bench.Protocol(batch_size=100, schedule="decade", decades=0.5)
     assert "--schedule decade --decades 0.5" in bench.not_run("vae", p)["commands"][0]
     assert "--decades" not in bench.not_run("vae", bench.Protocol(schedule="decade"))["commands"][0]
-    hardware = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
-    old = {"protocol": dataclasses.asdict(bench.Protocol(batch_size=100, schedule="decade")), "hardware": hardware}
-    del old["protocol"]["decades"]  # a results.json written before --decades existed
-    old["rows"] = [bench.not_run(n, p) for n in bench.ROWS]
-    probe = {"epoch": 9, "train_seconds": 3600.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
-    ran = {**bench.not_run("vae", p), "status": "done", "probes": [probe], "train_seconds": 3590.0, "epochs": 9,
-           "test_nll": 87.5, "test_nll_se": 0.2, "neg_elbo": 92.0, "neg_elbo_se": 0.2, "train_minus_test_nll": 0.4,
-           "active_units": 29, "latent_units": 50}  # fmt: skip
-    other = json.loads(json.dumps({"protocol": dataclasses.asdict(p), "rows": [ran]}))
-    rows = bench.add_rows(json.loads(json.dumps(old)), other)
+    rows, text = merged_vae_row(bench, p, "decades")
     assert rows[0]["decades"] == 0.5 and "decades" not in rows[1]
-    text = bench.markdown({**json.loads(json.dumps(old)), "rows": rows})
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
     assert "59.8 min (lr falling 0.5 decades) |" in vae_line and "falling" not in text.split("| row |")[0]
-    header = bench.markdown({"protocol": json.loads(json.dumps(dataclasses.asdict(p))), "hardware": hardware,
+    header = bench.markdown({"protocol": json.loads(json.dumps(dataclasses.asdict(p))), "hardware": HARDWARE,
                              "rows": []}).split("| row |")[0]  # fmt: skip
     assert "schedule `decade` falling 0.5 decades" in header
