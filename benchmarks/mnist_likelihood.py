@@ -486,6 +486,8 @@ def main() -> None:
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give how many rows run at once, 1 or more")
     p = protocol(args)
+    if args.decades is not None and (p.schedule != "decade" or p.decades < 0):
+        parser.error(f"--decades {args.decades:g}: give 0 or more, with --schedule decade (the schedule it sets)")
     args.out.mkdir(parents=True, exist_ok=True)
     accepted = accepted_flags()
     jobs = min(args.jobs, len(names))

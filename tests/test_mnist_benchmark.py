@@ -130,10 +130,18 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert (tmp_path / "results.md").read_text() == text
 
 
-def test_jobs_below_one_is_a_one_line_error(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--jobs", "0", "--out", str(tmp_path / "t")],
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--jobs", "0"], "--jobs 0: give how many rows run at once, 1 or more"),
+        (["--decades", "0.5"], "--decades 0.5: give 0 or more, with --schedule decade"),  # the smoke run's is paper
+        (["--schedule", "decade", "--decades", "-1"], "--decades -1: give 0 or more"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", *flags, "--out", str(tmp_path / "t")],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 2 and "--jobs 0: give how many rows run at once, 1 or more" in done.stderr
+    assert done.returncode == 2 and message in done.stderr.splitlines()[-1]
     assert "Traceback" not in done.stderr and not (tmp_path / "t").exists()
 
 
