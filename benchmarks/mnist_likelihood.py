@@ -9,7 +9,7 @@ on the first 1,000 test images, in this process) gives one point of nll_vs_time.
 `train` does not accept is listed as "not run" with its command, never estimated.
 
     python benchmarks/mnist_likelihood.py --rows vae,iwae5,iwae50 --budget 60m [--dataset mnist] [--out DIR]
-        [--batch-size 20 --lr 1e-3 --schedule paper|budget|decade] [--device cuda] [--data-dir /work/shared/data]
+        [--batch-size 20 --lr 1e-3 --schedule paper|budget|decade|hold] [--device cuda] [--data-dir /work/shared/data]
         [--jobs 2]                       # two rows at a time, side by side, each on half the cores
     python benchmarks/mnist_likelihood.py --smoke --out /tmp/smoke     # seconds per row on `digits`, tiny widths
     python benchmarks/mnist_likelihood.py --render DIR [--add-rows OTHER]  # re-write DIR's report from its
@@ -41,6 +41,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DECAY = 10 ** (-1 / 7)  # the paper's learning-rate step
 STAGE_ENDS = [(3 ** (i + 1) - 1) // 2 for i in range(8)]  # stage i lasts 3^i epochs: ends 1, 4, 13, ..., 1093, 3280
+HOLD_ENDS = [0.75, 0.875, 1.0]  # the `hold` schedule's three rates end at these fractions of the budget
 PAPER = "Burda, Grosse & Salakhutdinov 2016, Table 1"
 PYTHAE = "pythae (its README)"
 # Row name -> (stochastic layers, flags beyond the shared architecture); --k is the training bound's sample count.
@@ -74,7 +75,7 @@ class Protocol:
     batch_size: int = 20
     lr: float = 1e-3
     schedule: str = "paper"
-    decades: float = 1.0  # the `decade` schedule's overall fall, in powers of ten (the paper's: one)
+    decades: float = 1.0  # the `decade` and `hold` schedules' overall fall, in powers of ten (the paper's: one)
     warmup: float = 0.0  # epochs of linear KL warm-up, ELBO rows only (the importance-weighted bound has no KL weight)
     budget_s: float = 3600.0
     max_epochs: int = STAGE_ENDS[-1]
@@ -90,7 +91,7 @@ class Protocol:
     smoke: bool = False
 
 
-PER_ROW = ("budget_s", "warmup", "decades")  # the settings --add-rows lets differ: each merged row keeps its own
+PER_ROW = ("budget_s", "warmup", "schedule", "decades")  # what --add-rows lets differ: each merged row keeps its own
 
 SMOKE = {  # a few seconds a row: the full path, not a measurement
     "dataset": "digits", "hidden": "16,16", "latent_dim": {1: 4, 2: 6}, "second_layer": "8,4", "budget_s": 120.0,
@@ -106,15 +107,19 @@ def learning_rate(schedule: str, base: float, epoch: int, fraction: float, decad
     budget (1/3280, 4/3280, ..., 1), so a budgeted row spends the paper's share of its time at each rate.
     decade: the paper's overall decay (base to base/10), spread evenly in log-rate over the wall-time budget, one step
     per chunk: a short budget spends most of its time at high rates, where the paper's stages would spend it at low
-    ones. `decades` sets the overall fall (base to base·10^-decades): short runs gain from less than the paper's."""
+    ones. `decades` sets the overall fall (base to base·10^-decades): short runs gain from less than the paper's.
+    hold: base for the first three quarters of the budget, then base·10^(-decades/2) for an eighth and base·10^-decades
+    for the last eighth. At a fixed number of epochs this beat every even decay (README, "schedule pilots")."""
     if schedule == "decade":
         return float(base * 10 ** (-decades * fraction))
+    if schedule == "hold":
+        return float(base * 10 ** (-decades * sum(fraction >= end for end in HOLD_ENDS[:-1]) / 2))
     if schedule == "paper":
         stage = sum(epoch >= end for end in STAGE_ENDS[:-1])
     elif schedule == "budget":
         stage = sum(fraction >= end / STAGE_ENDS[-1] for end in STAGE_ENDS[:-1])
     else:
-        raise ValueError(f"unknown schedule {schedule!r}: use paper, budget or decade")
+        raise ValueError(f"unknown schedule {schedule!r}: use paper, budget, decade or hold")
     return base * DECAY**stage
 
 
@@ -127,8 +132,9 @@ def chunk_end(p: Protocol, epoch: int, elapsed: float, epoch_s: float, overhead_
     end = epoch + max(1, math.floor(seconds / epoch_s))
     if p.schedule == "paper":
         end = min(end, next(e for e in [*STAGE_ENDS, math.inf] if e > epoch))
-    elif p.schedule == "budget":
-        times = [p.budget_s * e / STAGE_ENDS[-1] for e in STAGE_ENDS]
+    elif p.schedule in ("budget", "hold"):
+        ends = [e / STAGE_ENDS[-1] for e in STAGE_ENDS] if p.schedule == "budget" else HOLD_ENDS
+        times = [p.budget_s * e for e in ends]
         stage_left = next((t for t in times if t > elapsed), p.budget_s) - elapsed - overhead_s
         end = min(end, epoch + max(1, math.ceil(stage_left / epoch_s)))
     return int(min(end, p.max_epochs))
@@ -337,14 +343,17 @@ def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) 
 
 
 def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> str:
-    """Minutes trained; a row merged in from a run with another budget, warm-up or thread count (see --add-rows) says
-    which."""
+    """Minutes trained; a row merged in from a run with another budget, warm-up, schedule or thread count (see
+    --add-rows) says which."""
     budget, threads = row.get("budget_s", p["budget_s"]), row.get("threads", hw["threads"])
     warmup = row.get("warmup", p.get("warmup", 0.0))
-    decades = row.get("decades", p.get("decades", Protocol.decades))
+    schedule, decades = row.get("schedule", p["schedule"]), row.get("decades", p.get("decades", Protocol.decades))
     other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] else []
     other += [f"KL warm-up {warmup:g} epochs"] if warmup != p.get("warmup", 0.0) else []
-    other += [f"lr falling {decades:g} decades"] if decades != p.get("decades", Protocol.decades) else []
+    if schedule != p["schedule"]:
+        other += [f"schedule `{schedule}`" + (f" falling {decades:g} decades" if decades != Protocol.decades else "")]
+    elif decades != p.get("decades", Protocol.decades):
+        other += [f"lr falling {decades:g} decades"]
     other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
     return f"{row['train_seconds'] / 60:.1f} min" + (f" ({', '.join(other)})" if other else "")
 
@@ -452,8 +461,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("mnist-likelihood"))
     parser.add_argument("--batch-size", type=int, help="[20, the paper's]")
     parser.add_argument("--lr", type=float, help="initial Adam learning rate [1e-3, the paper's]")
-    parser.add_argument("--schedule", choices=["paper", "budget", "decade"], help="see learning_rate() [paper]")
-    parser.add_argument("--decades", type=float, help="the decade schedule's fall, in powers of ten [1, the paper's]")
+    parser.add_argument("--schedule", choices=["paper", "budget", "decade", "hold"], help="see learning_rate() [paper]")
+    parser.add_argument("--decades", type=float, help="decade and hold: the fall, in powers of ten [1, the paper's]")
     parser.add_argument("--warmup", type=float, help="epochs of linear KL warm-up for the ELBO rows [0, the paper's]")
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
@@ -486,8 +495,8 @@ def main() -> None:
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give how many rows run at once, 1 or more")
     p = protocol(args)
-    if args.decades is not None and (p.schedule != "decade" or p.decades < 0):
-        parser.error(f"--decades {args.decades:g}: give 0 or more, with --schedule decade (the schedule it sets)")
+    if args.decades is not None and (p.schedule not in ("decade", "hold") or p.decades < 0):
+        parser.error(f"--decades {args.decades:g}: give 0 or more, with --schedule decade or hold (the rate's fall)")
     args.out.mkdir(parents=True, exist_ok=True)
     accepted = accepted_flags()
     jobs = min(args.jobs, len(names))
@@ -514,13 +523,13 @@ def side_by_side(jobs: int) -> dict[str, str] | None:
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
     """results' rows, each replaced by other's row of that name where other ran it (same dataset and protocol but
-    for the budget, the KL warm-up and the decade schedule's fall, which each row keeps, as it keeps the torch
-    threads it ran on)."""
+    for the budget, the KL warm-up and the learning-rate schedule with its fall, which each row keeps, as it keeps the
+    torch threads it ran on)."""
     ours, theirs = results["protocol"], other["protocol"]
     keys = (ours.keys() | theirs.keys()) - set(PER_ROW)
     if any(ours.get(k) != theirs.get(k) for k in keys):
         raise SystemExit(
-            "--add-rows: the two runs differ in more than their budget, warm-up and decay; keep their tables apart"
+            "--add-rows: the two runs differ in more than budget, warm-up and schedule; keep their tables apart"
         )
     kept = {k: theirs.get(k, getattr(Protocol, k)) for k in PER_ROW}  # an older results.json lacks the newer keys
     kept |= {"threads": other["hardware"]["threads"]} if "hardware" in other else {}

@@ -53,6 +53,18 @@ def test_budget_schedule_steps_at_the_papers_fractions_of_the_budget(bench: Modu
         bench.learning_rate("cosine", 1e-3, 0, 0.0)
 
 
+def test_hold_schedule_keeps_the_rate_for_three_quarters_then_falls_in_two_steps(bench: ModuleType) -> None:
+    rate = lambda fraction, decades=1.0: bench.learning_rate("hold", 1e-3, 0, fraction, decades)  # noqa: E731
+    assert rate(0.0) == rate(0.7499) == pytest.approx(1e-3)
+    assert rate(0.75) == rate(0.8749) == pytest.approx(1e-3 / 10**0.5)
+    assert rate(0.875) == rate(1.0) == pytest.approx(1e-4)
+    assert rate(0.8, decades=2.0) == pytest.approx(1e-4) and rate(0.9, decades=2.0) == pytest.approx(1e-5)
+    p = bench.Protocol(budget_s=3600.0, chunks=12, schedule="hold")  # the rate changes at 2,700 s and 3,150 s
+    assert bench.chunk_end(p, 400, 2600.0, 6.0, 10.0) == 400 + 15  # (100 s − 10 s overhead) / 6 s, not the chunk's 48
+    assert bench.chunk_end(p, 415, 2700.0, 6.0, 10.0) == 415 + 48  # a whole chunk fits before 3,150 s
+    assert bench.chunk_end(p, 463, 2990.0, 6.0, 10.0) == 463 + 25  # ceil((160 s − 10 s) / 6 s)
+
+
 def test_chunks_fit_the_budget_and_never_cross_a_stage(bench: ModuleType) -> None:
     p = bench.Protocol(budget_s=3600.0, chunks=12)
     assert bench.chunk_end(p, 0, 0.0, 0.0, 0.0) == 1  # nothing measured yet
@@ -177,7 +189,7 @@ def test_rows_from_another_run_with_its_own_budget_and_threads_join_the_table(be
     assert "87.50 ± 0.20" in iwae_line and "40.0 min (budget 40 min, 1 thread)" in iwae_line and "85.54" in iwae_line
     assert "| vae | not run |" in text
     elsewhere = {**other, "protocol": dataclasses.asdict(dataclasses.replace(p, batch_size=20))}
-    with pytest.raises(SystemExit, match="differ in more than their budget, warm-up and decay"):
+    with pytest.raises(SystemExit, match="differ in more than budget, warm-up and schedule"):
         bench.add_rows(json.loads(json.dumps(table)), json.loads(json.dumps(elsewhere)))
 
 
@@ -223,3 +235,14 @@ def test_a_gentler_decay_reaches_the_commands_and_travels_with_a_merged_row(benc
     header = bench.markdown({"protocol": json.loads(json.dumps(dataclasses.asdict(p))), "hardware": HARDWARE,
                              "rows": []}).split("| row |")[0]  # fmt: skip
     assert "schedule `decade` falling 0.5 decades" in header
+
+
+def test_a_row_on_another_schedule_joins_the_table_and_says_which(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="hold", warmup=100.0)
+    assert "--schedule hold --warmup 100" in bench.not_run("vae", p)["commands"][0]
+    rows, text = merged_vae_row(bench, p, "warmup")
+    assert rows[0]["schedule"] == "hold" and "schedule" not in rows[1]
+    vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
+    assert "59.8 min (KL warm-up 100 epochs, schedule `hold`) |" in vae_line
+    rows, text = merged_vae_row(bench, dataclasses.replace(p, decades=1.5), "warmup")
+    assert "schedule `hold` falling 1.5 decades" in next(line for line in text.splitlines() if line.startswith("| vae"))
