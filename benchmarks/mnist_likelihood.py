@@ -123,6 +123,19 @@ def learning_rate(schedule: str, base: float, epoch: int, fraction: float, decad
     return base * DECAY**stage
 
 
+def stage_ends_s(p: Protocol) -> list[float]:
+    """Seconds into the budget at which the `budget` and `hold` schedules change rate (none for the others)."""
+    ends = {"budget": [e / STAGE_ENDS[-1] for e in STAGE_ENDS], "hold": HOLD_ENDS}.get(p.schedule, [])
+    return [p.budget_s * e for e in ends]
+
+
+def schedule_time(p: Protocol, elapsed: float, epoch_s: float, overhead_s: float) -> float:
+    """The time whose rate the next chunk takes: `elapsed`, or the start of the next stage when less than one epoch
+    and a chunk's start-up are left of this one, so no chunk spends its start-up on a lone epoch at the old rate."""
+    soon = [t for t in stage_ends_s(p) if elapsed < t <= elapsed + overhead_s + epoch_s]
+    return soon[-1] if soon else elapsed
+
+
 def chunk_end(p: Protocol, epoch: int, elapsed: float, epoch_s: float, overhead_s: float) -> int:
     """The --epochs of the next chunk: at most budget/chunks of wall time, what is left of the budget, and never
     across a stage of the schedule, so one learning rate holds for the whole chunk."""
@@ -133,9 +146,8 @@ def chunk_end(p: Protocol, epoch: int, elapsed: float, epoch_s: float, overhead_
     if p.schedule == "paper":
         end = min(end, next(e for e in [*STAGE_ENDS, math.inf] if e > epoch))
     elif p.schedule in ("budget", "hold"):
-        ends = [e / STAGE_ENDS[-1] for e in STAGE_ENDS] if p.schedule == "budget" else HOLD_ENDS
-        times = [p.budget_s * e for e in ends]
-        stage_left = next((t for t in times if t > elapsed), p.budget_s) - elapsed - overhead_s
+        start = schedule_time(p, elapsed, epoch_s, overhead_s)
+        stage_left = next((t for t in stage_ends_s(p) if t > start), p.budget_s) - elapsed - overhead_s
         end = min(end, epoch + max(1, math.ceil(stage_left / epoch_s)))
     return int(min(end, p.max_epochs))
 
@@ -229,7 +241,8 @@ def train_chunks(
     epoch, elapsed, epoch_s, overhead_s, cache = 0, 0.0, 0.0, 0.0, {}
     while epoch < p.max_epochs and (epoch == 0 or p.budget_s - elapsed >= overhead_s + epoch_s):
         end = chunk_end(p, epoch, elapsed, epoch_s, overhead_s)
-        lr = learning_rate(p.schedule, p.lr, epoch, elapsed / p.budget_s, p.decades)
+        fraction = schedule_time(p, elapsed, epoch_s, overhead_s) / p.budget_s
+        lr = learning_rate(p.schedule, p.lr, epoch, fraction, p.decades)
         tail = ["--epochs", str(end), "--lr", f"{lr:.6g}", "--quiet", "--out", str(run_dir)]
         command = vaekit("train", *flags, *tail) if epoch == 0 else vaekit("train", "--resume", *tail)
         row["commands"].append(shlex.join(command))

@@ -65,6 +65,14 @@ def test_hold_schedule_keeps_the_rate_for_three_quarters_then_falls_in_two_steps
     assert bench.chunk_end(p, 463, 2990.0, 6.0, 10.0) == 463 + 25  # ceil((160 s − 10 s) / 6 s)
 
 
+def test_a_stage_with_less_than_an_epoch_left_is_over(bench: ModuleType) -> None:
+    """A run of the hold schedule chunked 441, 445, 446 epochs: two chunks of start-up for 5 epochs at the old rate."""
+    p = bench.Protocol(budget_s=3600.0, chunks=12, schedule="hold")
+    assert bench.schedule_time(p, 2685.0, 6.0, 10.0) == 2700.0 and bench.schedule_time(p, 2680.0, 6.0, 10.0) == 2680.0
+    assert bench.chunk_end(p, 445, 2695.0, 6.0, 10.0) == 445 + 48  # the next stage, a whole chunk; not 1 epoch
+    assert bench.schedule_time(bench.Protocol(schedule="decade"), 2695.0, 6.0, 10.0) == 2695.0  # no stages to snap to
+
+
 def test_chunks_fit_the_budget_and_never_cross_a_stage(bench: ModuleType) -> None:
     p = bench.Protocol(budget_s=3600.0, chunks=12)
     assert bench.chunk_end(p, 0, 0.0, 0.0, 0.0) == 1  # nothing measured yet
