@@ -109,7 +109,8 @@ def learning_rate(schedule: str, base: float, epoch: int, fraction: float, decad
     per chunk: a short budget spends most of its time at high rates, where the paper's stages would spend it at low
     ones. `decades` sets the overall fall (base to base·10^-decades): short runs gain from less than the paper's.
     hold: base for the first three quarters of the budget, then base·10^(-decades/2) for an eighth and base·10^-decades
-    for the last eighth. At a fixed number of epochs this beat every even decay (README, "schedule pilots")."""
+    for the last eighth. At a fixed number of epochs it beat every even decay (README: "How far the rate should
+    fall")."""
     if schedule == "decade":
         return float(base * 10 ** (-decades * fraction))
     if schedule == "hold":
