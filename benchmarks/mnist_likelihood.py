@@ -9,7 +9,8 @@ on the first 1,000 test images, in this process) gives one point of nll_vs_time.
 `train` does not accept is listed as "not run" with its command, never estimated.
 
     python benchmarks/mnist_likelihood.py --rows vae,iwae5,iwae50 --budget 60m [--dataset mnist] [--out DIR]
-        [--batch-size 20 --lr 1e-3 --schedule paper|budget|decade|hold] [--device cuda] [--data-dir /work/shared/data]
+        [--batch-size 20 --lr 1e-3 --schedule paper|budget|decade|hold] [--decades 1] [--hold-at 0.75]
+        [--device cuda] [--data-dir /work/shared/data]
         [--jobs 2]                       # two rows at a time, side by side, each on half the cores
     python benchmarks/mnist_likelihood.py --smoke --out /tmp/smoke     # seconds per row on `digits`, tiny widths
     python benchmarks/mnist_likelihood.py --render DIR [--add-rows OTHER]  # re-write DIR's report from its
@@ -41,7 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 DECAY = 10 ** (-1 / 7)  # the paper's learning-rate step
 STAGE_ENDS = [(3 ** (i + 1) - 1) // 2 for i in range(8)]  # stage i lasts 3^i epochs: ends 1, 4, 13, ..., 1093, 3280
-HOLD_ENDS = [0.75, 0.875, 1.0]  # the `hold` schedule's three rates end at these fractions of the budget
+HOLD_AT = 0.75  # the fraction of the budget the `hold` schedule keeps its first rate for, unless --hold-at says
 PAPER = "Burda, Grosse & Salakhutdinov 2016, Table 1"
 PYTHAE = "pythae (its README)"
 # Row name -> (stochastic layers, flags beyond the shared architecture); --k is the training bound's sample count.
@@ -76,6 +77,7 @@ class Protocol:
     lr: float = 1e-3
     schedule: str = "paper"
     decades: float = 1.0  # the `decade` and `hold` schedules' overall fall, in powers of ten (the paper's: one)
+    hold_at: float = HOLD_AT  # the `hold` schedule's first step down, as a fraction of the budget
     warmup: float = 0.0  # epochs of linear KL warm-up, ELBO rows only (the importance-weighted bound has no KL weight)
     budget_s: float = 3600.0
     max_epochs: int = STAGE_ENDS[-1]
@@ -91,7 +93,7 @@ class Protocol:
     smoke: bool = False
 
 
-PER_ROW = ("budget_s", "warmup", "schedule", "decades")  # what --add-rows lets differ: each merged row keeps its own
+PER_ROW = ("budget_s", "warmup", "schedule", "decades", "hold_at")  # what --add-rows lets differ, kept by each row
 
 SMOKE = {  # a few seconds a row: the full path, not a measurement
     "dataset": "digits", "hidden": "16,16", "latent_dim": {1: 4, 2: 6}, "second_layer": "8,4", "budget_s": 120.0,
@@ -99,7 +101,15 @@ SMOKE = {  # a few seconds a row: the full path, not a measurement
 }  # fmt: skip
 
 
-def learning_rate(schedule: str, base: float, epoch: int, fraction: float, decades: float = 1.0) -> float:
+def hold_ends(hold_at: float) -> list[float]:
+    """The fractions of the budget at which the `hold` schedule's three rates end: the first step down at `hold_at`,
+    the second halfway from there to the end."""
+    return [hold_at, (1 + hold_at) / 2, 1.0]
+
+
+def learning_rate(
+    schedule: str, base: float, epoch: int, fraction: float, decades: float = 1.0, hold_at: float = HOLD_AT
+) -> float:
     """The rate for a chunk starting at `epoch` (0-based) after `fraction` of the budget.
 
     paper: stage i = 0..7 lasts 3^i epochs at base·10^(-i/7) (Burda et al. 2016, section 5; 3,280 epochs in all).
@@ -108,13 +118,13 @@ def learning_rate(schedule: str, base: float, epoch: int, fraction: float, decad
     decade: the paper's overall decay (base to base/10), spread evenly in log-rate over the wall-time budget, one step
     per chunk: a short budget spends most of its time at high rates, where the paper's stages would spend it at low
     ones. `decades` sets the overall fall (base to base·10^-decades): short runs gain from less than the paper's.
-    hold: base for the first three quarters of the budget, then base·10^(-decades/2) for an eighth and base·10^-decades
-    for the last eighth. At a fixed number of epochs it beat every even decay (README: "How far the rate should
-    fall")."""
+    hold: base for the first `hold_at` of the budget (three quarters unless --hold-at says), then base·10^(-decades/2)
+    for half of the rest and base·10^-decades for the last half. At a fixed number of epochs it beat every even decay
+    (README: "How far the rate should fall")."""
     if schedule == "decade":
         return float(base * 10 ** (-decades * fraction))
     if schedule == "hold":
-        return float(base * 10 ** (-decades * sum(fraction >= end for end in HOLD_ENDS[:-1]) / 2))
+        return float(base * 10 ** (-decades * sum(fraction >= end for end in hold_ends(hold_at)[:-1]) / 2))
     if schedule == "paper":
         stage = sum(epoch >= end for end in STAGE_ENDS[:-1])
     elif schedule == "budget":
@@ -126,7 +136,7 @@ def learning_rate(schedule: str, base: float, epoch: int, fraction: float, decad
 
 def stage_ends_s(p: Protocol) -> list[float]:
     """Seconds into the budget at which the `budget` and `hold` schedules change rate (none for the others)."""
-    ends = {"budget": [e / STAGE_ENDS[-1] for e in STAGE_ENDS], "hold": HOLD_ENDS}.get(p.schedule, [])
+    ends = {"budget": [e / STAGE_ENDS[-1] for e in STAGE_ENDS], "hold": hold_ends(p.hold_at)}.get(p.schedule, [])
     return [p.budget_s * e for e in ends]
 
 
@@ -243,7 +253,7 @@ def train_chunks(
     while epoch < p.max_epochs and (epoch == 0 or p.budget_s - elapsed >= overhead_s + epoch_s):
         end = chunk_end(p, epoch, elapsed, epoch_s, overhead_s)
         fraction = schedule_time(p, elapsed, epoch_s, overhead_s) / p.budget_s
-        lr = learning_rate(p.schedule, p.lr, epoch, fraction, p.decades)
+        lr = learning_rate(p.schedule, p.lr, epoch, fraction, p.decades, p.hold_at)
         tail = ["--epochs", str(end), "--lr", f"{lr:.6g}", "--quiet", "--out", str(run_dir)]
         command = vaekit("train", *flags, *tail) if epoch == 0 else vaekit("train", "--resume", *tail)
         row["commands"].append(shlex.join(command))
@@ -324,6 +334,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     command = ["python", "benchmarks/mnist_likelihood.py", "--rows", name, "--budget", budget, "--dataset", p.dataset]
     command += ["--batch-size", str(p.batch_size), "--lr", f"{p.lr:g}", "--schedule", p.schedule]
     command += ["--decades", f"{p.decades:g}"] if p.decades != Protocol.decades else []
+    command += ["--hold-at", f"{p.hold_at:g}"] if p.hold_at != HOLD_AT else []
     command += ["--warmup", f"{p.warmup:g}"] if p.warmup else []
     command += ["--data-dir", p.data_dir] if p.data_dir else []
     return {
@@ -362,14 +373,22 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
     budget, threads = row.get("budget_s", p["budget_s"]), row.get("threads", hw["threads"])
     warmup = row.get("warmup", p.get("warmup", 0.0))
     schedule, decades = row.get("schedule", p["schedule"]), row.get("decades", p.get("decades", Protocol.decades))
+    hold_at = row.get("hold_at", p.get("hold_at", HOLD_AT))
     other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] else []
     other += [f"KL warm-up {warmup:g} epochs"] if warmup != p.get("warmup", 0.0) else []
     if schedule != p["schedule"]:
-        other += [f"schedule `{schedule}`" + (f" falling {decades:g} decades" if decades != Protocol.decades else "")]
-    elif decades != p.get("decades", Protocol.decades):
-        other += [f"lr falling {decades:g} decades"]
+        fall = f" falling {decades:g} decades" if decades != Protocol.decades else ""
+        held = f", {first_step(hold_at)}" if schedule == "hold" and hold_at != HOLD_AT else ""
+        other += [f"schedule `{schedule}`{fall}{held}"]
+    else:
+        other += [f"lr falling {decades:g} decades"] if decades != p.get("decades", Protocol.decades) else []
+        other += [first_step(hold_at)] if hold_at != p.get("hold_at", HOLD_AT) else []
     other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
     return f"{row['train_seconds'] / 60:.1f} min" + (f" ({', '.join(other)})" if other else "")
+
+
+def first_step(hold_at: float) -> str:
+    return f"first step down at {hold_at:g} of the budget"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -384,6 +403,7 @@ def markdown(results: dict[str, Any]) -> str:
         "Bernoulli decoder, batch "
         f"{p['batch_size']}, Adam from lr {p['lr']:g}, schedule `{p['schedule']}`"
         + (f" falling {p['decades']:g} decades" if p.get("decades", Protocol.decades) != Protocol.decades else "")
+        + (f", {first_step(p['hold_at'])}" if p["schedule"] == "hold" and p.get("hold_at", HOLD_AT) != HOLD_AT else "")
         + (f", KL warm-up over {p['warmup']:g} epochs (ELBO rows)" if p.get("warmup") else "") + ", wall-time budget "
         f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
@@ -461,8 +481,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def protocol(args: argparse.Namespace) -> Protocol:
     p = Protocol(**(SMOKE if args.smoke else {}), smoke=args.smoke)  # type: ignore[arg-type]
     given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
-             "decades": args.decades, "warmup": args.warmup, "budget_s": args.budget, "max_epochs": args.max_epochs,
-             "eval_k": args.eval_k, "device": args.device, "data_dir": args.data_dir}  # fmt: skip
+             "decades": args.decades, "hold_at": args.hold_at, "warmup": args.warmup, "budget_s": args.budget,
+             "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device,
+             "data_dir": args.data_dir}  # fmt: skip
     p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
     return dataclasses.replace(p, allow_missing=[f.removeprefix("--") for f in args.allow_missing.split(",") if f])
 
@@ -477,6 +498,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="initial Adam learning rate [1e-3, the paper's]")
     parser.add_argument("--schedule", choices=["paper", "budget", "decade", "hold"], help="see learning_rate() [paper]")
     parser.add_argument("--decades", type=float, help="decade and hold: the fall, in powers of ten [1, the paper's]")
+    parser.add_argument("--hold-at", type=float, help="hold: the fraction of the budget before the first step down "
+                        "[0.75]")  # fmt: skip
     parser.add_argument("--warmup", type=float, help="epochs of linear KL warm-up for the ELBO rows [0, the paper's]")
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
@@ -511,6 +534,8 @@ def main() -> None:
     p = protocol(args)
     if args.decades is not None and (p.schedule not in ("decade", "hold") or p.decades < 0):
         parser.error(f"--decades {args.decades:g}: give 0 or more, with --schedule decade or hold (the rate's fall)")
+    if args.hold_at is not None and (p.schedule != "hold" or not 0 < p.hold_at < 1):
+        parser.error(f"--hold-at {args.hold_at:g}: give a fraction between 0 and 1, with --schedule hold")
     args.out.mkdir(parents=True, exist_ok=True)
     accepted = accepted_flags()
     jobs = min(args.jobs, len(names))
@@ -537,8 +562,8 @@ def side_by_side(jobs: int) -> dict[str, str] | None:
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
     """results' rows, each replaced by other's row of that name where other ran it (same dataset and protocol but
-    for the budget, the KL warm-up and the learning-rate schedule with its fall, which each row keeps, as it keeps the
-    torch threads it ran on)."""
+    for the budget, the KL warm-up and the learning-rate schedule with its fall and first step, which each row keeps,
+    as it keeps the torch threads it ran on)."""
     ours, theirs = results["protocol"], other["protocol"]
     keys = (ours.keys() | theirs.keys()) - set(PER_ROW)
     if any(ours.get(k) != theirs.get(k) for k in keys):

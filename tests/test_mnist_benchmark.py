@@ -65,6 +65,15 @@ def test_hold_schedule_keeps_the_rate_for_three_quarters_then_falls_in_two_steps
     assert bench.chunk_end(p, 463, 2990.0, 6.0, 10.0) == 463 + 25  # ceil((160 s − 10 s) / 6 s)
 
 
+def test_hold_at_moves_the_first_step_and_splits_the_rest_in_two(bench: ModuleType) -> None:
+    rate = lambda fraction: bench.learning_rate("hold", 1e-3, 0, fraction, hold_at=0.85)  # noqa: E731
+    assert rate(0.8499) == pytest.approx(1e-3) and rate(0.85) == rate(0.9249) == pytest.approx(1e-3 / 10**0.5)
+    assert rate(0.925) == pytest.approx(1e-4)
+    p = bench.Protocol(budget_s=3600.0, chunks=12, schedule="hold", hold_at=0.85)
+    assert bench.stage_ends_s(p) == pytest.approx([3060.0, 3330.0, 3600.0])
+    assert bench.chunk_end(p, 400, 2990.0, 6.0, 10.0) == 400 + 10  # ceil((70 s − 10 s) / 6 s): stops at 3,060 s
+
+
 def test_a_stage_with_less_than_an_epoch_left_is_over(bench: ModuleType) -> None:
     """A run of the hold schedule chunked 441, 445, 446 epochs: two chunks of start-up for 5 epochs at the old rate."""
     p = bench.Protocol(budget_s=3600.0, chunks=12, schedule="hold")
@@ -156,6 +165,8 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
         (["--jobs", "0"], "--jobs 0: give how many rows run at once, 1 or more"),
         (["--decades", "0.5"], "--decades 0.5: give 0 or more, with --schedule decade"),  # the smoke run's is paper
         (["--schedule", "decade", "--decades", "-1"], "--decades -1: give 0 or more"),
+        (["--hold-at", "0.85"], "--hold-at 0.85: give a fraction between 0 and 1, with --schedule hold"),
+        (["--schedule", "hold", "--hold-at", "1"], "--hold-at 1: give a fraction between 0 and 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
@@ -254,3 +265,10 @@ def test_a_row_on_another_schedule_joins_the_table_and_says_which(bench: ModuleT
     assert "59.8 min (KL warm-up 100 epochs, schedule `hold`) |" in vae_line
     rows, text = merged_vae_row(bench, dataclasses.replace(p, decades=1.5), "warmup")
     assert "schedule `hold` falling 1.5 decades" in next(line for line in text.splitlines() if line.startswith("| vae"))
+    later = dataclasses.replace(p, hold_at=0.85)
+    assert "--schedule hold --hold-at 0.85 --warmup 100" in bench.not_run("vae", later)["commands"][0]
+    assert "--hold-at" not in bench.not_run("vae", p)["commands"][0]
+    rows, text = merged_vae_row(bench, later, "hold_at")
+    assert rows[0]["hold_at"] == 0.85 and "hold_at" not in rows[1]
+    vae_line = next(line for line in text.splitlines() if line.startswith("| vae"))
+    assert "(KL warm-up 100 epochs, schedule `hold`, first step down at 0.85 of the budget) |" in vae_line
