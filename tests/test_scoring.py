@@ -11,7 +11,7 @@ import torch
 from tests.conftest import tiny_config
 from vaekit import DataConfig, ModelConfig, load_run, train
 from vaekit.analysis.evaluate import evaluate
-from vaekit.data.scoring import Scoring
+from vaekit.data.scoring import Scoring, bernoulli_draw
 from vaekit.data.sources import load_dataset, to_float
 from vaekit.model.objectives import bits_per_dim
 from vaekit.training.loop import evaluate_split, train_epoch
@@ -40,6 +40,21 @@ def test_dynamic_binarization_is_a_draw_that_the_generator_fixes() -> None:
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert abs(float(first.mean()) - float(GREY.float().mean() / 255)) < 0.05  # a draw of the grey values
     assert scoring.describe(GREY) == "fixed-seed binarized images"
+
+
+def test_a_fresh_draw_is_bernoulli_of_each_pixel_and_a_seeded_one_keeps_torch_bernoullis_stream() -> None:
+    p = torch.tensor([0.0, 0.02, 0.3, 0.5, 0.97, 1.0]).repeat(20_000, 1)
+    fresh = bernoulli_draw(p, torch.Generator().manual_seed(5), fresh=True)
+    assert fresh.dtype == p.dtype and set(fresh.unique().tolist()) == {0.0, 1.0}
+    assert fresh[:, 0].sum() == 0 and fresh[:, -1].sum() == len(p)  # never at p = 0, always at p = 1
+    standard_errors = (p[0] * (1 - p[0]) / len(p)).sqrt()
+    assert ((fresh.mean(0) - p[0]).abs() <= 4 * standard_errors).all()
+    assert torch.equal(fresh, bernoulli_draw(p, torch.Generator().manual_seed(5), fresh=True))
+    seeded = bernoulli_draw(p, torch.Generator().manual_seed(5), fresh=False)
+    assert torch.equal(seeded, torch.bernoulli(p, generator=torch.Generator().manual_seed(5)))
+    scoring = Scoring.of(ModelConfig(), DataConfig(binarize="dynamic"))
+    draw = scoring.input(GREY, torch.Generator().manual_seed(3), fresh=True)
+    assert torch.equal(draw, bernoulli_draw(GREY.float() / 255, torch.Generator().manual_seed(3), fresh=True))
 
 
 def test_a_gaussian_scores_dequantized_pixels_with_the_log_256_term() -> None:

@@ -177,7 +177,7 @@ def train_epoch(
     x_batches = batches(x_all, config.batch_size, order, first_step)
     for step, (x_batch, y_batch) in enumerate(zip(x_batches, y_batches, strict=False), start=first_step):
         start, stop = ranks.slice_of(len(x_batch))
-        x = scoring.input(x_batch, generator)[start:stop]
+        x = scoring.input(x_batch, generator, fresh=True)[start:stop]
         y = None if y_batch is None else y_batch[start:stop]
         global_step = epoch * steps + step + 1
         model.posterior.at_step(global_step)
