@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("train_speed", [], "training throughput against the tutorial and a minimal loop; fraction of matmul rate"),
     ("train_speed", ["--batch-size", "1024", "--batches", "40"], "the same at batch 1024, where per-step costs fade"),
+    ("binarize_speed", [], "training's fresh Bernoulli draw (uniform compare) against torch.bernoulli"),
     ("ddp_speed", [], "torchrun DDP, 2 processes against 1 process on the same cores"),
     ("evaluate_speed", [], "the k = 1000 importance-weighted evaluation against its FLOP bound"),
     ("serve_latency", [], "explorer decode latency, 1 client against 8 concurrent clients"),

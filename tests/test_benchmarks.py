@@ -25,3 +25,9 @@ def test_the_suite_writes_memory_scaling_into_its_results_file(tmp_path: Path) -
     text = out.read_text()
     assert text.startswith("# vaekit benchmarks") and "## memory_scaling" in text and "FAILED" not in text
     assert "pack 600 / 300 images (2x the data)" in text and "300 images, pack / memory: RssAnon peak" in text
+
+
+def test_the_binarization_benchmark_times_both_draws_and_prints_their_ratio() -> None:
+    out = run_benchmark("binarize_speed.py", "--images", "2000", "--repeats", "2")
+    assert "2,000 images of 784 pixels, batch 100; 2 repeats" in out
+    assert "bernoulli / uniform compare:" in out and out.count(" s an epoch (") == 2
