@@ -368,7 +368,7 @@ def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) 
 
 
 def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> str:
-    """Minutes trained; a row merged in from a run with another budget, warm-up, schedule or thread count (see
+    """Minutes trained; a row merged in from a run with another budget, warm-up, schedule, thread count or CPU (see
     --add-rows) says which."""
     budget, threads = row.get("budget_s", p["budget_s"]), row.get("threads", hw["threads"])
     warmup = row.get("warmup", p.get("warmup", 0.0))
@@ -384,6 +384,7 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
         other += [f"lr falling {decades:g} decades"] if decades != p.get("decades", Protocol.decades) else []
         other += [first_step(hold_at)] if hold_at != p.get("hold_at", HOLD_AT) else []
     other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
+    other += [f"on {row['cpu']}"] if row.get("cpu", hw["cpu"]) != hw["cpu"] else []
     return f"{row['train_seconds'] / 60:.1f} min" + (f" ({', '.join(other)})" if other else "")
 
 
@@ -563,7 +564,7 @@ def side_by_side(jobs: int) -> dict[str, str] | None:
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
     """results' rows, each replaced by other's row of that name where other ran it (same dataset and protocol but
     for the budget, the KL warm-up and the learning-rate schedule with its fall and first step, which each row keeps,
-    as it keeps the torch threads it ran on)."""
+    as it keeps the CPU and the torch threads it ran on)."""
     ours, theirs = results["protocol"], other["protocol"]
     keys = (ours.keys() | theirs.keys()) - set(PER_ROW)
     if any(ours.get(k) != theirs.get(k) for k in keys):
@@ -571,7 +572,7 @@ def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, A
             "--add-rows: the two runs differ in more than budget, warm-up and schedule; keep their tables apart"
         )
     kept = {k: theirs.get(k, getattr(Protocol, k)) for k in PER_ROW}  # an older results.json lacks the newer keys
-    kept |= {"threads": other["hardware"]["threads"]} if "hardware" in other else {}
+    kept |= {k: other["hardware"][k] for k in ("threads", "cpu")} if "hardware" in other else {}
     ran = {row["row"]: {**kept, **row} for row in other["rows"] if row["probes"]}
     return [ran.get(row["row"], row) for row in results["rows"]]
 

@@ -188,7 +188,7 @@ def test_rows_not_run_are_listed_with_the_command_that_runs_them(bench: ModuleTy
     assert "| iwae50 | not run |" in text and command in text
 
 
-def test_rows_from_another_run_with_its_own_budget_and_threads_join_the_table(bench: ModuleType) -> None:
+def test_rows_from_another_run_with_its_own_budget_threads_and_cpu_join_the_table(bench: ModuleType) -> None:
     p = bench.Protocol(batch_size=100, schedule="decade")
     hardware = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
     table = {"protocol": dataclasses.asdict(p), "hardware": hardware, "rows": [bench.not_run(n, p) for n in bench.ROWS]}
@@ -199,13 +199,14 @@ def test_rows_from_another_run_with_its_own_budget_and_threads_join_the_table(be
     other = {
         "protocol": dataclasses.asdict(dataclasses.replace(p, budget_s=2400.0)),
         "rows": [ran],
-        "hardware": {**hardware, "threads": 1},
-    }  # run beside another invocation, one thread each
+        "hardware": {**hardware, "threads": 1, "cpu": "y"},
+    }  # run beside another invocation, one thread each, on another host
     rows = bench.add_rows(json.loads(json.dumps(table)), json.loads(json.dumps(other)))
     assert [row["row"] for row in rows] == list(bench.ROWS) and rows[1]["test_nll"] == 87.5
     text = bench.markdown({**json.loads(json.dumps(table)), "rows": rows})
     iwae_line = next(line for line in text.splitlines() if line.startswith("| iwae5 |"))
-    assert "87.50 ± 0.20" in iwae_line and "40.0 min (budget 40 min, 1 thread)" in iwae_line and "85.54" in iwae_line
+    assert "87.50 ± 0.20" in iwae_line and "40.0 min (budget 40 min, 1 thread, on y)" in iwae_line
+    assert "85.54" in iwae_line and "Hardware: x, 2 cores" in text
     assert "| vae | not run |" in text
     elsewhere = {**other, "protocol": dataclasses.asdict(dataclasses.replace(p, batch_size=20))}
     with pytest.raises(SystemExit, match="differ in more than budget, warm-up and schedule"):
