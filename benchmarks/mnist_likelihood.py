@@ -79,6 +79,7 @@ class Protocol:
     decades: float = 1.0  # the `decade` and `hold` schedules' overall fall, in powers of ten (the paper's: one)
     hold_at: float = HOLD_AT  # the `hold` schedule's first step down, as a fraction of the budget
     warmup: float = 0.0  # epochs of linear KL warm-up, ELBO rows only (the importance-weighted bound has no KL weight)
+    average_decay: float = 0.0  # >0: the run evaluates and saves a moving average of its weights (vaekit train's flag)
     budget_s: float = 3600.0
     max_epochs: int = STAGE_ENDS[-1]
     chunks: int = 12  # a chunk is at most budget / chunks long, so the probe curve has about this many points
@@ -93,7 +94,14 @@ class Protocol:
     smoke: bool = False
 
 
-PER_ROW = ("budget_s", "warmup", "schedule", "decades", "hold_at")  # what --add-rows lets differ, kept by each row
+PER_ROW = (
+    "budget_s",
+    "warmup",
+    "schedule",
+    "decades",
+    "hold_at",
+    "average_decay",
+)  # what --add-rows lets differ, kept by each row
 
 SMOKE = {  # a few seconds a row: the full path, not a measurement
     "dataset": "digits", "hidden": "16,16", "latent_dim": {1: 4, 2: 6}, "second_layer": "8,4", "budget_s": 120.0,
@@ -197,6 +205,7 @@ def row_flags(name: str, p: Protocol) -> list[str]:
     flags += ["--second-layer", p.second_layer] if layers == 2 else []
     flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
     flags += ["--warmup", f"{p.warmup:g}"] if p.warmup and "--objective" not in extra else []
+    flags += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
     flags += ["--data-dir", p.data_dir] if p.data_dir else []
     return flags + (["--device", p.device] if p.device else [])
 
@@ -336,6 +345,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     command += ["--decades", f"{p.decades:g}"] if p.decades != Protocol.decades else []
     command += ["--hold-at", f"{p.hold_at:g}"] if p.hold_at != HOLD_AT else []
     command += ["--warmup", f"{p.warmup:g}"] if p.warmup else []
+    command += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
     command += ["--data-dir", p.data_dir] if p.data_dir else []
     return {
         "row": name, "status": "not run", "reason": "", "deviations": [], "errors": [],
@@ -374,6 +384,7 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
     warmup = row.get("warmup", p.get("warmup", 0.0))
     schedule, decades = row.get("schedule", p["schedule"]), row.get("decades", p.get("decades", Protocol.decades))
     hold_at = row.get("hold_at", p.get("hold_at", HOLD_AT))
+    average = row.get("average_decay", p.get("average_decay", 0.0))
     other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] else []
     other += [f"KL warm-up {warmup:g} epochs"] if warmup != p.get("warmup", 0.0) else []
     if schedule != p["schedule"]:
@@ -383,6 +394,7 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
     else:
         other += [f"lr falling {decades:g} decades"] if decades != p.get("decades", Protocol.decades) else []
         other += [first_step(hold_at)] if hold_at != p.get("hold_at", HOLD_AT) else []
+    other += [averaged(average)] if average != p.get("average_decay", 0.0) else []
     other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
     other += [f"on {row['cpu']}"] if row.get("cpu", hw["cpu"]) != hw["cpu"] else []
     return f"{row['train_seconds'] / 60:.1f} min" + (f" ({', '.join(other)})" if other else "")
@@ -390,6 +402,10 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
 
 def first_step(hold_at: float) -> str:
     return f"first step down at {hold_at:g} of the budget"
+
+
+def averaged(decay: float) -> str:
+    return f"weights averaged with decay {decay:g}" if decay else "no weight average"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -405,7 +421,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{p['batch_size']}, Adam from lr {p['lr']:g}, schedule `{p['schedule']}`"
         + (f" falling {p['decades']:g} decades" if p.get("decades", Protocol.decades) != Protocol.decades else "")
         + (f", {first_step(p['hold_at'])}" if p["schedule"] == "hold" and p.get("hold_at", HOLD_AT) != HOLD_AT else "")
-        + (f", KL warm-up over {p['warmup']:g} epochs (ELBO rows)" if p.get("warmup") else "") + ", wall-time budget "
+        + (f", KL warm-up over {p['warmup']:g} epochs (ELBO rows)" if p.get("warmup") else "")
+        + (f", {averaged(p['average_decay'])} (evaluated in their place)" if p.get("average_decay") else "")
+        + ", wall-time budget "
         f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
         "training subset (its size in results.json) minus the test NLL, same k.",
@@ -483,6 +501,7 @@ def protocol(args: argparse.Namespace) -> Protocol:
     p = Protocol(**(SMOKE if args.smoke else {}), smoke=args.smoke)  # type: ignore[arg-type]
     given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
              "decades": args.decades, "hold_at": args.hold_at, "warmup": args.warmup, "budget_s": args.budget,
+             "average_decay": args.average_decay,
              "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device,
              "data_dir": args.data_dir}  # fmt: skip
     p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
@@ -502,6 +521,8 @@ def main() -> None:
     parser.add_argument("--hold-at", type=float, help="hold: the fraction of the budget before the first step down "
                         "[0.75]")  # fmt: skip
     parser.add_argument("--warmup", type=float, help="epochs of linear KL warm-up for the ELBO rows [0, the paper's]")
+    parser.add_argument("--average-decay", type=float, help="evaluate a moving average of the weights with this decay "
+                        "per step (vaekit train --average-decay) [0: none, the paper's]")  # fmt: skip
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
     parser.add_argument("--device", help="passed to vaekit train and evaluate, and used by the probes")
@@ -537,6 +558,8 @@ def main() -> None:
         parser.error(f"--decades {args.decades:g}: give 0 or more, with --schedule decade or hold (the rate's fall)")
     if args.hold_at is not None and (p.schedule != "hold" or not 0 < p.hold_at < 1):
         parser.error(f"--hold-at {args.hold_at:g}: give a fraction between 0 and 1, with --schedule hold")
+    if not 0 <= p.average_decay < 1:
+        parser.error(f"--average-decay {p.average_decay:g}: give a decay of at least 0 and below 1 (0.999, say)")
     args.out.mkdir(parents=True, exist_ok=True)
     accepted = accepted_flags()
     jobs = min(args.jobs, len(names))

@@ -194,7 +194,7 @@ TRAIN_VALUES: dict[str, object] = {
     "dataset": "digits", "data_dir": "data", "binarize": "static", "val_size": 100, "split_seed": 2, "epochs": 3,
     "batch_size": 32, "lr": 0.002, "beta": 0.5, "warmup": 2.0, "seed": 3, "device": "cpu", "estimator": "reparam",
     "samples": 2, "checkpoint_every": 5.0, "objective": "elbo", "k": 3, "free_bits": 0.0, "precision": "bf16",
-    "compile": True, "model": "vae", "network": "mlp", "hidden": [16, 8], "latent_dim": 6,
+    "average_decay": 0.5, "compile": True, "model": "vae", "network": "mlp", "hidden": [16, 8], "latent_dim": 6,
     "likelihood": "gaussian-learned", "gaussian_scale": 0.2, "mixtures": 4, "latent": "gaussian", "categories": 5,
     "latent_vars": 4, "temperature": 0.9, "temperature_min": 0.4, "anneal_rate": 0.001, "straight_through": True,
     "activation": "tanh", "prior": "standard", "prior_components": 7, "second_layer": [12, 4], "condition": "none",

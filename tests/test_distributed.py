@@ -28,11 +28,11 @@ from vaekit.training.distributed import Ranks
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # 1,293 training images at batch 64: the last batch (13 images) does not split evenly over 2 ranks
 ARGS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--batch-size", "64", "--binarize", "dynamic"]
-ARGS += ["--samples", "2", "--quiet"]
+ARGS += ["--samples", "2", "--average-decay", "0.9", "--quiet"]  # every rank averages its weights alike
 
 
 def reference_config(epochs: int) -> object:
-    config = tiny_config(epochs=epochs, batch_size=64, samples=2)
+    config = tiny_config(epochs=epochs, batch_size=64, samples=2, average_decay=0.9)
     config.data.binarize = "dynamic"
     return config
 
@@ -46,10 +46,13 @@ def launch(out: Path, processes: int = 2, nodes: str = "--standalone", *extra: s
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
+    """The same weights the optimizer stepped (state.pt) and the same average of them (model.safetensors)."""
     left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert left.keys() == right.keys()
-    for name in left:
-        torch.testing.assert_close(left[name], right[name], rtol=1e-5, atol=1e-5)
+    left_state, right_state = (torch.load(run / "state.pt", weights_only=True) for run in (a, b))
+    for one, other in ((left, right), (left_state["model"], right_state["model"])):
+        assert one.keys() == other.keys()
+        for name in one:
+            torch.testing.assert_close(one[name], other[name], rtol=1e-5, atol=1e-5)
 
 
 def test_slices_cover_every_row_once() -> None:

@@ -125,7 +125,17 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     """One row that uses every moving part (two stochastic layers, the importance-weighted objective, chunks with a
     learning-rate step between them, probes, the final evaluation and the table), beside a second row (--jobs 2)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
-    command = [sys.executable, str(SCRIPT), "--smoke", "--rows", "iwae5-2l,vae", "--jobs", "2"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--smoke",
+        "--rows",
+        "iwae5-2l,vae",
+        "--jobs",
+        "2",
+        "--average-decay",
+        "0.9",
+    ]
     done = subprocess.run([*command, "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -148,7 +158,8 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert 0 <= row["active_units"] <= row["latent_units"]
     train_1, train_2, evaluate = row["commands"]
     assert "-m vaekit train" in train_1 and "--binarize dynamic --val-size 0" in train_1 and "--epochs 1" in train_1
-    assert "--objective iwae --k 5" in train_1 and "--second-layer 8,4" in train_1
+    assert "--objective iwae --k 5" in train_1 and "--second-layer 8,4" in train_1 and "--average-decay 0.9" in train_1
+    assert "weights averaged with decay 0.9 (evaluated in their place)" in text
     assert "--resume --epochs 3 --lr 0.000719686" in train_2  # the paper's second stage: 1e-3 · 10^(-1/7)
     assert "-m vaekit evaluate" in evaluate and "--k 20 --split both" in evaluate
     assert all(line in text for line in row["commands"])
@@ -167,6 +178,7 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
         (["--schedule", "decade", "--decades", "-1"], "--decades -1: give 0 or more"),
         (["--hold-at", "0.85"], "--hold-at 0.85: give a fraction between 0 and 1, with --schedule hold"),
         (["--schedule", "hold", "--hold-at", "1"], "--hold-at 1: give a fraction between 0 and 1"),
+        (["--average-decay", "1"], "--average-decay 1: give a decay of at least 0 and below 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
@@ -273,3 +285,15 @@ def test_a_row_on_another_schedule_joins_the_table_and_says_which(bench: ModuleT
     assert rows[0]["hold_at"] == 0.85 and "hold_at" not in rows[1]
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae"))
     assert "(KL warm-up 100 epochs, schedule `hold`, first step down at 0.85 of the budget) |" in vae_line
+
+
+def test_a_weight_average_reaches_the_commands_and_travels_with_a_merged_row(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="hold", average_decay=0.999)
+    assert bench.row_flags("iwae5", p)[-2:] == ["--average-decay", "0.999"]  # every row, the bounds alike
+    assert "--schedule hold --average-decay 0.999" in bench.not_run("vae", p)["commands"][0]
+    assert "--average-decay" not in bench.not_run("vae", bench.Protocol())["commands"][0]
+    rows, text = merged_vae_row(bench, p, "average_decay")
+    assert rows[0]["average_decay"] == 0.999 and "average_decay" not in rows[1]
+    vae_line = next(line for line in text.splitlines() if line.startswith("| vae"))
+    assert "(schedule `hold`, weights averaged with decay 0.999) |" in vae_line
+    assert "averaged" not in text.split("| row |")[0]

@@ -373,8 +373,10 @@ class StopAtSync(Callback):
                 raise KeyboardInterrupt
 
 
-def test_a_run_interrupted_inside_an_epoch_resumes_from_there_exactly(tmp_path: Path) -> None:
-    config = tiny_config(epochs=2, batch_size=16, checkpoint_every=1e-9)  # a checkpoint at every sync point
+@pytest.mark.parametrize("average_decay", [0.0, 0.9])  # with a weight average, state.pt keeps it too
+def test_a_run_interrupted_inside_an_epoch_resumes_from_there_exactly(tmp_path: Path, average_decay: float) -> None:
+    # a checkpoint at every sync point
+    config = tiny_config(epochs=2, batch_size=16, checkpoint_every=1e-9, average_decay=average_decay)
     reference = train(config, tmp_path / "reference")
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "cut", callbacks=[StopAtSync(epoch=2, n=4)])
@@ -385,3 +387,8 @@ def test_a_run_interrupted_inside_an_epoch_resumes_from_there_exactly(tmp_path: 
     assert losses(resumed.history) == losses(reference.history)
     for name, tensor in reference.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, rtol=0, atol=0)
+    states = [torch.load(run / "state.pt", weights_only=True) for run in (tmp_path / "reference", tmp_path / "cut")]
+    assert ("average" in states[0]) == bool(average_decay)
+    for part in ("model", "average"):
+        for name, tensor in states[0].get(part, {}).items():
+            torch.testing.assert_close(states[1][part][name], tensor, rtol=0, atol=0)

@@ -100,6 +100,7 @@ class TrainConfig:
     objective: str = "elbo"  # or "iwae": the importance-weighted bound with `k` samples (Burda et al. 2016)
     k: int = 5  # importance samples per image for --objective iwae
     free_bits: float = 0.0  # nats per latent unit below which its KL is not pushed down (Kingma et al. 2016)
+    average_decay: float = 0.0  # >0: evaluate and save a moving average of the weights (Polyak & Juditsky 1992)
     seed: int = 0
     device: str = "cpu"  # or auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps; see vaekit.devices.resolve_device
     precision: str = "fp32"  # "bf16": the networks under autocast; log-likelihoods and KL stay float32
@@ -218,6 +219,10 @@ class TrainConfig:
             (self.warmup_epochs >= 0, "warmup_epochs must be zero or positive"),
             (self.checkpoint_every > 0, "checkpoint_every must be positive (minutes)"),
             (
+                0 <= self.average_decay < 1,
+                "average_decay must be at least 0 and below 1: use 0.999, say, or 0 for none",
+            ),
+            (
                 self.estimator != "score-function-baseline" or self.samples >= 2,
                 "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
             ),
@@ -310,6 +315,7 @@ FLAT_SETTINGS = {
             "objective",
             "k",
             "free_bits",
+            "average_decay",
         )
     },
     **{name: "" for name in ("precision", "compile")},

@@ -107,6 +107,14 @@ def train(
             help="Nats per latent unit under which its KL is not pushed down.  \\[default: 0]", show_default=False
         ),
     ] = None,
+    average_decay: Annotated[
+        float | None,
+        typer.Option(
+            help="Evaluate and save a moving average of the weights with this decay per step (0.999, say); the"
+            " optimizer still steps the weights themselves.  \\[default: 0: no average]",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option("--model", help="vae | ae (plain autoencoder baseline)  \\[default: vae]", show_default=False),
@@ -275,6 +283,7 @@ def train(
         "objective": objective,
         "k": k,
         "free_bits": free_bits,
+        "average_decay": average_decay,
         "mixtures": mixtures,
         "gaussian_scale": gaussian_scale,
         "condition": condition,

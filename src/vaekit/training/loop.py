@@ -28,6 +28,7 @@ from vaekit.model.objectives import bits_per_dim, importance_weighted
 from vaekit.model.randomness import BatchSlice, Randomness
 from vaekit.model.vae import VAE
 from vaekit.training import distributed
+from vaekit.training.averaging import WeightAverage, saved_average, weight_average
 from vaekit.training.callbacks import STEP_EVERY, Callback, Callbacks, EpochEnd, RunEnd, RunStart, StepEnd
 from vaekit.training.distributed import Ranks
 from vaekit.training.precision import prepare_networks
@@ -42,6 +43,7 @@ from vaekit.training.runs import (
     load_weights,
     read_config,
     save_checkpoint,
+    viewed_weights,
     write_config,
     write_views,
 )
@@ -267,8 +269,15 @@ def _train_locked(
     optimizer = make_optimizer(model, config)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     history: list[dict[str, Any]] = []
+    average = weight_average(model, config.average_decay)  # None unless the run averages its weights
+    if average is not None:
+        optimizer.register_step_post_hook(lambda *_: average.update())
+        prepare_networks(average.module, config.precision, config.compile)
+    evaluated = model if average is None else average.module  # what validation, the test split and pictures see
     if state is not None:
         load_weights(model, state["model"], run_dir / STATE)
+        if average is not None:
+            load_average(average, state, run_dir / STATE)
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = config.lr  # the one optimizer setting a resume may change
@@ -277,7 +286,7 @@ def _train_locked(
     if ranks.main:
         write_config(run_dir, config)  # also records the world size this stretch of the run trains with
         if state is not None:
-            write_views(run_dir, state["model"], history)
+            write_views(run_dir, viewed_weights(state), history)
     step_fn = distributed.data_parallel(ObjectiveStep(model, config, ranks), ranks, device)
     data = _to_device(data, device)
     partial = state.get("partial") if state else None
@@ -287,14 +296,14 @@ def _train_locked(
         problem = None
         if ranks.main:
             try:
-                save_checkpoint(run_dir, model, optimizer, generator, history, position)
+                save_checkpoint(run_dir, model, optimizer, generator, history, position, average)
             except VaekitError as error:
                 problem = str(error)
         ranks.agree(problem)
 
     held_out = data.val if len(data.val) else data.test
     held_out = Split(held_out.x[:HELD_OUT_PICTURES], None if held_out.y is None else held_out.y[:HELD_OUT_PICTURES])
-    callback.on_run_start(RunStart(run_dir, config, model, len(history)))
+    callback.on_run_start(RunStart(run_dir, config, evaluated, len(history)))
     final: dict[str, Any] | None = None
     status: Literal["finished", "failed", "interrupted"] = "failed"
     try:
@@ -309,22 +318,22 @@ def _train_locked(
             partial = None
             problem = None
             if ranks.main:  # the others wait: validation and the checkpoint are rank 0's
-                record["val"] = evaluate_split(model, data.val.x, y=data.val.y) if len(data.val) else None
+                record["val"] = evaluate_split(evaluated, data.val.x, y=data.val.y) if len(data.val) else None
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 try:
                     _check_finite(record, config)
-                    save_checkpoint(run_dir, model, optimizer, generator, [*history, record])
+                    save_checkpoint(run_dir, model, optimizer, generator, [*history, record], average=average)
                 except VaekitError as error:
                     problem = str(error)
             ranks.agree(problem)
             history.append(record)
             lr = optimizer.param_groups[0]["lr"]
             speed = examples / max(train_seconds, 1e-9)
-            callback.on_epoch_end(EpochEnd(record, config.epochs, lr, speed, model.eval(), held_out))
-        run, problem = Run(run_dir, config, model.eval(), history, None), None
+            callback.on_epoch_end(EpochEnd(record, config.epochs, lr, speed, evaluated.eval(), held_out))
+        run, problem = Run(run_dir, config, evaluated.eval(), history, None), None
         if ranks.main:  # the test split and the pictures are rank 0's; the others wait for the verdict
             try:
-                run = finish(run_dir, model, data, config, history, pictures)
+                run = finish(run_dir, evaluated, data, config, history, pictures)
             except VaekitError as error:
                 problem = str(error)
         ranks.agree(problem)
@@ -376,6 +385,18 @@ def finish(
         pictures(run_dir, model, data.test, history, config.seed)
     atomic_write_json(run_dir / FINAL, final)
     return Run(run_dir, config, model.eval(), history, final)
+
+
+def load_average(average: WeightAverage, state: dict[str, Any], source: Path) -> None:
+    """The weight average a checkpoint keeps beside the weights, into `average`."""
+    saved = saved_average(state, source)
+    if saved is None:
+        raise VaekitError(
+            f"{source} holds no weight average, but {source.parent / CONFIG} sets average_decay: restore the run's "
+            "config.json, or train a new run"
+        )
+    load_weights(average.module, saved["weights"], source)
+    average.steps = saved["steps"]
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:

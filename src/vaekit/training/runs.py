@@ -1,9 +1,10 @@
 """The run folder: everything a run leaves behind, written atomically, read back with clear errors.
 
 config.json        TrainConfig (with format_version): enough to rebuild the model
-model.safetensors  the latest weights, for everything downstream of training
-state.pt           the resumable checkpoint and the one authority after a crash: epoch, weights, optimizer, RNG
-                   state and history (tensors and plain data only, read with weights_only=True); written first
+model.safetensors  the latest weights (their average, with --average-decay), for everything downstream of training
+state.pt           the resumable checkpoint and the one authority after a crash: epoch, weights (and their average),
+                   optimizer, RNG state and history (tensors and plain data only, read with weights_only=True); written
+                   first
 metrics.jsonl      one JSON object per finished epoch (may run ahead of the weights after a crash; readers cut it)
 .lock              held while a run trains (see vaekit.training.runlock)
 metrics.json       the final evaluation on the test split
@@ -26,6 +27,7 @@ from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json
 from vaekit.model.vae import VAE, stored_names
+from vaekit.training.averaging import WeightAverage, saved_average
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
@@ -85,15 +87,23 @@ def save_checkpoint(
     generator: torch.Generator,
     history: list[dict[str, Any]],
     partial: dict[str, Any] | None = None,
+    average: WeightAverage | None = None,
 ) -> None:
     """A checkpoint. state.pt is the one authority: it is written first and holds the epoch, the weights, the
     optimizer, the RNG and the history, so a resume needs nothing else. The files after it are views of it, each
     tagged with or truncated to its epoch, so a crash between two renames leaves views that lag but never lie.
 
     `partial` marks a checkpoint inside an epoch (its permutation, next step and running sums): then only state.pt is
-    written, and the views keep describing the last whole epoch."""
-    weights = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    written, and the views keep describing the last whole epoch. A run that averages its weights (`average`) keeps
+    the average in state.pt beside the weights the optimizer steps, and model.safetensors holds the average."""
+    weights = on_cpu(model.state_dict())
+    averaged = average.checkpoint() if average is not None else None
+    bad = [
+        name
+        for part in (weights, averaged["weights"] if averaged else {})
+        for name, t in part.items()
+        if t.is_floating_point() and not bool(t.isfinite().all())
+    ]
     if bad:  # the last good checkpoint is worth more than this one
         raise VaekitError(
             f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
@@ -102,6 +112,7 @@ def save_checkpoint(
     state = {
         "epoch": len(history),
         "model": weights,
+        **({"average": averaged} if averaged else {}),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
         "history": json.dumps(history),
@@ -112,7 +123,17 @@ def save_checkpoint(
     torch.save(state, buffer)
     atomic_write(run_dir / STATE, buffer.getvalue())
     if partial is None:
-        write_views(run_dir, weights, history)
+        write_views(run_dir, viewed_weights(state), history)
+
+
+def on_cpu(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.detach().cpu().contiguous() for name, t in weights.items()}
+
+
+def viewed_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights model.safetensors shows of a checkpoint: the weight average where the run keeps one."""
+    weights: dict[str, torch.Tensor] = state["average"]["weights"] if "average" in state else state["model"]
+    return weights
 
 
 def write_views(run_dir: Path, weights: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> None:
@@ -149,6 +170,7 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
         and isinstance(partial.get("sums"), torch.Tensor)
     ):
         raise VaekitError(f"{path} holds a damaged position inside an epoch: delete it to restart the run")
+    saved_average(state, path)
     if len(state["history"]) != state["epoch"]:
         raise VaekitError(f"{path} holds {state['epoch']} epochs but their history is incomplete: train a new run")
     return dict(state)
