@@ -126,3 +126,9 @@ def test_a_decay_outside_zero_to_one_is_a_one_line_error(tmp_path: Path, decay: 
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip() == "error: average_decay must be at least 0 and below 1: use 0.999, say, or 0 for none"
     assert not (tmp_path / "r").exists()
+
+
+def test_info_says_the_weights_are_an_average(runs: tuple[Path, Path, list[dict[str, Tensor]]]) -> None:
+    plain, averaged, _ = runs
+    shown = [CliRunner().invoke(app, ["info", str(run)], env={"COLUMNS": "200"}).output for run in (averaged, plain)]
+    assert "weights: their average (decay 0.9)" in shown[0] and "average" not in shown[1]

@@ -191,7 +191,8 @@ def info(
         ),
         (
             "training",
-            f"{loaded.epochs_done}/{config.epochs} epochs, batch {config.batch_size}, lr {config.lr}, β {config.beta}",
+            f"{loaded.epochs_done}/{config.epochs} epochs, batch {config.batch_size}, lr {config.lr}, β {config.beta}"
+            + (f"; weights: their average (decay {config.average_decay:g})" if config.average_decay else ""),
         ),
     ]
     for label, metrics in (
