@@ -28,7 +28,7 @@ from vaekit.model.objectives import bits_per_dim, importance_weighted
 from vaekit.model.randomness import BatchSlice, Randomness
 from vaekit.model.vae import VAE
 from vaekit.training import distributed
-from vaekit.training.averaging import WeightAverage, saved_average, weight_average
+from vaekit.training.averaging import weight_average
 from vaekit.training.callbacks import STEP_EVERY, Callback, Callbacks, EpochEnd, RunEnd, RunStart, StepEnd
 from vaekit.training.distributed import Ranks
 from vaekit.training.precision import prepare_networks
@@ -40,6 +40,7 @@ from vaekit.training.runs import (
     STATE,
     Run,
     build_model,
+    load_average,
     load_weights,
     read_config,
     save_checkpoint,
@@ -385,18 +386,6 @@ def finish(
         pictures(run_dir, model, data.test, history, config.seed)
     atomic_write_json(run_dir / FINAL, final)
     return Run(run_dir, config, model.eval(), history, final)
-
-
-def load_average(average: WeightAverage, state: dict[str, Any], source: Path) -> None:
-    """The weight average a checkpoint keeps beside the weights, into `average`."""
-    saved = saved_average(state, source)
-    if saved is None:
-        raise VaekitError(
-            f"{source} holds no weight average, but {source.parent / CONFIG} sets average_decay: restore the run's "
-            "config.json, or train a new run"
-        )
-    load_weights(average.module, saved["weights"], source)
-    average.steps = saved["steps"]
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:

@@ -235,6 +235,18 @@ def load_weights(model: VAE, tensors: dict[str, torch.Tensor], source: Path) -> 
     model.load_state_dict({name: tensors[name] for name in expected})
 
 
+def load_average(average: WeightAverage, state: dict[str, Any], source: Path) -> None:
+    """The weight average a checkpoint keeps beside the weights, into `average`."""
+    saved = saved_average(state, source)
+    if saved is None:
+        raise VaekitError(
+            f"{source} holds no weight average, but {source.parent / CONFIG} sets average_decay: restore the run's "
+            "config.json, or train a new run"
+        )
+    load_weights(average.module, saved["weights"], source)
+    average.steps = saved["steps"]
+
+
 def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, int]:
     """The model and the epoch its weights hold. The model is first built on the meta device (no memory) and its
     shapes compared with the safetensors header, so a tampered config or file never allocates anything."""
