@@ -93,7 +93,7 @@ def batching(config: Any) -> dict[str, float]:
     import torch
 
     from vaekit.data.sources import load_dataset
-    from vaekit.training.loop import batches
+    from vaekit.training.epoch import batches
 
     x = load_dataset(config.data).train.x
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))  # the epoch's permutation

@@ -6,7 +6,7 @@ the common tutorial pipeline, on the same model, in one sitting.
   shuffle=True), the tutorial's own model (fc1, fc21, fc22, fc3, fc4) and loss;
 - minimal: the same networks and loss written as the shortest eager loop PyTorch allows (tensors in memory, one
   randn, fused Adam, nothing else): what any trainer pays for the framework alone at this batch size;
-- loop: `vaekit.training.loop.train_epoch`, in process;
+- loop: `vaekit.training.epoch.train_epoch`, in process;
 - command line: `vaekit train --epochs 2` in a fresh process; its rate is the training images over each epoch's
   `seconds` in metrics.jsonl (the steps plus the validation pass), so it is what a user's run achieves.
 
@@ -38,7 +38,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from vaekit import DataConfig, TrainConfig
 from vaekit.data.sources import load_dataset
-from vaekit.training.loop import make_optimizer, train_epoch
+from vaekit.training.epoch import train_epoch
+from vaekit.training.loop import make_optimizer
 from vaekit.training.runs import build_model
 
 WIDTHS = (784, 400, 20)

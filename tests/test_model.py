@@ -9,7 +9,7 @@ from tests.conftest import tiny_config
 from vaekit import VAE, ModelConfig
 from vaekit.errors import VaekitError
 from vaekit.model.likelihoods import LOG_SCALE_MIN, Gaussian
-from vaekit.training.loop import beta_at
+from vaekit.training.epoch import beta_at
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv"])

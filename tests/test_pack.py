@@ -25,7 +25,7 @@ from vaekit.data.sources import load_dataset, pack_dataset, split_off
 from vaekit.data.userdata import load_arrays
 from vaekit.errors import VaekitError
 from vaekit.training.callbacks import Callback, EpochEnd
-from vaekit.training.loop import batches
+from vaekit.training.epoch import batches
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:

@@ -14,7 +14,8 @@ from vaekit.analysis.evaluate import evaluate
 from vaekit.data.scoring import Scoring, bernoulli_draw
 from vaekit.data.sources import load_dataset, to_float
 from vaekit.model.objectives import bits_per_dim
-from vaekit.training.loop import evaluate_split, train_epoch
+from vaekit.training.epoch import train_epoch
+from vaekit.training.loop import evaluate_split
 from vaekit.training.runs import build_model
 
 GREY = torch.randint(1, 255, (50, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
