@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -274,6 +275,7 @@ def train_chunks(
             return
         history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         epoch_s = sum(r["seconds"] for r in history[epoch:end]) / (end - epoch)
+        row["median_epoch_s"] = statistics.median(r["seconds"] for r in history)  # how fast this host was
         overhead_s = max(0.0, seconds - epoch_s * (end - epoch))  # start-up, data loading, the end-of-run test pass
         epoch = row["epochs"] = end
         start = time.perf_counter()
@@ -378,8 +380,8 @@ def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) 
 
 
 def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> str:
-    """Minutes trained; a row merged in from a run with another budget, warm-up, schedule, thread count or CPU (see
-    --add-rows) says which."""
+    """Minutes trained and the median epoch's seconds (hosts of one kind differ by half); a row merged in from a run
+    with another budget, warm-up, schedule, thread count or CPU (see --add-rows) says which."""
     budget, threads = row.get("budget_s", p["budget_s"]), row.get("threads", hw["threads"])
     warmup = row.get("warmup", p.get("warmup", 0.0))
     schedule, decades = row.get("schedule", p["schedule"]), row.get("decades", p.get("decades", Protocol.decades))
@@ -397,7 +399,8 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
     other += [averaged(average)] if average != p.get("average_decay", 0.0) else []
     other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
     other += [f"on {row['cpu']}"] if row.get("cpu", hw["cpu"]) != hw["cpu"] else []
-    return f"{row['train_seconds'] / 60:.1f} min" + (f" ({', '.join(other)})" if other else "")
+    speed = f", median epoch {row['median_epoch_s']:.1f} s" if "median_epoch_s" in row else ""
+    return f"{row['train_seconds'] / 60:.1f} min{speed}" + (f" ({', '.join(other)})" if other else "")
 
 
 def first_step(hold_at: float) -> str:
@@ -540,7 +543,7 @@ def main() -> None:
     if args.render:
         results = json.loads((args.render / "results.json").read_text())
         for other in args.add_rows:
-            results["rows"] = add_rows(results, json.loads((other / "results.json").read_text()))
+            results["rows"] = add_rows(results, read_results(other))
         (args.render / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results, args.render)
         return
@@ -582,6 +585,18 @@ def side_by_side(jobs: int) -> dict[str, str] | None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     torch.set_num_threads(threads)
     return {**os.environ, "OMP_NUM_THREADS": str(threads)}
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    """OUT/results.json, with each row's median epoch filled in from its run folder where an older results.json
+    lacks it."""
+    results: dict[str, Any] = json.loads((out / "results.json").read_text())
+    for row in results["rows"]:
+        history = out / "runs" / row["row"] / "metrics.jsonl"
+        if row["probes"] and "median_epoch_s" not in row and history.is_file():
+            seconds = [json.loads(line)["seconds"] for line in history.read_text().splitlines()]
+            row["median_epoch_s"] = statistics.median(seconds[: row["epochs"]])
+    return results
 
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:

@@ -164,6 +164,8 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert "-m vaekit evaluate" in evaluate and "--k 20 --split both" in evaluate
     assert all(line in text for line in row["commands"])
     assert [probe["epoch"] for probe in row["probes"]] == [1, 3] and all(finite(p, "nll") for p in row["probes"])
+    seconds = [json.loads(line)["seconds"] for line in (tmp_path / "runs/iwae5-2l/metrics.jsonl").open()]
+    assert row["median_epoch_s"] == sorted(seconds)[1] and f"median epoch {sorted(seconds)[1]:.1f} s" in text
     (tmp_path / "results.md").unlink()  # --render writes the same report again from results.json alone
     rendered = subprocess.run([*command[:2], "--render", str(tmp_path)], capture_output=True, text=True, env=env)
     assert rendered.returncode == 0, rendered.stderr[-2000:]
@@ -297,3 +299,20 @@ def test_a_weight_average_reaches_the_commands_and_travels_with_a_merged_row(ben
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae"))
     assert "(schedule `hold`, weights averaged with decay 0.999) |" in vae_line
     assert "averaged" not in text.split("| row |")[0]
+
+
+def test_a_row_from_an_older_results_json_gets_its_median_epoch_from_its_run_folder(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    p = bench.Protocol(batch_size=100, schedule="hold")
+    probe = {"epoch": 4, "train_seconds": 60.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
+    ran = {**bench.not_run("vae", p), "status": "done", "probes": [probe], "train_seconds": 600.0, "epochs": 4}
+    unrun = bench.not_run("iwae5", p)
+    results = {"protocol": dataclasses.asdict(p), "hardware": HARDWARE, "rows": [ran, unrun]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "runs/vae").mkdir(parents=True)
+    seconds = [9.0, 3.0, 4.0, 5.0, 30.0]  # a fifth epoch, past the row's 4, is not the row's
+    (tmp_path / "runs/vae/metrics.jsonl").write_text("".join(json.dumps({"seconds": s}) + "\n" for s in seconds))
+    vae, iwae = bench.read_results(tmp_path)["rows"]
+    assert vae["median_epoch_s"] == 4.5 and "median_epoch_s" not in iwae
+    assert "10.0 min, median epoch 4.5 s" in bench.train_time(vae, results["protocol"], HARDWARE)
