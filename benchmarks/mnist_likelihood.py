@@ -275,7 +275,7 @@ def train_chunks(
             return
         history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         epoch_s = sum(r["seconds"] for r in history[epoch:end]) / (end - epoch)
-        row["median_epoch_s"] = statistics.median(r["seconds"] for r in history)  # how fast this host was
+        row["median_epoch_s"] = median_epoch(run_dir, end)  # how fast this host was
         overhead_s = max(0.0, seconds - epoch_s * (end - epoch))  # start-up, data loading, the end-of-run test pass
         epoch = row["epochs"] = end
         start = time.perf_counter()
@@ -592,11 +592,16 @@ def read_results(out: Path) -> dict[str, Any]:
     lacks it."""
     results: dict[str, Any] = json.loads((out / "results.json").read_text())
     for row in results["rows"]:
-        history = out / "runs" / row["row"] / "metrics.jsonl"
-        if row["probes"] and "median_epoch_s" not in row and history.is_file():
-            seconds = [json.loads(line)["seconds"] for line in history.read_text().splitlines()]
-            row["median_epoch_s"] = statistics.median(seconds[: row["epochs"]])
+        run_dir = out / "runs" / row["row"]
+        if row["probes"] and "median_epoch_s" not in row and (run_dir / "metrics.jsonl").is_file():
+            row["median_epoch_s"] = median_epoch(run_dir, row["epochs"])
     return results
+
+
+def median_epoch(run_dir: Path, epochs: int) -> float:
+    """The median seconds of a run's first `epochs` epochs, from its metrics.jsonl."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return statistics.median(json.loads(line)["seconds"] for line in lines[:epochs])
 
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
