@@ -197,6 +197,11 @@ def accepted_flags() -> set[str]:
     return {name for param in train.params for name in [*param.opts, *param.secondary_opts]}
 
 
+def warms_up(name: str) -> bool:
+    """Whether KL warm-up reaches the row: only the ELBO rows have a KL weight to ramp."""
+    return "--objective" not in ROWS[name][1]
+
+
 def row_flags(name: str, p: Protocol) -> list[str]:
     """The row's model and data flags, as the paper specifies them (the two-layer rows: 784-200-200-100 | 100-100-50
     as --hidden 200,200 --latent-dim 100 --second-layer 100,100,50)."""
@@ -205,7 +210,7 @@ def row_flags(name: str, p: Protocol) -> list[str]:
     flags += ["--hidden", p.hidden, "--latent-dim", str(p.latent_dim[layers]), "--activation", p.activation]
     flags += ["--second-layer", p.second_layer] if layers == 2 else []
     flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
-    flags += ["--warmup", f"{p.warmup:g}"] if p.warmup and "--objective" not in extra else []
+    flags += ["--warmup", f"{p.warmup:g}"] if p.warmup and warms_up(name) else []
     flags += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
     flags += ["--data-dir", p.data_dir] if p.data_dir else []
     return flags + (["--device", p.device] if p.device else [])
@@ -383,12 +388,14 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
     """Minutes trained and the median epoch's seconds (hosts of one kind differ by half); a row merged in from a run
     with another budget, warm-up, schedule, thread count or CPU (see --add-rows) says which."""
     budget, threads = row.get("budget_s", p["budget_s"]), row.get("threads", hw["threads"])
-    warmup = row.get("warmup", p.get("warmup", 0.0))
+    warmup, base_warmup = (
+        (row.get("warmup", p.get("warmup", 0.0)), p.get("warmup", 0.0)) if warms_up(row["row"]) else (0, 0)
+    )
     schedule, decades = row.get("schedule", p["schedule"]), row.get("decades", p.get("decades", Protocol.decades))
     hold_at = row.get("hold_at", p.get("hold_at", HOLD_AT))
     average = row.get("average_decay", p.get("average_decay", 0.0))
     other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] else []
-    other += [f"KL warm-up {warmup:g} epochs"] if warmup != p.get("warmup", 0.0) else []
+    other += [f"KL warm-up {warmup:g} epochs"] if warmup != base_warmup else []
     if schedule != p["schedule"]:
         fall = f" falling {decades:g} decades" if decades != Protocol.decades else ""
         held = f", {first_step(hold_at)}" if schedule == "hold" and hold_at != HOLD_AT else ""

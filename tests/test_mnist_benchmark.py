@@ -256,6 +256,10 @@ def test_warmup_reaches_the_elbo_rows_only_and_travels_with_a_merged_row(bench: 
     assert rows[0]["warmup"] == 100.0
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
     assert "59.8 min (KL warm-up 100 epochs) |" in vae_line and "KL warm-up" not in text.split("| row |")[0]
+    table = dataclasses.asdict(bench.Protocol(batch_size=100, schedule="decade"))  # no warm-up
+    iwae = {**rows[0], "row": "iwae5"}  # an importance-weighted row from the same run trained without it
+    assert "KL warm-up 100" in bench.train_time(rows[0], table, HARDWARE)
+    assert "warm-up" not in bench.train_time(iwae, table, HARDWARE)
 
 
 def test_a_gentler_decay_reaches_the_commands_and_travels_with_a_merged_row(bench: ModuleType) -> None:
