@@ -30,12 +30,16 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("binarize_speed", [], "training's fresh Bernoulli draw (uniform compare) against torch.bernoulli"),
     ("ddp_speed", [], "torchrun DDP, 2 processes against 1 process on the same cores"),
     ("evaluate_speed", [], "the k = 1000 importance-weighted evaluation against its FLOP bound"),
+    ("iwae_speed", [], "IWAE k = 50 training, negligible weights dropped against every weight carried"),
     ("serve_latency", [], "explorer decode latency, 1 client against 8 concurrent clients"),
     ("memory_scaling", [], "resident memory and time per sample from packs of 10k to 1M images, against memory"),
     ("quality", [], "test −ELBO after 10 epochs against the tutorial pipeline"),
 ]
 
-QUICK = {"memory_scaling": ["--sizes", "300", "600", "--baseline-max", "300"]}
+QUICK = {
+    "memory_scaling": ["--sizes", "300", "600", "--baseline-max", "300"],
+    "iwae_speed": ["--dataset", "digits", "--k", "5", "--warmup-steps", "2", "--blocks", "1", "--block", "2"],
+}
 
 
 def machine() -> str:

@@ -31,3 +31,10 @@ def test_the_binarization_benchmark_times_both_draws_and_prints_their_ratio() ->
     out = run_benchmark("binarize_speed.py", "--images", "2000", "--repeats", "2")
     assert "2,000 images of 784 pixels, batch 100; 2 repeats" in out
     assert "bernoulli / uniform compare:" in out and out.count(" s an epoch (") == 2
+
+
+def test_the_iwae_benchmark_alternates_both_cases_and_prints_their_ratio() -> None:
+    out = run_benchmark("iwae_speed.py", "--dataset", "digits", "--k", "5", "--warmup-steps", "2", "--blocks", "2")
+    assert "digits, IWAE k = 5, batch 100" in out and "GFLOP/s" in out
+    assert "every weight carried" in out and "weights < 1e-12 dropped (vaekit)" in out
+    assert "speed-up: " in out and "over 2 block pairs" in out

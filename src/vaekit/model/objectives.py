@@ -183,7 +183,7 @@ def normalized_weights(log_w: Tensor) -> Tensor:
     Such a sample moves the gradient Σ_i w̃_i ∇ log w_i by a part in 10¹² (float32 resolves a part in 10⁷), but the
     backward pass carries its w̃_i through the decoder, where products of it underflow to subnormal floats, which
     x86 CPUs compute many times slower: MNIST's IWAE k = 50 trained 2 to 3 times slower with them, k = 5 a fifth
-    slower (benchmarks/train_speed.py --iwae measures it). Zero skips that work exactly.
+    slower (benchmarks/iwae_speed.py measures it). Zero skips that work exactly.
     """
     weights = torch.softmax(log_w, dim=0)
     return torch.where(weights < NEGLIGIBLE_WEIGHT, 0.0, weights)
