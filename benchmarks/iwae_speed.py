@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from train_speed import matmul_gflops  # type: ignore[import-not-found]
 
 import vaekit.model.objectives as objectives
 from vaekit import DataConfig, ModelConfig, TrainConfig
@@ -26,16 +27,6 @@ from vaekit.data.sources import load_dataset
 from vaekit.training.epoch import ObjectiveStep
 from vaekit.training.loop import make_optimizer
 from vaekit.training.runs import build_model
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return repeats * 2 * n**3 / (time.perf_counter() - start) / 1e9
 
 
 def main() -> None:
