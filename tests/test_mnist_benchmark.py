@@ -196,10 +196,24 @@ def test_rows_not_run_are_listed_with_the_command_that_runs_them(bench: ModuleTy
     (command,) = row["commands"]
     assert row["status"] == "not run" and row["published"] == bench.PUBLISHED["iwae50"]
     assert "--rows iwae50 --budget 2h --dataset mnist --batch-size 100" in command and "--schedule decade" in command
-    assert "--budget 60m" in bench.not_run("vae", p)["commands"][0]
+    budgets = {name: bench.not_run(name, p)["commands"][0].split("--budget ")[1].split()[0] for name in bench.ROWS}
+    hour, two = ("vae", "vae-2l"), ("iwae5", "iwae50", "iwae5-2l", "iwae50-2l")  # ELBO rows; importance-weighted
+    assert budgets == {**dict.fromkeys(hour, "60m"), **dict.fromkeys(two, "2h")}
     results = {"protocol": dataclasses.asdict(p), "hardware": bench.hardware(None), "rows": [row]}
     text = bench.markdown(json.loads(json.dumps(results)))
     assert "| iwae50 | not run |" in text and command in text
+
+
+def test_a_rendered_table_lists_its_rows_not_run_with_the_commands_the_script_now_gives(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="decade", data_dir="../shared/data")
+    stale = bench.not_run("iwae5-2l", p)
+    stale["commands"] = [stale["commands"][0].replace("--budget 2h", "--budget 60m")]  # written by an older script
+    left_out = {**bench.not_run("iwae50-2l", p), "reason": "this vaekit lacks --second-layer", "commands": ["x"]}
+    ran = {**bench.not_run("vae", p), "status": "done", "commands": ["y"]}
+    table = json.loads(json.dumps({"protocol": dataclasses.asdict(p), "rows": [ran, stale, left_out]}))
+    rows = bench.relisted(table)
+    assert rows[1]["commands"] == bench.not_run("iwae5-2l", p)["commands"] and "--budget 2h" in rows[1]["commands"][0]
+    assert rows[0] == table["rows"][0] and rows[2] == table["rows"][2]
 
 
 def test_rows_from_another_run_with_its_own_budget_threads_and_cpu_join_the_table(bench: ModuleType) -> None:
