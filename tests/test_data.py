@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,13 @@ from PIL import Image
 
 from tests.conftest import SHARED_MNIST, idx_bytes, write_idx_dataset
 from vaekit import DataConfig
+from vaekit.data import sources
 from vaekit.data.sources import (
     IdxSource,
     Split,
     check_agree,
     load_dataset,
+    load_digits,
     locate_idx,
     read_idx,
     search_dirs,
@@ -129,6 +133,24 @@ def test_digits_need_no_files_and_split_deterministically() -> None:
     c = load_dataset(DataConfig(dataset="digits", split_seed=1))
     assert not torch.equal(a.val.x, c.val.x)
     torch.testing.assert_close(a.test.x, c.test.x)  # the test split never depends on the validation seed
+
+
+def test_digits_read_from_the_table_match_scikit_learns_loader_without_importing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    expected = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
+    read = load_digits()
+    assert torch.equal(read.x, expected) and torch.equal(read.y, torch.from_numpy(bunch.target))
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)  # no table found: sklearn's loader
+    fallback = load_digits()
+    assert torch.equal(fallback.x, expected) and torch.equal(fallback.y, read.y)
+    monkeypatch.undo()
+    probe = "import sys; from vaekit.data.sources import load_digits; load_digits(); print('sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_split_off_partitions_without_loss() -> None:
