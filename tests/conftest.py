@@ -19,10 +19,27 @@ from vaekit import DataConfig, ModelConfig, TrainConfig
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
+@pytest.fixture(scope="session")
+def classifier_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature classifier cache for the whole session: every `evaluate` on digits would otherwise train the same
+    classifier again, 10 s each (tests/test_evaluate.py trains a fresh one and checks it predicts as this one does)."""
+    return tmp_path_factory.mktemp("classifiers")
+
+
+def make_home(home: Path, classifier_cache: Path) -> Path:
+    """A fresh home folder whose classifier cache (and only that) is the session's."""
+    (home / ".cache" / "vaekit").mkdir(parents=True, exist_ok=True)
+    (home / ".cache" / "vaekit" / "classifiers").symlink_to(classifier_cache, target_is_directory=True)
+    return home
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the real ~/.cache/vaekit, $VAEKIT_DATA or mirrors."""
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, classifier_cache: Path
+) -> None:
+    """No test reads or writes the real ~/.cache/vaekit, $VAEKIT_DATA or mirrors: each has a home of its own, in
+    this process and in those it starts."""
+    monkeypatch.setenv("HOME", str(make_home(tmp_path_factory.mktemp("home"), classifier_cache)))
     monkeypatch.delenv("VAEKIT_DATA", raising=False)
     monkeypatch.delenv("VAEKIT_MIRRORS", raising=False)
     torch.manual_seed(0)

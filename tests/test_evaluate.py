@@ -67,16 +67,19 @@ def test_nearest_matches_brute_force() -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_space(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def digits_space(classifier_cache: Path):  # type: ignore[no-untyped-def]
+    """The session's classifier, as every `evaluate` in the suite reads it (trained by whichever test came first)."""
     data = load_dataset(DataConfig(dataset="digits"))
-    return data, feature_space(data, cache=tmp_path_factory.mktemp("classifiers"))
+    return data, feature_space(data, cache=classifier_cache)
 
 
 def test_classifier_is_accurate_and_cached(digits_space, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data, space = digits_space
     assert space.test_accuracy > 0.9
-    again = feature_space(data, cache=tmp_path)  # a new cache: trained afresh, deterministically
+    again = feature_space(data, cache=tmp_path)  # a new cache: trained afresh, to the classifier the suite shares
     assert (tmp_path / f"{space.key}.safetensors").is_file()
+    assert again.test_accuracy == pytest.approx(space.test_accuracy, abs=0.01)
+    assert (again.predict(data.test.x) == space.predict(data.test.x)).float().mean() > 0.99  # float sums vary by thread
     loaded = feature_space(data, cache=tmp_path)  # now read from the cache
     torch.testing.assert_close(loaded.embed(data.test.x), again.embed(data.test.x))
 

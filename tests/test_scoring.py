@@ -21,12 +21,6 @@ from vaekit.training.runs import build_model
 GREY = torch.randint(1, 255, (50, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(scope="module")
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the digits feature classifier that every `evaluate` below trains otherwise."""
-    return tmp_path_factory.mktemp("home")
-
-
 def test_grey_values_for_a_bernoulli_are_the_pixels_scaled_exactly_as_before() -> None:
     scored = Scoring.of(ModelConfig(), DataConfig()).input(GREY, torch.Generator().manual_seed(0))
     assert torch.equal(scored, GREY.float() / 255)
@@ -67,10 +61,7 @@ def test_a_gaussian_scores_dequantized_pixels_with_the_log_256_term() -> None:
     assert torch.equal(scoring.input(floats), floats) and scoring.offset(floats) == 0.0  # continuous data as given
 
 
-def test_evaluate_scores_the_train_subset_of_a_dynamic_run_on_a_binarized_draw_too(
-    tmp_path: Path, shared_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HOME", str(shared_home))
+def test_evaluate_scores_the_train_subset_of_a_dynamic_run_on_a_binarized_draw_too(tmp_path: Path) -> None:
     config = tiny_config(epochs=1)
     config.data.binarize = "dynamic"
     run = train(config, tmp_path / "dynamic")
@@ -82,10 +73,7 @@ def test_evaluate_scores_the_train_subset_of_a_dynamic_run_on_a_binarized_draw_t
     assert abs(train_side.neg_elbo - test.neg_elbo) < abs(-grey["elbo"] - test.neg_elbo)  # type: ignore[operator]
 
 
-def test_a_gaussian_run_reports_one_bits_per_dim_in_training_and_evaluation(
-    tmp_path: Path, shared_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HOME", str(shared_home))
+def test_a_gaussian_run_reports_one_bits_per_dim_in_training_and_evaluation(tmp_path: Path) -> None:
     config = tiny_config(epochs=3)
     config.model.likelihood = "gaussian-learned"
     run = train(config, tmp_path / "gaussian")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import make_home, tiny_config
 from tests.test_web import chromium_or_fail
 from vaekit import VaekitError, load_run
 from vaekit.analysis.estimators import gradient_lab
@@ -37,11 +37,13 @@ CHEAP = Settings(repeats=5, batch_size=32, k=4, images=100, samples=100, paths=1
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Path], WhyReport]]:
+def made(
+    tmp_path_factory: pytest.TempPathFactory, classifier_cache: Path
+) -> Iterator[tuple[Path, dict[str, Path], WhyReport]]:
     """Every role trained once on digits in a budget too small for a second epoch, and the report built on them."""
     out = tmp_path_factory.mktemp("why")
-    with pytest.MonkeyPatch.context() as patch:  # the evaluation classifier is cached in this module's own home
-        patch.setenv("HOME", str(out / "home"))
+    with pytest.MonkeyPatch.context() as patch:  # set up before any test's own home
+        patch.setenv("HOME", str(make_home(out / "home", classifier_cache)))
         torch.manual_seed(0)
         folders = train_in_budget(tiny_config(), out, 1e-3, lambda c, f, r: train(c, f, resume=r))
         report = build_report(load_roles(folders), CHEAP)
@@ -80,9 +82,7 @@ def test_next_epochs_fills_the_share_and_stops() -> None:
 def test_the_report_s_numbers_are_the_existing_tools_numbers(made: tuple[Path, dict[str, Path], WhyReport]) -> None:
     out, folders, report = made
     vae = load_run(folders["vae"])
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(out / "home"))
-        trained, initial = gradient_lab(vae, CHEAP.repeats, CHEAP.batch_size, 4, CHEAP.seed, at_init=True)
+    trained, initial = gradient_lab(vae, CHEAP.repeats, CHEAP.batch_size, 4, CHEAP.seed, at_init=True)
     ratios = section(report, "gradients").numbers["variance_ratio"]
     assert ratios["trained"][0] == pytest.approx(trained.variance_ratio("score-function"))
     assert ratios["initialisation"][1] == pytest.approx(initial.variance_ratio("score-function-baseline"))
@@ -98,11 +98,8 @@ def test_the_report_s_numbers_are_the_existing_tools_numbers(made: tuple[Path, d
     assert [s["headline"] for s in written["sections"]] == [s.headline for s in report.sections]
 
 
-def test_a_missing_control_is_said_not_failed_on(
-    made: tuple[Path, dict[str, Path], WhyReport], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out, folders, _ = made
-    monkeypatch.setenv("HOME", str(out / "home"))
+def test_a_missing_control_is_said_not_failed_on(made: tuple[Path, dict[str, Path], WhyReport]) -> None:
+    _, folders, _ = made
     alone = build_report(load_roles({"vae": folders["vae"]}), CHEAP)
     for key, role in (("gradients", "score-function"), ("continuity", "ae"), ("generalization", "memorize")):
         assert any(f"no {role} run" in line for line in section(alone, key).missing), key
@@ -155,10 +152,9 @@ def test_budget_and_runs_arguments_fail_in_one_line() -> None:
 
 
 def test_the_cli_builds_the_report_from_runs_and_refuses_bad_input(
-    made: tuple[Path, dict[str, Path], WhyReport], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    made: tuple[Path, dict[str, Path], WhyReport], tmp_path: Path
 ) -> None:
-    out, folders, _ = made
-    monkeypatch.setenv("HOME", str(out / "home"))
+    _, folders, _ = made
     runs = f"vae={folders['vae']},ae={folders['ae']}"
     flags = ["--repeats", "3", "--k", "2", "--images", "50", "--prior-samples", "50", "--device", "cpu"]
     result = CliRunner().invoke(app, ["why", "--runs", runs, "--out", str(tmp_path), *flags])
