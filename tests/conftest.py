@@ -22,7 +22,8 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 @pytest.fixture(scope="session")
 def classifier_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One feature classifier cache for the whole session: every `evaluate` on digits would otherwise train the same
-    classifier again, 10 s each (tests/test_evaluate.py trains a fresh one and checks it predicts as this one does)."""
+    classifier again, 11 to 13 s each on 2 cores (tests/test_evaluate.py trains a fresh one and checks it predicts as
+    this one does)."""
     return tmp_path_factory.mktemp("classifiers")
 
 
