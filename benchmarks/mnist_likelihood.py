@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -464,6 +465,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f" | {cell(row, 'train_minus_test_nll')} | {units} | {row['epochs']} | "
                      f"{train_time(row, p, hw)} | {' | '.join(published)} |")  # fmt: skip
     lines += ["", "## Commands", ""]
+    if "recipe" in results and any(row["status"] == "not run" and not row["reason"] for row in results["rows"]):
+        lines += ["The rows not run give the recipe of the last row joined by `--add-rows`, not the protocol's.", ""]
     for row in results["rows"]:
         notes = row["deviations"] + row["errors"]
         lines += [f"### {row['row']} — {row['status']}" + (f": {row['reason']}" if row["reason"] else ""), ""]
@@ -549,10 +552,7 @@ def main() -> None:
                         "rows OTHER/results.json ran replace DIR's rows of the same names")  # fmt: skip
     args = parser.parse_args()
     if args.render:
-        results = json.loads((args.render / "results.json").read_text())
-        results["rows"] = relisted(results)
-        for other in args.add_rows:
-            results["rows"] = add_rows(results, read_results(other))
+        results = joined(json.loads((args.render / "results.json").read_text()), map(read_results, args.add_rows))
         (args.render / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results, args.render)
         return
@@ -613,12 +613,23 @@ def median_epoch(run_dir: Path, epochs: int) -> float:
     return statistics.median(json.loads(line)["seconds"] for line in lines[:epochs])
 
 
+def joined(results: dict[str, Any], others: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """results with the rows each of `others` ran in place of its own, its rows not run listed again; the last
+    other's recipe (schedule, warm-up, weight average) becomes the recipe those rows' commands give, since a table's
+    protocol keeps the recipe of its first invocation, which later rows may have improved on."""
+    for other in others:
+        results["rows"] = add_rows(results, other)
+        results["recipe"] = {k: other["protocol"].get(k, getattr(Protocol, k)) for k in PER_ROW if k != "budget_s"}
+    results["rows"] = relisted(results)
+    return results
+
+
 def relisted(results: dict[str, Any]) -> list[dict[str, Any]]:
     """results' rows, each one not run listed again with the command this script now gives it under the table's
-    protocol (so a re-rendered table never shows a budget or flag the script has since changed); the rows run, or
-    left out for a reason, stay as they are."""
+    protocol and recipe (so a re-rendered table never shows a budget or flag the script has since changed, nor a
+    recipe the table's later rows replaced); the rows run, or left out for a reason, stay as they are."""
     known = {f.name for f in dataclasses.fields(Protocol)}
-    p = Protocol(**{k: v for k, v in results["protocol"].items() if k in known})
+    p = Protocol(**{k: v for k, v in (results["protocol"] | results.get("recipe", {})).items() if k in known})
     return [
         not_run(row["row"], p) if row["status"] == "not run" and not row["reason"] and row["row"] in ROWS else row
         for row in results["rows"]

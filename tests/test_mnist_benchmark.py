@@ -244,6 +244,27 @@ def test_rows_from_another_run_with_its_own_budget_threads_and_cpu_join_the_tabl
 HARDWARE = {"cpu": "x", "cores": 2, "threads": 2, "gpu": None, "torch": "2", "python": "3"}
 
 
+def test_rows_not_run_give_the_recipe_of_the_last_row_joined(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="decade")
+    table = {"protocol": dataclasses.asdict(p), "hardware": HARDWARE, "rows": [bench.not_run(n, p) for n in bench.ROWS]}
+    table = json.loads(json.dumps(table))
+    assert bench.joined(json.loads(json.dumps(table)), []) == table  # nothing joined: the protocol's recipe stays
+    recipe = bench.Protocol(batch_size=100, schedule="hold", hold_at=0.85, warmup=100.0, average_decay=0.999)
+    probe = {"epoch": 9, "train_seconds": 3600.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
+    ran = {**bench.not_run("iwae5", recipe), "status": "done", "probes": [probe], "train_seconds": 3590.0,
+           "epochs": 9, "test_nll": 87.5, "test_nll_se": 0.2, "neg_elbo": 90.1, "neg_elbo_se": 0.2,
+           "train_minus_test_nll": 0.1, "active_units": 21, "latent_units": 50}  # fmt: skip
+    other = {"protocol": dataclasses.asdict(dataclasses.replace(recipe, budget_s=3600.0)), "rows": [ran]}
+    results = json.loads(json.dumps(bench.joined(table, [json.loads(json.dumps({**other, "hardware": HARDWARE}))])))
+    commands = {row["row"]: row["commands"][0] for row in results["rows"]}
+    given = "--schedule hold --hold-at 0.85 --warmup 100 --average-decay 0.999"
+    assert commands["iwae5"] == ran["commands"][0] and results["rows"][1]["test_nll"] == 87.5
+    assert all(given in commands[n] for n in bench.ROWS if n != "iwae5") and "decade" not in str(commands)
+    assert "--budget 2h" in commands["iwae50"] and "--budget 60m" in commands["vae-2l"]  # budgets stay per row
+    assert results["protocol"]["schedule"] == "decade"  # the header still describes the table's first invocation
+    assert "recipe of the last row joined" in bench.markdown(results)
+
+
 def merged_vae_row(bench: ModuleType, p: Any, newer_key: str) -> tuple[list[dict[str, Any]], str]:
     """The VAE row run with protocol p, merged into a decade-schedule table written before `newer_key` existed:
     the merged rows and the table's text."""
