@@ -254,8 +254,9 @@ def test_rows_not_run_give_the_recipe_of_the_last_row_joined(bench: ModuleType) 
     ran = {**bench.not_run("iwae5", recipe), "status": "done", "probes": [probe], "train_seconds": 3590.0,
            "epochs": 9, "test_nll": 87.5, "test_nll_se": 0.2, "neg_elbo": 90.1, "neg_elbo_se": 0.2,
            "train_minus_test_nll": 0.1, "active_units": 21, "latent_units": 50}  # fmt: skip
-    other = {"protocol": dataclasses.asdict(dataclasses.replace(recipe, budget_s=3600.0)), "rows": [ran]}
-    results = json.loads(json.dumps(bench.joined(table, [json.loads(json.dumps({**other, "hardware": HARDWARE}))])))
+    other = {"protocol": dataclasses.asdict(dataclasses.replace(recipe, budget_s=3600.0)), "hardware": HARDWARE,
+             "rows": [ran]}  # fmt: skip
+    results = json.loads(json.dumps(bench.joined(table, [json.loads(json.dumps(other))])))
     commands = {row["row"]: row["commands"][0] for row in results["rows"]}
     given = "--schedule hold --hold-at 0.85 --warmup 100 --average-decay 0.999"
     assert commands["iwae5"] == ran["commands"][0] and results["rows"][1]["test_nll"] == 87.5
