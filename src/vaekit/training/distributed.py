@@ -95,10 +95,11 @@ WORKERS_FINISH_S = 0.1
 def stop() -> None:
     """Leave the process group, then give its worker threads the GIL before the interpreter finalizes.
 
-    DistributedDataParallel keeps torch's process group alive past destroy_process_group (torch 2.13: its Reducer is
-    never freed), and so the group's worker threads. A gloo worker still dropping the last collective's tensors needs
-    the GIL; if it asks while the interpreter finalizes, the process aborts after a run that succeeded ("terminate
-    called without an active exception", seen in 1 launch in 40 of two CPU ranks). Sleeping releases the GIL.
+    DistributedDataParallel keeps torch's process group alive past destroy_process_group (torch 2.13: a DDP module,
+    even one deleted and collected, leaves the group's worker threads running). A gloo worker still dropping the last
+    collective's tensors needs the GIL; if it asks while the interpreter finalizes, the process aborts after a run that
+    succeeded ("terminate called without an active exception", seen in 1 launch in 40 of two CPU ranks). Sleeping
+    releases the GIL.
     """
     if dist.is_initialized():
         dist.destroy_process_group()
