@@ -82,6 +82,7 @@ class Protocol:
     hold_at: float = HOLD_AT  # the `hold` schedule's first step down, as a fraction of the budget
     warmup: float = 0.0  # epochs of linear KL warm-up, ELBO rows only (the importance-weighted bound has no KL weight)
     average_decay: float = 0.0  # >0: the run evaluates and saves a moving average of its weights (vaekit train's flag)
+    estimator: str = "reparam"  # the importance-weighted rows' encoder gradient: reparam (IWAE's own) or dreg
     budget_s: float = 3600.0
     max_epochs: int = STAGE_ENDS[-1]
     chunks: int = 12  # a chunk is at most budget / chunks long, so the probe curve has about this many points
@@ -103,6 +104,7 @@ PER_ROW = (
     "decades",
     "hold_at",
     "average_decay",
+    "estimator",
 )  # what --add-rows lets differ, kept by each row
 
 SMOKE = {  # a few seconds a row: the full path, not a measurement
@@ -212,6 +214,7 @@ def row_flags(name: str, p: Protocol) -> list[str]:
     flags += ["--second-layer", p.second_layer] if layers == 2 else []
     flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
     flags += ["--warmup", f"{p.warmup:g}"] if p.warmup and warms_up(name) else []
+    flags += ["--estimator", p.estimator] if p.estimator != Protocol.estimator and not warms_up(name) else []
     flags += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
     flags += ["--data-dir", p.data_dir] if p.data_dir else []
     return flags + (["--device", p.device] if p.device else [])
@@ -355,6 +358,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     command += ["--hold-at", f"{p.hold_at:g}"] if p.hold_at != HOLD_AT else []
     command += ["--warmup", f"{p.warmup:g}"] if p.warmup else []
     command += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
+    command += ["--estimator", p.estimator] if p.estimator != Protocol.estimator and not warms_up(name) else []
     command += ["--data-dir", p.data_dir] if p.data_dir else []
     return {
         "row": name, "status": "not run", "reason": "", "deviations": [], "errors": [],
@@ -406,6 +410,8 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
         other += [f"lr falling {decades:g} decades"] if decades != p.get("decades", Protocol.decades) else []
         other += [first_step(hold_at)] if hold_at != p.get("hold_at", HOLD_AT) else []
     other += [averaged(average)] if average != p.get("average_decay", 0.0) else []
+    estimator = row.get("estimator", p.get("estimator", Protocol.estimator)) if not warms_up(row["row"]) else ""
+    other += [f"`{estimator}` gradients"] if estimator and estimator != p.get("estimator", Protocol.estimator) else []
     other += [f"{threads} thread{'s' * (threads != 1)}"] if threads != hw["threads"] else []
     other += [f"on {row['cpu']}"] if row.get("cpu", hw["cpu"]) != hw["cpu"] else []
     speed = f", median epoch {row['median_epoch_s']:.1f} s" if "median_epoch_s" in row else ""
@@ -435,6 +441,7 @@ def markdown(results: dict[str, Any]) -> str:
         + (f", {first_step(p['hold_at'])}" if p["schedule"] == "hold" and p.get("hold_at", HOLD_AT) != HOLD_AT else "")
         + (f", KL warm-up over {p['warmup']:g} epochs (ELBO rows)" if p.get("warmup") else "")
         + (f", {averaged(p['average_decay'])} (evaluated in their place)" if p.get("average_decay") else "")
+        + (f", `{p['estimator']}` encoder gradients (IWAE rows)" if p.get("estimator", "reparam") != "reparam" else "")
         + ", wall-time budget "
         f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
@@ -515,7 +522,7 @@ def protocol(args: argparse.Namespace) -> Protocol:
     p = Protocol(**(SMOKE if args.smoke else {}), smoke=args.smoke)  # type: ignore[arg-type]
     given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
              "decades": args.decades, "hold_at": args.hold_at, "warmup": args.warmup, "budget_s": args.budget,
-             "average_decay": args.average_decay,
+             "average_decay": args.average_decay, "estimator": args.estimator,
              "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device,
              "data_dir": args.data_dir}  # fmt: skip
     p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
@@ -537,6 +544,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, help="epochs of linear KL warm-up for the ELBO rows [0, the paper's]")
     parser.add_argument("--average-decay", type=float, help="evaluate a moving average of the weights with this decay "
                         "per step (vaekit train --average-decay) [0: none, the paper's]")  # fmt: skip
+    parser.add_argument("--estimator", choices=["reparam", "dreg"], help="the importance-weighted rows' "
+                        "encoder gradient: IWAE's own or doubly reparameterized [reparam]")  # fmt: skip
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
     parser.add_argument("--device", help="passed to vaekit train and evaluate, and used by the probes")
