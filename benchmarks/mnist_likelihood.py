@@ -647,8 +647,8 @@ def relisted(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, Any]]:
     """results' rows, each replaced by other's row of that name where other ran it (same dataset and protocol but
-    for the budget, the KL warm-up and the learning-rate schedule with its fall and first step, which each row keeps,
-    as it keeps the CPU and the torch threads it ran on)."""
+    for the budget, the KL warm-up, the learning-rate schedule with its fall and first step, the weight average and
+    the encoder gradient, which each row keeps, as it keeps the CPU and the torch threads it ran on)."""
     ours, theirs = results["protocol"], other["protocol"]
     keys = (ours.keys() | theirs.keys()) - set(PER_ROW)
     if any(ours.get(k) != theirs.get(k) for k in keys):

@@ -266,14 +266,14 @@ def test_rows_not_run_give_the_recipe_of_the_last_row_joined(bench: ModuleType) 
     assert "recipe of the last row joined" in bench.markdown(results)
 
 
-def merged_vae_row(bench: ModuleType, p: Any, newer_key: str) -> tuple[list[dict[str, Any]], str]:
-    """The VAE row run with protocol p, merged into a decade-schedule table written before `newer_key` existed:
+def merged_row(bench: ModuleType, p: Any, newer_key: str, name: str = "vae") -> tuple[list[dict[str, Any]], str]:
+    """The row `name` run with protocol p, merged into a decade-schedule table written before `newer_key` existed:
     the merged rows and the table's text."""
     old = {"protocol": dataclasses.asdict(bench.Protocol(batch_size=100, schedule="decade")), "hardware": HARDWARE}
     del old["protocol"][newer_key]
     old["rows"] = [bench.not_run(n, p) for n in bench.ROWS]
     probe = {"epoch": 9, "train_seconds": 3600.0, "lr": 1e-3, "nll": 90.0, "nll_se": 0.5}
-    ran = {**bench.not_run("vae", p), "status": "done", "probes": [probe], "train_seconds": 3590.0, "epochs": 9,
+    ran = {**bench.not_run(name, p), "status": "done", "probes": [probe], "train_seconds": 3590.0, "epochs": 9,
            "test_nll": 87.9, "test_nll_se": 0.2, "neg_elbo": 92.3, "neg_elbo_se": 0.2, "train_minus_test_nll": 0.4,
            "active_units": 29, "latent_units": 50}  # fmt: skip
     other = {"protocol": dataclasses.asdict(p), "hardware": HARDWARE, "rows": [ran]}
@@ -288,7 +288,7 @@ def test_warmup_reaches_the_elbo_rows_only_and_travels_with_a_merged_row(bench: 
         and "--warmup 100" in bench.not_run("vae", p)["commands"][0]
     )
     assert "--warmup" not in bench.row_flags("iwae5", p)  # the importance-weighted bound has no KL weight to ramp
-    rows, text = merged_vae_row(bench, p, "warmup")
+    rows, text = merged_row(bench, p, "warmup")
     assert rows[0]["warmup"] == 100.0
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
     assert "59.8 min (KL warm-up 100 epochs) |" in vae_line and "KL warm-up" not in text.split("| row |")[0]
@@ -302,7 +302,7 @@ def test_a_gentler_decay_reaches_the_commands_and_travels_with_a_merged_row(benc
     p = bench.Protocol(batch_size=100, schedule="decade", decades=0.5)
     assert "--schedule decade --decades 0.5" in bench.not_run("vae", p)["commands"][0]
     assert "--decades" not in bench.not_run("vae", bench.Protocol(schedule="decade"))["commands"][0]
-    rows, text = merged_vae_row(bench, p, "decades")
+    rows, text = merged_row(bench, p, "decades")
     assert rows[0]["decades"] == 0.5 and "decades" not in rows[1]
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
     assert "59.8 min (lr falling 0.5 decades) |" in vae_line and "falling" not in text.split("| row |")[0]
@@ -314,16 +314,16 @@ def test_a_gentler_decay_reaches_the_commands_and_travels_with_a_merged_row(benc
 def test_a_row_on_another_schedule_joins_the_table_and_says_which(bench: ModuleType) -> None:
     p = bench.Protocol(batch_size=100, schedule="hold", warmup=100.0)
     assert "--schedule hold --warmup 100" in bench.not_run("vae", p)["commands"][0]
-    rows, text = merged_vae_row(bench, p, "warmup")
+    rows, text = merged_row(bench, p, "warmup")
     assert rows[0]["schedule"] == "hold" and "schedule" not in rows[1]
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae |"))
     assert "59.8 min (KL warm-up 100 epochs, schedule `hold`) |" in vae_line
-    rows, text = merged_vae_row(bench, dataclasses.replace(p, decades=1.5), "warmup")
+    rows, text = merged_row(bench, dataclasses.replace(p, decades=1.5), "warmup")
     assert "schedule `hold` falling 1.5 decades" in next(line for line in text.splitlines() if line.startswith("| vae"))
     later = dataclasses.replace(p, hold_at=0.85)
     assert "--schedule hold --hold-at 0.85 --warmup 100" in bench.not_run("vae", later)["commands"][0]
     assert "--hold-at" not in bench.not_run("vae", p)["commands"][0]
-    rows, text = merged_vae_row(bench, later, "hold_at")
+    rows, text = merged_row(bench, later, "hold_at")
     assert rows[0]["hold_at"] == 0.85 and "hold_at" not in rows[1]
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae"))
     assert "(KL warm-up 100 epochs, schedule `hold`, first step down at 0.85 of the budget) |" in vae_line
@@ -334,11 +334,27 @@ def test_a_weight_average_reaches_the_commands_and_travels_with_a_merged_row(ben
     assert bench.row_flags("iwae5", p)[-2:] == ["--average-decay", "0.999"]  # every row, the bounds alike
     assert "--schedule hold --average-decay 0.999" in bench.not_run("vae", p)["commands"][0]
     assert "--average-decay" not in bench.not_run("vae", bench.Protocol())["commands"][0]
-    rows, text = merged_vae_row(bench, p, "average_decay")
+    rows, text = merged_row(bench, p, "average_decay")
     assert rows[0]["average_decay"] == 0.999 and "average_decay" not in rows[1]
     vae_line = next(line for line in text.splitlines() if line.startswith("| vae"))
     assert "(schedule `hold`, weights averaged with decay 0.999) |" in vae_line
     assert "averaged" not in text.split("| row |")[0]
+
+
+def test_dreg_reaches_the_importance_weighted_rows_only_and_travels_with_a_merged_row(bench: ModuleType) -> None:
+    p = bench.Protocol(batch_size=100, schedule="hold", estimator="dreg")
+    assert bench.row_flags("iwae50-2l", p)[-2:] == ["--estimator", "dreg"]
+    assert "--estimator" not in bench.row_flags("vae", p)  # the ELBO rows keep their reparameterized gradient
+    assert "--estimator" not in bench.row_flags("iwae5", bench.Protocol())  # IWAE's own gradient: the paper's
+    assert "--estimator dreg" in bench.not_run("iwae5", p)["commands"][0]
+    assert "--estimator" not in bench.not_run("vae", p)["commands"][0]
+    rows, text = merged_row(bench, p, "estimator", name="iwae5")
+    assert rows[1]["estimator"] == "dreg" and "estimator" not in rows[0]
+    iwae_line = next(line for line in text.splitlines() if line.startswith("| iwae5 |"))
+    assert "(schedule `hold`, `dreg` gradients) |" in iwae_line and "dreg" not in text.split("| row |")[0]
+    header = bench.markdown({"protocol": json.loads(json.dumps(dataclasses.asdict(p))), "hardware": HARDWARE,
+                             "rows": []}).split("| row |")[0]  # fmt: skip
+    assert "`dreg` encoder gradients (IWAE rows)" in header
 
 
 def test_a_row_from_an_older_results_json_gets_its_median_epoch_from_its_run_folder(
