@@ -205,6 +205,12 @@ def warms_up(name: str) -> bool:
     return "--objective" not in ROWS[name][1]
 
 
+def estimator_flags(name: str, p: Protocol) -> list[str]:
+    """`--estimator` where it differs from IWAE's own gradient: the importance-weighted rows only (the ELBO rows keep
+    the reparameterized gradient)."""
+    return ["--estimator", p.estimator] if p.estimator != Protocol.estimator and not warms_up(name) else []
+
+
 def row_flags(name: str, p: Protocol) -> list[str]:
     """The row's model and data flags, as the paper specifies them (the two-layer rows: 784-200-200-100 | 100-100-50
     as --hidden 200,200 --latent-dim 100 --second-layer 100,100,50)."""
@@ -214,7 +220,7 @@ def row_flags(name: str, p: Protocol) -> list[str]:
     flags += ["--second-layer", p.second_layer] if layers == 2 else []
     flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
     flags += ["--warmup", f"{p.warmup:g}"] if p.warmup and warms_up(name) else []
-    flags += ["--estimator", p.estimator] if p.estimator != Protocol.estimator and not warms_up(name) else []
+    flags += estimator_flags(name, p)
     flags += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
     flags += ["--data-dir", p.data_dir] if p.data_dir else []
     return flags + (["--device", p.device] if p.device else [])
@@ -358,7 +364,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     command += ["--hold-at", f"{p.hold_at:g}"] if p.hold_at != HOLD_AT else []
     command += ["--warmup", f"{p.warmup:g}"] if p.warmup else []
     command += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
-    command += ["--estimator", p.estimator] if p.estimator != Protocol.estimator and not warms_up(name) else []
+    command += estimator_flags(name, p)
     command += ["--data-dir", p.data_dir] if p.data_dir else []
     return {
         "row": name, "status": "not run", "reason": "", "deviations": [], "errors": [],
