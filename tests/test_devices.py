@@ -39,7 +39,7 @@ from vaekit.training.runs import CONFIG, build_model, load_run
 READ_FROM_META = r"meta tensors|no data"  # what reading a result off the meta device raises, and nothing else
 
 
-def reaches_its_results(analysis: Callable[[], Any]) -> None:
+def assert_reaches_its_results(analysis: Callable[[], Any]) -> None:
     """The analysis ran on the meta device up to reading its results; a device mismatch would raise before that."""
     with pytest.raises((RuntimeError, NotImplementedError), match=READ_FROM_META):
         analysis()
@@ -169,31 +169,31 @@ def test_a_run_trained_on_the_cpu_loads_on_any_device(run_dir: Path, meta_model:
 
 
 def test_likelihood_report_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
-    reaches_its_results(lambda: likelihood_report(meta_model, digits_test.x[:20], "test", k=3))
+    assert_reaches_its_results(lambda: likelihood_report(meta_model, digits_test.x[:20], "test", k=3))
 
 
 def test_kl_report_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
-    reaches_its_results(lambda: kl_report(meta_model, digits_test.x[:20]))
+    assert_reaches_its_results(lambda: kl_report(meta_model, digits_test.x[:20]))
 
 
 def test_smoothness_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
-    reaches_its_results(lambda: smoothness(meta_model, digits_test, None, paths=4, steps=3))
+    assert_reaches_its_results(lambda: smoothness(meta_model, digits_test, None, paths=4, steps=3))
 
 
 def test_gradient_lab_accumulates_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
-    reaches_its_results(lambda: gradient_report(meta_model, to_float(digits_test.x[:8]), repeats=2, samples=2))
+    assert_reaches_its_results(lambda: gradient_report(meta_model, to_float(digits_test.x[:8]), repeats=2, samples=2))
 
 
 def test_the_explorer_runs_on_the_models_device(meta_model: VAE, digits_test: Split) -> None:
     from vaekit.web.app import create_app
 
-    reaches_its_results(lambda: create_app(meta_model, digits_test, "meta"))
+    assert_reaches_its_results(lambda: create_app(meta_model, digits_test, "meta"))
 
 
 def test_sample_quality_runs_on_the_samples_device(meta_model: VAE, digits_test: Split) -> None:
     decoded = meta_model.sample(12, torch.Generator().manual_seed(0))
-    reaches_its_results(lambda: sample_quality(decoded, digits_test.x, None))
-    reaches_its_results(lambda: neighbour_audit(decoded, digits_test.x[:12], digits_test.x[12:24], "pixels"))
+    assert_reaches_its_results(lambda: sample_quality(decoded, digits_test.x, None))
+    assert_reaches_its_results(lambda: neighbour_audit(decoded, digits_test.x[:12], digits_test.x[12:24], "pixels"))
 
 
 def test_the_classifier_embeds_images_from_any_device_on_its_own(digits_test: Split) -> None:

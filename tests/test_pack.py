@@ -33,7 +33,7 @@ def invoke(*args: str | Path) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def one_line_error(code: int, stderr: str, *fragments: str) -> str:
+def assert_one_line_error(code: int, stderr: str, *fragments: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
     for fragment in fragments:
@@ -160,7 +160,7 @@ def test_a_truncated_images_file_is_one_line(packed: Path, tmp_path: Path) -> No
     with (packed / IMAGES).open("r+b") as stream:
         stream.truncate(100)
     code, _, stderr = invoke("train", "--dataset", packed, "--out", tmp_path / "run")
-    one_line_error(code, stderr, "images.u8 holds 100 bytes, its manifest says 140", "vaekit pack SOURCE")
+    assert_one_line_error(code, stderr, "images.u8 holds 100 bytes, its manifest says 140", "vaekit pack SOURCE")
     assert not (tmp_path / "run").exists()
 
 
@@ -180,7 +180,7 @@ def test_a_tampered_manifest_is_one_line(packed: Path, tamper: Any, message: str
     tamper(manifest)
     (packed / MANIFEST).write_text(json.dumps(manifest))
     code, _, stderr = invoke("train", "--dataset", packed, "--out", packed.parent / "run")
-    one_line_error(code, stderr, f"pack {packed}:", message, "write it again with `vaekit pack SOURCE")
+    assert_one_line_error(code, stderr, f"pack {packed}:", message, "write it again with `vaekit pack SOURCE")
 
 
 def test_a_manifest_that_is_not_json_is_one_line(packed: Path) -> None:
@@ -195,12 +195,12 @@ def test_changed_bytes_pass_the_size_check_but_not_verify(packed: Path) -> None:
     (packed / IMAGES).write_bytes(bytes(data))
     load_dataset(DataConfig(dataset=str(packed)))  # a load checks sizes only: hashing every load would be too slow
     code, _, stderr = invoke("pack", "--verify", packed)
-    one_line_error(code, stderr, "images.u8 does not match the SHA-256 in its manifest")
+    assert_one_line_error(code, stderr, "images.u8 does not match the SHA-256 in its manifest")
 
 
 def test_a_pack_never_overwrites_and_a_half_written_one_is_never_taken_for_a_pack(packed: Path) -> None:
     code, _, stderr = invoke("pack", "digits", packed)
-    one_line_error(code, stderr, "already exists: choose another folder")
+    assert_one_line_error(code, stderr, "already exists: choose another folder")
     (packed / MANIFEST).unlink()
     with pytest.raises(VaekitError, match=r"holds images.u8 but no manifest.json, so it is not a whole pack"):
         load_dataset(DataConfig(dataset=str(packed)))
@@ -222,7 +222,9 @@ def test_a_pack_that_would_not_fit_on_disk_is_refused_before_writing(
 ) -> None:
     monkeypatch.setattr("vaekit.data.pack.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     code, _, stderr = invoke("pack", "digits", tmp_path / "pack")
-    one_line_error(code, stderr, "the pack needs 0.1 MB", "0.0 MB free: free some space or write the pack elsewhere")
+    assert_one_line_error(
+        code, stderr, "the pack needs 0.1 MB", "0.0 MB free: free some space or write the pack elsewhere"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -234,9 +236,9 @@ def test_a_pack_folder_gets_the_permissions_of_any_new_folder(tmp_path: Path, pa
 def test_float_images_and_static_binarization_are_refused_in_one_line(tmp_path: Path, packed: Path) -> None:
     np.save(tmp_path / "f.npy", np.full((8, 4, 4), 0.5, np.float32))
     code, _, stderr = invoke("pack", tmp_path / "f.npy", tmp_path / "out")
-    one_line_error(code, stderr, "f.npy holds float32 values and a pack stores 8-bit pixels", "astype(np.uint8)")
+    assert_one_line_error(code, stderr, "f.npy holds float32 values and a pack stores 8-bit pixels", "astype(np.uint8)")
     code, _, stderr = invoke("train", "--dataset", packed, "--binarize", "static", "--out", tmp_path / "run")
-    one_line_error(code, stderr, "--binarize static", "use --binarize dynamic")
+    assert_one_line_error(code, stderr, "--binarize static", "use --binarize dynamic")
 
 
 # --- reading a pack ---------------------------------------------------------------------------------------------
