@@ -13,8 +13,10 @@ import multiprocessing
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -246,6 +248,56 @@ def test_a_second_writer_is_refused_and_told_who_holds_the_run(tmp_path: Path) -
     assert {k: v for k, v in fingerprint(run_dir).items() if k != ".lock"} == before
     assert not (run_dir / ".lock").exists()
     train(tiny_config(epochs=2), run_dir, resume=True)  # released: the next writer gets it
+
+
+def test_a_refused_writer_always_learns_who_holds_the_lock(tmp_path: Path) -> None:
+    """Writers racing in a tight loop: never two holders, and no refusal that cannot name its holder.
+
+    A lock file that became visible before its holder's name was in it made a racing loser say "another process".
+    """
+    holders, most, refusals = 0, 0, 0
+    nameless: list[str] = []
+    unexpected: list[str] = []
+    guard = threading.Lock()
+
+    def contend() -> None:
+        nonlocal holders, most, refusals
+        for _ in range(300):
+            try:
+                with RunLock(tmp_path / "run"):
+                    with guard:
+                        holders += 1
+                        most = max(most, holders)
+                    with guard:
+                        holders -= 1
+            except VaekitError as error:
+                with guard:
+                    refusals += 1
+                if f"being trained by process {os.getpid()} on" not in str(error):
+                    nameless.append(str(error))
+            except Exception as error:  # a race the lock does not handle: the folder vanishing, a file appearing
+                unexpected.append(repr(error))
+
+    threads = [threading.Thread(target=contend) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most == 1
+    assert refusals > 0  # the writers did race
+    assert nameless == []
+    assert unexpected == []
+    assert list((tmp_path / "run").glob(".lock*")) == []  # every writer released and left no file of its own
+
+
+def test_a_lock_left_by_a_killed_writer_is_taken_over_and_renamed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("process 1 on a-host-long-gone\n")  # its holder died: the kernel freed its flock
+    with RunLock(run_dir):
+        assert (run_dir / ".lock").read_text() == f"process {os.getpid()} on {socket.gethostname()}\n"
+        assert sorted(path.name for path in run_dir.iterdir()) == [".lock"]
+    assert list(run_dir.iterdir()) == []
 
 
 def test_two_concurrent_cli_trainers_leave_one_consistent_run(tmp_path: Path) -> None:

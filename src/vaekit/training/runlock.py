@@ -7,9 +7,11 @@ Readers (evaluate, serve, info) take no lock: every file they read is replaced a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -28,31 +30,60 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.created = not self.path.parent.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The lock file is written and locked under a private name before it appears as RUN/.lock, so whoever finds
+        # RUN/.lock locked also finds its holder's name in it: there is no moment when a held lock is nameless.
+        mine = self.path.with_name(f"{LOCK}.{os.getpid()}.{threading.get_ident()}")
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(mine, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                break
+            except FileNotFoundError:
+                continue  # a writer that had created the folder found it empty on release and removed it
+        try:
+            os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
+            fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file: never blocks
+            while not self._install(mine):
+                pass
+        except BaseException:
+            os.close(fd)
+            mine.unlink(missing_ok=True)
+            raise
+        self.fd = fd
+        return self
+
+    def _install(self, mine: Path) -> bool:
+        """Make `mine` RUN/.lock; False when the lock changed hands meanwhile and the caller should look again."""
+        try:
+            os.link(mine, self.path)  # no lock file yet: ours becomes it
+            mine.unlink()
+            return True
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False  # released between our link and our open
+        try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-                os.close(fd)
                 raise VaekitError(
                     f"{self.path.parent} is being trained by {holder}: wait for it to finish (or stop it), "
                     "or train into another --out"
                 ) from None
-            # The holder before us may have unlinked the file between our open and our flock; then we hold a lock
-            # on a name nobody else can find. Only a lock on the file the path names now counts.
+            # We hold the lock of the file RUN/.lock named when we opened it: left by a holder that died, or by one
+            # that released it since. Only the holder of the lock on the file the path names now may replace it.
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
-                same = False
-            if same:
-                break
+                return False
+            if current:
+                os.replace(mine, self.path)
+            return current
+        finally:
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
-        self.fd = fd
-        return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
@@ -61,5 +92,6 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # while still holding it, so nobody locks a file about to vanish
             os.close(self.fd)
             self.fd = None
-            if self.created and not any(self.path.parent.iterdir()):
-                self.path.parent.rmdir()
+            if self.created:
+                with contextlib.suppress(OSError):  # only while empty: another writer may have arrived meanwhile
+                    self.path.parent.rmdir()
