@@ -6,6 +6,7 @@ other (one authority, state.pt; the other files are views cut to the epoch they 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -298,6 +299,21 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over_and_renamed(tmp_path: Path
         assert (run_dir / ".lock").read_text() == f"process {os.getpid()} on {socket.gethostname()}\n"
         assert sorted(path.name for path in run_dir.iterdir()) == [".lock"]
     assert list(run_dir.iterdir()) == []
+
+
+def test_a_holder_that_never_names_itself_is_still_refused_within_a_second(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT)  # a writer of some other kind: it locks, writes nothing
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        start = time.monotonic()
+        with pytest.raises(VaekitError, match="is being trained by another process: wait"):
+            RunLock(run_dir).__enter__()
+        assert time.monotonic() - start < 3
+        assert sorted(path.name for path in run_dir.iterdir()) == [".lock"]  # the refused writer left nothing
+    finally:
+        os.close(fd)
 
 
 def test_two_concurrent_cli_trainers_leave_one_consistent_run(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import os
 import socket
-import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -30,60 +30,43 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.created = not self.path.parent.exists()
-        # The lock file is written and locked under a private name before it appears as RUN/.lock, so whoever finds
-        # RUN/.lock locked also finds its holder's name in it: there is no moment when a held lock is nameless.
-        mine = self.path.with_name(f"{LOCK}.{os.getpid()}.{threading.get_ident()}")
+        deadline = time.monotonic() + 1.0  # for a holder that never names itself (not one of ours)
         while True:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(mine, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-                break
-            except FileNotFoundError:
-                continue  # a writer that had created the folder found it empty on release and removed it
-        try:
-            os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
-            fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file: never blocks
-            while not self._install(mine):
-                pass
-        except BaseException:
-            os.close(fd)
-            mine.unlink(missing_ok=True)
-            raise
-        self.fd = fd
-        return self
-
-    def _install(self, mine: Path) -> bool:
-        """Make `mine` RUN/.lock; False when the lock changed hands meanwhile and the caller should look again."""
-        try:
-            os.link(mine, self.path)  # no lock file yet: ours becomes it
-            mine.unlink()
-            return True
-        except FileExistsError:
-            pass
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False  # released between our link and our open
-        try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except (FileExistsError, FileNotFoundError):
+                continue  # a writer that had created the folder found it empty on release and was removing it
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-                raise VaekitError(
-                    f"{self.path.parent} is being trained by {holder}: wait for it to finish (or stop it), "
-                    "or train into another --out"
-                ) from None
-            # We hold the lock of the file RUN/.lock named when we opened it: left by a holder that died, or by one
-            # that released it since. Only the holder of the lock on the file the path names now may replace it.
-            try:
-                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                return False
-            if current:
-                os.replace(mine, self.path)
-            return current
-        finally:
+                holder = os.read(fd, 200).decode(errors="replace").partition("\n")[0].strip()
+                os.close(fd)
+                if holder or time.monotonic() > deadline:
+                    raise VaekitError(
+                        f"{self.path.parent} is being trained by {holder or 'another process'}: wait for it to finish "
+                        "(or stop it), or train into another --out"
+                    ) from None
+                time.sleep(0.001)  # a holder between taking the lock and writing its name: read again
+                continue
+            # The holder before us may have unlinked the file between our open and our flock; then we hold a lock
+            # on a name nobody else can find. Only a lock on the file the path names now counts.
+            if self._names(fd):
+                break
             os.close(fd)
+        # Our line goes over a dead holder's before the rest is cut, so a reader always finds one whole name.
+        name = f"process {os.getpid()} on {socket.gethostname()}\n".encode()
+        os.pwrite(fd, name, 0)
+        os.ftruncate(fd, len(name))
+        self.fd = fd
+        return self
+
+    def _names(self, fd: int) -> bool:
+        """Whether RUN/.lock still names the file open as `fd`."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
