@@ -42,7 +42,7 @@ lint: venv
 wheel-check: venv
 	PYTHON=$(PYTHON) BUILD_PYTHON=$(BIN)/python .ci/wheel-check
 
-# The site in site/: the README's sections as pages and the API reference; --strict fails on a broken reference.
+# The site in site/: the pages under docs/ and the API reference; --strict fails on a broken reference.
 docs: venv
 	@$(BIN)/python -c "import mkdocs, mkdocstrings_handlers.python, pymdownx" 2>/dev/null || \
 	  $(BIN)/pip install --quiet -e '.[docs]'

@@ -82,25 +82,16 @@ def test_changelog_latest_release_is_the_package_version() -> None:
     assert re.fullmatch(r" - \d{4}-\d{2}-\d{2}", rest), f"[{version}]{rest}: the release date is missing"
 
 
-def readme_sections() -> list[str]:
-    """The README's `##` headings, outside fenced code."""
-    sections, fenced = [], False
-    for line in (ROOT / "README.md").read_text().splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and line.startswith("## "):
-            sections.append(line[3:].strip())
-    return sections
-
-
-def test_every_readme_section_is_a_docs_page() -> None:
-    """The site shows the README's sections through `<!-- README: heading -->` lines (docs/hooks.py): a new
-    section needs one, and a renamed heading breaks the one that names it."""
-    shown = {
-        title
-        for page in (ROOT / "docs").glob("*.md")
-        for title in re.findall(r"^<!-- README: (.+?) -->$", page.read_text(), flags=re.MULTILINE)
-    }
-    sections = readme_sections()
-    assert sorted(set(sections) - shown) == [], "README sections no docs page shows"
-    assert sorted(shown - set(sections) - {"vaekit"}) == [], "docs pages name README headings that do not exist"
+def test_every_docs_page_is_in_the_nav() -> None:
+    """Each page under docs/ is its own source and has a place in mkdocs.yml's nav; a nav entry names a real page,
+    and a file a page includes (`--8<-- "path"`, from the repository root) exists."""
+    nav = re.findall(r"^ +- [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), flags=re.MULTILINE)
+    pages = {page.relative_to(ROOT / "docs").as_posix() for page in (ROOT / "docs").rglob("*.md")}
+    assert sorted(pages - set(nav)) == [], "docs pages missing from the nav"
+    assert sorted(set(nav) - pages) == [], "nav entries with no page"
+    included = [
+        path
+        for page in (ROOT / "docs").rglob("*.md")
+        for path in re.findall(r'^--8<-- "(.+)"$', page.read_text(), re.M)
+    ]
+    assert sorted(path for path in included if not (ROOT / path).is_file()) == []
