@@ -21,6 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from vaekit.data.image_formats import open_image
 from vaekit.data.pack import Rows
 from vaekit.errors import VaekitError
 
@@ -139,14 +140,14 @@ def _checked(path: Path, img: Image.Image) -> Image.Image:
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], str]:
-    """(width, height) and mode from the file's header; Image.open is lazy, so no pixel is decoded."""
-    with _reading(path), Image.open(path) as img:
+    """(width, height) and mode from the file's header; opening is lazy, so no pixel is decoded."""
+    with _reading(path), open_image(path, str(path)) as img:
         return _checked(path, img).size, img.mode
 
 
 def _decode(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
     """The pixels as uint8 in `mode` ("L" or "RGB"); 16-bit greyscale is scaled (x >> 8), not clipped to white."""
-    with _reading(path), Image.open(path) as img:
+    with _reading(path), open_image(path, str(path)) as img:
         if _checked(path, img).mode in WIDE_MODES:
             wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # I;16 arrives as uint16, I as int32
             pixels = np.asarray(Image.fromarray((wide >> 8).astype(np.uint8)).convert(mode))
