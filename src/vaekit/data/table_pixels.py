@@ -194,6 +194,10 @@ def _unnested(part: Part) -> tuple[Any, list[int]]:
         if values.null_count:
             raise VaekitError(f"{part.where(first_null(values) // per_row)} holds a null: fill it in or drop the row")
         lengths = pa.compute.list_value_length(values).to_numpy()
+        if not len(lengths) or lengths[0] == 0:  # no image is an empty list; a level of empty lists leaves nothing below
+            raise VaekitError(
+                f"column {part.column!r} of {part.name} holds empty rows: store each image as HxW or HxWxC pixels"
+            )
         if (lengths != lengths[0]).any():
             row = int(np.argmax(lengths != lengths[0])) // per_row
             raise VaekitError(
