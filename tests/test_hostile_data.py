@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from vaekit import DataConfig
 from vaekit.cli.main import app
 from vaekit.data.pack import Rows, write_pack
-from vaekit.data.sources import load_dataset, pack_dataset
+from vaekit.data.sources import Dataset, load_dataset, pack_dataset
 from vaekit.data.userdata import load_arrays, load_image_folder, load_image_like
 from vaekit.errors import VaekitError
 
@@ -147,26 +147,40 @@ def test_a_pack_too_small_to_split_is_refused_when_opened(tmp_path: Path, train:
     assert f"its {small} split holds {count} images: vaekit needs at least 4" in result.stderr
 
 
+def test_a_parquet_fifo_in_an_image_folder_is_not_read(tmp_path: Path) -> None:
+    folder = image_folder(tmp_path / "images")
+    os.mkfifo(folder / "x.parquet")
+    (dataset,) = load_in_thread(folder)
+    assert isinstance(dataset, Dataset), dataset  # the five pictures, the FIFO left alone
+
+
 def test_an_npy_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     fifo = tmp_path / "x.npy"
     os.mkfifo(fifo)
-    outcome: list[BaseException] = []
+    outcome = load_in_thread(fifo)
+    assert len(outcome) == 1 and isinstance(outcome[0], VaekitError)
+    assert str(outcome[0]) == f"{fifo} is not a regular file (a FIFO): give an image folder or a .npy/.npz file"
+
+
+def load_in_thread(source: Path) -> list[Any]:
+    """Loads `source` in a thread and fails the test if it waits on a FIFO; returns the dataset or the error."""
+    fifo = next((p for p in [source, *source.glob("*")] if p.is_fifo()), None)
+    outcome: list[Any] = []
 
     def load() -> None:
         try:
-            load_dataset(DataConfig(dataset=str(fifo)))
+            outcome.append(load_dataset(DataConfig(dataset=str(source))))
         except BaseException as error:  # handed to the test's thread
             outcome.append(error)
 
     reader = threading.Thread(target=load, daemon=True)
     reader.start()
     reader.join(timeout=10)
-    if reader.is_alive():  # blocked in open(): a writer that opens and closes sets it free
+    if reader.is_alive() and fifo is not None:  # blocked in open(): a writer that opens and closes sets it free
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         reader.join(timeout=10)
         pytest.fail("reading a FIFO waited for a writer")
-    assert len(outcome) == 1 and isinstance(outcome[0], VaekitError)
-    assert str(outcome[0]) == f"{fifo} is not a regular file (a FIFO): give an image folder or a .npy/.npz file"
+    return outcome
 
 
 def test_an_empty_dataset_name_is_refused_rather_than_reading_the_working_folder(

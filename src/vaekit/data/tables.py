@@ -60,7 +60,7 @@ def is_table(path: Path) -> bool:
         return path.suffix.lower() == ".parquet"
     if any((path / marker).is_file() for marker in HF_MARKERS):
         return True
-    return path.is_dir() and next(path.rglob("*.parquet"), None) is not None
+    return path.is_dir() and any(f.is_file() for f in path.rglob("*.parquet"))
 
 
 def load_table(
@@ -115,7 +115,7 @@ def table_parts(path: Path, image_column: str | None = None, label_column: str |
 
 def _parquet_splits(path: Path) -> dict[str, Split]:
     pq = _parquet()
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*.parquet") if f.is_file())  # a FIFO blocks
     named = {f: m.group(1).lower() for f in files if (m := SPLIT_FILE.match(f.name))}
     groups = {"train": files}
     if "train" in named.values():  # the hub's layout: the files of each split named after it
