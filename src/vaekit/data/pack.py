@@ -40,6 +40,7 @@ PARTS = ("train", "test")  # written in this order; a source without a test part
 CHUNK_BYTES = 1 << 24  # pixels read, hashed and written at a time
 HASH_BLOCK = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 20
+MIN_EXAMPLES = 4  # images a source (or each split a pack brings) must hold: a train and a test example after splits
 
 
 @dataclass(frozen=True)
@@ -368,6 +369,9 @@ def _manifest_problem(manifest: Any) -> str | None:
         edges.append(rows[1])
     if edges[-1] != shape[0] or any(b <= a for a, b in itertools.pairwise(edges)):
         return f"splits {splits} do not cover the {shape[0]} rows with non-empty ranges"
+    for name, (start, stop) in splits.items():  # a smaller split would leave the training loop no batch
+        if stop - start < MIN_EXAMPLES:
+            return f"its {name} split holds {stop - start} images: vaekit needs at least {MIN_EXAMPLES} in each split"
     return None
 
 

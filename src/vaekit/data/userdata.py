@@ -22,14 +22,13 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from vaekit.data.image_formats import open_image
-from vaekit.data.pack import Rows
+from vaekit.data.pack import MIN_EXAMPLES, Rows
 from vaekit.errors import VaekitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit greyscale (Pillow reads 16-bit PNGs as I;16)
 Pair = tuple[Tensor, Tensor | None]
-MIN_EXAMPLES = 4  # enough for a train and a test example after the splits
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a header that claims more is a decompression bomb, not a training image
 MAX_LOAD_BYTES = 4 * 10**9  # pixels held in memory at once; checked from headers before anything is decoded
 NPY_MAGIC = b"\x93NUMPY"
