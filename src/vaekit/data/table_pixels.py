@@ -194,7 +194,7 @@ def _unnested(part: Part) -> tuple[Any, list[int]]:
         if values.null_count:
             raise VaekitError(f"{part.where(first_null(values) // per_row)} holds a null: fill it in or drop the row")
         lengths = pa.compute.list_value_length(values).to_numpy()
-        if not len(lengths) or lengths[0] == 0:  # no image is an empty list; a level of empty lists leaves nothing below
+        if not len(lengths) or lengths[0] == 0:  # an empty list is no image, and leaves no level below
             raise VaekitError(
                 f"column {part.column!r} of {part.name} holds empty rows: store each image as HxW or HxWxC pixels"
             )

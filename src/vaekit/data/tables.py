@@ -34,6 +34,7 @@ from vaekit.data.userdata import (
     MIN_EXAMPLES,
     Pair,
     _amount,
+    class_numbers,
 )
 from vaekit.errors import VaekitError
 
@@ -243,7 +244,7 @@ def _labels(column: Any, label: str, part: Part) -> torch.Tensor:
             f"label column {label!r} of {part.name} holds {column.type} values, not integers: convert them (a "
             "datasets ClassLabel is stored as integers) or choose another column with --label-column"
         )
-    return torch.from_numpy(column.to_numpy().astype(np.int64))
+    return class_numbers(column.to_numpy(), f"label column {label!r} of {part.name}")
 
 
 # --- optional packages (imported by name: they are untyped, and absent unless the hf extra is installed) ----------

@@ -282,7 +282,17 @@ def _labels(npz: np.lib.npyio.NpzFile, y_key: str, count: int, name: str, max_by
     y = _member(npz, y_key, f"{name}[{y_key}]", max_bytes)
     if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
         raise VaekitError(f"{name}[{y_key}] must be {count} integer labels, got shape {y.shape} {y.dtype}")
-    return torch.from_numpy(y.astype(np.int64))
+    return class_numbers(y, f"{name}[{y_key}]")
+
+
+def class_numbers(labels: np.ndarray, name: str) -> Tensor:
+    """Integer labels as int64 class numbers. A uint64 label past int64's range would wrap round to a negative
+    number, and be reported as one, so it is refused here under its own value."""
+    if labels.dtype.kind == "u" and labels.size and int(labels.max()) > np.iinfo(np.int64).max:
+        raise VaekitError(
+            f"{name} has the label {int(labels.max())}, too large for a class number: number the classes 0, 1, 2, …"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def _images_from_array(array: np.ndarray, name: str) -> Tensor:
@@ -290,6 +300,8 @@ def _images_from_array(array: np.ndarray, name: str) -> Tensor:
     array = _layout(array, name)
     if array.dtype == np.uint8 or array.dtype == np.bool_:
         return torch.from_numpy(_eight_bit(array))
+    if np.issubdtype(array.dtype, np.complexfloating):  # casting to float32 would silently drop the imaginary part
+        raise VaekitError(f"{name} holds complex numbers ({array.dtype}): store real pixels, uint8 or floats in [0, 1]")
     if not np.issubdtype(array.dtype, np.number):
         raise VaekitError(f"{name} has dtype {array.dtype}: use uint8 pixels or floats in [0, 1]")
     bad = int(np.size(array) - np.isfinite(array).sum())
