@@ -22,16 +22,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
 
-from vaekit.data.pack import Rows
+from vaekit.data.pack import MIN_EXAMPLES, Rows
 from vaekit.data.table_pixels import Part, first_null, pixels_of, pyarrow_module
 from vaekit.data.userdata import (
     MAX_LOAD_BYTES,
-    MIN_EXAMPLES,
     Pair,
     _amount,
     class_numbers,
@@ -210,7 +209,7 @@ def _small_json(path: Path, fix: str) -> dict[str, Any]:
     return value
 
 
-def _plain_name(name: Any) -> bool:
+def _plain_name(name: Any) -> TypeGuard[str]:
     """A file or folder name that stays in its folder: no separator, not . or .."""
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
