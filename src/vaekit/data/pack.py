@@ -338,6 +338,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 break
     if problem:
         raise VaekitError(f"pack {path}: {problem}: {fix}")
+    for name, (start, stop) in manifest["splits"].items():  # a smaller split would leave the training loop no batch
+        if stop - start < MIN_EXAMPLES:
+            raise VaekitError(
+                f"pack {path}: its {name} split holds {stop - start} images: vaekit needs at least {MIN_EXAMPLES} in "
+                "each split: pack a source with more images"
+            )
     return cast(dict[str, Any], manifest)
 
 
@@ -369,9 +375,6 @@ def _manifest_problem(manifest: Any) -> str | None:
         edges.append(rows[1])
     if edges[-1] != shape[0] or any(b <= a for a, b in itertools.pairwise(edges)):
         return f"splits {splits} do not cover the {shape[0]} rows with non-empty ranges"
-    for name, (start, stop) in splits.items():  # a smaller split would leave the training loop no batch
-        if stop - start < MIN_EXAMPLES:
-            return f"its {name} split holds {stop - start} images: vaekit needs at least {MIN_EXAMPLES} in each split"
     return None
 
 
