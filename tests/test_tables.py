@@ -247,7 +247,7 @@ def test_undecodable_bytes_name_the_row(tmp_path: Path) -> None:
     blobs[4] = b"not an image"
     line = one_line(tmp_path, write_parquet(tmp_path / "d.parquet", image=pa.array(blobs, pa.binary())))
     assert "cannot decode row 4 of column 'image' in" in line
-    assert "as an image (not an image format Pillow reads): replace or drop that row" in line
+    assert ": not a PNG or JPEG image (nor any format known): convert it to PNG or remove it" in line
 
 
 def test_a_folder_names_the_file_and_its_row(tmp_path: Path) -> None:

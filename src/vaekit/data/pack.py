@@ -40,6 +40,7 @@ PARTS = ("train", "test")  # written in this order; a source without a test part
 CHUNK_BYTES = 1 << 24  # pixels read, hashed and written at a time
 HASH_BLOCK = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 20
+MIN_EXAMPLES = 4  # images a source (or each split a pack brings) must hold: a train and a test example after splits
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 break
     if problem:
         raise VaekitError(f"pack {path}: {problem}: {fix}")
+    for name, (start, stop) in manifest["splits"].items():  # a smaller split would leave the training loop no batch
+        if stop - start < MIN_EXAMPLES:
+            raise VaekitError(
+                f"pack {path}: its {name} split holds {stop - start} images: vaekit needs at least {MIN_EXAMPLES} in "
+                "each split: pack a source with more images"
+            )
     return cast(dict[str, Any], manifest)
 
 

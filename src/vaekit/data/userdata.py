@@ -21,14 +21,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from vaekit.data.pack import Rows
+from vaekit.data.image_formats import open_image
+from vaekit.data.pack import MIN_EXAMPLES, Rows
 from vaekit.errors import VaekitError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit greyscale (Pillow reads 16-bit PNGs as I;16)
 Pair = tuple[Tensor, Tensor | None]
-MIN_EXAMPLES = 4  # enough for a train and a test example after the splits
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a header that claims more is a decompression bomb, not a training image
 MAX_LOAD_BYTES = 4 * 10**9  # pixels held in memory at once; checked from headers before anything is decoded
 NPY_MAGIC = b"\x93NUMPY"
@@ -139,14 +139,14 @@ def _checked(path: Path, img: Image.Image) -> Image.Image:
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], str]:
-    """(width, height) and mode from the file's header; Image.open is lazy, so no pixel is decoded."""
-    with _reading(path), Image.open(path) as img:
+    """(width, height) and mode from the file's header; opening is lazy, so no pixel is decoded."""
+    with _reading(path), open_image(path, str(path)) as img:
         return _checked(path, img).size, img.mode
 
 
 def _decode(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
     """The pixels as uint8 in `mode` ("L" or "RGB"); 16-bit greyscale is scaled (x >> 8), not clipped to white."""
-    with _reading(path), Image.open(path) as img:
+    with _reading(path), open_image(path, str(path)) as img:
         if _checked(path, img).mode in WIDE_MODES:
             wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # I;16 arrives as uint16, I as int32
             pixels = np.asarray(Image.fromarray((wide >> 8).astype(np.uint8)).convert(mode))
@@ -282,7 +282,17 @@ def _labels(npz: np.lib.npyio.NpzFile, y_key: str, count: int, name: str, max_by
     y = _member(npz, y_key, f"{name}[{y_key}]", max_bytes)
     if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
         raise VaekitError(f"{name}[{y_key}] must be {count} integer labels, got shape {y.shape} {y.dtype}")
-    return torch.from_numpy(y.astype(np.int64))
+    return class_numbers(y, f"{name}[{y_key}]")
+
+
+def class_numbers(labels: np.ndarray, name: str) -> Tensor:
+    """Integer labels as int64 class numbers. A uint64 label past int64's range would wrap round to a negative
+    number, and be reported as one, so it is refused here under its own value."""
+    if labels.dtype.kind == "u" and labels.size and int(labels.max()) > np.iinfo(np.int64).max:
+        raise VaekitError(
+            f"{name} has the label {int(labels.max())}, too large for a class number: number the classes 0, 1, 2, …"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def _images_from_array(array: np.ndarray, name: str) -> Tensor:
@@ -290,6 +300,8 @@ def _images_from_array(array: np.ndarray, name: str) -> Tensor:
     array = _layout(array, name)
     if array.dtype == np.uint8 or array.dtype == np.bool_:
         return torch.from_numpy(_eight_bit(array))
+    if np.issubdtype(array.dtype, np.complexfloating):  # casting to float32 would silently drop the imaginary part
+        raise VaekitError(f"{name} holds complex numbers ({array.dtype}): store real pixels, uint8 or floats in [0, 1]")
     if not np.issubdtype(array.dtype, np.number):
         raise VaekitError(f"{name} has dtype {array.dtype}: use uint8 pixels or floats in [0, 1]")
     bad = int(np.size(array) - np.isfinite(array).sum())
