@@ -39,6 +39,7 @@ DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.
 MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
+MAX_SEED = (1 << 63) - 1  # torch seeds its generators from a 64-bit integer; every seed here is 0 to this
 
 
 @dataclass
@@ -227,6 +228,8 @@ class TrainConfig:
                 "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
             ),
             (data.val_size >= 0, "val_size must be zero or positive"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}"),
+            (0 <= data.split_seed <= MAX_SEED, f"split_seed must be between 0 and {MAX_SEED}"),
         ]
         for ok, message in checks:
             if not ok:
