@@ -192,10 +192,11 @@ def test_a_training_seed_out_of_range_is_one_line(tmp_path: Path, flag: str) -> 
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", [["sample"], ["evaluate"], ["gradients"], ["latent", "measure"]])
+@pytest.mark.parametrize("command", [["sample"], ["evaluate"], ["gradients"], ["latent", "smoothness"], ["why"]])
 def test_every_seed_option_is_bounded(finished: Path, command: list[str]) -> None:
+    run = [] if command == ["why"] else [finished]
     for seed in (TOO_BIG_SEED, "-1"):
-        code, stderr = invoke(*command, finished, "--seed", seed)
+        code, stderr = invoke(*command, *run, "--seed", seed)
         assert_one_line(code, stderr, "--seed", seed, str(2**63 - 1))
 
 
@@ -256,8 +257,9 @@ def test_serving_every_host_name_is_warned_of(finished: Path, monkeypatch: pytes
 
 @pytest.fixture
 def slow_client_server(finished: Path) -> Iterator[int]:
-    from vaekit.training.runs import load_run
     from vaekit.web.server import server_config
+
+    from vaekit.training.runs import load_run
 
     run = load_run(finished)
     from vaekit.data.sources import load_dataset
@@ -306,3 +308,25 @@ def test_a_whole_request_is_still_answered_and_kept_alive_briefly(slow_client_se
     seconds, answer = _seconds_until_closed(slow_client_server, request)
     assert answer.startswith(b"HTTP/1.1 200") and b'"latent_dim"' in answer
     assert seconds < 8, seconds  # the keep-alive timeout closes the idle connection after the answer
+
+
+def test_a_loss_that_turns_non_finite_before_any_checkpoint_does_not_offer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vaekit.model.vae import VAE
+
+    real, calls = VAE.elbo, [0]
+
+    def elbo(self: VAE, *args: Any, **kwargs: Any) -> Any:
+        terms = real(self, *args, **kwargs)
+        calls[0] += self.training
+        if self.training and calls[0] >= 3:
+            terms.log_px = terms.log_px * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAE, "elbo", elbo)
+    args = ["--dataset", "digits", "--epochs", "1", "--hidden", "32", "--latent-dim", "4", "--quiet"]
+    code, stderr = invoke("train", *args, "--beta", "2", "--out", tmp_path / "run")
+    line = assert_one_line(code, stderr, "epoch 1, step 3", "no checkpoint was written yet", "--lr", "--beta 2")
+    assert "last good checkpoint is kept" not in line and "--resume" not in line
+    assert not (tmp_path / "run" / "state.pt").exists()

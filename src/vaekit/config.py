@@ -371,3 +371,21 @@ def _same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, list):
         return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     return isinstance(value, type(default))
+
+
+def flat_value(config: TrainConfig, name: str) -> Any:
+    """A flat setting's value in `config` (`gaussian_scale`, `lr`), wherever its section keeps it."""
+    section = FLAT_SETTINGS[name]
+    return getattr(getattr(config, section) if section else config, name)
+
+
+def as_flags(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
+    """`--gaussian-scale 1e-30` for each of `names` that `config` sets away from its default, as a user typed it."""
+    default = TrainConfig()
+    flags = []
+    for name in names:
+        value = flat_value(config, name)
+        if value != flat_value(default, name):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            flags.append(f"--{FLAG_NAMES.get(name, name).replace('_', '-')} {shown}")
+    return flags

@@ -183,7 +183,7 @@ def _train_locked(
                 record["val"] = evaluate_split(evaluated, data.val.x, y=data.val.y) if len(data.val) else None
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 try:
-                    _check_finite(record, config)
+                    _check_finite(record, config, checkpointed=(run_dir / STATE).is_file())
                     save_checkpoint(run_dir, model, optimizer, generator, [*history, record], average=average)
                 except VaekitError as error:
                     problem = str(error)
@@ -208,11 +208,12 @@ def _train_locked(
     return run
 
 
-def _check_finite(record: dict[str, Any], config: TrainConfig) -> None:
+def _check_finite(record: dict[str, Any], config: TrainConfig, checkpointed: bool) -> None:
     for split in ("train", "val"):
         for name, value in (record[split] or {}).items():
             if isinstance(value, float) and not math.isfinite(value):
-                raise diverged(config, f"the {split} {name} of epoch {record['epoch']} is {value}")
+                where = f"the {split} {name} of epoch {record['epoch']} is {value}"
+                raise diverged(config, where, first_step=False, checkpointed=checkpointed)
 
 
 def finish(

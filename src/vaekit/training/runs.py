@@ -106,9 +106,14 @@ def save_checkpoint(
         if t.is_floating_point() and not bool(t.isfinite().all())
     ]
     if bad:  # the last good checkpoint is worth more than this one
+        if (run_dir / STATE).is_file():
+            raise VaekitError(
+                f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
+                "lower --lr and continue with --resume"
+            )
         raise VaekitError(
-            f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
-            "lower --lr and continue with --resume"
+            f"the weights after epoch {len(history)} are not finite ({bad[0]}); no checkpoint was written: "
+            "lower --lr and train again"
         )
     state = {
         "epoch": len(history),
