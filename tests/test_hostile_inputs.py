@@ -257,9 +257,8 @@ def test_serving_every_host_name_is_warned_of(finished: Path, monkeypatch: pytes
 
 @pytest.fixture
 def slow_client_server(finished: Path) -> Iterator[int]:
-    from vaekit.web.server import server_config
-
     from vaekit.training.runs import load_run
+    from vaekit.web.server import server_config
 
     run = load_run(finished)
     from vaekit.data.sources import load_dataset
@@ -330,3 +329,10 @@ def test_a_loss_that_turns_non_finite_before_any_checkpoint_does_not_offer_one(
     line = assert_one_line(code, stderr, "epoch 1, step 3", "no checkpoint was written yet", "--lr", "--beta 2")
     assert "last good checkpoint is kept" not in line and "--resume" not in line
     assert not (tmp_path / "run" / "state.pt").exists()
+
+
+def test_a_client_sending_half_of_its_next_request_is_disconnected(slow_client_server: int) -> None:
+    whole = b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    seconds, answer = _seconds_until_closed(slow_client_server, whole + b"GET /api/info HTTP/1.1\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
+    assert seconds < 3, seconds  # the keep-alive timeout no longer runs once the next request has begun
