@@ -39,6 +39,7 @@ DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.
 MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
+MAX_SEED = (1 << 63) - 1  # torch seeds its generators from a 64-bit integer; every seed here is 0 to this
 
 
 @dataclass
@@ -227,6 +228,8 @@ class TrainConfig:
                 "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
             ),
             (data.val_size >= 0, "val_size must be zero or positive"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}"),
+            (0 <= data.split_seed <= MAX_SEED, f"split_seed must be between 0 and {MAX_SEED}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -368,3 +371,21 @@ def _same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, list):
         return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     return isinstance(value, type(default))
+
+
+def flat_value(config: TrainConfig, name: str) -> Any:
+    """A flat setting's value in `config` (`gaussian_scale`, `lr`), wherever its section keeps it."""
+    section = FLAT_SETTINGS[name]
+    return getattr(getattr(config, section) if section else config, name)
+
+
+def as_flags(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
+    """`--gaussian-scale 1e-30` for each of `names` that `config` sets away from its default, as a user typed it."""
+    default = TrainConfig()
+    flags = []
+    for name in names:
+        value = flat_value(config, name)
+        if value != flat_value(default, name):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            flags.append(f"--{FLAG_NAMES.get(name, name).replace('_', '-')} {shown}")
+    return flags

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vaekit.cli.common import Interrupted, err_console, friendly_errors, out_console, read_toml
+from vaekit.cli.common import SEED_RANGE, Interrupted, err_console, friendly_errors, out_console, read_toml
 from vaekit.config import SETTING_OF_FLAG, TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
@@ -192,6 +192,7 @@ def train(
     seed: Annotated[
         int | None,
         typer.Option(help="Seed for initialisation, batch order and noise.  \\[default: 0]", show_default=False),
+        SEED_RANGE,
     ] = None,
     data_dir: Annotated[
         str | None,
@@ -206,6 +207,7 @@ def train(
     split_seed: Annotated[
         int | None,
         typer.Option(help="Seed that picks the validation images out of train.  \\[default: 0]", show_default=False),
+        SEED_RANGE,
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  \\[default: cpu]", show_default=False)

@@ -28,6 +28,7 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json
 from vaekit.model.vae import VAE, stored_names
 from vaekit.training.averaging import WeightAverage, saved_average
+from vaekit.training.records import check_final, check_history, check_state_types, parse_json
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
@@ -71,10 +72,10 @@ def read_config(run_dir: Path) -> TrainConfig:
         raise VaekitError(
             f"{run_dir} is not a vaekit run folder (no {CONFIG}): train one with `vaekit train --out {run_dir}`"
         )
-    text = _read_json_text(path)
+    raw = parse_json(_read_json_text(path), path, "restore it or train a new run")
     try:
-        return TrainConfig.from_dict(json.loads(text)).validate()
-    except (json.JSONDecodeError, TypeError) as error:
+        return TrainConfig.from_dict(raw).validate()
+    except TypeError as error:
         raise VaekitError(f"{path} is not a valid vaekit config ({error}): restore it or train a new run") from None
     except VaekitError as error:
         raise VaekitError(f"{path} is not a valid vaekit config ({error}): restore it or train a new run") from None
@@ -105,9 +106,14 @@ def save_checkpoint(
         if t.is_floating_point() and not bool(t.isfinite().all())
     ]
     if bad:  # the last good checkpoint is worth more than this one
+        if (run_dir / STATE).is_file():
+            raise VaekitError(
+                f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
+                "lower --lr and continue with --resume"
+            )
         raise VaekitError(
-            f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
-            "lower --lr and continue with --resume"
+            f"the weights after epoch {len(history)} are not finite ({bad[0]}); no checkpoint was written: "
+            "lower --lr and train again"
         )
     state = {
         "epoch": len(history),
@@ -156,10 +162,18 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
             "delete it to restart the run from the beginning, or train a new run"
         ) from None
     keys = {"epoch", "model", "optimizer", "generator"}
-    if not isinstance(state, dict) or not keys <= set(state) or not isinstance(state["epoch"], int):
+    if (
+        not isinstance(state, dict)
+        or not keys <= set(state)
+        or not isinstance(state["epoch"], int)
+        or isinstance(state["epoch"], bool)
+        or state["epoch"] < 0
+    ):
         raise VaekitError(f"{path} is not a vaekit checkpoint: delete it to restart the run, or train a new run")
+    check_state_types(state, path)
     if "history" in state:  # format 1 checkpoints kept the history in metrics.jsonl alone
-        state["history"] = _parse_history(state["history"].splitlines() or ["[]"], path, whole=True)
+        fix = "delete it to restart the run, or train a new run"
+        state["history"] = check_history(parse_json(state["history"] or "[]", path, fix), path, fix)
     else:
         state["history"] = read_history(run_dir)[: state["epoch"]]
     partial = state.get("partial")
@@ -176,34 +190,23 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     return dict(state)
 
 
-def _parse_history(lines: list[str], path: Path, whole: bool = False) -> list[dict[str, Any]]:
-    try:
-        records = json.loads("".join(lines)) if whole else [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as error:
-        raise VaekitError(f"{path} is corrupt ({error}): restore it, or train the run again") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise VaekitError(f"{path} does not hold one JSON object per epoch: restore it, or train the run again")
-    return records
-
-
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl: one record per finished epoch, checked for the shape every reader relies on."""
     path = run_dir / HISTORY
     if not path.is_file():
         return []
-    return _parse_history(_read_json_text(path).splitlines(), path)
+    fix = "restore it, or train the run again"
+    lines = [line for line in _read_json_text(path).splitlines() if line.strip()]
+    return check_history([parse_json(line, path, fix) for line in lines], path, fix)
 
 
 def read_final(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json: the final evaluation, checked for the shape every reader relies on."""
     path = run_dir / FINAL
     if not path.is_file():
         return None
-    try:
-        final = json.loads(_read_json_text(path))
-    except json.JSONDecodeError as error:
-        raise VaekitError(f"{path} is corrupt ({error}): delete it; `vaekit train --resume` redoes it") from None
-    if not isinstance(final, dict):
-        raise VaekitError(f"{path} is not a JSON object: delete it; `vaekit train --resume` redoes it")
-    return final
+    fix = "delete it; `vaekit train --resume` redoes it"
+    return check_final(parse_json(_read_json_text(path), path, fix), path, fix)
 
 
 def build_model(config: TrainConfig) -> VAE:
