@@ -39,6 +39,7 @@ from vaekit.errors import VaekitError
 from vaekit.model.vae import VAE
 from vaekit.web.app import create_app
 from vaekit.web.guards import MAX_BODY_BYTES, allowed_hosts
+from vaekit.web.server import server_config
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -263,7 +264,7 @@ def server_url(explorer: FastAPI) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(explorer, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(explorer, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
