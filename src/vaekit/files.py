@@ -100,8 +100,8 @@ def not_a_folder(path: Path) -> VaekitError | None:
         return VaekitError(f"{path} is a symbolic link to nothing: remove it, or choose another path")
     if stat.S_ISLNK(mode):
         return VaekitError(
-            f"{path} is a symbolic link: vaekit never writes through one; pass the folder itself "
-            f"({os.path.realpath(path)}), or remove the link"
+            f"{path} is a symbolic link, and vaekit never writes through one: remove the link, or use the folder it "
+            f"points to ({os.path.realpath(path)}) instead"
         )
     if not stat.S_ISDIR(mode):
         return VaekitError(f"{path} exists and is not a folder: choose another path, or move it away")
