@@ -67,11 +67,11 @@ def _child(run_dir: str, kill: tuple[str, float, bool]) -> None:
     if mode == "rename":
         real_replace, count = os.replace, [0]
 
-        def replace(src: Any, dst: Any) -> None:
+        def replace(src: Any, dst: Any, **folders: Any) -> None:
             count[0] += 1
             if count[0] == n and not after:
                 os.kill(os.getpid(), signal.SIGKILL)
-            real_replace(src, dst)
+            real_replace(src, dst, **folders)
             if count[0] == n and after:
                 os.kill(os.getpid(), signal.SIGKILL)
 

@@ -18,6 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 from vaekit.config import MAX_SEED, TrainConfig
 from vaekit.data.sources import Split
 from vaekit.errors import VaekitError
+from vaekit.files import os_error
 from vaekit.training.distributed import launched_ranks
 
 if TYPE_CHECKING:
@@ -81,8 +82,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def friendly_errors(command: F) -> F:
-    """Turn VaekitError into one line + exit 2, and Ctrl-C into one line + exit 130 ("interrupted", or a training
-    command's hint how to continue); anything else is a bug and keeps its trace."""
+    """Turn VaekitError (and an operating-system error, naming its path and errno) into one line + exit 2, and Ctrl-C
+    into one line + exit 130 ("interrupted", or a training command's hint how to continue); anything else is a bug
+    and keeps its trace."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -90,7 +92,9 @@ def friendly_errors(command: F) -> F:
             for name, (flag, bounds) in bounded_options(command).items():
                 bounds.check(flag, kwargs.get(name))
             return command(*args, **kwargs)
-        except VaekitError as error:
+        except (VaekitError, OSError) as error:  # an OSError the writers did not meet first: the disk, permissions
+            if isinstance(error, OSError):
+                error = os_error(error, error.filename or "a file", "use")
             if launched_ranks().main:  # under torchrun every rank meets the same error; one line says it
                 err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

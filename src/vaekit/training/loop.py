@@ -40,6 +40,7 @@ from vaekit.training.runs import (
     STATE,
     Run,
     build_model,
+    check_new_run_folder,
     read_config,
     save_checkpoint,
     viewed_weights,
@@ -112,9 +113,13 @@ def train(
     device = resolve_device((config or read_config(run_dir)).device)
     ranks, device = distributed.start(device)
     try:
+        heard = Callbacks(callbacks if ranks.main else ())
+        if ranks.main:  # before anything is written: a user's folder, and a logger that would fail, are refused here
+            if not resume:
+                check_new_run_folder(run_dir)
+            heard.before_run(run_dir)
         with RunLock(run_dir) if ranks.main else contextlib.nullcontext():
             config, state = agreed_start(run_dir, config, resume, ranks)
-            heard = Callbacks(callbacks if ranks.main else ())
             return _train_locked(run_dir, config, state, heard, device, ranks, pictures)
     finally:
         distributed.stop()

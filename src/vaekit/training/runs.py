@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,18 +27,53 @@ from safetensors.torch import save as save_safetensors
 
 from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
-from vaekit.files import atomic_write, atomic_write_json
+from vaekit.files import atomic_write, atomic_write_json, is_temporary, not_a_folder, os_error, remove_temporaries
 from vaekit.model.vae import VAE, stored_names
 from vaekit.training.averaging import WeightAverage, saved_average
 from vaekit.training.records import check_final, check_history, check_state_types, parse_json
+from vaekit.training.runlock import LOCK
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files of writes that a crash interrupted; only the lock holder may call this."""
-    for temp in run_dir.glob(".*.tmp"):
-        temp.unlink(missing_ok=True)
+    """Temporary files of vaekit's writes that a crash interrupted, and nothing else; only the lock holder may call
+    this."""
+    remove_temporaries(run_dir)
+
+
+def check_new_run_folder(run_dir: Path) -> None:
+    """A new run goes only where it destroys nothing of the user's: a folder that does not exist yet, one that holds
+    nothing but what a vaekit writer killed before its first file leaves (its lock, its temporaries), or a vaekit run
+    (config.json a valid vaekit config; one killed in its first epoch is trained again from the start, and one that
+    finished an epoch is refused under the lock). Anything else is someone's folder: refused before a byte is written.
+    A path that is not a folder is left to the lock, which says so."""
+    if not_a_folder(run_dir) is not None or not run_dir.exists():
+        return
+    try:
+        names = os.listdir(run_dir)
+    except OSError as error:
+        raise os_error(error, run_dir) from None
+    others = sorted(name for name in names if not is_temporary(name) and not _is_lock_file(run_dir / name))
+    if not others:
+        return
+    try:
+        read_config(run_dir)
+        return
+    except VaekitError:
+        pass
+    shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+    raise VaekitError(
+        f"{run_dir} is not empty ({shown}) and holds no vaekit run: train into a new or empty --out, or pass "
+        "--resume to continue a run there"
+    )
+
+
+def _is_lock_file(path: Path) -> bool:
+    """RUN/.lock as a vaekit writer leaves it: empty, or naming its holder (`process N on HOST`)."""
+    if path.name != LOCK or path.is_symlink() or not path.is_file() or path.stat().st_size > 300:
+        return False
+    return re.fullmatch(r"(process \d+ on [^\n]*\n)?", path.read_text(errors="replace")) is not None
 
 
 @dataclass
