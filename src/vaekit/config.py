@@ -39,6 +39,7 @@ DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.
 MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
+MAX_CLASSES = 1000  # of a conditional model: every image carries a one-hot label, and pictures draw every class
 
 
 @dataclass
@@ -129,7 +130,7 @@ class TrainConfig:
             (model.activation in ACTIVATIONS, f"unknown activation {model.activation!r}: use one of {ACTIVATIONS}"),
             (model.prior in PRIORS, f"unknown prior {model.prior!r}: use one of {PRIORS}"),
             (model.condition in CONDITIONS, f"unknown condition {model.condition!r}: use one of {CONDITIONS}"),
-            (0 <= model.classes <= MAX_WIDTH, f"classes must be between 0 and {MAX_WIDTH}"),
+            (0 <= model.classes <= MAX_CLASSES, f"classes must be between 0 and {MAX_CLASSES}"),
             (
                 model.condition == "none" or model.prior != "vamp",
                 "the VampPrior encodes pseudo-inputs, which have no label: use --prior standard or mog with "

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
+from vaekit.memory import require
 
 FORMAT, FORMAT_VERSION = "vaekit-pack", 1
 IMAGES, LABELS, MANIFEST = "images.u8", "labels.i64", "manifest.json"
@@ -40,6 +41,7 @@ PARTS = ("train", "test")  # written in this order; a source without a test part
 CHUNK_BYTES = 1 << 24  # pixels read, hashed and written at a time
 HASH_BLOCK = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 20
+CHECKED_READ_BYTES = 1 << 26  # rows read into memory at once beyond this are checked against the memory available
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Pack:
         if lazy:
             x: Tensor = IndexedImages(self.images, torch.arange(start, stop))
         else:
-            x = self.images[start:stop].clone()
+            x = _read(self.images, torch.arange(start, stop))
         return x, None if self.labels is None else self.labels[start:stop].clone()
 
 
@@ -114,7 +116,7 @@ class IndexedImages(Tensor):
     def load(self) -> Tensor:
         """The whole selection in memory, as a plain tensor."""
         with torch._C.DisableTorchFunctionSubclass():
-            return self.source.index_select(0, self.rows).to(self.device)
+            return _read(self.source, self.rows).to(self.device)
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
         """Metadata only: the default repr would read every row to print a few."""
@@ -148,7 +150,7 @@ class IndexedImages(Tensor):
     def _gather(self, which: Any) -> Tensor:
         picked = self.rows[which.cpu() if isinstance(which, Tensor) else which]
         # index_select is five times faster than advanced indexing for a batch of rows
-        x = self.source.index_select(0, picked) if picked.dim() == 1 else self.source[picked]
+        x = _read(self.source, picked) if picked.dim() == 1 else self.source[picked]
         return x if x.device == self.device else x.to(self.device)
 
     def _getitem(self, key: Any) -> Tensor | None:
@@ -172,6 +174,18 @@ class IndexedImages(Tensor):
         if dtype not in (None, self.dtype) or memory_format is not None:
             return None
         return IndexedImages(self.source, self.rows, device or self.device)
+
+
+def _read(source: Tensor, rows: Tensor) -> Tensor:
+    """Rows of a mapped pack copied into memory; a large read is first checked against the memory available, since a
+    pack (a sparse file of 8000x8000 images, say) can hold far more than memory in a few rows."""
+    size = len(rows) * math.prod(source.shape[1:]) * source.element_size()
+    if size > CHECKED_READ_BYTES:
+        c, h, w = source.shape[1:]
+        require(size, f"reading {len(rows):,} images of {w}x{h}x{c} from a pack", "use a smaller --batch-size or "
+                "--val-size, or pack fewer or smaller images")  # fmt: skip
+    with torch._C.DisableTorchFunctionSubclass():
+        return source.index_select(0, rows)
 
 
 def _function_name(func: Any) -> str:
