@@ -3,6 +3,7 @@ with a prior over the codes. Which parts a config names is decided here once; no
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -83,13 +84,20 @@ class VAE(nn.Module):
         """Bytes of the layer outputs a pass over `examples` images with `samples` codes each keeps for the backward
         pass: the encoder's once per image, the decoder's and the likelihood's (its parameters, the broadcast target
         and the log-probability of each pixel: three values each) once per code, and the inputs with their one-hot
-        labels (int64, then float32). Counted on the meta device."""
+        labels (int64, then float32)."""
+        per_image, per_code = self._pass_bytes
+        return examples * (per_image + samples * per_code)
+
+    @functools.cached_property
+    def _pass_bytes(self) -> tuple[int, int]:
+        """Bytes per image and per code of `activation_bytes`, counted once on the meta device (the shapes are
+        fixed by the config)."""
         one_hot = 12 * self.classes
         encoder = layer_outputs(self.encoder, (1, *self._encoder_shape())) + 4 * math.prod(self._encoder_shape())
         decoded = self.posterior.decoded_dim + self.classes
         decoder = layer_outputs(self.decoder, (1, decoded)) + 4 * decoded + one_hot
         likelihood = 3 * 4 * math.prod(self.output_shape)
-        return examples * (encoder + one_hot + samples * (decoder + likelihood))
+        return encoder + one_hot, decoder + likelihood
 
     def _encoder_shape(self) -> tuple[int, ...]:
         """What the encoder network is built to read. A flat-input network (the MLP) gets the one-hot label as K more
