@@ -65,15 +65,18 @@ def test_resume_compares_shapes_on_the_meta_device_before_building_the_model(
 ) -> None:
     train(tiny_config(epochs=1), tmp_path / "run")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    config["model"]["hidden"] = [65536, 65536]  # in bounds, and 17 GB of weights
+    config["model"]["hidden"], config["epochs"] = [65536, 65536], 2  # in bounds, and 17 GB of weights
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()}
 
     def never(*_: object) -> None:
         raise AssertionError("the model was built before its shapes were checked")
 
     monkeypatch.setattr("vaekit.training.loop.build_model", never)
-    code, _, stderr = invoke("train", "--resume", "--epochs", "2", "--out", tmp_path / "run")
+    code, _, stderr = invoke("train", "--resume", "--out", tmp_path / "run")
     one_line(code, stderr, "state.pt does not match", "has shape [32, 64], the config builds [65536, 64]")
+    after = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()}
+    assert after == before  # so that the next --resume meets the same run
 
 
 def test_a_zip_bomb_npz_is_refused_from_its_headers_and_names_pack(
