@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from vaekit.analysis.evaluate import evaluate
 from vaekit.cli.main import app
 from vaekit.config import DataConfig, TrainConfig
-from vaekit.data.pack import FORMAT, FORMAT_VERSION, IMAGES, MANIFEST
+from vaekit.data.pack import FORMAT, FORMAT_VERSION, IMAGES, MANIFEST, open_pack
 from vaekit.data.sources import class_count, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.memory import LIMIT_ENV, available
@@ -183,3 +183,18 @@ def test_data_larger_than_memory_still_trains_through_a_pack(tmp_path: Path, mon
     assert invoke("pack", tmp_path / "x.npz", tmp_path / "pack")[0] == 0
     code, _, stderr = invoke("train", "--dataset", tmp_path / "pack", *model, "--out", tmp_path / "run")
     assert code == 0 and (tmp_path / "run" / "model.safetensors").exists(), stderr
+
+
+def test_a_pack_bigger_than_memory_and_swap_opens(tmp_path: Path) -> None:
+    """A private mapping reserves memory for a copy of every page unless told not to, and a terabyte pack (sparse
+    here, so it takes no disk) would be refused by the kernel: packs exist for data bigger than memory."""
+    pack, shape = tmp_path / "pack", [65536, 1, 4096, 4096]  # 1.1 TB
+    pack.mkdir()
+    with (pack / IMAGES).open("wb") as stream:
+        stream.truncate(int(np.prod(shape)))
+    files = {IMAGES: {"bytes": int(np.prod(shape)), "sha256": "0" * 64}}
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "shape": shape, "dtype": "uint8"}
+    (pack / MANIFEST).write_text(json.dumps({**manifest, "splits": {"train": [0, 65536]}, "files": files}))
+    opened = open_pack(pack)
+    x, _ = opened.part("train", lazy=True)
+    assert x.shape == (65536, 1, 4096, 4096) and int(x[[65535]].sum()) == 0

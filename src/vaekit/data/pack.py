@@ -21,8 +21,10 @@ import json
 import math
 import mmap
 import os
+import platform
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,6 +313,8 @@ def is_pack(path: Path) -> bool:
 
 
 _REPACK = "write it again with `vaekit pack SOURCE {}`"
+# Linux's MAP_NORESERVE where Python does not name it (before 3.13): its value on x86-64 and Arm64.
+_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if platform.machine() in ("x86_64", "aarch64") else 0)
 
 
 def open_pack(path: Path) -> Pack:
@@ -319,8 +323,13 @@ def open_pack(path: Path) -> Pack:
     n, c, h, w = manifest["shape"]
     images_path = path / IMAGES
     with images_path.open("rb") as stream:
-        # Copy-on-write: torch gets a writable buffer without a copy, and a stray write never reaches the file.
-        mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY)
+        # Copy-on-write: torch gets a writable buffer without a copy, and a stray write never reaches the file. Without
+        # MAP_NORESERVE the kernel would reserve memory for a private copy of every page, and refuse a pack bigger than
+        # memory: the very case packs are for.
+        try:
+            mapped = _map_copy_on_write(stream.fileno())
+        except OSError as error:
+            raise VaekitError(f"cannot map {images_path} ({error.strerror}): {_REPACK.format(path)}") from None
     if hasattr(mmap, "MADV_RANDOM"):  # batches read scattered rows: read-ahead would only evict useful pages
         mapped.madvise(mmap.MADV_RANDOM)
     images = torch.frombuffer(mapped, dtype=torch.uint8).view(n, c, h, w)
@@ -329,6 +338,12 @@ def open_pack(path: Path) -> Pack:
         labels = torch.from_numpy(np.fromfile(path / LABELS, dtype="<i8").astype(np.int64, copy=False))
     splits = {name: (int(start), int(stop)) for name, (start, stop) in manifest["splits"].items()}
     return Pack(path, images, labels, splits, manifest)
+
+
+def _map_copy_on_write(fileno: int) -> mmap.mmap:
+    if sys.platform == "linux":
+        return mmap.mmap(fileno, 0, flags=mmap.MAP_PRIVATE | _NORESERVE)
+    return mmap.mmap(fileno, 0, access=mmap.ACCESS_COPY)  # Windows has no flags; macOS reserves nothing
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
