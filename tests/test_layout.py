@@ -9,7 +9,7 @@ import vaekit
 
 # Each stage may import its own and earlier stages only.
 STAGES = {
-    "config": 0, "errors": 0, "devices": 0, "files": 0,
+    "config": 0, "errors": 0, "devices": 0, "files": 0, "memory": 0,
     "model": 1, "data": 2, "training": 3, "analysis": 4, "export": 4, "tracking": 4, "api": 5, "web": 6, "cli": 7,
 }  # fmt: skip
 PACKAGE = Path(vaekit.__file__).parent

@@ -40,6 +40,7 @@ DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
 # refused before it allocates anything.
 MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
 MAX_SEED = (1 << 63) - 1  # torch seeds its generators from a 64-bit integer; every seed here is 0 to this
+MAX_CLASSES = 1000  # of a conditional model: every image carries a one-hot label, and pictures draw every class
 
 
 @dataclass
@@ -130,7 +131,7 @@ class TrainConfig:
             (model.activation in ACTIVATIONS, f"unknown activation {model.activation!r}: use one of {ACTIVATIONS}"),
             (model.prior in PRIORS, f"unknown prior {model.prior!r}: use one of {PRIORS}"),
             (model.condition in CONDITIONS, f"unknown condition {model.condition!r}: use one of {CONDITIONS}"),
-            (0 <= model.classes <= MAX_WIDTH, f"classes must be between 0 and {MAX_WIDTH}"),
+            (0 <= model.classes <= MAX_CLASSES, f"classes must be between 0 and {MAX_CLASSES}"),
             (
                 model.condition == "none" or model.prior != "vamp",
                 "the VampPrior encodes pseudo-inputs, which have no label: use --prior standard or mog with "

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit.config import DataConfig
+from vaekit.config import MAX_CLASSES, DataConfig
 from vaekit.data.download import fetch, verify
 from vaekit.data.pack import IndexedImages, Rows, is_pack, open_pack, write_pack
 from vaekit.data.tables import is_table, load_table, table_rows
@@ -367,6 +367,11 @@ def class_count(data: Dataset) -> int:
     if int(present.min()) < 0:
         raise VaekitError(f"{data.name} has negative labels: number the classes 0, 1, 2, … to condition on them")
     classes = int(present.max()) + 1
+    if classes > MAX_CLASSES:
+        raise VaekitError(
+            f"{data.name} has labels up to {classes - 1}, and --condition label takes at most {MAX_CLASSES} classes "
+            f"numbered 0, 1, 2, …: renumber the classes (or drop --condition label)"
+        )
     if classes < 2:
         raise VaekitError(f"{data.name} has a single class, nothing to condition on: {fix}, or --condition none")
     return classes

@@ -29,13 +29,9 @@ import torch
 
 from vaekit.data.pack import MIN_EXAMPLES, Rows
 from vaekit.data.table_pixels import Part, first_null, pixels_of, pyarrow_module
-from vaekit.data.userdata import (
-    MAX_LOAD_BYTES,
-    Pair,
-    _amount,
-    class_numbers,
-)
+from vaekit.data.userdata import Pair, class_numbers
 from vaekit.errors import VaekitError
+from vaekit.memory import require
 
 IMAGE_NAMES = ("image", "img", "pixels")  # the image column when none is named: the first present, in any case
 LABEL_NAMES = ("label", "labels", "y")
@@ -64,18 +60,20 @@ def is_table(path: Path) -> bool:
 
 
 def load_table(
-    path: Path, image_column: str | None = None, label_column: str | None = None, max_bytes: int = MAX_LOAD_BYTES
+    path: Path, image_column: str | None = None, label_column: str | None = None, max_bytes: int | None = None
 ) -> dict[str, Pair]:
-    """The table's parts ("train", and "test" when it has its own) as (x, y) tensors, the size checked before any
-    image is decoded."""
+    """The table's parts ("train", and "test" when it has its own) as (x, y) tensors, their decoded size (from the
+    images' headers) checked against the memory available (or `max_bytes`) before any image is decoded."""
     parts = table_parts(path, image_column, label_column)
     pixels = pixels_of(parts)
-    size = sum(p.count * math.prod(p.shape) * p.dtype.itemsize for p in pixels.values())
-    if size > max_bytes:
-        raise VaekitError(
-            f"{path} holds {_amount(size)} of pixels, more than the {_amount(max_bytes)} vaekit loads into memory: "
-            f"use fewer or smaller images, or pack them (`vaekit pack {path} PACK`) and train from the pack"
-        )
+    count = sum(p.count for p in pixels.values())
+    (channels, height, width), dtype = next(iter(pixels.values())).shape, next(iter(pixels.values())).dtype
+    require(
+        sum(p.count * math.prod(p.shape) * p.dtype.itemsize for p in pixels.values()),
+        f"{path} ({count} images of {width}x{height}x{channels}, {dtype})",
+        f"use fewer or smaller images, or pack them (`vaekit pack {path} PACK`) and train from the pack",
+        limit=max_bytes,
+    )
     return {role: (torch.from_numpy(p.read(0, p.count)), parts[role].labels) for role, p in pixels.items()}
 
 

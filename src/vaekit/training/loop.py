@@ -31,6 +31,7 @@ from vaekit.training.averaging import weight_average
 from vaekit.training.callbacks import Callback, Callbacks, EpochEnd, RunEnd, RunStart
 from vaekit.training.distributed import Ranks
 from vaekit.training.epoch import ObjectiveStep, diverged, train_epoch
+from vaekit.training.footprint import check_run_fits
 from vaekit.training.precision import prepare_networks
 from vaekit.training.resume import agreed_start, restore
 from vaekit.training.runlock import RunLock
@@ -139,6 +140,7 @@ def _train_locked(
     if config.model.condition == "label":
         config.model.classes = class_count(data)
     config.validate()
+    check_run_fits(config, state, run_dir / STATE, data, device, EVAL_CHUNK)  # before the model is built
     model = build_model(config).to(device)
     optimizer = make_optimizer(model, config)
     generator = torch.Generator(device=device).manual_seed(config.seed)

@@ -28,6 +28,7 @@ from safetensors.torch import save as save_safetensors
 from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json, is_temporary, not_a_folder, os_error, remove_temporaries
+from vaekit.memory import require, tensor_bytes
 from vaekit.model.vae import VAE, stored_names
 from vaekit.training.averaging import WeightAverage, saved_average
 from vaekit.training.records import check_final, check_history, check_state_types, parse_json
@@ -298,6 +299,8 @@ def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, in
             shapes = {ours: weights.get_slice(theirs).get_shape() for ours, theirs in names.items()}
             check_shapes({n: t.shape for n, t in model.state_dict().items()}, shapes, path)
             epoch = (weights.metadata() or {}).get("epoch", "")
+            held = tensor_bytes(list(model.state_dict().values()))
+            require(held, f"the weights of {path}", "load the run on a machine with more memory")
             tensors = {name: weights.get_tensor(names[name]) for name in model.state_dict()}
     except (SafetensorError, OSError) as error:
         raise VaekitError(f"{path} is truncated or corrupt ({error}): restore it or train the run again") from None
