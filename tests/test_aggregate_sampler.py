@@ -12,14 +12,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
-from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import invoke, tiny_config
 from tests.test_cli import assert_clean_error
 from vaekit import VAE, load_run, train
 from vaekit.analysis import aggregate_sampler
 from vaekit.analysis.aggregate_sampler import CACHE, AggregateGMM, fit_aggregate_gmm
-from vaekit.cli.main import app
 from vaekit.data.sources import load_dataset, to_float
 from vaekit.errors import VaekitError
 from vaekit.training.runs import WEIGHTS, Run
@@ -157,11 +155,6 @@ def test_bad_settings_and_categorical_runs_are_refused_in_one_line(ae_run: Path,
     with pytest.raises(VaekitError, match="categorical") as error:
         fit_aggregate_gmm(categorical)
     assert "\n" not in str(error.value) and "--sampler prior" in str(error.value)
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_sample_command_writes_a_gmm_grid_and_reuses_the_fit(run_copy: Path, tmp_path: Path) -> None:

@@ -14,19 +14,13 @@ import numpy as np
 import pytest
 import typer
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.conftest import invoke
 from tests.test_data import write_images
 from vaekit.cli.main import app
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 
-runner = CliRunner()
 TINY = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--quiet"]
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +57,7 @@ def test_help_shows_no_value_type_beside_a_flag() -> None:
     for command in ["", "latent", *commands()]:
         code, stdout, _ = invoke(*command.split(), "--help")
         assert code == 0 and "--help" in stdout and "<bool>" not in stdout, f"vaekit {command} --help:\n{stdout}"
-    stdout = runner.invoke(app, ["train", "--help"], terminal_width=200).stdout
+    stdout = invoke("train", "--help", env={"COLUMNS": "200"}).stdout
     assert "--straight-through" in stdout and "--compile" in stdout and "<int>" in stdout  # values keep their type
 
 
@@ -75,7 +69,7 @@ def test_help_shows_the_defaults_written_in_it() -> None:
         ("train", "--out", "[default: runs/latest]"),
         ("sample", "--components", "[default: 10]"),
     ]:
-        stdout = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+        stdout = invoke(command, "--help", env={"COLUMNS": "200"}).stdout
         lines = [line for line in stdout.splitlines() if line.lstrip("│ ").startswith(flag + " ")]
         assert len(lines) == 1 and default in lines[0], (command, flag, stdout)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import tiny_config
-from tests.test_cli import assert_clean_error, invoke
+from tests.conftest import invoke, tiny_config
+from tests.test_cli import assert_clean_error
 from vaekit import ModelConfig, load_run, train
 from vaekit.data.sources import load_dataset
 from vaekit.model.networks import NETWORKS

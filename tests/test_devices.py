@@ -20,8 +20,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.conftest import tiny_config
-from tests.test_cli import assert_clean_error, invoke
+from tests.conftest import invoke, tiny_config
+from tests.test_cli import assert_clean_error
 from vaekit import train
 from vaekit.analysis.classifier import FEATURE_DIM, Classifier, FeatureSpace
 from vaekit.analysis.estimators import gradient_report

@@ -19,8 +19,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.conftest import tiny_config
-from tests.test_cli import assert_clean_error, invoke
+from tests.conftest import invoke, tiny_config
+from tests.test_cli import assert_clean_error
 from vaekit import load_run, train
 from vaekit.export import ONNX_MISSING, export_run
 from vaekit.model.vae import VAE

@@ -14,23 +14,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import invoke, tiny_config
 from tests.test_data import write_images
 from vaekit import DataConfig, TrainConfig, train
-from vaekit.cli.main import app
 from vaekit.data.pack import IMAGES, LABELS, MANIFEST, IndexedImages, Rows, open_pack, write_pack
 from vaekit.data.sources import load_dataset, pack_dataset, split_off
 from vaekit.data.userdata import load_arrays
 from vaekit.errors import VaekitError
 from vaekit.training.callbacks import Callback, EpochEnd
 from vaekit.training.epoch import batches
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def assert_one_line_error(code: int, stderr: str, *fragments: str) -> str:

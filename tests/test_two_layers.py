@@ -14,11 +14,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
-from typer.testing import CliRunner
 
+from tests.conftest import invoke
 from tests.test_cli import assert_clean_error
 from vaekit import ModelConfig, load_run
-from vaekit.cli.main import app
 from vaekit.model.objectives import importance_weighted, iwae_bound
 from vaekit.model.posteriors import TwoLayerGaussian, TwoLayerGaussianFamily
 from vaekit.model.priors import TwoLayerPrior
@@ -27,7 +26,6 @@ from vaekit.model.vae import VAE
 
 D1, D2 = 3, 2
 CONFIG = ModelConfig(hidden=[8], latent_dim=D1, second_layer=[5, D2], input_shape=[1, 3, 3], activation="tanh")
-runner = CliRunner()
 
 
 def two_layer_posterior(rows: int = 4, seed: int = 0) -> tuple[TwoLayerGaussianFamily, Tensor, TwoLayerGaussian]:
@@ -177,11 +175,6 @@ def test_dreg_holds_both_layers_parameters_fixed_and_keeps_the_iwae_gradient_in_
 
 
 TRAIN = ["train", "--second-layer", "8,4", "--hidden", "16", "--latent-dim", "6", "--dataset", "digits", "--quiet"]
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
