@@ -38,6 +38,7 @@ def run_copy(ae_run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(ae_run, tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_mixture_models_autoencoder_test_codes_better_than_the_prior(ae_run: Path) -> None:
     run = load_run(ae_run)
     gmm = fit_aggregate_gmm(run, components=5, seed=0, cache=False)
@@ -78,6 +79,7 @@ def test_samples_have_the_mixture_moments_and_repeat_for_a_seed() -> None:
         torch.testing.assert_close(z[rows].T.double().cov(), covariances[k], atol=0.1, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_fitted_samples_have_the_code_shape_and_the_fit_is_deterministic(ae_run: Path) -> None:
     run = load_run(ae_run)
     a = fit_aggregate_gmm(run, components=4, fit_images=500, seed=2, cache=False)
@@ -90,6 +92,7 @@ def test_fitted_samples_have_the_code_shape_and_the_fit_is_deterministic(ae_run:
     assert torch.equal(z, b.sample(9, torch.Generator().manual_seed(0)))
 
 
+@pytest.mark.slow
 def test_cache_round_trips_exactly_is_reused_and_refit_when_anything_changes(
     run_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,6 +125,7 @@ def test_cache_round_trips_exactly_is_reused_and_refit_when_anything_changes(
     assert len(fits) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage",
     [
@@ -142,6 +146,7 @@ def test_a_damaged_cache_is_fitted_again(run_copy: Path, damage: object) -> None
     assert json.loads((run_copy / CACHE).read_text()) == fitted.to_json()
 
 
+@pytest.mark.slow
 def test_bad_settings_and_categorical_runs_are_refused_in_one_line(ae_run: Path, tmp_path: Path) -> None:
     run = load_run(ae_run)
     with pytest.raises(VaekitError, match="at least one component"):
@@ -157,6 +162,7 @@ def test_bad_settings_and_categorical_runs_are_refused_in_one_line(ae_run: Path,
     assert "\n" not in str(error.value) and "--sampler prior" in str(error.value)
 
 
+@pytest.mark.slow
 def test_sample_command_writes_a_gmm_grid_and_reuses_the_fit(run_copy: Path, tmp_path: Path) -> None:
     gmm_png, prior_png = tmp_path / "gmm.png", tmp_path / "prior.png"
     gmm_args = ("--sampler", "gmm", "--components", "3", "--n", "9")
@@ -173,6 +179,7 @@ def test_sample_command_writes_a_gmm_grid_and_reuses_the_fit(run_copy: Path, tmp
     assert code == 0 and stdout.startswith("cached:") and again.read_bytes() == gmm_png.read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

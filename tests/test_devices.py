@@ -252,6 +252,7 @@ def test_bf16_runs_the_networks_in_bf16_and_scores_in_fp32() -> None:
     assert inner[-1] == torch.float32
 
 
+@pytest.mark.slow
 def test_a_bf16_run_trains_close_to_fp32(tmp_path: Path) -> None:
     runs = {p: train(tiny_config(epochs=2, precision=p), tmp_path / p) for p in ("fp32", "bf16")}
     fp32, bf16 = (runs[p].final["test"] for p in ("fp32", "bf16"))  # type: ignore[index]

@@ -69,6 +69,7 @@ def test_named_dataset_downloads_through_mirrors_env(
     assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MNIST.exists(), reason="the shared MNIST copy is only present on project machines")
 def test_real_mnist_downloads_from_a_local_mirror(
     http_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -319,6 +319,7 @@ def growth_in_this_process(dataset: Path, out: Path) -> int:
     return probe.growth
 
 
+@pytest.mark.slow
 def test_the_anonymous_memory_an_epoch_over_a_pack_takes_does_not_grow_with_the_data(tmp_path: Path) -> None:
     """A pack's pixels stay in the mapped file: an epoch over three times the images takes no more anonymous memory
     (only a fixed working set: the model, its batches, the allocator's arenas), where the same images as an

@@ -83,6 +83,7 @@ def run_child(run_dir: Path, kill: tuple[str, float, bool]) -> int | None:
     return process.exitcode
 
 
+@pytest.mark.slow
 def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_metrics(tmp_path: Path) -> None:
     """Kills just before and just after each of a run's file writes, and at random times (steps, evaluation,
     pictures), three to a chain, each chain resumed to the end: every chain ends exactly as an uninterrupted run."""
@@ -165,6 +166,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,6 +296,7 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over_and_renamed(tmp_path: Path
     assert list(run_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_holder_that_never_names_itself_is_still_refused_within_a_second(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -309,6 +312,7 @@ def test_a_holder_that_never_names_itself_is_still_refused_within_a_second(tmp_p
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_two_concurrent_cli_trainers_leave_one_consistent_run(tmp_path: Path) -> None:
     """Two real processes racing for one --out: exactly one trains, the other gets one line and exit 2."""
     command = [sys.executable, "-m", "vaekit", "train", *ARGS, "--quiet", "--out", str(tmp_path / "run")]
@@ -434,6 +438,7 @@ class StopAtSync(Callback):
                 raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("average_decay", [0.0, 0.9])  # with a weight average, state.pt keeps it too
 def test_a_run_interrupted_inside_an_epoch_resumes_from_there_exactly(tmp_path: Path, average_decay: float) -> None:
     # a checkpoint at every sync point

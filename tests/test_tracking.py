@@ -82,6 +82,7 @@ def test_the_run_end_says_how_the_run_stopped(tmp_path: Path) -> None:
     assert resumed.of("start")[0].epochs_done == 1 and [e.epoch for e in resumed.of("epoch")] == [2, 3]
 
 
+@pytest.mark.slow
 def test_logging_leaves_the_training_exactly_as_it_was(tmp_path: Path) -> None:
     """The loggers run the model for their pictures under their own generator: the run's numbers do not move."""
     result = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "plain")
@@ -112,6 +113,7 @@ def test_tensorboard_event_files_hold_every_scalar_and_picture_at_every_epoch(tm
         assert [p.step for p in pictures] == [1, 2, 3] and pictures[0].width > 0 and pictures[0].height > 0
 
 
+@pytest.mark.slow
 def test_mlflow_file_store_holds_params_metrics_pictures_and_the_run_folder(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -135,6 +137,7 @@ def test_mlflow_file_store_holds_params_metrics_pictures_and_the_run_folder(tmp_
     assert pictures == {"samples/epoch_0001.png", "samples/epoch_0002.png"}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_on_into_the_same_mlflow_run(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -158,6 +158,7 @@ def encoder_gradients(model: VAE, x: Tensor, k: int, estimator: str, draws: int)
     return torch.stack(rows)
 
 
+@pytest.mark.slow
 def test_dreg_holds_both_layers_parameters_fixed_and_keeps_the_iwae_gradient_in_expectation() -> None:
     model, x = tiny_two_layer_model()
     x = x[:4]

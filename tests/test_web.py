@@ -314,6 +314,7 @@ def _node_id(request: pytest.FixtureRequest) -> None:
         request.node._nodeid = request.node.nodeid
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_api_keeps_its_schema(case: schemathesis.Case[Any], _node_id: None) -> None:
@@ -322,6 +323,7 @@ def test_api_keeps_its_schema(case: schemathesis.Case[Any], _node_id: None) -> N
     case.call_and_validate()
 
 
+@pytest.mark.slow
 def test_load_from_eight_clients(server_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """1,000 decodes from 8 concurrent clients over real sockets: no errors; prints p95 and the rate."""
     bodies = [{"z": [(i % 61) / 10 - 3, (i % 7) / 3, -1.0, 0.5]} for i in range(1000)]
@@ -358,6 +360,7 @@ def chromium_or_fail() -> str:
     return ""
 
 
+@pytest.mark.slow
 def test_page_in_a_real_browser(server_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
