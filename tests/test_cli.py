@@ -160,6 +160,7 @@ def test_every_command_writes_into_the_run_folder(
     assert {name: (run / name).read_bytes() for name in training_pictures} == training_pictures
 
 
+@pytest.mark.slow
 def test_sample_is_reproducible_by_seed(trained: Path, tmp_path: Path) -> None:
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         invoke("sample", trained, "--seed", seed, "--out", tmp_path / f"{name}.png")

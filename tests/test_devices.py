@@ -110,6 +110,7 @@ COMPUTING = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMPUTING, ids=" ".join)
 def test_every_computing_command_takes_device(
     command: list[str], run_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -291,6 +292,7 @@ def _compile_fails(monkeypatch: pytest.MonkeyPatch, at_once: bool) -> None:
     monkeypatch.setattr(torch, "compile", compile)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at_once", [False, True])
 def test_compile_falls_back_to_eager_with_one_notice(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path, at_once: bool

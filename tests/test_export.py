@@ -99,6 +99,7 @@ def random_codes(model: VAE, n: int, generator: torch.Generator) -> torch.Tensor
     return torch.nn.functional.one_hot(picks, classes).float().flatten(1)
 
 
+@pytest.mark.slow
 def test_both_graphs_match_the_model_at_two_batch_sizes(exported: tuple[str, Run, Path]) -> None:
     kind, run, folder = exported
     model, generator = run.model, torch.Generator().manual_seed(1)

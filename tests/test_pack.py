@@ -56,6 +56,7 @@ def row_ids(x: torch.Tensor) -> list[int]:
 # --- the same numbers as from the source ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_packed_digits_run_matches_the_digits_run_exactly(tmp_path: Path) -> None:
     manifest = pack_dataset("digits", tmp_path / "pack")
     assert manifest["shape"] == [1797, 1, 8, 8] and manifest["splits"] == {"train": [0, 1500], "test": [1500, 1797]}
@@ -79,6 +80,7 @@ def test_a_packed_image_folder_matches_the_folder_with_labels_and_the_same_carve
     assert metrics(config, tmp_path / "imgs", tmp_path / "a") == metrics(config, tmp_path / "pack", tmp_path / "b")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_a_packed_npz_with_its_own_test_split_matches_the_npz(tmp_path: Path, likelihood: str) -> None:
     rng = np.random.default_rng(1)

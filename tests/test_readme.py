@@ -20,6 +20,7 @@ def marked_blocks(language: str) -> list[str]:
     return re.findall(pattern, README.read_text(), flags=re.DOTALL)
 
 
+@pytest.mark.slow
 def test_readme_cli_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (block,) = marked_blocks("bash")
     monkeypatch.chdir(tmp_path)
@@ -35,6 +36,7 @@ def test_readme_cli_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = marked_blocks("python")
     assert len(blocks) == 2

@@ -120,6 +120,7 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_metrics(tmp_p
     assert killed >= 20
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
     """Killed after metrics.jsonl was written but before any checkpoint: --resume trains from the beginning."""
     reference = train(tiny_config(epochs=2), tmp_path / "reference")
@@ -132,6 +133,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path
     assert losses(load_run(run_dir).history) == losses(reference.history)
 
 
+@pytest.mark.slow
 def test_readers_never_pair_metrics_with_weights_of_another_epoch(tmp_path: Path) -> None:
     """metrics.jsonl one epoch ahead of model.safetensors (a crash between the two renames)."""
     one = train(tiny_config(epochs=1), tmp_path / "one")
@@ -229,6 +231,7 @@ def test_out_of_range_settings_in_toml_are_refused(tmp_path: Path) -> None:
 # --- two writers -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_told_who_holds_the_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(tiny_config(epochs=1), run_dir)
@@ -410,6 +413,7 @@ def test_a_state_file_holding_a_pickled_object_is_refused_unopened(finished: Pat
 # --- the Python API --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_leaves_the_callers_config_alone_and_resumes_a_categorical_run(tmp_path: Path) -> None:
     config = tiny_config(epochs=1)
     config.model.latent = "categorical"

@@ -53,6 +53,7 @@ def expected_scalars(record: dict[str, Any]) -> set[str]:
     return names | {"lr", "samples_per_second", "seconds"}
 
 
+@pytest.mark.slow
 def test_callbacks_hear_the_run_start_every_step_report_each_epoch_and_the_end(tmp_path: Path) -> None:
     recorder = Recorder()
     run = train(tiny_config(epochs=2, batch_size=16), tmp_path / "run", callbacks=[recorder])

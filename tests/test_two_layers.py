@@ -201,6 +201,7 @@ def test_a_two_layer_run_trains_and_reloads_with_identical_weights(trained: Path
     assert code == 0 and "second layer [8, 4]" in stdout
 
 
+@pytest.mark.slow
 def test_evaluate_scores_a_two_layer_run(trained: Path) -> None:
     code, stdout, stderr = invoke("evaluate", trained, "--k", "8", "--prior-samples", "50", "--split", "test", "--json")
     assert code == 0, stderr
@@ -210,6 +211,7 @@ def test_evaluate_scores_a_two_layer_run(trained: Path) -> None:
     assert len(report["kl"]["kl_per_dim"]) == 10 and "two-layer" in report["kl"]["prior"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reparam", "dreg"])
 def test_the_importance_weighted_objective_trains_a_two_layer_run(estimator: str, tmp_path: Path) -> None:
     out = tmp_path / "run"

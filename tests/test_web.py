@@ -402,6 +402,7 @@ def test_page_in_a_real_browser(server_url: str, tmp_path: Path) -> None:
     assert errors == []
 
 
+@pytest.mark.slow
 def test_docs_page_works_offline(server_url: str) -> None:
     """/docs renders the API from /openapi.json with every request to anywhere but the server blocked."""
     from playwright.sync_api import Route, expect, sync_playwright
