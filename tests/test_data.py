@@ -135,6 +135,7 @@ def test_digits_need_no_files_and_split_deterministically() -> None:
     torch.testing.assert_close(a.test.x, c.test.x)  # the test split never depends on the validation seed
 
 
+@pytest.mark.slow
 def test_digits_read_from_the_table_match_scikit_learns_loader_without_importing_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

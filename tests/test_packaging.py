@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import vaekit
+import vaekit.version
 from vaekit.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,19 +40,19 @@ def test_version_flag_falls_back_to_the_source_tree(monkeypatch: pytest.MonkeyPa
     def not_installed(name: str) -> str:
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(vaekit, "__version__", "9.8.7")
+    monkeypatch.setattr(vaekit.version, "__version__", "9.8.7")
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     result = CliRunner().invoke(app, ["--version"])
     assert (result.exit_code, result.output) == (0, "vaekit 9.8.7\n")
 
 
 def test_the_version_has_one_source() -> None:
-    """pyproject states no version of its own: it reads vaekit.__version__."""
+    """pyproject states no version of its own: it reads vaekit.version.__version__, which the package re-exports."""
     config = pyproject()
     assert "version" not in config["project"]
     assert "version" in config["project"]["dynamic"]
-    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vaekit.__version__"}
-    assert re.fullmatch(r"\d+\.\d+\.\d+", vaekit.__version__)
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vaekit.version.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", vaekit.__version__) and vaekit.__version__ == vaekit.version.__version__
 
 
 def test_package_data_globs_match_files() -> None:

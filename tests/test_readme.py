@@ -46,6 +46,7 @@ def test_readme_links_every_docs_page() -> None:
     assert sorted(page.name for page in pages - linked) == []
 
 
+@pytest.mark.slow
 def test_readme_cli_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = every_marked_block("bash")
     assert blocks
@@ -63,6 +64,7 @@ def test_readme_cli_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = every_marked_block("python")
     assert len(blocks) == 2

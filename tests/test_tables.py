@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.conftest import invoke
 from vaekit import DataConfig
-from vaekit.cli.main import app
 from vaekit.data.pack import open_pack
 from vaekit.data.sources import load_dataset, pack_dataset
 from vaekit.data.tables import load_table
@@ -51,11 +50,6 @@ def write_parquet(path: Path, **columns: Any) -> Path:
 def chw(images: np.ndarray) -> torch.Tensor:
     """(N, H, W) or (N, H, W, C) as the (N, C, H, W) tensor every source gives."""
     return torch.from_numpy(images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2).copy())
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 # --- the pixels and labels written ------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaekit import __version__
 from vaekit.errors import VaekitError
 from vaekit.files import DEFAULT_MODE
 from vaekit.model.likelihoods import Bernoulli, Gaussian
@@ -33,6 +32,7 @@ from vaekit.model.pixel_likelihoods import ContinuousBernoulli, DiscretizedLogis
 from vaekit.model.posteriors import DiagonalGaussian, PointMass, RelaxedCategorical, TwoLayerGaussian
 from vaekit.model.vae import VAE
 from vaekit.training.runs import Run, load_run, read_config
+from vaekit.version import __version__
 
 FORMATS = ("onnx",)
 OPSET = 18
