@@ -1,0 +1,251 @@
+"""One process that runs fuzz cases under a memory bound and a time bound, and the client that drives it.
+
+Hypothesis generates cases in the test process; each case (files to write, and a reader to run on them) goes to the
+worker over a pipe. The worker runs it in a fresh folder with its address space capped (`RLIMIT_AS`: an allocation
+over the bound raises MemoryError there) and a watchdog armed (`faulthandler.dump_traceback_later`: a case still
+running at the deadline dumps every thread's stack and ends the process). The client waits a little longer than the
+deadline, so a hang inside C code, where no Python signal handler runs, is caught too; a worker that died (a hang, a
+crash, the OOM killer) is reported with the end of its stderr and replaced by a fresh one for the next case.
+
+Cases and replies are pickled: both ends are this file, in processes the test started, never a file from elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import pickle
+import resource
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+CASE_SECONDS = 20.0  # a case still running after this is a hang (the readers take milliseconds on these tiny files)
+MEMORY_BOUND = 1 << 30  # address space a case may add to the worker's, measured after it has run every reader once
+HEADER = struct.Struct("<Q")
+
+
+# --- the wire -----------------------------------------------------------------------------------------------------
+
+
+def send(stream: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def receive(stream: IO[bytes]) -> Any:
+    head = stream.read(HEADER.size)
+    if len(head) < HEADER.size:
+        raise EOFError("the other end closed the pipe")
+    (size,) = HEADER.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the other end closed the pipe mid-message")
+    return pickle.loads(data)
+
+
+# --- the worker's side --------------------------------------------------------------------------------------------
+
+
+def materialize(root: Path, files: dict[str, Any]) -> None:
+    """Write a case's entries under `root`: bytes are a file; None a folder; {"fifo": True} a named pipe;
+    {"symlink": target} a link; {"sparse": size, "head": bytes} a sparse file of `size` bytes starting with `head`."""
+    for relative, entry in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if entry is None:
+            path.mkdir(parents=True, exist_ok=True)
+        elif isinstance(entry, bytes):
+            path.write_bytes(entry)
+        elif "fifo" in entry:
+            os.mkfifo(path)
+        elif "symlink" in entry:
+            path.symlink_to(entry["symlink"])
+        else:
+            with path.open("wb") as stream:
+                stream.write(entry["head"])
+                stream.truncate(entry["sparse"])
+
+
+def vm_size() -> int:
+    """The process's address space in bytes (what RLIMIT_AS limits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+def run_case(case: dict[str, Any], base: Path) -> dict[str, Any]:
+    from tests.fuzz.targets import TARGETS, Outcome, where
+
+    folder = Path(tempfile.mkdtemp(dir=base))
+    outcome = Outcome()
+    start = time.perf_counter()
+    faulthandler.dump_traceback_later(CASE_SECONDS, exit=True)
+    try:
+        with contextlib.chdir(folder):
+            materialize(folder, case["files"])
+            TARGETS[case["target"]](case.get("args", {}), outcome)
+        reply: dict[str, Any] = {"outcome": "ok"}
+    except BaseException as error:  # everything but VaekitError (caught by the targets) is a fault to report
+        trace = traceback.extract_tb(error.__traceback__)
+        reply = {
+            "outcome": "crash",
+            "error": type(error).__name__,
+            "where": where(trace),
+            "trace": "".join(traceback.format_exception(error))[-6000:],
+        }
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        shutil.rmtree(folder, ignore_errors=True)
+    reply.update(messages=outcome.messages, seconds=time.perf_counter() - start)
+    return reply
+
+
+def serve() -> None:
+    """The worker's loop: "arm" caps the address space (after the warm-up cases), "case" runs one case."""
+    channel = os.fdopen(os.dup(1), "wb")  # replies; the readers' own prints go to stderr, never into the pipe
+    os.dup2(2, 1)
+    requests = sys.stdin.buffer
+    import tests.fuzz.targets  # noqa: F401  (every reader's imports, before the cap)
+
+    base = Path(tempfile.mkdtemp(prefix="vaekit-fuzz-"))
+    try:
+        while True:
+            try:
+                request = receive(requests)
+            except EOFError:
+                return
+            if request["op"] == "arm":
+                limit = vm_size() + MEMORY_BOUND
+                resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+                send(channel, {"limit": limit})
+            else:
+                send(channel, run_case(request["case"], base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- the client's side --------------------------------------------------------------------------------------------
+
+
+class Worker:
+    """The test process's handle on the worker: started on first use, warmed up with `warmup` cases (which load
+    every library the readers use, so that the cap measures cases, not imports), and restarted after it dies."""
+
+    def __init__(self, warmup: Callable[[], list[dict[str, Any]]]) -> None:
+        self.warmup = warmup  # made while the worker starts
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None
+        self.cases = 0
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (kept open as long as the worker runs)
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        env.pop("VAEKIT_DATA", None)
+        env.pop("VAEKIT_MIRRORS", None)
+        env.update(
+            HOME=tempfile.mkdtemp(prefix="vaekit-fuzz-home-"),
+            MALLOC_ARENA_MAX="2",
+            OMP_NUM_THREADS="1",
+            TQDM_DISABLE="1",
+            HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.fuzz.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+            cwd=root,
+        )
+        self.process = process
+        for case in self.warmup():  # unbounded: imports, thread pools and caches, once
+            reply = self._ask({"op": "case", "case": case}, CASE_SECONDS * 6)
+            if reply["outcome"] != "ok":
+                raise RuntimeError(f"a warm-up case failed, so the fuzz worker cannot start: {reply}")
+        self._ask({"op": "arm"}, CASE_SECONDS)
+        return process
+
+    def _ask(self, request: dict[str, Any], seconds: float) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdin is not None and self.process.stdout is not None
+        send(self.process.stdin, request)
+        ready, _, _ = select.select([self.process.stdout], [], [], seconds)
+        if not ready:
+            raise TimeoutError
+        reply: dict[str, Any] = receive(self.process.stdout)
+        return reply
+
+    def start(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+
+    def run(self, case: dict[str, Any]) -> dict[str, Any]:
+        """The worker's reply for `case`; a hang or a dead worker is a reply too ("hang", "died")."""
+        process = self.process if self.process is not None and self.process.poll() is None else self._start()
+        self.cases += 1
+        try:
+            return self._ask({"op": "case", "case": case}, CASE_SECONDS + 10)
+        except (TimeoutError, EOFError, BrokenPipeError) as error:
+            process.kill()
+            process.wait()
+            self.process = None
+            stderr = self._stderr()
+            hung = isinstance(error, TimeoutError) or "Timeout (0:" in stderr
+            return {
+                "outcome": "hang" if hung else "died",
+                "error": "hang" if hung else f"died (exit {process.returncode})",
+                "where": _dumped_where(stderr),
+                "trace": stderr[-6000:],
+                "messages": [],
+                "seconds": CASE_SECONDS,
+            }
+
+    def _stderr(self) -> str:
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        return self.log.read()[-20000:].decode(errors="replace")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+
+def _dumped_where(stderr: str) -> str:
+    """The innermost vaekit frame of the thread faulthandler dumped first (the one running the case)."""
+    lines = stderr[stderr.rfind("Timeout (") :].splitlines() if "Timeout (" in stderr else []
+    stack = []
+    for line in lines[1:]:
+        if not line.startswith("  File "):
+            break
+        stack.append(line.strip())
+    ours = [line for line in stack if f"{os.sep}vaekit{os.sep}" in line] or stack
+    if not ours:
+        return "?"
+    # faulthandler lists the innermost frame first: 'File "/…/userdata.py", line 3 in read'
+    path, _, rest = ours[0].removeprefix("File ").partition(", line ")
+    return f"{Path(path.strip(chr(34))).name}:{rest}"
+
+
+if __name__ == "__main__":
+    serve()
