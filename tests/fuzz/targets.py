@@ -8,6 +8,7 @@ reader lets through as much as in the reader.
 
 from __future__ import annotations
 
+import functools
 import os
 import traceback
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import datasets  # noqa: F401  (imported here, before the worker's memory cap, as the readers import it lazily)
 import pyarrow.parquet  # noqa: F401
+import typer.testing
 from typer.testing import CliRunner
 
 from vaekit.api import train as train_with_pictures
@@ -31,6 +33,9 @@ from vaekit.training.loop import train
 from vaekit.training.runs import load_run, load_state, read_config, read_final, read_history
 
 T = TypeVar("T")
+
+# Typer builds the click command again on every invoke (a tenth of a second, most of a run case's time); once will do.
+typer.testing._get_command = functools.cache(typer.testing._get_command)
 
 
 def where(trace: traceback.StackSummary) -> str:

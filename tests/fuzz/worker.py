@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-CASE_SECONDS = 20.0  # a case still running after this is a hang (the readers take milliseconds on these tiny files)
+CASE_SECONDS = 10.0  # a case still running after this is a hang (the readers take milliseconds on these tiny files)
 MEMORY_BOUND = 1 << 30  # address space a case may add to the worker's, measured after it has run every reader once
 HEADER = struct.Struct("<Q")
 
@@ -149,6 +149,7 @@ class Worker:
         self.process: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] | None = None
         self.cases = 0
+        self.restarts = 0
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115  (kept open as long as the worker runs)
@@ -202,6 +203,7 @@ class Worker:
             process.kill()
             process.wait()
             self.process = None
+            self.restarts += 1
             stderr = self._stderr()
             hung = isinstance(error, TimeoutError) or "Timeout (0:" in stderr
             return {
@@ -232,17 +234,13 @@ class Worker:
 
 
 def _dumped_where(stderr: str) -> str:
-    """The innermost vaekit frame of the thread faulthandler dumped first (the one running the case)."""
-    lines = stderr[stderr.rfind("Timeout (") :].splitlines() if "Timeout (" in stderr else []
-    stack = []
-    for line in lines[1:]:
-        if not line.startswith("  File "):
-            break
-        stack.append(line.strip())
-    ours = [line for line in stack if f"{os.sep}vaekit{os.sep}" in line] or stack
+    """The innermost vaekit frame in the stacks faulthandler dumped at the deadline (it lists each thread's innermost
+    frame first, as 'File "/…/userdata.py", line 3 in read'; the thread running the case is the one in vaekit)."""
+    dump = stderr[stderr.rfind("Timeout (") :] if "Timeout (" in stderr else ""
+    frames = [line.strip() for line in dump.splitlines() if line.startswith("  File ")]
+    ours = [line for line in frames if f"{os.sep}vaekit{os.sep}" in line]
     if not ours:
         return "?"
-    # faulthandler lists the innermost frame first: 'File "/…/userdata.py", line 3 in read'
     path, _, rest = ours[0].removeprefix("File ").partition(", line ")
     return f"{Path(path.strip(chr(34))).name}:{rest}"
 
