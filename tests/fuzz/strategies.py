@@ -1,7 +1,8 @@
 """Hypothesis strategies for malformed inputs: each draws a whole case, the files to write and the reader to run.
 
 A case is plain data (see `worker.materialize`): {"target": name in `targets.TARGETS`, "args": {...},
-"files": {relative path: bytes | None (a folder) | {"fifo": True} | {"symlink": target} | {"sparse": size, "head": b}}}.
+"files": {relative path: bytes | None (a folder) | {"fifo": True} | {"symlink": target} | {"sparse": size, "head": b}},
+"changed": [the paths worth showing in a report, when the other files are a valid template]}.
 Most cases start from something valid (an array numpy wrote, an image Pillow encoded, a pack, a run folder vaekit
 trained) and break one part of it, so the readers get past their first check; some are bytes with no structure at
 all.
@@ -700,7 +701,8 @@ def run_cases(draw: st.DrawFn, file: str) -> Case:
         files[path] = draw(history_bytes(template[path]))
     else:
         files[path] = draw(json_document(json.loads(template[path])))
-    return {"target": "run", "files": files, "args": {"path": "run", "resume": file == "state.pt"}}
+    args = {"path": "run", "resume": file == "state.pt"}
+    return {"target": "run", "files": files, "args": args, "changed": [path]}
 
 
 @st.composite

@@ -12,6 +12,7 @@ Cases and replies are pickled: both ends are this file, in processes the test st
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import faulthandler
 import os
@@ -140,31 +141,25 @@ def serve() -> None:
 # --- the client's side --------------------------------------------------------------------------------------------
 
 
-class Worker:
-    """The test process's handle on the worker: started on first use, warmed up with `warmup` cases (which load
-    every library the readers use, so that the cap measures cases, not imports), and restarted after it dies."""
+class Process:
+    """One worker process: started, warmed up with `warmup` cases (which load every library the readers use, so
+    that the cap measures cases, not imports) and armed, its stderr kept in a file to report how it ended."""
 
-    def __init__(self, warmup: Callable[[], list[dict[str, Any]]]) -> None:
-        self.warmup = warmup  # made while the worker starts
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log: IO[bytes] | None = None
-        self.cases = 0
-        self.restarts = 0
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (kept open as long as the worker runs)
+    def __init__(self, warmup: list[dict[str, Any]]) -> None:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (open as long as the process runs)
+        self.home = tempfile.mkdtemp(prefix="vaekit-fuzz-home-")
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
         env.pop("VAEKIT_DATA", None)
         env.pop("VAEKIT_MIRRORS", None)
         env.update(
-            HOME=tempfile.mkdtemp(prefix="vaekit-fuzz-home-"),
+            HOME=self.home,
             MALLOC_ARENA_MAX="2",
             OMP_NUM_THREADS="1",
             TQDM_DISABLE="1",
             HF_DATASETS_DISABLE_PROGRESS_BARS="1",
         )
-        process = subprocess.Popen(
+        self.popen = subprocess.Popen(
             [sys.executable, "-m", "tests.fuzz.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -172,65 +167,92 @@ class Worker:
             env=env,
             cwd=root,
         )
-        self.process = process
-        for case in self.warmup():  # unbounded: imports, thread pools and caches, once
-            reply = self._ask({"op": "case", "case": case}, CASE_SECONDS * 6)
+        for case in warmup:  # unbounded: imports, thread pools and caches, once
+            reply = self.ask({"op": "case", "case": case}, CASE_SECONDS * 6)
             if reply["outcome"] != "ok":
+                self.close()
                 raise RuntimeError(f"a warm-up case failed, so the fuzz worker cannot start: {reply}")
-        self._ask({"op": "arm"}, CASE_SECONDS)
-        return process
+        self.ask({"op": "arm"}, CASE_SECONDS)
 
-    def _ask(self, request: dict[str, Any], seconds: float) -> dict[str, Any]:
-        assert self.process is not None and self.process.stdin is not None and self.process.stdout is not None
-        send(self.process.stdin, request)
-        ready, _, _ = select.select([self.process.stdout], [], [], seconds)
+    def ask(self, request: dict[str, Any], seconds: float) -> dict[str, Any]:
+        assert self.popen.stdin is not None and self.popen.stdout is not None
+        send(self.popen.stdin, request)
+        ready, _, _ = select.select([self.popen.stdout], [], [], seconds)
         if not ready:
             raise TimeoutError
-        reply: dict[str, Any] = receive(self.process.stdout)
+        reply: dict[str, Any] = receive(self.popen.stdout)
         return reply
 
-    def start(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            self._start()
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-20000:].decode(errors="replace")
+
+    def close(self) -> None:
+        """End the process: politely (end of input) when it is alive and answering, else with SIGKILL."""
+        if self.popen.poll() is None:
+            assert self.popen.stdin is not None
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.send_signal(signal.SIGKILL)
+                self.popen.wait()
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class Worker:
+    """The test process's handle on the worker process: started on first use and replaced when it dies. Once one
+    has died (a hang, a crash), a spare is kept warming up in the background, since a fault that kills the worker
+    usually comes back: the next death then costs the case's deadline, not a start (imports and warm-up, ~15 s)."""
+
+    def __init__(self, warmup: Callable[[], list[dict[str, Any]]]) -> None:
+        self.warmup = warmup
+        self.process: Process | None = None
+        self.spare: concurrent.futures.Future[Process] | None = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(1)
+        self.cases = 0
+        self.restarts = 0
+
+    def start(self) -> Process:
+        if self.process is None:
+            self.process = self.spare.result() if self.spare is not None else Process(self.warmup())
+            self.spare = self.pool.submit(Process, self.warmup()) if self.restarts else None
+        return self.process
 
     def run(self, case: dict[str, Any]) -> dict[str, Any]:
         """The worker's reply for `case`; a hang or a dead worker is a reply too ("hang", "died")."""
-        process = self.process if self.process is not None and self.process.poll() is None else self._start()
+        process = self.start()
         self.cases += 1
         try:
-            return self._ask({"op": "case", "case": case}, CASE_SECONDS + 10)
+            return process.ask({"op": "case", "case": case}, CASE_SECONDS + 10)
         except (TimeoutError, EOFError, BrokenPipeError) as error:
-            process.kill()
-            process.wait()
+            process.popen.kill()
+            process.popen.wait()
+            stderr = process.stderr()
+            process.close()
             self.process = None
             self.restarts += 1
-            stderr = self._stderr()
             hung = isinstance(error, TimeoutError) or "Timeout (0:" in stderr
             return {
                 "outcome": "hang" if hung else "died",
-                "error": "hang" if hung else f"died (exit {process.returncode})",
+                "error": "hang" if hung else f"died (exit {process.popen.returncode})",
                 "where": _dumped_where(stderr),
                 "trace": stderr[-6000:],
                 "messages": [],
                 "seconds": CASE_SECONDS,
             }
 
-    def _stderr(self) -> str:
-        if self.log is None:
-            return ""
-        self.log.seek(0)
-        return self.log.read()[-20000:].decode(errors="replace")
-
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.send_signal(signal.SIGKILL)
-                self.process.wait()
-        self.process = None
+        if self.process is not None:
+            self.process.close()
+            self.process = None
+        if self.spare is not None:
+            with contextlib.suppress(Exception):
+                self.spare.result().close()
+            self.spare = None
+        self.pool.shutdown()
 
 
 def _dumped_where(stderr: str) -> str:
