@@ -66,8 +66,8 @@ def worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(
-            f"fuzz ({PROFILE}): {process.cases} cases in {time.perf_counter() - start:.0f} s, "
-            f"{process.restarts} worker restarts"
+            f"fuzz ({PROFILE}): {process.cases} cases in {time.perf_counter() - start:.0f} s "
+            f"({process.case_seconds:.0f} s in the cases themselves), {process.restarts} worker restarts"
         )
 
 

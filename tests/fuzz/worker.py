@@ -34,6 +34,10 @@ from typing import IO, Any
 CASE_SECONDS = 10.0  # a case still running after this is a hang (the readers take milliseconds on these tiny files)
 MEMORY_BOUND = 1 << 30  # address space a case may add to the worker's, measured after it has run every reader once
 HEADER = struct.Struct("<Q")
+# A program no reader may run: Pillow hands EPS bytes to Ghostscript (`gs`). The worker's PATH starts with a `gs`
+# that writes its arguments to the file named by $VAEKIT_FUZZ_FOREIGN_LOG and fails, and a case that ran it is a fault.
+FOREIGN_LOG = "VAEKIT_FUZZ_FOREIGN_LOG"
+FAKE_GS = '#!/bin/sh\necho "gs $*" >> "$VAEKIT_FUZZ_FOREIGN_LOG"\nexit 1\n'
 
 
 # --- the wire -----------------------------------------------------------------------------------------------------
@@ -110,6 +114,15 @@ def run_case(case: dict[str, Any], base: Path) -> dict[str, Any]:
     finally:
         faulthandler.cancel_dump_traceback_later()
         shutil.rmtree(folder, ignore_errors=True)
+    foreign = Path(os.environ.get(FOREIGN_LOG, os.devnull))
+    if foreign.is_file() and foreign.stat().st_size:
+        reply = {
+            "outcome": "foreign",
+            "error": "ran Ghostscript",
+            "where": "an image decoder",
+            "trace": foreign.read_text(),
+        }
+        foreign.unlink()
     reply.update(messages=outcome.messages, seconds=time.perf_counter() - start)
     return reply
 
@@ -152,7 +165,13 @@ class Process:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
         env.pop("VAEKIT_DATA", None)
         env.pop("VAEKIT_MIRRORS", None)
+        programs = Path(self.home, "bin")
+        programs.mkdir()
+        (programs / "gs").write_text(FAKE_GS)
+        (programs / "gs").chmod(0o755)
         env.update(
+            PATH=os.pathsep.join([str(programs), env.get("PATH", "")]),
+            **{FOREIGN_LOG: str(Path(self.home, "foreign.log"))},
             HOME=self.home,
             MALLOC_ARENA_MAX="2",
             OMP_NUM_THREADS="1",
@@ -214,6 +233,7 @@ class Worker:
         self.pool = concurrent.futures.ThreadPoolExecutor(1)
         self.cases = 0
         self.restarts = 0
+        self.case_seconds = 0.0  # the cases' own time, without the traffic and restarts around them
 
     def start(self) -> Process:
         if self.process is None:
@@ -226,7 +246,9 @@ class Worker:
         process = self.start()
         self.cases += 1
         try:
-            return process.ask({"op": "case", "case": case}, CASE_SECONDS + 10)
+            reply = process.ask({"op": "case", "case": case}, CASE_SECONDS + 10)
+            self.case_seconds += reply["seconds"]
+            return reply
         except (TimeoutError, EOFError, BrokenPipeError) as error:
             process.popen.kill()
             process.popen.wait()
@@ -234,6 +256,7 @@ class Worker:
             process.close()
             self.process = None
             self.restarts += 1
+            self.case_seconds += CASE_SECONDS
             hung = isinstance(error, TimeoutError) or "Timeout (0:" in stderr
             return {
                 "outcome": "hang" if hung else "died",
