@@ -155,11 +155,12 @@ def serve() -> None:
 
 
 class Process:
-    """One worker process: started, warmed up with `warmup` cases (which load every library the readers use, so
-    that the cap measures cases, not imports) and armed, its stderr kept in a file to report how it ended."""
+    """One worker process: started, then (`warm`) warmed up with cases that load every library the readers use, so
+    that the cap measures cases, not imports, and armed; its stderr kept in a file to report how it ended."""
 
-    def __init__(self, warmup: list[dict[str, Any]]) -> None:
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115  (open as long as the process runs)
+    def __init__(self) -> None:
+        # appending: the worker writes at the end whatever this side reads (a shared offset otherwise)
+        self.log = tempfile.TemporaryFile("a+b")  # noqa: SIM115  (open as long as the process runs)
         self.home = tempfile.mkdtemp(prefix="vaekit-fuzz-home-")
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
@@ -186,12 +187,19 @@ class Process:
             env=env,
             cwd=root,
         )
-        for case in warmup:  # unbounded: imports, thread pools and caches, once
-            reply = self.ask({"op": "case", "case": case}, CASE_SECONDS * 6)
-            if reply["outcome"] != "ok":
-                self.close()
-                raise RuntimeError(f"a warm-up case failed, so the fuzz worker cannot start: {reply}")
-        self.ask({"op": "arm"}, CASE_SECONDS)
+
+    def warm(self, warmup: list[dict[str, Any]]) -> Process:
+        try:
+            for case in warmup:  # unbounded: imports, thread pools and caches, once
+                reply = self.ask({"op": "case", "case": case}, CASE_SECONDS * 6)
+                if reply["outcome"] != "ok":
+                    raise RuntimeError(f"a warm-up case failed: {reply}")
+            self.ask({"op": "arm"}, CASE_SECONDS)
+        except (RuntimeError, TimeoutError, EOFError, BrokenPipeError) as error:
+            stderr = self.stderr()
+            self.close()
+            raise RuntimeError(f"the fuzz worker did not start ({error!r}); it wrote:\n{stderr[-3000:]}") from error
+        return self
 
     def ask(self, request: dict[str, Any], seconds: float) -> dict[str, Any]:
         assert self.popen.stdin is not None and self.popen.stdout is not None
@@ -229,7 +237,7 @@ class Worker:
     def __init__(self, warmup: Callable[[], list[dict[str, Any]]]) -> None:
         self.warmup = warmup
         self.process: Process | None = None
-        self.spare: concurrent.futures.Future[Process] | None = None
+        self.spare: tuple[Process, concurrent.futures.Future[Process]] | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(1)
         self.cases = 0
         self.restarts = 0
@@ -237,8 +245,11 @@ class Worker:
 
     def start(self) -> Process:
         if self.process is None:
-            self.process = self.spare.result() if self.spare is not None else Process(self.warmup())
-            self.spare = self.pool.submit(Process, self.warmup()) if self.restarts else None
+            self.process = self.spare[1].result() if self.spare is not None else Process().warm(self.warmup())
+            self.spare = None
+            if self.restarts:
+                spare = Process()
+                self.spare = spare, self.pool.submit(spare.warm, self.warmup())
         return self.process
 
     def run(self, case: dict[str, Any]) -> dict[str, Any]:
@@ -271,9 +282,12 @@ class Worker:
         if self.process is not None:
             self.process.close()
             self.process = None
-        if self.spare is not None:
+        if self.spare is not None:  # not waited for: ended while it warms up
+            spare, warmed = self.spare
+            spare.popen.kill()
             with contextlib.suppress(Exception):
-                self.spare.result().close()
+                warmed.result()
+            spare.close()
             self.spare = None
         self.pool.shutdown()
 
