@@ -33,6 +33,7 @@ from typing import IO, Any
 
 CASE_SECONDS = 10.0  # a case still running after this is a hang (the readers take milliseconds on these tiny files)
 MEMORY_BOUND = 1 << 30  # address space a case may add to the worker's, measured after it has run every reader once
+WARMUP_SECONDS = 120.0  # a warm-up case imports libraries, on a machine perhaps busy with a spare worker's start
 HEADER = struct.Struct("<Q")
 # A program no reader may run: Pillow hands EPS bytes to Ghostscript (`gs`). The worker's PATH starts with a `gs`
 # that writes its arguments to the file named by $VAEKIT_FUZZ_FOREIGN_LOG and fails, and a case that ran it is a fault.
@@ -91,13 +92,13 @@ def vm_size() -> int:
     raise RuntimeError("no VmSize in /proc/self/status")
 
 
-def run_case(case: dict[str, Any], base: Path) -> dict[str, Any]:
+def run_case(case: dict[str, Any], base: Path, seconds: float = CASE_SECONDS) -> dict[str, Any]:
     from tests.fuzz.targets import TARGETS, Outcome, where
 
     folder = Path(tempfile.mkdtemp(dir=base))
     outcome = Outcome()
     start = time.perf_counter()
-    faulthandler.dump_traceback_later(CASE_SECONDS, exit=True)
+    faulthandler.dump_traceback_later(seconds, exit=True)
     try:
         with contextlib.chdir(folder):
             materialize(folder, case["files"])
@@ -146,7 +147,7 @@ def serve() -> None:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
                 send(channel, {"limit": limit})
             else:
-                send(channel, run_case(request["case"], base))
+                send(channel, run_case(request["case"], base, request.get("seconds", CASE_SECONDS)))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -191,7 +192,7 @@ class Process:
     def warm(self, warmup: list[dict[str, Any]]) -> Process:
         try:
             for case in warmup:  # unbounded: imports, thread pools and caches, once
-                reply = self.ask({"op": "case", "case": case}, CASE_SECONDS * 6)
+                reply = self.ask({"op": "case", "case": case, "seconds": WARMUP_SECONDS}, WARMUP_SECONDS + 10)
                 if reply["outcome"] != "ok":
                     raise RuntimeError(f"a warm-up case failed: {reply}")
             self.ask({"op": "arm"}, CASE_SECONDS)
