@@ -17,7 +17,7 @@ Bounds, enforced by the one worker process the cases run in (tests/fuzz/worker.p
   file must be checked against the memory there is, and an address-space limit is part of that.
 
 Two Hypothesis settings profiles, chosen by $VAEKIT_FUZZ: "vaekit-fuzz-ci" (the default, in `make test`) runs a
-fixed, seeded set of `CI_EXAMPLES` cases per property, about 150 in all in well under a minute; "vaekit-fuzz-soak"
+fixed, seeded set of `CI_EXAMPLES` cases per property, about 200 in all in well under a minute; "vaekit-fuzz-soak"
 (`VAEKIT_FUZZ=soak`, `make fuzz`) runs $VAEKIT_FUZZ_EXAMPLES (default 500) random cases per property. Both run every
 case and then fail with the distinct faults (by exception and the innermost vaekit frame) and the smallest case of
 each; the soak also writes those cases to $VAEKIT_FUZZ_OUT (default runs/fuzz-failures) as files plus case.json. The
@@ -44,7 +44,7 @@ from tests.fuzz.worker import Worker, materialize
 
 PROFILE = "vaekit-fuzz-" + os.environ.get("VAEKIT_FUZZ", "ci")
 SOAK = PROFILE == "vaekit-fuzz-soak"
-CI_EXAMPLES = 12
+CI_EXAMPLES = 16
 COMMON: dict[str, Any] = {
     "deadline": None,  # the worker enforces the time bound, on the case alone
     "database": None,
