@@ -64,11 +64,13 @@ def worker(request: pytest.FixtureRequest) -> Iterator[Worker]:
     yield process
     process.close()
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(
-            f"fuzz ({PROFILE}): {process.cases} cases in {time.perf_counter() - start:.0f} s "
-            f"({process.case_seconds:.0f} s in the cases themselves), {process.restarts} worker restarts"
-        )
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # on the terminal, not in a captured section
+            reporter.write_line(
+                f"\nfuzz ({PROFILE}): {process.cases} cases in {time.perf_counter() - start:.0f} s "
+                f"({process.case_seconds:.0f} s in the cases themselves), {process.restarts} worker restarts"
+            )
 
 
 def fault_of(reply: dict[str, Any]) -> tuple[str, str] | None:

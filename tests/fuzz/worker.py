@@ -38,6 +38,7 @@ HEADER = struct.Struct("<Q")
 # A program no reader may run: Pillow hands EPS bytes to Ghostscript (`gs`). The worker's PATH starts with a `gs`
 # that writes its arguments to the file named by $VAEKIT_FUZZ_FOREIGN_LOG and fails, and a case that ran it is a fault.
 FOREIGN_LOG = "VAEKIT_FUZZ_FOREIGN_LOG"
+CASES_FOLDER = "VAEKIT_FUZZ_CASES"  # where the worker writes cases: in the folder the client removes, even after a kill
 FAKE_GS = '#!/bin/sh\necho "gs $*" >> "$VAEKIT_FUZZ_FOREIGN_LOG"\nexit 1\n'
 
 
@@ -135,7 +136,7 @@ def serve() -> None:
     requests = sys.stdin.buffer
     import tests.fuzz.targets  # noqa: F401  (every reader's imports, before the cap)
 
-    base = Path(tempfile.mkdtemp(prefix="vaekit-fuzz-"))
+    base = Path(tempfile.mkdtemp(prefix="cases-", dir=os.environ.get(CASES_FOLDER)))  # removed by the client too
     try:
         while True:
             try:
@@ -173,7 +174,7 @@ class Process:
         (programs / "gs").chmod(0o755)
         env.update(
             PATH=os.pathsep.join([str(programs), env.get("PATH", "")]),
-            **{FOREIGN_LOG: str(Path(self.home, "foreign.log"))},
+            **{FOREIGN_LOG: str(Path(self.home, "foreign.log")), CASES_FOLDER: self.home},
             HOME=self.home,
             MALLOC_ARENA_MAX="2",
             OMP_NUM_THREADS="1",
