@@ -705,6 +705,14 @@ def run_cases(draw: st.DrawFn, file: str) -> Case:
     return {"target": "run", "files": files, "args": args, "changed": [path]}
 
 
+def parsed_or_empty(history: Any) -> Any:
+    """The history kept in a checkpoint as JSON text, parsed; [] when an earlier edit left it something else."""
+    try:
+        return json.loads(history)
+    except (TypeError, ValueError, RecursionError):
+        return []
+
+
 @st.composite
 def state_bytes(draw: st.DrawFn, saved: bytes) -> bytes:
     how = draw(st.sampled_from(["edit", "edit", "edit", "edit", "top", "bytes"]))
@@ -717,11 +725,7 @@ def state_bytes(draw: st.DrawFn, saved: bytes) -> bytes:
         for _ in range(draw(st.integers(1, 2))):
             state = draw(edited_state(state))
         if draw(st.integers(0, 3)) == 0 and isinstance(state, dict):
-            state["history"] = draw(
-                json_document(json.loads(state["history"]))
-                if isinstance(state.get("history"), str)
-                else json_document([])
-            ).decode(errors="replace")
+            state["history"] = draw(json_document(parsed_or_empty(state.get("history")))).decode(errors="replace")
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
