@@ -31,6 +31,7 @@ from vaekit.model.likelihoods import Bernoulli, Gaussian
 from vaekit.model.pixel_likelihoods import ContinuousBernoulli, DiscretizedLogisticMixture
 from vaekit.model.posteriors import DiagonalGaussian, PointMass, RelaxedCategorical, TwoLayerGaussian
 from vaekit.model.vae import VAE
+from vaekit.small_files import read_json
 from vaekit.training.runs import Run, load_run, read_config
 from vaekit.version import __version__
 
@@ -203,7 +204,7 @@ def is_export(folder: Path) -> bool:
     """Whether `folder` holds what `write_export` writes: an export.json that describes an ONNX export by vaekit, and
     a config.json that is a valid vaekit config."""
     try:
-        described = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+        described = read_json(folder / "export.json", "")
         read_config(folder)
     except (OSError, ValueError, VaekitError):
         return False

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
 from vaekit.model.posteriors import LOG_2PI
 from vaekit.model.vae import VAE
+from vaekit.small_files import read_json
 from vaekit.training.runs import WEIGHTS, Run
 
 CACHE = "aggregate_gmm.json"
@@ -154,8 +154,8 @@ def fit_aggregate_gmm(
     key = cache_key(run, components, fit_images, seed)
     if cache and path.is_file():
         try:
-            cached = AggregateGMM.from_json(json.loads(path.read_text(encoding="utf-8")), key, run.model.latent_dim)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            cached = AggregateGMM.from_json(read_json(path, ""), key, run.model.latent_dim)
+        except VaekitError:
             cached = None
         if cached is not None:
             return cached

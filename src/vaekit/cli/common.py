@@ -19,6 +19,7 @@ from vaekit.config import MAX_SEED, TrainConfig
 from vaekit.data.sources import Split
 from vaekit.errors import VaekitError
 from vaekit.files import os_error
+from vaekit.small_files import Unreadable, read_small
 from vaekit.training.distributed import launched_ranks
 
 if TYPE_CHECKING:
@@ -126,10 +127,10 @@ def output(out: Path | None, run: Path, name: str) -> Path:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A --config file: UTF-8 TOML text, every way it can fail one line that names it."""
-    if path.is_dir():
-        raise VaekitError(f"config file {path} is a folder: give --config a TOML file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_small(path).decode("utf-8"))
+    except Unreadable as reason:
+        raise VaekitError(f"config file {path} is {reason}: give --config a TOML file") from None
     except FileNotFoundError:
         raise VaekitError(f"config file {path} does not exist: check the --config path") from None
     except UnicodeDecodeError:

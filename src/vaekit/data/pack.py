@@ -36,6 +36,7 @@ from torch import Tensor
 
 from vaekit.errors import VaekitError
 from vaekit.memory import require
+from vaekit.small_files import read_small
 
 FORMAT, FORMAT_VERSION = "vaekit-pack", 1
 IMAGES, LABELS, MANIFEST = "images.u8", "labels.i64", "manifest.json"
@@ -351,12 +352,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest, every field checked, and each file's size checked against it: one line naming any mismatch."""
     fix = _REPACK.format(path)
     try:
-        with (path / MANIFEST).open("rb") as stream:
-            text = stream.read(MAX_MANIFEST_BYTES + 1)
-        if len(text) > MAX_MANIFEST_BYTES:
-            raise ValueError(f"over {MAX_MANIFEST_BYTES:,} bytes")
-        manifest = json.loads(text)
-    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        manifest = json.loads(read_small(path / MANIFEST, MAX_MANIFEST_BYTES))
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: not a small regular file, or not JSON
         raise VaekitError(f"pack {path}: cannot read {MANIFEST} ({error}): {fix}") from None
     problem = _manifest_problem(manifest)
     if problem is None:

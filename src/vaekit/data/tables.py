@@ -32,6 +32,7 @@ from vaekit.data.table_pixels import Part, first_null, pixels_of, pyarrow_module
 from vaekit.data.userdata import Pair, class_numbers
 from vaekit.errors import VaekitError
 from vaekit.memory import require
+from vaekit.small_files import read_small
 
 IMAGE_NAMES = ("image", "img", "pixels")  # the image column when none is named: the first present, in any case
 LABEL_NAMES = ("label", "labels", "y")
@@ -193,13 +194,7 @@ def _check_state_files(path: Path) -> None:
 def _small_json(path: Path, fix: str) -> dict[str, Any]:
     """A JSON object of at most MAX_STATE_BYTES, or a one-line error naming the file."""
     try:
-        if not path.is_file():
-            raise ValueError("missing, or not a regular file")
-        with path.open("rb") as stream:
-            text = stream.read(MAX_STATE_BYTES + 1)
-        if len(text) > MAX_STATE_BYTES:
-            raise ValueError(f"over {MAX_STATE_BYTES:,} bytes")
-        value = json.loads(text)
+        value = json.loads(read_small(path, MAX_STATE_BYTES))
     except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
         raise VaekitError(f"cannot read {path} ({error}): {fix}") from None
     if not isinstance(value, dict):

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json, ensure_folder, not_a_folder
+from vaekit.small_files import read_json
 from vaekit.tracking.pictures import epoch_pictures
 from vaekit.training.callbacks import Callback, EpochEnd, RunEnd, RunStart
 
@@ -104,11 +105,11 @@ class MLflowLogger(Callback):
 
     def _continued_run(self, run_dir: Path, uri: str) -> str:
         """The MLflow run this run folder logged to, if it logged to the same tracking URI."""
-        import json
-
         try:
-            saved = json.loads((run_dir / RUN_FILE).read_text())
-        except (OSError, ValueError):
+            saved = read_json(run_dir / RUN_FILE, "")
+        except VaekitError:
+            return ""
+        if not isinstance(saved, dict):
             return ""
         return str(saved.get("run_id", "")) if saved.get("tracking_uri") == uri else ""
 

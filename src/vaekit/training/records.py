@@ -4,7 +4,6 @@ the file and the fix, never a KeyError or a RecursionError deep inside a reader.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,6 @@ import torch
 from vaekit.errors import VaekitError
 
 METRICS = ("elbo", "log_px", "kl")  # what every split's metrics hold; readers print these
-
-
-def parse_json(text: str, path: Path, fix: str) -> Any:
-    """Any JSON text a run folder holds, with one set of errors: corrupt, nested past Python's recursion limit, or an
-    integer longer than Python converts from text."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise VaekitError(f"{path} is nested too deeply to be a vaekit file: {fix}") from None
-    except json.JSONDecodeError as error:
-        raise VaekitError(f"{path} is corrupt ({error}): {fix}") from None
-    except ValueError:  # int() refuses thousands of digits (a denial of service otherwise)
-        raise VaekitError(f"{path} holds an integer too long to read: {fix}") from None
 
 
 def _is_number(value: Any) -> bool:

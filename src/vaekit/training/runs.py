@@ -30,8 +30,9 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json, is_temporary, not_a_folder, os_error, remove_temporaries
 from vaekit.memory import require, tensor_bytes
 from vaekit.model.vae import VAE, stored_names
+from vaekit.small_files import parse_json, read_small, read_text
 from vaekit.training.averaging import WeightAverage, saved_average
-from vaekit.training.records import check_final, check_history, check_state_types, parse_json
+from vaekit.training.records import check_final, check_history, check_state_types
 from vaekit.training.runlock import LOCK
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
@@ -72,9 +73,13 @@ def check_new_run_folder(run_dir: Path) -> None:
 
 def _is_lock_file(path: Path) -> bool:
     """RUN/.lock as a vaekit writer leaves it: empty, or naming its holder (`process N on HOST`)."""
-    if path.name != LOCK or path.is_symlink() or not path.is_file() or path.stat().st_size > 300:
+    if path.name != LOCK or path.is_symlink():
         return False
-    return re.fullmatch(r"(process \d+ on [^\n]*\n)?", path.read_text(errors="replace")) is not None
+    try:
+        text = read_small(path, 300).decode(errors="replace")
+    except (OSError, ValueError):
+        return False
+    return re.fullmatch(r"(process \d+ on [^\n]*\n)?", text) is not None
 
 
 @dataclass
@@ -97,10 +102,7 @@ def write_config(run_dir: Path, config: TrainConfig) -> None:
 
 
 def _read_json_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise VaekitError(f"{path} is not UTF-8 text: restore it, or train the run again") from None
+    return read_text(path, "restore it, or train the run again")
 
 
 def read_config(run_dir: Path) -> TrainConfig:
