@@ -86,6 +86,20 @@ def test_classifier_is_accurate_and_cached(digits_space, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_damaged_classifier_cache_is_trained_again_and_a_linked_one_followed(  # type: ignore[no-untyped-def]
+    digits_space, tmp_path: Path
+) -> None:
+    data, space = digits_space
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # the user's own link
+    (tmp_path / "elsewhere" / f"{space.key}.json").write_text("[" * 100_000)
+    (tmp_path / "elsewhere" / f"{space.key}.safetensors").write_bytes(b"not weights")
+    again = feature_space(data, cache=tmp_path / "linked")
+    assert again.test_accuracy == pytest.approx(space.test_accuracy, abs=0.01)
+    assert (tmp_path / "elsewhere" / f"{space.key}.json").read_text().startswith("{")  # rewritten through the link
+
+
+@pytest.mark.slow
 def test_real_images_score_better_than_blurred_or_shuffled(digits_space) -> None:  # type: ignore[no-untyped-def]
     data, space = digits_space
     test, train = to_float(data.test.x), to_float(data.train.x[: len(data.test)])

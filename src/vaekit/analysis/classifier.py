@@ -8,7 +8,6 @@ on the dataset's own labels is the better-matched yardstick. It is trained on th
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -16,11 +15,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from vaekit.data.sources import CACHE_ROOT, Dataset, to_float
+from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json
+from vaekit.small_files import read_json
 
 FEATURE_DIM = 128
 MIN_STEPS = 1000  # small datasets get more epochs so the classifier is still trained properly
@@ -84,20 +86,34 @@ def feature_space(
     default); None when the data has no labels."""
     if data.train.y is None or data.test.y is None:
         return None
-    folder = cache or Path(CACHE_ROOT).expanduser() / "classifiers"
+    # The cache is the user's own folder, not a shared run folder: a link they made to put it elsewhere is followed.
+    folder = (cache or Path(CACHE_ROOT).expanduser() / "classifiers").resolve()
     key = dataset_key(data)
     classes = int(max(data.train.y.max(), data.test.y.max())) + 1
     model = Classifier(data.shape[0], classes)
     weights, info = folder / f"{key}.safetensors", folder / f"{key}.json"
-    if weights.is_file() and info.is_file():
-        model.load_state_dict(load_file(weights))
-        return FeatureSpace(model.to(device).eval(), json.loads(info.read_text())["test_accuracy"], key)
+    cached = _cached_accuracy(model, weights, info)
+    if cached is not None:
+        return FeatureSpace(model.to(device).eval(), cached, key)
     train_classifier(model, data, seed, device)
     space = FeatureSpace(model.eval(), 0.0, key)
     space.test_accuracy = float((space.predict(data.test.x) == data.test.y).float().mean())
     atomic_write(weights, save({k: v.cpu().contiguous() for k, v in model.state_dict().items()}))
     atomic_write_json(info, {"dataset": data.name, "test_accuracy": space.test_accuracy, "classes": classes})
     return space
+
+
+def _cached_accuracy(model: Classifier, weights: Path, info: Path) -> float | None:
+    """Load the cached classifier into `model` and return its recorded test accuracy; None when there is no cache or
+    it is damaged (then it is trained again and rewritten)."""
+    if not (weights.is_file() and info.is_file()):
+        return None
+    try:
+        accuracy = read_json(info, "")["test_accuracy"]
+        model.load_state_dict(load_file(weights))
+    except (VaekitError, OSError, KeyError, TypeError, RuntimeError, SafetensorError):
+        return None
+    return float(accuracy) if isinstance(accuracy, int | float) else None
 
 
 def train_classifier(

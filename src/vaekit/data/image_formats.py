@@ -45,7 +45,7 @@ def _refusal(source: Path | bytes, name: str) -> str:
             prefix = stream.read(PREFIX_BYTES)
     real = recognised_format(prefix)
     if real in OPENED_AS:
-        return f"cannot decode {name}: a damaged {real} file: replace or remove it"
+        return f"cannot decode {name}: a damaged {real} file: remove or replace it"
     if real is None:
         return f"cannot decode {name}: not a PNG or JPEG image (nor any format known): convert it to PNG or remove it"
     article = "an" if real[0] in "AEFHILMNORSX" else "a"  # as the letters are spoken: an EPS, a GIF
