@@ -44,6 +44,20 @@ class Part:
     requires: tuple[Requirement, ...] = ()
     settle: Callable[[TrainConfig], None] | None = None
     impl: Any = None
+    export: str | None = None  # what export.json says of it where the part says more than its distribution does
+
+
+@dataclass(frozen=True)
+class Output:
+    """One tensor an exported graph returns: its name there, the distribution's attribute it holds, and how to read
+    it. A distribution class lists its own as `export` (a tuple of these), or says in one line why it has none."""
+
+    name: str
+    attribute: str
+    meaning: str
+
+
+Exported = tuple[Output, ...] | str  # a distribution's graph outputs, or the one-line reason it has no export
 
 
 class Registry(dict[str, Part]):

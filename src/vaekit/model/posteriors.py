@@ -23,7 +23,7 @@ from vaekit.config import MAX_WIDTH, ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.model.networks import mlp
 from vaekit.model.randomness import Randomness, draw
-from vaekit.parts import KINDS, POSTERIORS, Part, Requirement
+from vaekit.parts import KINDS, POSTERIORS, Exported, Part, Requirement
 
 # exp(logvar) for logvar in [-30, 20] stays within float32 (σ from 3e-7 to 2e4). The encoder's raw output is
 # clamped rather than squashed through softplus so the usual "logvar head" keeps its meaning; gradients outside the
@@ -240,6 +240,11 @@ class TwoLayerGaussian:
     rsample draws z1 = mu1 + sigma1·eps1, then z2 = mu2(z1) + sigma2(z1)·eps2: both reparameterized, so the gradient
     reaches the encoder through z1 and the q(z2|z1) network through z2. log q(z) = log q(z1|x) + log q(z2|z1).
     """
+
+    export: Exported = (
+        "ONNX export covers one stochastic layer and this run has two (--second-layer): its q(z2|z1) and p(z1|z2) "
+        "networks have no place in encoder.onnx and decoder.onnx; export a run trained without --second-layer"
+    )
 
     relaxed = False
 

@@ -292,6 +292,9 @@ def learned_prior_requirements() -> tuple[Requirement, ...]:
     )
 
 
+LEARNED_PRIOR_EXPORT = "the run's learned {name} prior, which these files do not hold: draw codes with vaekit"
+
+
 def _no_label(config: TrainConfig) -> bool:
     return config.model.condition == "none"
 
@@ -302,6 +305,7 @@ PRIORS.register(
         "mog",
         "learned mixture",
         requires=learned_prior_requirements(),
+        export=LEARNED_PRIOR_EXPORT.format(name="mog"),
         impl=lambda config, family, encode: MixtureOfGaussians(family.latent_dim, config.prior_components),
     )
 )
@@ -309,6 +313,7 @@ PRIORS.register(
     Part(
         "vamp",
         "VampPrior",
+        export=LEARNED_PRIOR_EXPORT.format(name="vamp"),
         requires=(
             Requirement(
                 _no_label,
