@@ -392,6 +392,24 @@ class CategoricalFamily(nn.Module):
 Family = GaussianFamily | CategoricalFamily
 
 
+def need_continuous(family: Family, what: str, instead: str = "") -> None:
+    """The one answer to "may codes be moved along paths and sliders?" and its one message: `what` needs that."""
+    if not family.continuous:
+        raise VaekitError(
+            f"{what} needs continuous codes and this run's latents are categorical (one-hot): {instead}use a run "
+            "trained with --latent gaussian"
+        )
+
+
+def need_density(family: Family, what: str) -> None:
+    """The one answer to "has q(z|x) a density, hence a KL and an ELBO?" and its one message: `what` needs one."""
+    if not family.has_density:
+        raise VaekitError(
+            f"{what} needs a posterior with a density and this run is an autoencoder (a point-mass code, no KL): use "
+            "a run trained with --model vae"
+        )
+
+
 def posterior_family(config: ModelConfig) -> Family:
     """The family a config names: `latent` categorical, else `kind` ae (a point mass) or vae (a Gaussian, over two
     stochastic layers when `second_layer` is given)."""
