@@ -132,7 +132,7 @@ def learning_rate(
     ones. `decades` sets the overall fall (base to base·10^-decades): short runs gain from less than the paper's.
     hold: base for the first `hold_at` of the budget (three quarters unless --hold-at says), then base·10^(-decades/2)
     for half of the rest and base·10^-decades for the last half. At a fixed number of epochs it beat every even decay
-    (README: "How far the rate should fall")."""
+    (docs/measured.md: "How far the rate should fall")."""
     if schedule == "decade":
         return float(base * 10 ** (-decades * fraction))
     if schedule == "hold":

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny seeded configs, IDX files made on the spot, and a local HTTP server on 127.0.0.1."""
+"""Shared fixtures: tiny seeded configs, IDX files made on the spot, a local HTTP server on 127.0.0.1, and `invoke`,
+which runs a `vaekit` command in this process."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import gzip
 import hashlib
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from vaekit import DataConfig, ModelConfig, TrainConfig
+from vaekit.cli.main import app
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -108,10 +112,29 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root.mkdir()
     handler = functools.partial(QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # serve_forever's default poll of 0.5 s would make each test wait that long for shutdown()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/", root
     finally:
         server.shutdown()
         server.server_close()
+
+
+class Invoked(NamedTuple):
+    """What a `vaekit` command did: `code, stdout, stderr = invoke(...)`, or `.output` for both streams together."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def invoke(*args: str | Path, env: Mapping[str, str] | None = None) -> Invoked:
+    """Run `vaekit ARGS` in this process (typer's CliRunner), stdout and stderr kept apart."""
+    result = CliRunner().invoke(app, [str(arg) for arg in args], env=env)
+    return Invoked(result.exit_code, result.stdout, result.stderr)

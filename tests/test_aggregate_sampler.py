@@ -12,14 +12,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
-from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import invoke, tiny_config
 from tests.test_cli import assert_clean_error
 from vaekit import VAE, load_run, train
 from vaekit.analysis import aggregate_sampler
 from vaekit.analysis.aggregate_sampler import CACHE, AggregateGMM, fit_aggregate_gmm
-from vaekit.cli.main import app
 from vaekit.data.sources import load_dataset, to_float
 from vaekit.errors import VaekitError
 from vaekit.training.runs import WEIGHTS, Run
@@ -40,6 +38,7 @@ def run_copy(ae_run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(ae_run, tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_mixture_models_autoencoder_test_codes_better_than_the_prior(ae_run: Path) -> None:
     run = load_run(ae_run)
     gmm = fit_aggregate_gmm(run, components=5, seed=0, cache=False)
@@ -80,6 +79,7 @@ def test_samples_have_the_mixture_moments_and_repeat_for_a_seed() -> None:
         torch.testing.assert_close(z[rows].T.double().cov(), covariances[k], atol=0.1, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_fitted_samples_have_the_code_shape_and_the_fit_is_deterministic(ae_run: Path) -> None:
     run = load_run(ae_run)
     a = fit_aggregate_gmm(run, components=4, fit_images=500, seed=2, cache=False)
@@ -92,6 +92,7 @@ def test_fitted_samples_have_the_code_shape_and_the_fit_is_deterministic(ae_run:
     assert torch.equal(z, b.sample(9, torch.Generator().manual_seed(0)))
 
 
+@pytest.mark.slow
 def test_cache_round_trips_exactly_is_reused_and_refit_when_anything_changes(
     run_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,6 +125,7 @@ def test_cache_round_trips_exactly_is_reused_and_refit_when_anything_changes(
     assert len(fits) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage",
     [
@@ -144,6 +146,7 @@ def test_a_damaged_cache_is_fitted_again(run_copy: Path, damage: object) -> None
     assert json.loads((run_copy / CACHE).read_text()) == fitted.to_json()
 
 
+@pytest.mark.slow
 def test_bad_settings_and_categorical_runs_are_refused_in_one_line(ae_run: Path, tmp_path: Path) -> None:
     run = load_run(ae_run)
     with pytest.raises(VaekitError, match="at least one component"):
@@ -159,11 +162,7 @@ def test_bad_settings_and_categorical_runs_are_refused_in_one_line(ae_run: Path,
     assert "\n" not in str(error.value) and "--sampler prior" in str(error.value)
 
 
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
+@pytest.mark.slow
 def test_sample_command_writes_a_gmm_grid_and_reuses_the_fit(run_copy: Path, tmp_path: Path) -> None:
     gmm_png, prior_png = tmp_path / "gmm.png", tmp_path / "prior.png"
     gmm_args = ("--sampler", "gmm", "--components", "3", "--n", "9")
@@ -180,6 +179,7 @@ def test_sample_command_writes_a_gmm_grid_and_reuses_the_fit(run_copy: Path, tmp
     assert code == 0 and stdout.startswith("cached:") and again.read_bytes() == gmm_png.read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

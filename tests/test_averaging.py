@@ -39,6 +39,7 @@ def direct_average(steps: list[dict[str, Tensor]], decay: float) -> dict[str, Te
     return average
 
 
+@pytest.mark.slow
 def test_the_average_is_the_mean_of_the_first_steps_then_exponential() -> None:
     model = build_model(tiny_config())
     average = weight_average(model, decay=0.75)  # a horizon of 4 steps
@@ -76,6 +77,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dic
     return root / "plain", root / "averaged", steps
 
 
+@pytest.mark.slow
 def test_a_run_saves_the_average_of_its_steps_and_trains_as_without_it(
     runs: tuple[Path, Path, list[dict[str, Tensor]]],
 ) -> None:
@@ -94,6 +96,7 @@ def test_a_run_saves_the_average_of_its_steps_and_trains_as_without_it(
         torch.testing.assert_close(state["model"][name], tensor, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_validation_and_the_test_split_score_the_average(runs: tuple[Path, Path, list[dict[str, Tensor]]]) -> None:
     _, averaged, _ = runs
     run = load_run(averaged)
@@ -103,6 +106,7 @@ def test_validation_and_the_test_split_score_the_average(runs: tuple[Path, Path,
     assert run.history[-1]["val"] == pytest.approx(evaluate_split(run.model, data.val.x), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_resume_without_the_average_its_config_asks_for_is_one_line(
     runs: tuple[Path, Path, list[dict[str, Tensor]]], tmp_path: Path
 ) -> None:
@@ -128,6 +132,7 @@ def test_a_decay_outside_zero_to_one_is_a_one_line_error(tmp_path: Path, decay: 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_info_says_the_weights_are_an_average(runs: tuple[Path, Path, list[dict[str, Tensor]]]) -> None:
     plain, averaged, _ = runs
     shown = [CliRunner().invoke(app, ["info", str(run)], env={"COLUMNS": "200"}).output for run in (averaged, plain)]

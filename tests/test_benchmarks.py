@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here runs whole trainings or benchmarks
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

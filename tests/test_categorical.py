@@ -49,6 +49,7 @@ def test_kl_to_uniform_matches_torch_distributions() -> None:
     torch.testing.assert_close(UniformCategorical(V, K).kl(RelaxedCategorical(raw, 1.0)), expected)
 
 
+@pytest.mark.slow
 def test_log_prob_and_exact_samples_match_one_hot_categorical() -> None:
     raw = logits()
     q = RelaxedCategorical(raw, 1.0)
@@ -83,6 +84,7 @@ def categorical_config(epochs: int = 3) -> TrainConfig:
     return config
 
 
+@pytest.mark.slow
 def test_a_categorical_vae_trains_samples_reconstructs_and_evaluates(tmp_path: Path) -> None:
     run = train(categorical_config(), tmp_path / "cat")
     assert run.config.model.latent_dim == 24 and "temperature" in run.history[-1]["train"]
@@ -97,6 +99,7 @@ def test_a_categorical_vae_trains_samples_reconstructs_and_evaluates(tmp_path: P
     assert report.nll <= report.neg_elbo + 3 * report.neg_elbo_se
 
 
+@pytest.mark.slow
 def test_categorical_resume_is_exact(tmp_path: Path) -> None:
     from tests.test_train import StopAfter, losses
 
@@ -108,6 +111,7 @@ def test_categorical_resume_is_exact(tmp_path: Path) -> None:
     assert [r["train"]["temperature"] for r in resumed.history] == [r["train"]["temperature"] for r in full.history]
 
 
+@pytest.mark.slow
 def test_gaussian_only_tools_refuse_categorical_runs_in_one_line(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -14,19 +14,13 @@ import numpy as np
 import pytest
 import typer
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.conftest import invoke
 from tests.test_data import write_images
 from vaekit.cli.main import app
 from vaekit.config import DataConfig, ModelConfig, TrainConfig
 
-runner = CliRunner()
 TINY = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--quiet"]
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +52,17 @@ def test_every_command_has_help(command: str) -> None:
     assert code == 0 and "Usage" in stdout
 
 
+@pytest.mark.slow
 def test_help_shows_no_value_type_beside_a_flag() -> None:
     """A flag takes no value, so its help line has no `<bool>` (--straight-through, --compile, --resume, --help)."""
     for command in ["", "latent", *commands()]:
         code, stdout, _ = invoke(*command.split(), "--help")
         assert code == 0 and "--help" in stdout and "<bool>" not in stdout, f"vaekit {command} --help:\n{stdout}"
-    stdout = runner.invoke(app, ["train", "--help"], terminal_width=200).stdout
+    stdout = invoke("train", "--help", env={"COLUMNS": "200"}).stdout
     assert "--straight-through" in stdout and "--compile" in stdout and "<int>" in stdout  # values keep their type
 
 
+@pytest.mark.slow
 def test_help_shows_the_defaults_written_in_it() -> None:
     """Defaults written into a help text ("[default: 20]") are shown, not taken for rich markup and dropped."""
     for command, flag, default in [
@@ -75,7 +71,7 @@ def test_help_shows_the_defaults_written_in_it() -> None:
         ("train", "--out", "[default: runs/latest]"),
         ("sample", "--components", "[default: 10]"),
     ]:
-        stdout = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+        stdout = invoke(command, "--help", env={"COLUMNS": "200"}).stdout
         lines = [line for line in stdout.splitlines() if line.lstrip("│ ").startswith(flag + " ")]
         assert len(lines) == 1 and default in lines[0], (command, flag, stdout)
 
@@ -124,6 +120,7 @@ def test_samples_means_z_samples_per_image_in_every_command() -> None:
         assert prior is not None and "prior" in (prior.help or ""), name
 
 
+@pytest.mark.slow
 def test_sample_reconstruct_interpolate_write_pngs(trained: Path, tmp_path: Path) -> None:
     for args, name in [
         (("sample", trained, "--n", "9", "--seed", "3"), "s.png"),
@@ -137,6 +134,7 @@ def test_sample_reconstruct_interpolate_write_pngs(trained: Path, tmp_path: Path
         assert picture.width == (7 + 2) * (8 + 2) * 7 + 2 * 7
 
 
+@pytest.mark.slow
 def test_every_command_writes_into_the_run_folder(
     trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,6 +160,7 @@ def test_every_command_writes_into_the_run_folder(
     assert {name: (run / name).read_bytes() for name in training_pictures} == training_pictures
 
 
+@pytest.mark.slow
 def test_sample_is_reproducible_by_seed(trained: Path, tmp_path: Path) -> None:
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         invoke("sample", trained, "--seed", seed, "--out", tmp_path / f"{name}.png")
@@ -178,6 +177,7 @@ def test_info_reports_config_and_metrics(trained: Path) -> None:
     assert code == 0 and "digits" in stdout and "−ELBO" in stdout
 
 
+@pytest.mark.slow
 def test_toml_config_with_flags_winning(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text('dataset = "digits"\nepochs = 1\nlatent-dim = 3\nhidden = [16]\nbeta = 0.5\n')
     code, _, stderr = invoke(
@@ -221,6 +221,7 @@ def toml_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else json.dumps(value)
 
 
+@pytest.mark.slow
 def test_a_toml_file_of_every_flag_gives_what_the_flags_give(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     flags = flag_names(commands()["train"]) - NOT_SETTINGS
     assert flags <= set(TRAIN_VALUES), f"give TRAIN_VALUES a value for {flags - set(TRAIN_VALUES)}"
@@ -278,6 +279,7 @@ def ctrl_c(*_: object, **__: object) -> None:
     raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_ctrl_c_tells_how_to_continue_only_where_something_trains(
     trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import tiny_config
-from tests.test_cli import assert_clean_error, invoke
+from tests.conftest import invoke, tiny_config
+from tests.test_cli import assert_clean_error
 from vaekit import ModelConfig, load_run, train
 from vaekit.data.sources import load_dataset
 from vaekit.model.networks import network as network_family
@@ -35,6 +35,7 @@ def conditional(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return train(config, tmp_path_factory.mktemp("cvae") / "run")
 
 
+@pytest.mark.slow
 def test_training_fills_in_the_classes_and_a_reload_has_identical_weights(conditional: Run) -> None:
     assert conditional.config.model.classes == DIGITS
     loaded = load_run(conditional.path)
@@ -46,6 +47,7 @@ def test_training_fills_in_the_classes_and_a_reload_has_identical_weights(condit
     assert {"samples.png", "reconstructions.png", "curves.png"} <= {p.name for p in conditional.path.iterdir()}
 
 
+@pytest.mark.slow
 def test_the_true_labels_score_better_than_shuffled_ones(conditional: Run) -> None:
     test = load_dataset(conditional.config.data).test
     assert test.y is not None
@@ -57,6 +59,7 @@ def test_the_true_labels_score_better_than_shuffled_ones(conditional: Run) -> No
     assert conditional.final is not None and conditional.final["test"]["elbo"] == pytest.approx(true["elbo"])
 
 
+@pytest.mark.slow
 def test_a_conditional_model_refuses_to_run_without_labels(conditional: Run) -> None:
     from vaekit.errors import VaekitError
 
@@ -67,6 +70,7 @@ def test_a_conditional_model_refuses_to_run_without_labels(conditional: Run) -> 
         conditional.model.sample(3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("network", ["mlp", "conv", "resconv"])
 def test_an_unconditional_model_is_built_and_runs_as_the_networks_alone(network: str) -> None:
     config = ModelConfig(network=network, hidden=[8, 16], latent_dim=3, input_shape=[1, 8, 8])
@@ -98,6 +102,7 @@ def test_an_unconditional_model_is_built_and_runs_as_the_networks_alone(network:
     assert shapes[first_decoder][1] == 3 + 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("network", ["mlp", "conv"])
 def test_the_label_changes_what_both_networks_compute(network: str) -> None:
     config = ModelConfig(network=network, hidden=[8, 16], latent_dim=3, input_shape=[1, 8, 8], condition="label")
@@ -112,6 +117,7 @@ def test_the_label_changes_what_both_networks_compute(network: str) -> None:
     assert samples.shape == (6, 2, 1, 8, 8)
 
 
+@pytest.mark.slow
 def test_cli_trains_a_conditional_run_and_samples_one_class(tmp_path: Path) -> None:
     run = tmp_path / "run"
     code, stdout, stderr = invoke("train", *TINY, "--epochs", "1", "--condition", "label", "--out", run)

@@ -20,8 +20,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.conftest import tiny_config
-from tests.test_cli import assert_clean_error, invoke
+from tests.conftest import invoke, tiny_config
+from tests.test_cli import assert_clean_error
 from vaekit import train
 from vaekit.analysis.classifier import FEATURE_DIM, Classifier, FeatureSpace
 from vaekit.analysis.estimators import gradient_report
@@ -110,6 +110,7 @@ COMPUTING = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMPUTING, ids=" ".join)
 def test_every_computing_command_takes_device(
     command: list[str], run_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -252,6 +253,7 @@ def test_bf16_runs_the_networks_in_bf16_and_scores_in_fp32() -> None:
     assert inner[-1] == torch.float32
 
 
+@pytest.mark.slow
 def test_a_bf16_run_trains_close_to_fp32(tmp_path: Path) -> None:
     runs = {p: train(tiny_config(epochs=2, precision=p), tmp_path / p) for p in ("fp32", "bf16")}
     fp32, bf16 = (runs[p].final["test"] for p in ("fp32", "bf16"))  # type: ignore[index]
@@ -290,6 +292,7 @@ def _compile_fails(monkeypatch: pytest.MonkeyPatch, at_once: bool) -> None:
     monkeypatch.setattr(torch, "compile", compile)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at_once", [False, True])
 def test_compile_falls_back_to_eager_with_one_notice(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path, at_once: bool

@@ -25,6 +25,8 @@ from tests.conftest import tiny_config
 from vaekit import load_run, train
 from vaekit.training.distributed import Ranks
 
+pytestmark = pytest.mark.slow  # every test here runs whole trainings or benchmarks
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # 1,293 training images at batch 64: the last batch (13 images) does not split evenly over 2 ranks
 ARGS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--batch-size", "64", "--binarize", "dynamic"]

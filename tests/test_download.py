@@ -69,6 +69,7 @@ def test_named_dataset_downloads_through_mirrors_env(
     assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_MNIST.exists(), reason="the shared MNIST copy is only present on project machines")
 def test_real_mnist_downloads_from_a_local_mirror(
     http_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -124,7 +125,7 @@ def odd_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(MisbehavingHandler, directory=str(root))
     )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/", root
     finally:

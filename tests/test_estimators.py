@@ -96,6 +96,7 @@ def test_the_estimator_changes_the_gradient_not_the_value() -> None:
     torch.testing.assert_close(values[0], values[1])
 
 
+@pytest.mark.slow
 def test_gradient_report_finds_the_score_function_far_noisier() -> None:
     torch.manual_seed(0)
     model = VAE(ModelConfig(hidden=[16], latent_dim=3, input_shape=[1, 4, 4]))
@@ -108,6 +109,7 @@ def test_gradient_report_finds_the_score_function_far_noisier() -> None:
     } | {"all"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["score-function", "score-function-baseline"])
 def test_training_with_each_estimator_improves_the_elbo_and_trains_the_encoder(tmp_path: Path, estimator: str) -> None:
     """The KL stays off zero only if the encoder gets the reconstruction gradient through the estimator: with the
@@ -125,6 +127,7 @@ def test_baseline_needs_two_samples(tmp_path: Path) -> None:
         train(tiny_config(estimator="score-function-baseline"), tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_gradients_command(tmp_path: Path) -> None:
     train(tiny_config(epochs=1), tmp_path / "run")
     args = ["gradients", str(tmp_path / "run"), "--repeats", "10", "--batch-size", "16", "--at-init"]

@@ -73,6 +73,7 @@ def digits_space(classifier_cache: Path):  # type: ignore[no-untyped-def]
     return data, feature_space(data, cache=classifier_cache)
 
 
+@pytest.mark.slow
 def test_classifier_is_accurate_and_cached(digits_space, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data, space = digits_space
     assert space.test_accuracy > 0.9
@@ -84,6 +85,7 @@ def test_classifier_is_accurate_and_cached(digits_space, tmp_path: Path) -> None
     torch.testing.assert_close(loaded.embed(data.test.x), again.embed(data.test.x))
 
 
+@pytest.mark.slow
 def test_real_images_score_better_than_blurred_or_shuffled(digits_space) -> None:  # type: ignore[no-untyped-def]
     data, space = digits_space
     test, train = to_float(data.test.x), to_float(data.train.x[: len(data.test)])
@@ -100,6 +102,7 @@ def test_real_images_score_better_than_blurred_or_shuffled(digits_space) -> None
     )
 
 
+@pytest.mark.slow
 def test_neighbour_audit_catches_a_model_that_memorized(tmp_path: Path) -> None:
     """A VAE fit to 32 images (each seen 2,400 times) reproduces them; one trained on 1,400 images does not."""
     images = load_digits().x[:, 0].numpy()
@@ -183,6 +186,7 @@ def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run: Path) -> None:
     before = {p.name: p.read_bytes() for p in evaluated_run.iterdir()}
     evaluation = evaluate(load_run(evaluated_run), k=20, prior_samples=100)
@@ -204,6 +208,7 @@ def test_evaluate_answers_all_four_questions_and_writes_its_files(evaluated_run:
         assert (evaluated_run / name).read_bytes() == content
 
 
+@pytest.mark.slow
 def test_vaekit_evaluate_in_python_gives_the_commands_numbers(evaluated_run: Path) -> None:
     import vaekit
     from vaekit.cli.main import app
@@ -219,6 +224,7 @@ def test_vaekit_evaluate_in_python_gives_the_commands_numbers(evaluated_run: Pat
     assert report.likelihood[0].k == 5 and report.sample_quality is not None
 
 
+@pytest.mark.slow
 def test_evaluate_command_prints_tables_or_json(evaluated_run: Path) -> None:
     from vaekit.cli.main import app
 

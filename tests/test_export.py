@@ -19,8 +19,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tests.conftest import tiny_config
-from tests.test_cli import assert_clean_error, invoke
+from tests.conftest import invoke, tiny_config
+from tests.test_cli import assert_clean_error
 from vaekit import load_run, train
 from vaekit.export import ONNX_MISSING, export_run
 from vaekit.model.vae import VAE
@@ -99,6 +99,7 @@ def random_codes(model: VAE, n: int, generator: torch.Generator) -> torch.Tensor
     return torch.nn.functional.one_hot(picks, classes).float().flatten(1)
 
 
+@pytest.mark.slow
 def test_both_graphs_match_the_model_at_two_batch_sizes(exported: tuple[str, Run, Path]) -> None:
     kind, run, folder = exported
     model, generator = run.model, torch.Generator().manual_seed(1)

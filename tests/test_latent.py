@@ -107,6 +107,7 @@ def test_path_stats_tell_an_even_path_from_a_jump() -> None:
     assert path_stats(jump, "pixels").mean_max_over_mean == pytest.approx(16.0, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_autoencoder_is_a_point_mass_and_evaluate_says_what_it_lacks(tmp_path: Path) -> None:
     config = tiny_config()
     config.model.kind = "ae"
@@ -135,6 +136,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -181,6 +183,7 @@ def test_latent_bad_inputs_are_one_line_errors(digits_run: Path, tmp_path: Path)
         assert result.exit_code == 2 and fragment in result.stderr, (args, result.stderr)
 
 
+@pytest.mark.slow
 def test_smoothness_command_reports_and_saves(digits_run: Path) -> None:
     result = CliRunner().invoke(app, ["latent", "smoothness", str(digits_run), "--paths", "20", "--steps", "8"])
     assert result.exit_code == 0, result.stderr

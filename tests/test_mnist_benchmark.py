@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here runs whole trainings or benchmarks
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "mnist_likelihood.py"
 
 

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import vaekit
+import vaekit.version
 from vaekit.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,19 +40,19 @@ def test_version_flag_falls_back_to_the_source_tree(monkeypatch: pytest.MonkeyPa
     def not_installed(name: str) -> str:
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(vaekit, "__version__", "9.8.7")
+    monkeypatch.setattr(vaekit.version, "__version__", "9.8.7")
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     result = CliRunner().invoke(app, ["--version"])
     assert (result.exit_code, result.output) == (0, "vaekit 9.8.7\n")
 
 
 def test_the_version_has_one_source() -> None:
-    """pyproject states no version of its own: it reads vaekit.__version__."""
+    """pyproject states no version of its own: it reads vaekit.version.__version__, which the package re-exports."""
     config = pyproject()
     assert "version" not in config["project"]
     assert "version" in config["project"]["dynamic"]
-    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vaekit.__version__"}
-    assert re.fullmatch(r"\d+\.\d+\.\d+", vaekit.__version__)
+    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vaekit.version.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", vaekit.__version__) and vaekit.__version__ == vaekit.version.__version__
 
 
 def test_package_data_globs_match_files() -> None:
@@ -82,25 +83,16 @@ def test_changelog_latest_release_is_the_package_version() -> None:
     assert re.fullmatch(r" - \d{4}-\d{2}-\d{2}", rest), f"[{version}]{rest}: the release date is missing"
 
 
-def readme_sections() -> list[str]:
-    """The README's `##` headings, outside fenced code."""
-    sections, fenced = [], False
-    for line in (ROOT / "README.md").read_text().splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and line.startswith("## "):
-            sections.append(line[3:].strip())
-    return sections
-
-
-def test_every_readme_section_is_a_docs_page() -> None:
-    """The site shows the README's sections through `<!-- README: heading -->` lines (docs/hooks.py): a new
-    section needs one, and a renamed heading breaks the one that names it."""
-    shown = {
-        title
-        for page in (ROOT / "docs").glob("*.md")
-        for title in re.findall(r"^<!-- README: (.+?) -->$", page.read_text(), flags=re.MULTILINE)
-    }
-    sections = readme_sections()
-    assert sorted(set(sections) - shown) == [], "README sections no docs page shows"
-    assert sorted(shown - set(sections) - {"vaekit"}) == [], "docs pages name README headings that do not exist"
+def test_every_docs_page_is_in_the_nav() -> None:
+    """Each page under docs/ is its own source and has a place in mkdocs.yml's nav; a nav entry names a real page,
+    and a file a page includes (`--8<-- "path"`, from the repository root) exists."""
+    nav = re.findall(r"^ +- [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), flags=re.MULTILINE)
+    pages = {page.relative_to(ROOT / "docs").as_posix() for page in (ROOT / "docs").rglob("*.md")}
+    assert sorted(pages - set(nav)) == [], "docs pages missing from the nav"
+    assert sorted(set(nav) - pages) == [], "nav entries with no page"
+    included = [
+        path
+        for page in (ROOT / "docs").rglob("*.md")
+        for path in re.findall(r'^--8<-- "(.+)"$', page.read_text(), re.M)
+    ]
+    assert sorted(path for path in included if not (ROOT / path).is_file()) == []

@@ -100,6 +100,7 @@ def encoder_gradients(model: VAE, x: torch.Tensor, k: int, estimator: str, draws
     return torch.stack(rows)
 
 
+@pytest.mark.slow
 def test_dreg_has_the_iwae_gradient_in_expectation_and_less_variance() -> None:
     model, x = ppca_like_model()
     iwae, dreg = (encoder_gradients(model, x, 20, estimator, 400) for estimator in ("reparam", "dreg"))
@@ -155,6 +156,7 @@ def test_free_bits_average_to_the_sum_of_floored_unit_means_and_stop_their_gradi
     assert bool((kl_units.grad[:, 1:] > 0).all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "settings",
     [
@@ -239,6 +241,7 @@ def test_a_version_1_run_folder_still_loads(tmp_path: Path) -> None:
     assert json.loads((folder / "config.json").read_text())["format_version"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("likelihood", "scored"),
     [("continuous-bernoulli", "uniformly dequantized"), ("discretized-logistic", "exact probability of each")],

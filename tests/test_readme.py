@@ -1,4 +1,5 @@
-"""The README is executable: the blocks marked as run by this file must work as written."""
+"""The front page and the docs pages are executable and connected: the blocks marked as run by this file work as
+written, every relative link and named file exists, and the README stays a front page."""
 
 from __future__ import annotations
 
@@ -11,32 +12,61 @@ from typer.testing import CliRunner
 
 from vaekit.cli.main import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.rglob("*.md"))]
 MARKER = "<!-- The block below is run by tests/test_readme.py. -->"
+FRONT_PAGE_LINES = 150
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", flags=re.IGNORECASE)
 
 
-def marked_blocks(language: str) -> list[str]:
+def marked_blocks(page: Path, language: str) -> list[str]:
     pattern = re.escape(MARKER) + r"\s*```" + language + r"\n(.*?)```"
-    return re.findall(pattern, README.read_text(), flags=re.DOTALL)
+    return re.findall(pattern, page.read_text(encoding="utf-8"), flags=re.DOTALL)
 
 
+def every_marked_block(language: str) -> list[str]:
+    """The marked blocks of the README and the docs pages, each distinct block once (a page may repeat one)."""
+    return list(dict.fromkeys(block for page in PAGES for block in marked_blocks(page, language)))
+
+
+def test_readme_is_a_front_page() -> None:
+    """At most 150 lines, and still the quick start: one tested command-line block and one tested Python block."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= FRONT_PAGE_LINES, f"README.md has {len(lines)} lines: move detail into a page under docs/"
+    assert (len(marked_blocks(README, "bash")), len(marked_blocks(README, "python"))) == (1, 1)
+
+
+def test_readme_links_every_docs_page() -> None:
+    """The capability table reaches every page of the manual (the API reference has its own index)."""
+    linked = {(README.parent / target.split("#")[0]).resolve() for target in LINK.findall(README.read_text())}
+    pages = {page.resolve() for page in DOCS.glob("*.md") if page.name not in ("benchmarks.md", "changelog.md")}
+    assert sorted(page.name for page in pages - linked) == []
+
+
+@pytest.mark.slow
 def test_readme_cli_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (block,) = marked_blocks("bash")
+    blocks = every_marked_block("bash")
+    assert blocks
     monkeypatch.chdir(tmp_path)
-    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
-    assert len(commands) >= 5
-    for command in commands:
-        assert command[0] == "vaekit"
-        result = CliRunner().invoke(app, command[1:])
-        assert result.exit_code == 0, f"{' '.join(command)}: {result.stderr}"
+    for block in blocks:
+        commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+        assert len(commands) >= 5
+        for command in commands:
+            assert command[0] == "vaekit"
+            result = CliRunner().invoke(app, command[1:])
+            assert result.exit_code == 0, f"{' '.join(command)}: {result.stderr}"
     run = tmp_path / "runs" / "digits"  # every command writes into the run folder
     for picture in ("sample.png", "reconstruct.png", "latent/interpolate.png"):
         assert (run / picture).stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = marked_blocks("python")
+    blocks = every_marked_block("python")
     assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)
     for block in blocks:
@@ -45,14 +75,20 @@ def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert (tmp_path / "runs" / run / "model.safetensors").exists()
 
 
-def test_readme_pictures_exist() -> None:
-    for link in re.findall(r"\]\((docs/images/[^)]+)\)", README.read_text()):
-        assert (README.parent / link).is_file(), link
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(ROOT)) for page in PAGES])
+def test_every_relative_link_resolves(page: Path) -> None:
+    """Pictures, pages and reports, seen from the page that links them (a docs page sees from docs/)."""
+    missing = []
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        path = target.split("#", 1)[0]
+        if path and not EXTERNAL.match(path) and not (page.parent / path).exists():
+            missing.append(target)
+    assert missing == []
 
 
 def test_every_path_the_readme_names_exists() -> None:
-    """The README's file map and prose point at real files (a module moved without its README line would not)."""
-    named = set(re.findall(r"`?((?:src/vaekit|benchmarks|tests)/[\w/]+\.(?:py|sh))", README.read_text()))
-    root = README.parent
-    assert named, "the README names no files"
-    assert sorted(path for path in named if not (root / path).exists()) == []
+    """The file maps and prose point at real files (a module moved without its line would not)."""
+    text = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
+    named = set(re.findall(r"`?((?:src/vaekit|benchmarks|tests)/[\w/]+\.(?:py|sh))", text))
+    assert named, "the README and the docs name no files"
+    assert sorted(path for path in named if not (ROOT / path).exists()) == []

@@ -24,9 +24,8 @@ from typing import Any
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import invoke, tiny_config
 from vaekit import load_run, train
 from vaekit.cli.main import app
 from vaekit.data.sources import load_dataset
@@ -35,17 +34,11 @@ from vaekit.model.vae import VAE
 from vaekit.training.callbacks import Callback, StepEnd
 from vaekit.training.runlock import RunLock
 
-runner = CliRunner()
 ARGS = ["--dataset", "digits", "--epochs", "3", "--batch-size", "64", "--hidden", "32", "--latent-dim", "4"]
 
 
 def losses(history: list[dict[str, Any]]) -> list[tuple[float, ...]]:
     return [(r["train"]["elbo"], r["train"]["kl"], r["val"]["elbo"], r["val"]["kl"]) for r in history]
-
-
-def invoke(*args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stderr
 
 
 def assert_one_line(code: int, stderr: str, *fragments: str) -> str:
@@ -67,11 +60,11 @@ def _child(run_dir: str, kill: tuple[str, float, bool]) -> None:
     if mode == "rename":
         real_replace, count = os.replace, [0]
 
-        def replace(src: Any, dst: Any) -> None:
+        def replace(src: Any, dst: Any, **folders: Any) -> None:
             count[0] += 1
             if count[0] == n and not after:
                 os.kill(os.getpid(), signal.SIGKILL)
-            real_replace(src, dst)
+            real_replace(src, dst, **folders)
             if count[0] == n and after:
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -90,10 +83,11 @@ def run_child(run_dir: Path, kill: tuple[str, float, bool]) -> int | None:
     return process.exitcode
 
 
+@pytest.mark.slow
 def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_metrics(tmp_path: Path) -> None:
     """Kills just before and just after each of a run's file writes, and at random times (steps, evaluation,
     pictures), three to a chain, each chain resumed to the end: every chain ends exactly as an uninterrupted run."""
-    code, stderr = invoke("train", *ARGS, "--quiet", "--out", tmp_path / "warm-up")  # imports, once, in the parent
+    code, _, stderr = invoke("train", *ARGS, "--quiet", "--out", tmp_path / "warm-up")  # imports, once, in the parent
     assert code == 0, stderr
     started = time.perf_counter()
     assert run_child(tmp_path / "reference", ("none", 0, False)) == 0
@@ -126,6 +120,7 @@ def test_runs_killed_at_random_moments_resume_to_the_uninterrupted_metrics(tmp_p
     assert killed >= 20
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
     """Killed after metrics.jsonl was written but before any checkpoint: --resume trains from the beginning."""
     reference = train(tiny_config(epochs=2), tmp_path / "reference")
@@ -133,11 +128,12 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path
     run_dir.mkdir()
     (run_dir / "config.json").write_text((tmp_path / "reference" / "config.json").read_text())
     (run_dir / "metrics.jsonl").write_text(json.dumps(reference.history[0]) + "\n")
-    code, stderr = invoke("train", "--resume", "--out", run_dir, "--quiet")
+    code, _, stderr = invoke("train", "--resume", "--out", run_dir, "--quiet")
     assert code == 0, stderr
     assert losses(load_run(run_dir).history) == losses(reference.history)
 
 
+@pytest.mark.slow
 def test_readers_never_pair_metrics_with_weights_of_another_epoch(tmp_path: Path) -> None:
     """metrics.jsonl one epoch ahead of model.safetensors (a crash between the two renames)."""
     one = train(tiny_config(epochs=1), tmp_path / "one")
@@ -146,8 +142,8 @@ def test_readers_never_pair_metrics_with_weights_of_another_epoch(tmp_path: Path
     loaded = load_run(tmp_path / "two")
     assert loaded.epochs_done == 1 and losses(loaded.history) == losses(two.history[:1]) == losses(one.history)
     assert loaded.final is None  # metrics.json describes epoch 2's weights, not these
-    result = runner.invoke(app, ["info", str(tmp_path / "two"), "--json"])
-    assert result.exit_code == 0 and json.loads(result.stdout)["epochs_done"] == 1
+    result = invoke("info", tmp_path / "two", "--json")
+    assert result.code == 0 and json.loads(result.stdout)["epochs_done"] == 1
 
 
 # --- NaN and infinity ------------------------------------------------------------------------------------------
@@ -172,6 +168,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,14 +176,14 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     reference = train(tiny_config(epochs=3), tmp_path / "reference")
     steps_per_epoch = math.ceil(len(load_dataset(reference.config.data).train) / reference.config.batch_size)
     poison(monkeypatch, at_call=steps_per_epoch + 5)  # step 5 of epoch 2
-    code, stderr = invoke("train", *ARGS, "--quiet", "--out", run_dir)
+    code, _, stderr = invoke("train", *ARGS, "--quiet", "--out", run_dir)
     line = assert_one_line(code, stderr, "training diverged", "epoch 2, step 5", "--lr", "--resume")
     assert "NaN" in line
     saved = fingerprint(run_dir)
     assert load_run(run_dir).epochs_done == 1
     assert json.loads((run_dir / "metrics.jsonl").read_text())["epoch"] == 1  # valid JSON, one good epoch
     monkeypatch.undo()
-    code, stderr = invoke("train", "--resume", "--out", run_dir, "--quiet")
+    code, _, stderr = invoke("train", "--resume", "--out", run_dir, "--quiet")
     assert code == 0, stderr
     assert saved["state.pt"] != fingerprint(run_dir)["state.pt"]
     assert losses(load_run(run_dir).history) == losses(reference.history)
@@ -215,7 +212,7 @@ def test_non_finite_weights_are_never_written_over_a_good_checkpoint(tmp_path: P
     ],
 )
 def test_non_finite_settings_are_refused(tmp_path: Path, setting: list[str], fragment: str) -> None:
-    code, stderr = invoke("train", *ARGS, *setting, "--out", tmp_path / "run")
+    code, _, stderr = invoke("train", *ARGS, *setting, "--out", tmp_path / "run")
     assert_one_line(code, stderr, fragment)
     assert not (tmp_path / "run").exists()
 
@@ -227,24 +224,25 @@ def test_out_of_range_settings_in_toml_are_refused(tmp_path: Path) -> None:
         ("samples = 100000000", "samples must be between 1 and"),
     ]:
         (tmp_path / "c.toml").write_text(text + "\n")
-        code, stderr = invoke("train", *ARGS, "--config", tmp_path / "c.toml", "--out", tmp_path / "run")
+        code, _, stderr = invoke("train", *ARGS, "--config", tmp_path / "c.toml", "--out", tmp_path / "run")
         assert_one_line(code, stderr, fragment)
 
 
 # --- two writers -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_told_who_holds_the_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train(tiny_config(epochs=1), run_dir)
     before = fingerprint(run_dir)
     with RunLock(run_dir):  # this process is "the first trainer"
         for args in (["train", "--resume", "--epochs", "2"], ["train", *ARGS]):
-            code, stderr = invoke(*args, "--out", run_dir, "--quiet")
+            code, _, stderr = invoke(*args, "--out", run_dir, "--quiet")
             assert_one_line(code, stderr, f"is being trained by process {os.getpid()}", "another --out")
         with pytest.raises(VaekitError, match="being trained"):
             train(tiny_config(epochs=2), run_dir, resume=True)
-        code, _ = invoke("info", run_dir)  # readers need no lock
+        code, _, _ = invoke("info", run_dir)  # readers need no lock
         assert code == 0
     assert {k: v for k, v in fingerprint(run_dir).items() if k != ".lock"} == before
     assert not (run_dir / ".lock").exists()
@@ -301,6 +299,7 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over_and_renamed(tmp_path: Path
     assert list(run_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_holder_that_never_names_itself_is_still_refused_within_a_second(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -316,6 +315,7 @@ def test_a_holder_that_never_names_itself_is_still_refused_within_a_second(tmp_p
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_two_concurrent_cli_trainers_leave_one_consistent_run(tmp_path: Path) -> None:
     """Two real processes racing for one --out: exactly one trains, the other gets one line and exit 2."""
     command = [sys.executable, "-m", "vaekit", "train", *ARGS, "--quiet", "--out", str(tmp_path / "run")]
@@ -372,7 +372,7 @@ def tampered(finished: Path, tmp_path: Path, edit: dict[str, Any]) -> Path:
 def test_a_tampered_config_is_one_line(finished: Path, tmp_path: Path, edit: dict[str, Any], fragment: str) -> None:
     copy = tampered(finished, tmp_path, edit)
     for command in ("info", "evaluate"):
-        code, stderr = invoke(command, copy)
+        code, _, stderr = invoke(command, copy)
         assert_one_line(code, stderr, "config.json", fragment)
 
 
@@ -393,7 +393,7 @@ def test_a_damaged_file_is_one_line(
     copy = tampered(finished, tmp_path, {})
     (copy / name).write_bytes(content)
     args = ["train", "--resume", "--epochs", "2", "--out", copy, "--quiet"] if command == "train" else [command, copy]
-    code, stderr = invoke(*args)
+    code, _, stderr = invoke(*args)
     assert_one_line(code, stderr, fragment)
 
 
@@ -405,14 +405,15 @@ class Exploit:
 def test_a_state_file_holding_a_pickled_object_is_refused_unopened(finished: Path, tmp_path: Path) -> None:
     copy = tampered(finished, tmp_path, {})
     torch.save({"epoch": 1, "payload": Exploit()}, copy / "state.pt")
-    result = runner.invoke(app, ["train", "--resume", "--epochs", "2", "--out", str(copy), "--quiet"])
-    assert_one_line(result.exit_code, result.stderr, "not a vaekit checkpoint")
+    result = invoke("train", "--resume", "--epochs", "2", "--out", copy, "--quiet")
+    assert_one_line(result.code, result.stderr, "not a vaekit checkpoint")
     assert "unpickled!" not in result.stdout
 
 
 # --- the Python API --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_leaves_the_callers_config_alone_and_resumes_a_categorical_run(tmp_path: Path) -> None:
     config = tiny_config(epochs=1)
     config.model.latent = "categorical"
@@ -441,6 +442,7 @@ class StopAtSync(Callback):
                 raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("average_decay", [0.0, 0.9])  # with a weight average, state.pt keeps it too
 def test_a_run_interrupted_inside_an_epoch_resumes_from_there_exactly(tmp_path: Path, average_decay: float) -> None:
     # a checkpoint at every sync point

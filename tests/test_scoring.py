@@ -61,6 +61,7 @@ def test_a_gaussian_scores_dequantized_pixels_with_the_log_256_term() -> None:
     assert torch.equal(scoring.input(floats), floats) and scoring.offset(floats) == 0.0  # continuous data as given
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_train_subset_of_a_dynamic_run_on_a_binarized_draw_too(tmp_path: Path) -> None:
     config = tiny_config(epochs=1)
     config.data.binarize = "dynamic"
@@ -73,6 +74,7 @@ def test_evaluate_scores_the_train_subset_of_a_dynamic_run_on_a_binarized_draw_t
     assert abs(train_side.neg_elbo - test.neg_elbo) < abs(-grey["elbo"] - test.neg_elbo)  # type: ignore[operator]
 
 
+@pytest.mark.slow
 def test_a_gaussian_run_reports_one_bits_per_dim_in_training_and_evaluation(tmp_path: Path) -> None:
     config = tiny_config(epochs=3)
     config.model.likelihood = "gaussian-learned"

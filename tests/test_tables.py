@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.conftest import invoke
 from vaekit import DataConfig
-from vaekit.cli.main import app
 from vaekit.data.pack import open_pack
 from vaekit.data.sources import load_dataset, pack_dataset
 from vaekit.data.tables import load_table
@@ -51,11 +50,6 @@ def write_parquet(path: Path, **columns: Any) -> Path:
 def chw(images: np.ndarray) -> torch.Tensor:
     """(N, H, W) or (N, H, W, C) as the (N, C, H, W) tensor every source gives."""
     return torch.from_numpy(images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2).copy())
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 # --- the pixels and labels written ------------------------------------------------------------------------------
@@ -247,7 +241,7 @@ def test_undecodable_bytes_name_the_row(tmp_path: Path) -> None:
     blobs[4] = b"not an image"
     line = one_line(tmp_path, write_parquet(tmp_path / "d.parquet", image=pa.array(blobs, pa.binary())))
     assert "cannot decode row 4 of column 'image' in" in line
-    assert "as an image (not an image format Pillow reads): replace or drop that row" in line
+    assert ": not a PNG or JPEG image (nor any format known): convert it to PNG or remove it" in line
 
 
 def test_a_folder_names_the_file_and_its_row(tmp_path: Path) -> None:

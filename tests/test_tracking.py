@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import invoke, tiny_config
 from vaekit import train
-from vaekit.cli.main import app
 from vaekit.data.sources import load_dataset
 from vaekit.tracking.mlflow_logger import default_uri
 from vaekit.training.callbacks import STEP_EVERY, Callback, EpochEnd, RunEnd, RunStart, StepEnd
 
-runner = CliRunner()
 RUN_ARGS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--batch-size", "256", "--quiet"]
 
 
@@ -56,11 +53,7 @@ def expected_scalars(record: dict[str, Any]) -> set[str]:
     return names | {"lr", "samples_per_second", "seconds"}
 
 
-def invoke(*args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(arg) for arg in args])
-    return result.exit_code, result.stdout + result.stderr
-
-
+@pytest.mark.slow
 def test_callbacks_hear_the_run_start_every_step_report_each_epoch_and_the_end(tmp_path: Path) -> None:
     recorder = Recorder()
     run = train(tiny_config(epochs=2, batch_size=16), tmp_path / "run", callbacks=[recorder])
@@ -90,14 +83,13 @@ def test_the_run_end_says_how_the_run_stopped(tmp_path: Path) -> None:
     assert resumed.of("start")[0].epochs_done == 1 and [e.epoch for e in resumed.of("epoch")] == [2, 3]
 
 
+@pytest.mark.slow
 def test_logging_leaves_the_training_exactly_as_it_was(tmp_path: Path) -> None:
     """The loggers run the model for their pictures under their own generator: the run's numbers do not move."""
-    code, output = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "plain")
-    assert code == 0, output
-    code, output = invoke(
-        "train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "logged", "--logger", "tensorboard,mlflow"
-    )
-    assert code == 0, output
+    result = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "plain")
+    assert result.code == 0, result.output
+    result = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", tmp_path / "logged", "--logger", "tensorboard,mlflow")
+    assert result.code == 0, result.output
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
     assert strip(metrics(tmp_path / "logged")) == strip(metrics(tmp_path / "plain"))
 
@@ -105,8 +97,8 @@ def test_logging_leaves_the_training_exactly_as_it_was(tmp_path: Path) -> None:
 def test_tensorboard_event_files_hold_every_scalar_and_picture_at_every_epoch(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    code, output = invoke("train", *RUN_ARGS, "--epochs", "3", "--out", tmp_path / "run", "--logger", "tensorboard")
-    assert code == 0, output
+    result = invoke("train", *RUN_ARGS, "--epochs", "3", "--out", tmp_path / "run", "--logger", "tensorboard")
+    assert result.code == 0, result.output
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     records = metrics(tmp_path / "run")
@@ -122,12 +114,13 @@ def test_tensorboard_event_files_hold_every_scalar_and_picture_at_every_epoch(tm
         assert [p.step for p in pictures] == [1, 2, 3] and pictures[0].width > 0 and pictures[0].height > 0
 
 
+@pytest.mark.slow
 def test_mlflow_file_store_holds_params_metrics_pictures_and_the_run_folder(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "run"
-    code, output = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", out, "--logger", "mlflow")
-    assert code == 0, output
+    result = invoke("train", *RUN_ARGS, "--epochs", "2", "--out", out, "--logger", "mlflow")
+    assert result.code == 0, result.output
     client = MlflowClient(tracking_uri=default_uri(out))
     (experiment,) = [e for e in client.search_experiments() if e.name == "vaekit"]
     (run,) = client.search_runs([experiment.experiment_id])
@@ -145,13 +138,14 @@ def test_mlflow_file_store_holds_params_metrics_pictures_and_the_run_folder(tmp_
     assert pictures == {"samples/epoch_0001.png", "samples/epoch_0002.png"}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_on_into_the_same_mlflow_run(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     out = tmp_path / "run"
-    assert invoke("train", *RUN_ARGS, "--epochs", "1", "--out", out, "--logger", "mlflow")[0] == 0
-    code, output = invoke("train", "--resume", "--epochs", "2", "--out", out, "--logger", "mlflow", "--quiet")
-    assert code == 0, output
+    assert invoke("train", *RUN_ARGS, "--epochs", "1", "--out", out, "--logger", "mlflow").code == 0
+    result = invoke("train", "--resume", "--epochs", "2", "--out", out, "--logger", "mlflow", "--quiet")
+    assert result.code == 0, result.output
     client = MlflowClient(tracking_uri=default_uri(out))
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/elbo")] == [1, 2]
@@ -166,22 +160,23 @@ def test_a_missing_logger_package_is_one_line_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: str, hidden: str, extra: str
 ) -> None:
     monkeypatch.setitem(sys.modules, hidden, None)  # `import` of it now raises ImportError
-    code, output = invoke("train", *RUN_ARGS, "--epochs", "1", "--out", tmp_path / "run", "--logger", log)
-    assert code == 2 and f"pip install 'vaekit[{extra}]'" in output and len(output.strip().splitlines()) == 1
+    result = invoke("train", *RUN_ARGS, "--epochs", "1", "--out", tmp_path / "run", "--logger", log)
+    lines = result.output.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1 and f"pip install 'vaekit[{extra}]'" in lines[0]
     assert not (tmp_path / "run").exists()
 
 
 def test_log_names_are_checked(tmp_path: Path) -> None:
-    code, output = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--logger", "wandb")
-    assert code == 2 and "--logger wandb is unknown" in output
-    code, output = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--mlflow-uri", "file:///tmp/x")
-    assert code == 2 and "add --logger mlflow" in output
+    result = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--logger", "wandb")
+    assert result.code == 2 and "--logger wandb is unknown" in result.output
+    result = invoke("train", *RUN_ARGS, "--out", tmp_path / "run", "--mlflow-uri", "file:///tmp/x")
+    assert result.code == 2 and "add --logger mlflow" in result.output
 
 
 def test_a_toml_file_may_choose_the_loggers_and_the_command_line_wins(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text('dataset = "digits"\nepochs = 1\nhidden = [16]\nlogger = "tensorboard"\n')
-    code, output = invoke("train", "--config", tmp_path / "c.toml", "--quiet", "--out", tmp_path / "run")
-    assert code == 0, output
+    result = invoke("train", "--config", tmp_path / "c.toml", "--quiet", "--out", tmp_path / "run")
+    assert result.code == 0, result.output
     assert any((tmp_path / "run" / "tensorboard").iterdir())
-    code, output = invoke("train", "--config", tmp_path / "c.toml", "--logger", "wandb", "--out", tmp_path / "other")
-    assert code == 2 and "--logger wandb is unknown" in output
+    result = invoke("train", "--config", tmp_path / "c.toml", "--logger", "wandb", "--out", tmp_path / "other")
+    assert result.code == 2 and "--logger wandb is unknown" in result.output

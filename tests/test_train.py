@@ -53,6 +53,7 @@ def test_load_run_rebuilds_the_same_model(tmp_path: Path) -> None:
     assert loaded.history == run.history and loaded.final == run.final
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path: Path) -> None:
     a = train(tiny_config(), tmp_path / "a").history
     b = train(tiny_config(), tmp_path / "b").history
@@ -70,6 +71,7 @@ class StopAfter(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("binarize", ["none", "dynamic"])
 def test_resume_reaches_exactly_the_uninterrupted_metrics(tmp_path: Path, binarize: str) -> None:
     config = tiny_config(epochs=4)

@@ -14,11 +14,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
-from typer.testing import CliRunner
 
+from tests.conftest import invoke
 from tests.test_cli import assert_clean_error
 from vaekit import ModelConfig, load_run
-from vaekit.cli.main import app
 from vaekit.model.objectives import importance_weighted, iwae_bound
 from vaekit.model.posteriors import TwoLayerGaussian, TwoLayerGaussianFamily
 from vaekit.model.priors import TwoLayerPrior
@@ -27,7 +26,6 @@ from vaekit.model.vae import VAE
 
 D1, D2 = 3, 2
 CONFIG = ModelConfig(hidden=[8], latent_dim=D1, second_layer=[5, D2], input_shape=[1, 3, 3], activation="tanh")
-runner = CliRunner()
 
 
 def two_layer_posterior(rows: int = 4, seed: int = 0) -> tuple[TwoLayerGaussianFamily, Tensor, TwoLayerGaussian]:
@@ -160,6 +158,7 @@ def encoder_gradients(model: VAE, x: Tensor, k: int, estimator: str, draws: int)
     return torch.stack(rows)
 
 
+@pytest.mark.slow
 def test_dreg_holds_both_layers_parameters_fixed_and_keeps_the_iwae_gradient_in_expectation() -> None:
     model, x = tiny_two_layer_model()
     x = x[:4]
@@ -177,11 +176,6 @@ def test_dreg_holds_both_layers_parameters_fixed_and_keeps_the_iwae_gradient_in_
 
 
 TRAIN = ["train", "--second-layer", "8,4", "--hidden", "16", "--latent-dim", "6", "--dataset", "digits", "--quiet"]
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +201,7 @@ def test_a_two_layer_run_trains_and_reloads_with_identical_weights(trained: Path
     assert code == 0 and "second layer [8, 4]" in stdout
 
 
+@pytest.mark.slow
 def test_evaluate_scores_a_two_layer_run(trained: Path) -> None:
     code, stdout, stderr = invoke("evaluate", trained, "--k", "8", "--prior-samples", "50", "--split", "test", "--json")
     assert code == 0, stderr
@@ -216,6 +211,7 @@ def test_evaluate_scores_a_two_layer_run(trained: Path) -> None:
     assert len(report["kl"]["kl_per_dim"]) == 10 and "two-layer" in report["kl"]["prior"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["reparam", "dreg"])
 def test_the_importance_weighted_objective_trains_a_two_layer_run(estimator: str, tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -39,6 +39,7 @@ from vaekit.errors import VaekitError
 from vaekit.model.vae import VAE
 from vaekit.web.app import create_app
 from vaekit.web.guards import MAX_BODY_BYTES, allowed_hosts
+from vaekit.web.server import server_config
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -263,7 +264,7 @@ def server_url(explorer: FastAPI) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(explorer, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(explorer, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -314,6 +315,7 @@ def _node_id(request: pytest.FixtureRequest) -> None:
         request.node._nodeid = request.node.nodeid
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_api_keeps_its_schema(case: schemathesis.Case[Any], _node_id: None) -> None:
@@ -322,6 +324,7 @@ def test_api_keeps_its_schema(case: schemathesis.Case[Any], _node_id: None) -> N
     case.call_and_validate()
 
 
+@pytest.mark.slow
 def test_load_from_eight_clients(server_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     """1,000 decodes from 8 concurrent clients over real sockets: no errors; prints p95 and the rate."""
     bodies = [{"z": [(i % 61) / 10 - 3, (i % 7) / 3, -1.0, 0.5]} for i in range(1000)]
@@ -358,6 +361,7 @@ def chromium_or_fail() -> str:
     return ""
 
 
+@pytest.mark.slow
 def test_page_in_a_real_browser(server_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -399,6 +403,7 @@ def test_page_in_a_real_browser(server_url: str, tmp_path: Path) -> None:
     assert errors == []
 
 
+@pytest.mark.slow
 def test_docs_page_works_offline(server_url: str) -> None:
     """/docs renders the API from /openapi.json with every request to anywhere but the server blocked."""
     from playwright.sync_api import Route, expect, sync_playwright

@@ -55,6 +55,7 @@ def section(report: WhyReport, key: str) -> Any:
     return next(s for s in report.sections if s.key == key)
 
 
+@pytest.mark.slow
 def test_the_budget_trains_every_role_and_a_second_call_reuses_them(
     made: tuple[Path, dict[str, Path], WhyReport],
 ) -> None:
@@ -79,6 +80,7 @@ def test_next_epochs_fills_the_share_and_stops() -> None:
     assert next_epochs([1.0] * 4, 10.0, 4) is None
 
 
+@pytest.mark.slow
 def test_the_report_s_numbers_are_the_existing_tools_numbers(made: tuple[Path, dict[str, Path], WhyReport]) -> None:
     out, folders, report = made
     vae = load_run(folders["vae"])
@@ -98,6 +100,7 @@ def test_the_report_s_numbers_are_the_existing_tools_numbers(made: tuple[Path, d
     assert [s["headline"] for s in written["sections"]] == [s.headline for s in report.sections]
 
 
+@pytest.mark.slow
 def test_a_missing_control_is_said_not_failed_on(made: tuple[Path, dict[str, Path], WhyReport]) -> None:
     _, folders, _ = made
     alone = build_report(load_roles({"vae": folders["vae"]}), CHEAP)
@@ -151,6 +154,7 @@ def test_budget_and_runs_arguments_fail_in_one_line() -> None:
         parse_runs("vae=a,nonsense=b")
 
 
+@pytest.mark.slow
 def test_the_cli_builds_the_report_from_runs_and_refuses_bad_input(
     made: tuple[Path, dict[str, Path], WhyReport], tmp_path: Path
 ) -> None:
@@ -166,6 +170,7 @@ def test_the_cli_builds_the_report_from_runs_and_refuses_bad_input(
     assert both.exit_code == 2 and "either --dataset" in both.output
 
 
+@pytest.mark.slow
 def test_the_report_opens_offline_in_a_real_browser(made: tuple[Path, dict[str, Path], WhyReport]) -> None:
     from playwright.sync_api import Route, sync_playwright
 

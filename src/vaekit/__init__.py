@@ -13,6 +13,7 @@ from vaekit.model.priors import MixtureOfGaussians, Prior, StandardNormal, TwoLa
 from vaekit.model.vae import VAE
 from vaekit.training.callbacks import Callback, EpochEnd, RunEnd, RunStart, StepEnd
 from vaekit.training.runs import Run, load_run
+from vaekit.version import __version__ as __version__
 
 __all__ = [
     "VAE",
@@ -44,4 +45,3 @@ __all__ = [
     "load_run",
     "train",
 ]
-__version__ = "0.1.0"

@@ -29,6 +29,8 @@ PRECISIONS = {"fp32": "", "bf16": "networks under autocast; likelihood and KL in
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.
 MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
+MAX_SEED = (1 << 63) - 1  # torch seeds its generators from a 64-bit integer; every seed here is 0 to this
+MAX_CLASSES = 1000  # of a conditional model: every image carries a one-hot label, and pictures draw every class
 PANELS = ("data", "model", "objective", "optimization", "run", "logging")  # of `vaekit train --help`, in this order
 
 
@@ -42,12 +44,22 @@ def setting(
     noun: str | None = None,
     flag: str | None = None,
     shown: str | None = None,
+    bounds: tuple[int, int] | None = None,
 ) -> Any:
     """A setting a user chooses: its default, help line and help panel written once, for the config validation, the
     `vaekit train` flags and TOML keys. `choices` is a tuple of names or a registry of parts (the parts' own help
     lines join the help), `noun` how an unknown choice is reported, `flag` the flag's name where it is not the
-    setting's, `shown` the default as the help line shows it (else the value itself; "" shows none)."""
-    metadata = {"help": help, "panel": panel, "choices": choices, "noun": noun, "flag": flag, "shown": shown}
+    setting's, `shown` the default as the help line shows it (else the value itself; "" shows none), `bounds` the
+    lowest and highest integer it takes, checked in a config and on the command line alike."""
+    metadata = {
+        "help": help,
+        "panel": panel,
+        "choices": choices,
+        "noun": noun,
+        "flag": flag,
+        "shown": shown,
+        "bounds": bounds,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -107,7 +119,9 @@ class DataConfig:
     )
     binarize: str = setting("none", "", "data", choices=BINARIZE, noun="binarize mode")
     val_size: int = setting(5000, "Validation images held out of train.", "data")  # capped at 10% for small sets
-    split_seed: int = setting(0, "Seed that picks the validation images out of train.", "data")
+    split_seed: int = setting(
+        0, "Seed that picks the validation images out of train.", "data", noun="seed", bounds=(0, MAX_SEED)
+    )
     image_column: str | None = setting(None, "Image column of a table.", "data", shown="image, img or pixels")
     label_column: str | None = setting(None, "Label column of a table.", "data", shown="label, labels or y, if present")
 
@@ -141,7 +155,7 @@ class TrainConfig:
         "optimization",
         shown="0: no average",
     )
-    seed: int = setting(0, "Seed for initialisation, batch order and noise.", "run")
+    seed: int = setting(0, "Seed for initialisation, batch order and noise.", "run", noun="seed", bounds=(0, MAX_SEED))
     device: str = setting("cpu", "auto | cpu | cuda | cuda:N | mps", "run")  # see vaekit.devices.resolve_device
     precision: str = setting("fp32", "", "run", choices=PRECISIONS)
     compile: bool = setting(False, "Run the networks through torch.compile (eager where it fails).", "run", shown="")
@@ -162,9 +176,12 @@ class TrainConfig:
             choices, value = spec.choices, spec.value(self)
             if choices is not None and value not in choices:
                 raise VaekitError(f"unknown {spec.noun} {value!r}: use one of {tuple(choices)}")
+            if spec.bounds is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+                low, high = spec.bounds
+                raise VaekitError(f"{spec.name} must be between {low} and {high}: change that setting")
         model, data = self.model, self.data
         checks = [
-            (0 <= model.classes <= MAX_WIDTH, f"classes must be between 0 and {MAX_WIDTH}"),
+            (0 <= model.classes <= MAX_CLASSES, f"classes must be between 0 and {MAX_CLASSES}"),
             (1 <= model.prior_components <= MAX_WIDTH, f"prior_components must be between 1 and {MAX_WIDTH}"),
             (1 <= self.k <= MAX_WIDTH, f"k must be between 1 and {MAX_WIDTH}"),
             (1 <= model.mixtures <= 256, "mixtures must be between 1 and 256"),
@@ -247,9 +264,10 @@ class Setting:
     help: str
     panel: str
     choices: Collection[str] | None
-    noun: str  # "unknown {noun} 'x'"
+    noun: str  # what a value is called in an error: "unknown {noun} 'x'", "give a {noun} from 0 to …"
     flag: str  # the flag's name, underscores for dashes
     shown: str  # the default as a help line shows it ("": none)
+    bounds: tuple[int, int] | None  # the lowest and highest integer it takes
 
     def value(self, config: TrainConfig) -> Any:
         return getattr(getattr(config, self.section) if self.section else config, self.name)
@@ -288,7 +306,16 @@ def _settings() -> dict[str, Setting]:
             noun = meta["noun"] or (choices.noun if isinstance(choices, Registry) else f.name)
             shown = _shown(default) if meta["shown"] is None else meta["shown"]
             found[f.name] = Setting(
-                f.name, section, default, meta["help"], meta["panel"], choices, noun, meta["flag"] or f.name, shown
+                f.name,
+                section,
+                default,
+                meta["help"],
+                meta["panel"],
+                choices,
+                noun,
+                meta["flag"] or f.name,
+                shown,
+                meta["bounds"],
             )
     return found
 
@@ -341,3 +368,20 @@ def _same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, list):
         return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     return isinstance(value, type(default))
+
+
+def flat_value(config: TrainConfig, name: str) -> Any:
+    """A flat setting's value in `config` (`gaussian_scale`, `lr`), wherever its section keeps it."""
+    return SETTINGS[name].value(config)
+
+
+def as_flags(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
+    """`--gaussian-scale 1e-30` for each of `names` that `config` sets away from its default, as a user typed it."""
+    default = TrainConfig()
+    flags = []
+    for name in names:
+        value = flat_value(config, name)
+        if value != flat_value(default, name):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            flags.append(f"--{SETTINGS[name].flag.replace('_', '-')} {shown}")
+    return flags

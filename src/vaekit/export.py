@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaekit import __version__
 from vaekit.errors import VaekitError
 from vaekit.files import DEFAULT_MODE
 from vaekit.model.posteriors import DiagonalGaussian, PointMass, RelaxedCategorical
 from vaekit.model.vae import VAE
 from vaekit.parts import PRIORS, Exported, Output
-from vaekit.training.runs import Run, load_run
+from vaekit.training.runs import Run, load_run, read_config
+from vaekit.version import __version__
 
 FORMATS = ("onnx",)
 OPSET = 18
@@ -105,7 +105,8 @@ def export_run(run: str | Path, out: str | Path | None = None, fmt: str = "onnx"
     export.json; returns the folder.
 
     The files are written into a temporary folder beside `out`, which is renamed into place: `out` is never half
-    written. An earlier export there is replaced; any other existing `out` is refused, so no run is overwritten."""
+    written. An empty folder or an earlier export there is replaced; any other existing `out` is refused, so no run
+    and no user's file is overwritten."""
     if fmt not in FORMATS:
         raise VaekitError(f"export format {fmt!r} is not supported: use --format onnx")
     check_onnx()
@@ -133,12 +134,24 @@ def check_onnx() -> None:
 
 
 def check_target(target: Path) -> None:
-    """Only a folder an earlier export wrote may be replaced: an `--out` that names a run, or anything else, keeps
-    its files."""
-    if not target.exists():
+    """Only an empty folder, or one an earlier export wrote, may be replaced: an `--out` that names a run, a user's
+    own files of the same names, a symbolic link, or anything else keeps its files."""
+    if not os.path.lexists(target) or (not target.is_symlink() and target.is_dir() and not os.listdir(target)):
         return
-    if not target.is_dir() or not (target / "export.json").is_file() or not set(os.listdir(target)) <= set(FILES):
+    if target.is_symlink() or not target.is_dir() or not set(os.listdir(target)) <= set(FILES) or not is_export(target):
         raise VaekitError(f"{target} exists and is not an earlier vaekit export: choose another --out, or remove it")
+
+
+def is_export(folder: Path) -> bool:
+    """Whether `folder` holds what `write_export` writes: an export.json that describes an ONNX export by vaekit, and
+    a config.json that is a valid vaekit config."""
+    try:
+        described = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+        read_config(folder)
+    except (OSError, ValueError, VaekitError):
+        return False
+    versions = described.get("versions") if isinstance(described, dict) else None
+    return described.get("format") == "onnx" and isinstance(versions, dict) and "vaekit" in versions
 
 
 def write_export(loaded: Run, folder: Path) -> None:

@@ -295,6 +295,7 @@ def evaluate(
     if k < 1 or prior_samples < 2:
         raise VaekitError("--k must be at least 1 and --prior-samples at least 2")
     model = run.model.eval()
+    model.check_sampling(prior_samples, "lower --prior-samples")  # before the data is loaded and the bounds computed
     data = load_dataset(run.config.data)
     grey = load_dataset(dataclasses.replace(run.config.data, binarize="none"))  # the images samples should resemble
     train_scored = _subset(data.train, train_images or len(data.test))

@@ -44,12 +44,12 @@ def installed_version() -> str:
     """The installed distribution's version; a source tree on PYTHONPATH with no metadata reports its own."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import vaekit
+    import vaekit.version
 
     try:
         return version("vaekit")
     except PackageNotFoundError:
-        return vaekit.__version__
+        return vaekit.version.__version__
 
 
 def _print_version(value: bool) -> None:

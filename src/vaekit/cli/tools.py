@@ -131,10 +131,10 @@ def serve(
     import os
 
     import torch
-    import uvicorn
 
     from vaekit.data.sources import CLASS_NAMES
     from vaekit.model.posteriors import need_continuous
+    from vaekit.web import server
     from vaekit.web.app import create_app
     from vaekit.web.guards import WILDCARD_BINDS, allowed_hosts
 
@@ -150,8 +150,16 @@ def serve(
         err_console.print(f"note: binding {host} makes the explorer reachable from other machines")
     if host in WILDCARD_BINDS and not allow_host:
         err_console.print("note: other machines are answered only for the names given with --allow-host NAME")
+    if "*" in hosts:
+        err_console.print(
+            "warning: --allow-host '*' answers any Host, so any web page a browser here opens can reach the explorer "
+            "through DNS rebinding: give the names clients use instead",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     out_console.print(f"latent explorer for {run}: http://{host}:{port}/  (API docs: /docs; Ctrl-C stops)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    server.serve_app(app_, host, port)
 
 
 @friendly_errors

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vaekit.cli.common import Interrupted, err_console, friendly_errors, out_console, read_toml
+from vaekit.cli.common import Interrupted, Within, err_console, friendly_errors, out_console, read_toml
 from vaekit.config import PANELS, SETTING_OF_FLAG, SETTINGS, Setting, TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
@@ -109,7 +109,8 @@ COMMAND_OPTIONS = {  # the options that are not settings, in the panel each belo
 
 
 def setting_option(setting: Setting) -> Any:
-    """A setting's flag: its type from the default, its help, choices, default and panel from `vaekit.config`."""
+    """A setting's flag: its type from the default, its help, choices, default, panel and bounds from
+    `vaekit.config`."""
     default = setting.default
     value_type: Any = str if default is None or isinstance(default, list) else type(default)  # lists: "400,200"
     text = setting.help_text()
@@ -117,6 +118,8 @@ def setting_option(setting: Setting) -> Any:
         text += f"  \\[default: {setting.shown}]"  # escaped: rich would take [default: …] for markup
     flag = "--" + setting.flag.replace("_", "-")
     option = typer.Option(flag, help=text, show_default=False, rich_help_panel=setting.panel)
+    if setting.bounds is not None:  # checked by friendly_errors before anything runs
+        return Annotated[value_type | None, option, Within(*setting.bounds, f"a {setting.noun}")]
     return Annotated[value_type | None, option]
 
 

@@ -21,8 +21,10 @@ import json
 import math
 import mmap
 import os
+import platform
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor
 
 from vaekit.errors import VaekitError
+from vaekit.memory import require
 
 FORMAT, FORMAT_VERSION = "vaekit-pack", 1
 IMAGES, LABELS, MANIFEST = "images.u8", "labels.i64", "manifest.json"
@@ -40,6 +43,8 @@ PARTS = ("train", "test")  # written in this order; a source without a test part
 CHUNK_BYTES = 1 << 24  # pixels read, hashed and written at a time
 HASH_BLOCK = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 20
+MIN_EXAMPLES = 4  # images a source (or each split a pack brings) must hold: a train and a test example after splits
+CHECKED_READ_BYTES = 1 << 26  # rows read into memory at once beyond this are checked against the memory available
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class Pack:
         if lazy:
             x: Tensor = IndexedImages(self.images, torch.arange(start, stop))
         else:
-            x = self.images[start:stop].clone()
+            x = _read(self.images, torch.arange(start, stop))
         return x, None if self.labels is None else self.labels[start:stop].clone()
 
 
@@ -114,7 +119,7 @@ class IndexedImages(Tensor):
     def load(self) -> Tensor:
         """The whole selection in memory, as a plain tensor."""
         with torch._C.DisableTorchFunctionSubclass():
-            return self.source.index_select(0, self.rows).to(self.device)
+            return _read(self.source, self.rows).to(self.device)
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
         """Metadata only: the default repr would read every row to print a few."""
@@ -148,7 +153,7 @@ class IndexedImages(Tensor):
     def _gather(self, which: Any) -> Tensor:
         picked = self.rows[which.cpu() if isinstance(which, Tensor) else which]
         # index_select is five times faster than advanced indexing for a batch of rows
-        x = self.source.index_select(0, picked) if picked.dim() == 1 else self.source[picked]
+        x = _read(self.source, picked) if picked.dim() == 1 else self.source[picked]
         return x if x.device == self.device else x.to(self.device)
 
     def _getitem(self, key: Any) -> Tensor | None:
@@ -172,6 +177,18 @@ class IndexedImages(Tensor):
         if dtype not in (None, self.dtype) or memory_format is not None:
             return None
         return IndexedImages(self.source, self.rows, device or self.device)
+
+
+def _read(source: Tensor, rows: Tensor) -> Tensor:
+    """Rows of a mapped pack copied into memory; a large read is first checked against the memory available, since a
+    pack (a sparse file of 8000x8000 images, say) can hold far more than memory in a few rows."""
+    size = len(rows) * math.prod(source.shape[1:]) * source.element_size()
+    if size > CHECKED_READ_BYTES:
+        c, h, w = source.shape[1:]
+        require(size, f"reading {len(rows):,} images of {w}x{h}x{c} from a pack", "use a smaller --batch-size or "
+                "--val-size, or pack fewer or smaller images")  # fmt: skip
+    with torch._C.DisableTorchFunctionSubclass():
+        return source.index_select(0, rows)
 
 
 def _function_name(func: Any) -> str:
@@ -297,6 +314,8 @@ def is_pack(path: Path) -> bool:
 
 
 _REPACK = "write it again with `vaekit pack SOURCE {}`"
+# Linux's MAP_NORESERVE where Python does not name it (before 3.13): its value on x86-64 and Arm64.
+_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if platform.machine() in ("x86_64", "aarch64") else 0)
 
 
 def open_pack(path: Path) -> Pack:
@@ -305,8 +324,13 @@ def open_pack(path: Path) -> Pack:
     n, c, h, w = manifest["shape"]
     images_path = path / IMAGES
     with images_path.open("rb") as stream:
-        # Copy-on-write: torch gets a writable buffer without a copy, and a stray write never reaches the file.
-        mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY)
+        # Copy-on-write: torch gets a writable buffer without a copy, and a stray write never reaches the file. Without
+        # MAP_NORESERVE the kernel would reserve memory for a private copy of every page, and refuse a pack bigger than
+        # memory: the very case packs are for.
+        try:
+            mapped = _map_copy_on_write(stream.fileno())
+        except OSError as error:
+            raise VaekitError(f"cannot map {images_path} ({error.strerror}): {_REPACK.format(path)}") from None
     if hasattr(mmap, "MADV_RANDOM"):  # batches read scattered rows: read-ahead would only evict useful pages
         mapped.madvise(mmap.MADV_RANDOM)
     images = torch.frombuffer(mapped, dtype=torch.uint8).view(n, c, h, w)
@@ -315,6 +339,12 @@ def open_pack(path: Path) -> Pack:
         labels = torch.from_numpy(np.fromfile(path / LABELS, dtype="<i8").astype(np.int64, copy=False))
     splits = {name: (int(start), int(stop)) for name, (start, stop) in manifest["splits"].items()}
     return Pack(path, images, labels, splits, manifest)
+
+
+def _map_copy_on_write(fileno: int) -> mmap.mmap:
+    if sys.platform == "linux":
+        return mmap.mmap(fileno, 0, flags=mmap.MAP_PRIVATE | _NORESERVE)
+    return mmap.mmap(fileno, 0, access=mmap.ACCESS_COPY)  # Windows has no flags; macOS reserves nothing
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -337,6 +367,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 break
     if problem:
         raise VaekitError(f"pack {path}: {problem}: {fix}")
+    for name, (start, stop) in manifest["splits"].items():  # a smaller split would leave the training loop no batch
+        if stop - start < MIN_EXAMPLES:
+            raise VaekitError(
+                f"pack {path}: its {name} split holds {stop - start} images: vaekit needs at least {MIN_EXAMPLES} in "
+                "each split: pack a source with more images"
+            )
     return cast(dict[str, Any], manifest)
 
 

@@ -12,6 +12,7 @@ import gzip
 import importlib.util
 import math
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaekit.config import DataConfig
+from vaekit.config import MAX_CLASSES, DataConfig
 from vaekit.data.download import fetch, verify
 from vaekit.data.pack import IndexedImages, Rows, is_pack, open_pack, write_pack
 from vaekit.data.tables import is_table, load_table, table_rows
@@ -240,7 +241,7 @@ def check_agree(name: str, train: Split, test: Split) -> None:
 def load_dataset(config: DataConfig) -> Dataset:
     """The dataset named (or pointed to) by `config.dataset`, split into train / validation / test."""
     name = config.dataset
-    path = Path(name).expanduser()
+    path = source_path(name, "--dataset")
     table = name not in NAMED and path.exists() and is_table(path)
     if (config.image_column or config.label_column) and not table:
         raise VaekitError(
@@ -279,6 +280,33 @@ def load_dataset(config: DataConfig) -> Dataset:
     return Dataset(name=name, train=train, val=val, test=test)
 
 
+def source_path(name: str, what: str) -> Path:
+    """The path a source names, checked before anything opens it: an empty name would be the working folder, and a
+    FIFO, socket or device would block a read or never end one, so only folders and regular files pass."""
+    if not name.strip():
+        raise VaekitError(
+            f"{what} is empty: name a dataset ({', '.join(NAMED)}) or give a path (an image folder, a .npy/.npz or "
+            ".parquet file, a datasets folder or a pack)"
+        )
+    path = Path(name).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return path  # a named set, or a path that does not exist: the caller says which
+    except OSError as error:
+        raise VaekitError(f"cannot read {path} ({error.strerror}, errno {error.errno}): check the path") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise VaekitError(
+            f"{path} is not a regular file ({_file_kind(mode)}): give an image folder or a .npy/.npz file"
+        )
+    return path
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "a block device")
+
+
 def _named_parts(name: str, config: DataConfig) -> tuple[Split, Split]:
     if name in IDX_SOURCES:
         return load_idx_dataset(name, config)
@@ -310,7 +338,7 @@ def pack_dataset(
     Named sets are packed as their train and test splits; an image folder or a file is packed as it is, and its test
     split is carved at load by the same seeded rule as from the source, so a run gives the same numbers from both.
     """
-    path = Path(source).expanduser()
+    path = source_path(source, "the source to pack")
     if source in NAMED:
         train, test = _named_parts(source, DataConfig(dataset=source, data_dir=data_dir))
         parts = {"train": Rows.of(train.x, train.y, source), "test": Rows.of(test.x, test.y, source)}
@@ -339,6 +367,11 @@ def class_count(data: Dataset) -> int:
     if int(present.min()) < 0:
         raise VaekitError(f"{data.name} has negative labels: number the classes 0, 1, 2, … to condition on them")
     classes = int(present.max()) + 1
+    if classes > MAX_CLASSES:
+        raise VaekitError(
+            f"{data.name} has labels up to {classes - 1}, and --condition label takes at most {MAX_CLASSES} classes "
+            f"numbered 0, 1, 2, …: renumber the classes (or drop --condition label)"
+        )
     if classes < 2:
         raise VaekitError(f"{data.name} has a single class, nothing to condition on: {fix}, or --condition none")
     return classes

@@ -4,7 +4,6 @@ every image) before anything is decoded, then read a chunk of rows at a time, by
 from __future__ import annotations
 
 import importlib
-import io
 import math
 import warnings
 from collections.abc import Callable
@@ -13,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from vaekit.data.image_formats import open_image
 from vaekit.data.userdata import GREY_MODES, MAX_IMAGE_PIXELS, WIDE_MODES, _images_from_array, _layout
 from vaekit.errors import VaekitError
 
@@ -135,7 +135,7 @@ def _each_image(part: Part, blobs: Any, rows: range, use: Callable[[int, Image.I
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         for row in rows:
             try:
-                with Image.open(io.BytesIO(blobs[row].as_py())) as img:
+                with open_image(blobs[row].as_py(), part.where(row)) as img:
                     if img.width * img.height > MAX_IMAGE_PIXELS:
                         raise VaekitError(
                             f"{part.where(row)} is {img.width}x{img.height}, over the {MAX_IMAGE_PIXELS:,}-pixel "
@@ -146,10 +146,9 @@ def _each_image(part: Part, blobs: Any, rows: range, use: Callable[[int, Image.I
                 raise VaekitError(
                     f"{part.where(row)} is too large to decode safely ({error}): resize or drop it"
                 ) from None
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-                why = "not an image format Pillow reads" if isinstance(error, UnidentifiedImageError) else error
+            except (OSError, SyntaxError, ValueError) as error:
                 raise VaekitError(
-                    f"cannot decode {part.where(row)} as an image ({why}): replace or drop that row"
+                    f"cannot decode {part.where(row)} as an image ({error}): replace or drop that row"
                 ) from None
 
 
@@ -195,6 +194,10 @@ def _unnested(part: Part) -> tuple[Any, list[int]]:
         if values.null_count:
             raise VaekitError(f"{part.where(first_null(values) // per_row)} holds a null: fill it in or drop the row")
         lengths = pa.compute.list_value_length(values).to_numpy()
+        if not len(lengths) or lengths[0] == 0:  # an empty list is no image, and leaves no level below
+            raise VaekitError(
+                f"column {part.column!r} of {part.name} holds empty rows: store each image as HxW or HxWxC pixels"
+            )
         if (lengths != lengths[0]).any():
             row = int(np.argmax(lengths != lengths[0])) // per_row
             raise VaekitError(

@@ -16,30 +16,28 @@ This module finds the splits and columns; `vaekit.data.table_pixels` decodes the
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
 
-from vaekit.data.pack import Rows
+from vaekit.data.pack import MIN_EXAMPLES, Rows
 from vaekit.data.table_pixels import Part, first_null, pixels_of, pyarrow_module
-from vaekit.data.userdata import (
-    MAX_LOAD_BYTES,
-    MIN_EXAMPLES,
-    Pair,
-    _amount,
-)
+from vaekit.data.userdata import Pair, class_numbers
 from vaekit.errors import VaekitError
+from vaekit.memory import require
 
 IMAGE_NAMES = ("image", "img", "pixels")  # the image column when none is named: the first present, in any case
 LABEL_NAMES = ("label", "labels", "y")
 HF_MARKERS = ("dataset_dict.json", "state.json")  # what `save_to_disk` writes for a DatasetDict / a Dataset
 SPLIT_FILE = re.compile(r"(train|test)[-_.]", re.IGNORECASE)  # the hub's `train-00000-of-00002.parquet`
+MAX_STATE_BYTES = 1 << 20  # a state file of save_to_disk lists file names: a few hundred bytes
 READ_ERRORS = (OSError, ValueError, KeyError, TypeError)  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError OSError
 
 
@@ -58,22 +56,24 @@ def is_table(path: Path) -> bool:
         return path.suffix.lower() == ".parquet"
     if any((path / marker).is_file() for marker in HF_MARKERS):
         return True
-    return path.is_dir() and next(path.rglob("*.parquet"), None) is not None
+    return path.is_dir() and any(f.is_file() for f in path.rglob("*.parquet"))
 
 
 def load_table(
-    path: Path, image_column: str | None = None, label_column: str | None = None, max_bytes: int = MAX_LOAD_BYTES
+    path: Path, image_column: str | None = None, label_column: str | None = None, max_bytes: int | None = None
 ) -> dict[str, Pair]:
-    """The table's parts ("train", and "test" when it has its own) as (x, y) tensors, the size checked before any
-    image is decoded."""
+    """The table's parts ("train", and "test" when it has its own) as (x, y) tensors, their decoded size (from the
+    images' headers) checked against the memory available (or `max_bytes`) before any image is decoded."""
     parts = table_parts(path, image_column, label_column)
     pixels = pixels_of(parts)
-    size = sum(p.count * math.prod(p.shape) * p.dtype.itemsize for p in pixels.values())
-    if size > max_bytes:
-        raise VaekitError(
-            f"{path} holds {_amount(size)} of pixels, more than the {_amount(max_bytes)} vaekit loads into memory: "
-            f"use fewer or smaller images, or pack them (`vaekit pack {path} PACK`) and train from the pack"
-        )
+    count = sum(p.count for p in pixels.values())
+    (channels, height, width), dtype = next(iter(pixels.values())).shape, next(iter(pixels.values())).dtype
+    require(
+        sum(p.count * math.prod(p.shape) * p.dtype.itemsize for p in pixels.values()),
+        f"{path} ({count} images of {width}x{height}x{channels}, {dtype})",
+        f"use fewer or smaller images, or pack them (`vaekit pack {path} PACK`) and train from the pack",
+        limit=max_bytes,
+    )
     return {role: (torch.from_numpy(p.read(0, p.count)), parts[role].labels) for role, p in pixels.items()}
 
 
@@ -113,7 +113,7 @@ def table_parts(path: Path, image_column: str | None = None, label_column: str |
 
 def _parquet_splits(path: Path) -> dict[str, Split]:
     pq = _parquet()
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*.parquet") if f.is_file())  # a FIFO blocks
     named = {f: m.group(1).lower() for f in files if (m := SPLIT_FILE.match(f.name))}
     groups = {"train": files}
     if "train" in named.values():  # the hub's layout: the files of each split named after it
@@ -144,6 +144,7 @@ def _parquet_splits(path: Path) -> dict[str, Split]:
 def _saved_splits(path: Path) -> dict[str, Split]:
     """A `save_to_disk` folder: a Dataset is the train part; a DatasetDict gives its train and test splits."""
     datasets = _datasets()
+    _check_state_files(path)
     try:
         saved = datasets.load_from_disk(str(path))
     except READ_ERRORS as error:
@@ -166,6 +167,49 @@ def _saved_splits(path: Path) -> dict[str, Split]:
         return Split(name, list(dataset.column_names), read)
 
     return {role: split(name, dataset) for role, (name, dataset) in chosen.items()}
+
+
+def _check_state_files(path: Path) -> None:
+    """What `datasets` trusts blindly, checked first: the folder's state files (one per split of a DatasetDict) each
+    list at least one data file, and each data file is a regular file inside the folder of its state file."""
+    fix = "save the dataset again (save_to_disk)"
+    folders = [path]
+    if (path / "dataset_dict.json").is_file():
+        splits = _small_json(path / "dataset_dict.json", fix).get("splits")
+        if not (isinstance(splits, list) and splits and all(_plain_name(s) for s in splits)):
+            raise VaekitError(f"{path / 'dataset_dict.json'} lists no splits by name ({splits!r}): {fix}")
+        folders = [path / split for split in splits]
+    for folder in folders:
+        state = folder / "state.json"
+        files = _small_json(state, fix).get("_data_files")
+        if not (isinstance(files, list) and files):
+            raise VaekitError(f"{state} lists no data files: {fix}")
+        for entry in files:
+            name = entry.get("filename") if isinstance(entry, dict) else entry
+            if not (_plain_name(name) and (folder / name).is_file()):
+                raise VaekitError(f"{state} names the data file {name!r}, which is not a file in {folder}: {fix}")
+
+
+def _small_json(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON object of at most MAX_STATE_BYTES, or a one-line error naming the file."""
+    try:
+        if not path.is_file():
+            raise ValueError("missing, or not a regular file")
+        with path.open("rb") as stream:
+            text = stream.read(MAX_STATE_BYTES + 1)
+        if len(text) > MAX_STATE_BYTES:
+            raise ValueError(f"over {MAX_STATE_BYTES:,} bytes")
+        value = json.loads(text)
+    except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise VaekitError(f"cannot read {path} ({error}): {fix}") from None
+    if not isinstance(value, dict):
+        raise VaekitError(f"{path} holds {type(value).__name__}, not a JSON object: {fix}")
+    return value
+
+
+def _plain_name(name: Any) -> TypeGuard[str]:
+    """A file or folder name that stays in its folder: no separator, not . or .."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _choose(split: Split, named: str | None, defaults: tuple[str, ...], flag: str, optional: bool = False) -> Any:
@@ -197,7 +241,7 @@ def _labels(column: Any, label: str, part: Part) -> torch.Tensor:
             f"label column {label!r} of {part.name} holds {column.type} values, not integers: convert them (a "
             "datasets ClassLabel is stored as integers) or choose another column with --label-column"
         )
-    return torch.from_numpy(column.to_numpy().astype(np.int64))
+    return class_numbers(column.to_numpy(), f"label column {label!r} of {part.name}")
 
 
 # --- optional packages (imported by name: they are untyped, and absent unless the hf extra is installed) ----------

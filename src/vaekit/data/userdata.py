@@ -21,16 +21,17 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from vaekit.data.pack import Rows
+from vaekit.data.image_formats import open_image
+from vaekit.data.pack import MIN_EXAMPLES, Rows
 from vaekit.errors import VaekitError
+from vaekit.memory import require
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit greyscale (Pillow reads 16-bit PNGs as I;16)
 Pair = tuple[Tensor, Tensor | None]
-MIN_EXAMPLES = 4  # enough for a train and a test example after the splits
+Header = tuple[tuple[int, ...], bool, np.dtype[Any]]  # an array's shape, Fortran order and dtype
 MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a header that claims more is a decompression bomb, not a training image
-MAX_LOAD_BYTES = 4 * 10**9  # pixels held in memory at once; checked from headers before anything is decoded
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
 
@@ -76,21 +77,20 @@ def scan_image_folder(root: Path) -> ImageFolder:
     return ImageFolder(root, files, mode, (1 if mode == "L" else 3, height, width))
 
 
-def load_image_folder(root: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
+def load_image_folder(root: Path, max_bytes: int | None = None) -> dict[str, Pair]:
     """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels.
 
-    Two passes: every header first, so that a folder too big for memory fails before anything is decoded; then each
-    image decoded straight into one preallocated array.
+    Two passes: every header first, so that a folder too big for the memory available (or `max_bytes`) fails before
+    anything is decoded; then each image decoded straight into one preallocated array.
     """
     folder = scan_image_folder(root)
     channels, height, width = folder.shape
-    size = len(folder.files) * channels * height * width
-    if size > max_bytes:
-        raise VaekitError(
-            f"image folder {root} holds {len(folder.files)} {folder.mode} images of {width}x{height}, "
-            f"{_amount(size)} of pixels, more than the {_amount(max_bytes)} vaekit loads into memory: use fewer or "
-            f"smaller images, or pack them (`vaekit pack {root} PACK`) and train from the pack"
-        )
+    require(
+        len(folder.files) * channels * height * width,
+        f"image folder {root} ({len(folder.files)} {folder.mode} images of {width}x{height})",
+        _PACK_IT.format(root),
+        limit=max_bytes,
+    )
     return {"train": (torch.from_numpy(folder.read(0, len(folder.files))), folder.labels())}
 
 
@@ -139,14 +139,14 @@ def _checked(path: Path, img: Image.Image) -> Image.Image:
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], str]:
-    """(width, height) and mode from the file's header; Image.open is lazy, so no pixel is decoded."""
-    with _reading(path), Image.open(path) as img:
+    """(width, height) and mode from the file's header; opening is lazy, so no pixel is decoded."""
+    with _reading(path), open_image(path, str(path)) as img:
         return _checked(path, img).size, img.mode
 
 
 def _decode(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
     """The pixels as uint8 in `mode` ("L" or "RGB"); 16-bit greyscale is scaled (x >> 8), not clipped to white."""
-    with _reading(path), Image.open(path) as img:
+    with _reading(path), open_image(path, str(path)) as img:
         if _checked(path, img).mode in WIDE_MODES:
             wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # I;16 arrives as uint16, I as int32
             pixels = np.asarray(Image.fromarray((wide >> 8).astype(np.uint8)).convert(mode))
@@ -157,13 +157,6 @@ def _decode(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
     return pixels
 
 
-def _amount(count: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
-
-
 def _folder_labels(root: Path, files: list[Path]) -> Tensor | None:
     parents = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in files]
     if any(parent is None for parent in parents):
@@ -172,20 +165,22 @@ def _folder_labels(root: Path, files: list[Path]) -> Tensor | None:
     return torch.tensor([names.index(parent) for parent in parents], dtype=torch.int64)
 
 
-def load_arrays(path: Path, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, Pair]:
+def load_arrays(path: Path, max_bytes: int | None = None) -> dict[str, Pair]:
     """A .npy of images, or an .npz with `x` (or `images`, `arr_0`), optional `y`/`labels`, `x_test`, `y_test`.
 
     Every array's header (dtype, shape) is read before its data, so that object arrays, which only unpickling
-    could read, and arrays too big for memory fail at once without allocating anything.
+    could read, and arrays that would not fit in the memory available (or `max_bytes`), as they will be held, fail at
+    once without allocating anything: an .npz of zeros compresses a thousandfold.
     """
     kind = _array_kind(path)
     try:
         if kind == ".npy":
             with path.open("rb") as stream:
-                _check_header(stream, path.name, max_bytes, path.stat().st_size)
+                header = _check_header(stream, path.name, path.stat().st_size)
+            _require_held(path, {path.name: header}, max_bytes)
             return {"train": (_images_from_array(np.load(path, allow_pickle=False), path.name), None)}
         with np.load(path, allow_pickle=False) as npz:  # never unpickle a file from elsewhere
-            return _npz_parts(npz, path.name, max_bytes)
+            return _npz_parts(npz, path, max_bytes)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
         raise VaekitError(f"cannot read {path} as a {kind} file ({error}): save it again with numpy") from None
 
@@ -211,11 +206,26 @@ def _array_kind(path: Path) -> str:
     return kind
 
 
-def _check_header(
-    stream: IO[bytes], name: str, max_bytes: float, file_size: int | None
-) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
-    """Refuse an array by its header alone: Python objects, more bytes than the cap, or more than the file holds.
-    Returns the header (shape, Fortran order, dtype), the stream left at the first byte of data."""
+_PACK_IT = "use fewer or smaller images, or pack them (`vaekit pack {} PACK`) and train from the pack"
+
+
+def held_bytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    """Memory an array takes once loaded as vaekit holds it: uint8 as read; booleans with their 0/255 copy; other
+    integers with an int64 copy (labels); floats with their float32 copy and the finiteness mask."""
+    extra = 0 if dtype == np.uint8 else 2 if dtype == np.bool_ else 8 if np.issubdtype(dtype, np.integer) else 5
+    return math.prod(shape) * (dtype.itemsize + extra)
+
+
+def _require_held(path: Path, headers: dict[str, Header], limit: int | None) -> None:
+    """The arrays of `path` (label -> header) must fit in memory together, as they will be held."""
+    described = ", ".join(f"{label} {shape} {dtype}" for label, (shape, _, dtype) in headers.items())
+    need = sum(held_bytes(shape, dtype) for shape, _, dtype in headers.values())
+    require(need, f"loading {described}", _PACK_IT.format(path), limit=limit)
+
+
+def _check_header(stream: IO[bytes], name: str, file_size: int | None) -> Header:
+    """Refuse an array by its header alone: Python objects, or more bytes than the file holds. Returns the header
+    (shape, Fortran order, dtype), the stream left at the first byte of data."""
     shape, fortran_order, dtype = _read_header(stream)
     if dtype.hasobject:
         raise VaekitError(
@@ -223,25 +233,22 @@ def _check_header(
             "floats in [0, 1]"
         )
     size = math.prod(shape) * dtype.itemsize
-    if size > max_bytes:
-        raise VaekitError(
-            f"{name} is {shape} {dtype}, {_amount(size)}, more than the {_amount(int(max_bytes))} vaekit loads into "
-            "memory: use fewer or smaller images"
-        )
     if file_size is not None and size > file_size - stream.tell():
         raise VaekitError(f"{name} is truncated (its header declares {shape} {dtype}): save it again")
     return shape, fortran_order, dtype
 
 
-def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+def _read_header(stream: IO[bytes]) -> Header:
     version = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     return read_header(stream)
 
 
-def _npz_parts(npz: np.lib.npyio.NpzFile, name: str, max_bytes: int) -> dict[str, Pair]:
-    roles = _npz_keys(set(npz.files), name)
-    return {role: _pair(npz, x_key, y_key, name, max_bytes) for role, (x_key, y_key) in roles.items()}
+def _npz_parts(npz: np.lib.npyio.NpzFile, path: Path, max_bytes: int | None) -> dict[str, Pair]:
+    roles = _npz_keys(set(npz.files), path.name)
+    keys = [key for pair in roles.values() for key in pair if key is not None]
+    _require_held(path, {f"{path.name}[{k}]": _member_header(npz, k, f"{path.name}[{k}]") for k in keys}, max_bytes)
+    return {role: _pair(npz, x_key, y_key, path.name) for role, (x_key, y_key) in roles.items()}
 
 
 def _npz_keys(keys: set[str], name: str) -> dict[str, tuple[str, str | None]]:
@@ -257,32 +264,40 @@ def _npz_keys(keys: set[str], name: str) -> dict[str, tuple[str, str | None]]:
     return roles
 
 
-def _member(npz: np.lib.npyio.NpzFile, key: str, label: str, max_bytes: int) -> np.ndarray:
+def _member(npz: np.lib.npyio.NpzFile, key: str, label: str) -> np.ndarray:
     """One array of an .npz, its header checked before its data is read."""
-    _member_header(npz, key, label, max_bytes)
+    _member_header(npz, key, label)
     return np.asarray(npz[key])
 
 
-def _member_header(
-    npz: np.lib.npyio.NpzFile, key: str, label: str, max_bytes: float
-) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+def _member_header(npz: np.lib.npyio.NpzFile, key: str, label: str) -> Header:
     archive = npz.zip
     if archive is None or f"{key}.npy" not in archive.namelist():
         raise VaekitError(f"{label} is not a NumPy array: write the archive with numpy.savez")
     with archive.open(f"{key}.npy") as stream:
-        return _check_header(stream, label, max_bytes, None)
+        return _check_header(stream, label, None)
 
 
-def _pair(npz: np.lib.npyio.NpzFile, x_key: str, y_key: str | None, name: str, max_bytes: int) -> Pair:
-    x = _images_from_array(_member(npz, x_key, f"{name}[{x_key}]", max_bytes), f"{name}[{x_key}]")
-    return x, None if y_key is None else _labels(npz, y_key, len(x), name, max_bytes)
+def _pair(npz: np.lib.npyio.NpzFile, x_key: str, y_key: str | None, name: str) -> Pair:
+    x = _images_from_array(_member(npz, x_key, f"{name}[{x_key}]"), f"{name}[{x_key}]")
+    return x, None if y_key is None else _labels(npz, y_key, len(x), name)
 
 
-def _labels(npz: np.lib.npyio.NpzFile, y_key: str, count: int, name: str, max_bytes: int) -> Tensor:
-    y = _member(npz, y_key, f"{name}[{y_key}]", max_bytes)
+def _labels(npz: np.lib.npyio.NpzFile, y_key: str, count: int, name: str) -> Tensor:
+    y = _member(npz, y_key, f"{name}[{y_key}]")
     if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
         raise VaekitError(f"{name}[{y_key}] must be {count} integer labels, got shape {y.shape} {y.dtype}")
-    return torch.from_numpy(y.astype(np.int64))
+    return class_numbers(y, f"{name}[{y_key}]")
+
+
+def class_numbers(labels: np.ndarray, name: str) -> Tensor:
+    """Integer labels as int64 class numbers. A uint64 label past int64's range would wrap round to a negative
+    number, and be reported as one, so it is refused here under its own value."""
+    if labels.dtype.kind == "u" and labels.size and int(labels.max()) > np.iinfo(np.int64).max:
+        raise VaekitError(
+            f"{name} has the label {int(labels.max())}, too large for a class number: number the classes 0, 1, 2, …"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def _images_from_array(array: np.ndarray, name: str) -> Tensor:
@@ -290,6 +305,8 @@ def _images_from_array(array: np.ndarray, name: str) -> Tensor:
     array = _layout(array, name)
     if array.dtype == np.uint8 or array.dtype == np.bool_:
         return torch.from_numpy(_eight_bit(array))
+    if np.issubdtype(array.dtype, np.complexfloating):  # casting to float32 would silently drop the imaginary part
+        raise VaekitError(f"{name} holds complex numbers ({array.dtype}): store real pixels, uint8 or floats in [0, 1]")
     if not np.issubdtype(array.dtype, np.number):
         raise VaekitError(f"{name} has dtype {array.dtype}: use uint8 pixels or floats in [0, 1]")
     bad = int(np.size(array) - np.isfinite(array).sum())
@@ -331,7 +348,7 @@ def array_rows(path: Path) -> dict[str, Rows]:
     try:
         if kind == ".npy":
             with path.open("rb") as stream:
-                _check_header(stream, path.name, math.inf, path.stat().st_size)
+                _check_header(stream, path.name, path.stat().st_size)
             array = np.load(path, mmap_mode="r", allow_pickle=False)
             view = _eight_bit_layout(array, path.name)
             return {"train": Rows(len(view), _chw(view), lambda a, b: _eight_bit(view[a:b]), None)}
@@ -344,10 +361,14 @@ def array_rows(path: Path) -> dict[str, Rows]:
 
 def _npz_rows(npz: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str | None) -> Rows:
     label = f"{path.name}[{x_key}]"
-    shape, fortran_order, dtype = _member_header(npz, x_key, label, math.inf)
-    labels = None if y_key is None else _labels(npz, y_key, shape[0] if shape else 0, path.name, MAX_LOAD_BYTES)
+    shape, fortran_order, dtype = _member_header(npz, x_key, label)
+    held: dict[str, Header] = {label: (shape, fortran_order, dtype)} if fortran_order else {}
+    if y_key is not None:
+        held[f"{path.name}[{y_key}]"] = _member_header(npz, y_key, f"{path.name}[{y_key}]")
+    _require_held(path, held, None)  # labels are read whole, and a Fortran-ordered array too
+    labels = None if y_key is None else _labels(npz, y_key, shape[0] if shape else 0, path.name)
     if fortran_order:  # rare (numpy.save keeps C order unless the array was Fortran-ordered): read it whole
-        x, _ = _pair(npz, x_key, None, path.name, MAX_LOAD_BYTES)
+        x, _ = _pair(npz, x_key, None, path.name)
         return Rows.of(x, labels, label)
     # The layout is checked on a stand-in of the same shape and dtype that holds one element, not the data.
     view = _eight_bit_layout(np.broadcast_to(np.zeros((), dtype), shape), label)

@@ -225,11 +225,13 @@ def iwae_bound(
 
 @dataclass(frozen=True)
 class Objective:
-    """A training objective as the loop sees it: the per-example terms of a batch under a config's settings, and the
-    name of the third term the training record keeps beside log p(x|z) and the KL (None: nothing more)."""
+    """A training objective as the loop sees it: the per-example terms of a batch under a config's settings, the
+    name of the third term the training record keeps beside log p(x|z) and the KL (None: nothing more), and how many
+    z samples per image a training step draws (what a step's memory scales with)."""
 
     terms: Callable[[LatentModel, Tensor, Randomness, TrainConfig, Tensor | None], ElboTerms]
     extra_term: Callable[[LatentModel, TrainConfig], str | None]
+    samples: Callable[[TrainConfig], int]
 
 
 def objective_of(config: TrainConfig) -> Objective:
@@ -261,6 +263,7 @@ OBJECTIVES.register(
         impl=Objective(
             lambda model, x, source, config, y: elbo(model, x, source, config.estimator, config.samples, y),
             _elbo_extra,
+            lambda config: config.samples,
         ),
     )
 )
@@ -283,6 +286,7 @@ OBJECTIVES.register(
         impl=Objective(
             lambda model, x, source, config, y: importance_weighted(model, x, config.k, source, config.estimator, y),
             lambda model, config: "iwae_bound",
+            lambda config: config.k,
         ),
     )
 )

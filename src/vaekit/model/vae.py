@@ -3,6 +3,8 @@ with a prior over the codes. Which parts a config names is decided here once; no
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
 
 import torch
@@ -11,6 +13,7 @@ from torch import Tensor, nn
 
 from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
+from vaekit.memory import layer_outputs, require
 from vaekit.model.heads import Likelihood, build_head
 from vaekit.model.networks import network
 from vaekit.model.objectives import ElboTerms, elbo
@@ -77,6 +80,25 @@ class VAE(nn.Module):
         """Per-example ELBO and its terms (see `vaekit.model.objectives.elbo`)."""
         return elbo(self, x, generator, estimator, samples, y=y)
 
+    def activation_bytes(self, examples: int, samples: int = 1) -> int:
+        """Bytes of the layer outputs a pass over `examples` images with `samples` codes each keeps for the backward
+        pass: the encoder's once per image, the decoder's and the likelihood's (its parameters, the broadcast target
+        and the log-probability of each pixel: three values each) once per code, and the inputs with their one-hot
+        labels (int64, then float32)."""
+        per_image, per_code = self._pass_bytes
+        return examples * (per_image + samples * per_code)
+
+    @functools.cached_property
+    def _pass_bytes(self) -> tuple[int, int]:
+        """Bytes per image and per code of `activation_bytes`, counted once on the meta device (the shapes are
+        fixed by the config)."""
+        one_hot = 12 * self.classes
+        encoder = layer_outputs(self.encoder, (1, *self._encoder_shape())) + 4 * math.prod(self._encoder_shape())
+        decoded = self.posterior.decoded_dim + self.classes
+        decoder = layer_outputs(self.decoder, (1, decoded)) + 4 * decoded + one_hot
+        likelihood = 3 * 4 * math.prod(self.output_shape)
+        return encoder + one_hot, decoder + likelihood
+
     def _encoder_shape(self) -> tuple[int, ...]:
         """What the encoder network is built to read. A flat-input network (the MLP) gets the one-hot label as K more
         inputs beside the flattened image; a conv network gets it as K constant channels (one of them all ones)."""
@@ -123,7 +145,13 @@ class VAE(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Decode n draws from the prior (of class y (n,), for a conditional model); returns the likelihood means
         (N, C, H, W), as pictures do."""
+        self.check_sampling(n, "ask for fewer samples")
         return self.decode(self.prior_sample(n, generator), y).mean
+
+    def check_sampling(self, n: int, fix: str) -> None:
+        """Refuse in one line, before anything is drawn, `n` samples that would not fit in the device's memory."""
+        what = f"decoding {n:,} samples of {'x'.join(map(str, self.input_shape))} images"
+        require(self.activation_bytes(n), what, fix, self.device)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -5,12 +5,15 @@ folder, since MLflow retired its plain-file store)."""
 from __future__ import annotations
 
 import os
+import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vaekit.errors import VaekitError
-from vaekit.files import atomic_write_json
+from vaekit.files import atomic_write_json, ensure_folder, not_a_folder
 from vaekit.tracking.pictures import epoch_pictures
 from vaekit.training.callbacks import Callback, EpochEnd, RunEnd, RunStart
 
@@ -38,12 +41,33 @@ class MLflowLogger(Callback):
         self.run_id = ""
         self.seed = 0
 
+    def before_run(self, run_dir: Path) -> None:
+        """The tracking URI is one MLflow knows and, for a server, answers within seconds (MLflow itself retries an
+        unreachable one for minutes); the default store's folder is a real folder or absent."""
+        if self.tracking_uri is None:
+            refusal = not_a_folder(run_dir / STORE)
+            if refusal is not None:
+                raise VaekitError(f"{refusal} (--logger mlflow keeps its store there)")
+            return
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client_class(tracking_uri=self.tracking_uri)
+        except MlflowException as error:
+            scheme = urlsplit(self.tracking_uri).scheme
+            reason = f"unsupported scheme {scheme!r}" if "unsupported URI" in str(error) else str(error).strip()
+            raise VaekitError(
+                f"MLflow tracking URI {self.tracking_uri} is not one MLflow can use ({reason}): fix --mlflow-uri or "
+                "$MLFLOW_TRACKING_URI (http(s)://HOST:PORT of a server, sqlite:///FILE, or a folder)"
+            ) from None
+        check_reachable(self.tracking_uri)
+
     def on_run_start(self, start: RunStart) -> None:
         from mlflow.entities import Param
 
         store = (start.run_dir / STORE).resolve()
         if self.tracking_uri is None:
-            store.mkdir(exist_ok=True)
+            ensure_folder(start.run_dir / STORE)
         uri = self.tracking_uri or default_uri(start.run_dir)
         self.client, self.seed = self.client_class(tracking_uri=uri), start.config.seed
         self.run_id = self._continued_run(start.run_dir, uri) if start.epochs_done else ""
@@ -73,11 +97,9 @@ class MLflowLogger(Callback):
         if self.client is None:
             return
         if end.status == "finished":
-            store = (end.run_dir / STORE).resolve()
-            for path in sorted(end.run_dir.rglob("*")):
-                if path.is_file() and store not in path.resolve().parents and not path.name.startswith("."):
-                    folder = path.parent.relative_to(end.run_dir).as_posix()
-                    self.client.log_artifact(self.run_id, str(path), "run" if folder == "." else f"run/{folder}")
+            for path in artifact_files(end.run_dir):
+                folder = path.parent.relative_to(end.run_dir).as_posix()
+                self.client.log_artifact(self.run_id, str(path), "run" if folder == "." else f"run/{folder}")
         self.client.set_terminated(self.run_id, status=STATUS[end.status])
 
     def _continued_run(self, run_dir: Path, uri: str) -> str:
@@ -89,6 +111,36 @@ class MLflowLogger(Callback):
         except (OSError, ValueError):
             return ""
         return str(saved.get("run_id", "")) if saved.get("tracking_uri") == uri else ""
+
+
+def artifact_files(run_dir: Path) -> list[Path]:
+    """The run folder's files to upload: regular files inside it only, never a symbolic link (which may point at a
+    secret out of the folder) nor what one leads to, nor hidden files or the MLflow store itself."""
+    found = []
+    for folder, subfolders, names in os.walk(run_dir):  # does not descend into linked folders
+        here = Path(folder)
+        subfolders[:] = sorted(n for n in subfolders if not n.startswith(".") and not (here == run_dir and n == STORE))
+        for name in sorted(names):
+            path = here / name
+            if not name.startswith(".") and stat.S_ISREG(os.lstat(path).st_mode):
+                found.append(path)
+    return found
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """An http(s) tracking server accepts a connection within `timeout_s`, or one line says it does not."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise VaekitError(
+            f"MLflow tracking server {uri} is not reachable ({reason}): start it, or fix --mlflow-uri or "
+            "$MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def default_uri(run_dir: Path) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vaekit.errors import VaekitError
+from vaekit.files import ensure_folder, not_a_folder
 from vaekit.tracking.pictures import epoch_pictures
 from vaekit.training.callbacks import Callback, EpochEnd, RunEnd, RunStart
 
@@ -28,7 +30,15 @@ class TensorBoardLogger(Callback):
         self.writer: Any = None
         self.seed = 0
 
+    def before_run(self, run_dir: Path) -> None:
+        """RUN/tensorboard must be a real folder or absent: a file there would fail after the run started, and a
+        symbolic link would send the event files out of the run."""
+        refusal = not_a_folder(run_dir / FOLDER)
+        if refusal is not None:
+            raise VaekitError(f"{refusal} (--logger tensorboard writes its event files there)")
+
     def on_run_start(self, start: RunStart) -> None:
+        ensure_folder(start.run_dir / FOLDER)  # again, now that the run holds its lock
         self.writer = self.writer_class(log_dir=str(start.run_dir / FOLDER))
         self.seed = start.config.seed
 

@@ -3,8 +3,8 @@ optimizer step, which the run evaluates, draws and saves as its model in place o
 
 SGD's iterates wander around a minimum at the scale the learning rate sets; their average sits nearer its middle. On
 MNIST's VAE a 0.999 average does at a constant rate most of what stepping the rate down does, and still gains after the
-step down (README: "Beyond the schedule"). Training itself is unchanged: the optimizer steps the raw weights, which
-state.pt keeps beside the average so that a resume continues both exactly.
+step down (docs/measured.md: "Beyond the schedule"). Training itself is unchanged: the optimizer steps the raw weights,
+which state.pt keeps beside the average so that a resume continues both exactly.
 
 `torch.optim.swa_utils.AveragedModel` does the same job for any averaging rule, but finds and groups the tensors at
 every step: 0.16 s an epoch of the paper's MNIST model (600 steps) against 0.07 s for the one fused lerp a step here.

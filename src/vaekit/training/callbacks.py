@@ -81,7 +81,12 @@ class RunEnd:
 
 class Callback:
     """Override any of the four moments; the others do nothing. An exception raised here stops training as any
-    error would (a `KeyboardInterrupt` as Ctrl-C would), after the last good checkpoint."""
+    error would (a `KeyboardInterrupt` as Ctrl-C would), after the last good checkpoint. `before_run` is the place
+    to refuse (with a VaekitError) what would fail later: it is called before anything is written."""
+
+    def before_run(self, run_dir: Path) -> None:
+        """Called before the run folder is locked or written: check what this callback will need (a folder, a
+        server)."""
 
     def on_run_start(self, start: RunStart) -> None:
         """Called once, before the first epoch of this stretch of the run."""
@@ -101,6 +106,10 @@ class Callbacks(Callback):
 
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
         self.callbacks = list(callbacks)
+
+    def before_run(self, run_dir: Path) -> None:
+        for callback in self.callbacks:
+            callback.before_run(run_dir)
 
     def on_run_start(self, start: RunStart) -> None:
         for callback in self.callbacks:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import TrainConfig
+from vaekit.config import TrainConfig, as_flags
 from vaekit.data.scoring import Scoring
 from vaekit.data.sources import Dataset
 from vaekit.devices import RunningSum
@@ -111,6 +111,7 @@ def train_epoch(
         if ranks.main:  # the saved sums are already summed over ranks
             sums.total.copy_(partial["sums"])
     last_save = time.monotonic()
+    checkpointed = epoch > 0 or partial is not None  # a checkpoint exists on disk to continue from
     # A conditional model's labels follow their images through the same permutation, and each rank keeps its rows.
     y_all = data.train.y if model.conditional else None
     y_batches = itertools.repeat(None) if y_all is None else batches(y_all, config.batch_size, order, first_step)
@@ -137,12 +138,17 @@ def train_epoch(
             ).tolist()
             if bad_step:
                 where = f"epoch {epoch + 1}, step {bad_step - epoch * steps} of {steps}"
-                raise diverged(config, f"the loss became NaN or infinite at {where}")
+                raise diverged(
+                    config,
+                    f"the loss became NaN or infinite at {where}",
+                    first_step=bad_step == 1,
+                    checkpointed=checkpointed,
+                )
             mean_loss = ranks.sum(loss.detach().to(sums.dtype)).item() / ranks.world - offset
             callback.on_step_end(StepEnd(epoch + 1, config.epochs, step + 1, steps, mean_loss))
             if save_now and checkpoint is not None and step < steps - 1:
                 checkpoint({"step": step + 1, "order": order.cpu(), "sums": ranks.sum(sums.total.clone()).cpu()})
-                last_save = time.monotonic()
+                last_save, checkpointed = time.monotonic(), True
     log_px_mean, kl_mean, extra_mean = (ranks.sum(sums.total.clone()) / len(x_all)).tolist()
     record = {"elbo": log_px_mean + offset - kl_mean, "log_px": log_px_mean + offset, "kl": kl_mean, "beta": beta}
     record.update(model.posterior.record())
@@ -153,12 +159,36 @@ def train_epoch(
 
 
 class TrainingDiverged(VaekitError):
-    """The loss or a metric became NaN or infinite; the last good checkpoint is left as it was."""
+    """The loss or a metric became NaN or infinite; the last good checkpoint, if any, is left as it was."""
 
 
-def diverged(config: TrainConfig, where: str) -> TrainingDiverged:
+# Settings that scale the loss or the sampling noise: set far from their defaults, they can make the loss overflow
+# from the very first step, before the learning rate has moved a single weight.
+LOSS_SCALE_SETTINGS = ("gaussian_scale", "beta", "free_bits", "temperature", "temperature_min", "precision")
+
+
+def diverged(config: TrainConfig, where: str, *, first_step: bool, checkpointed: bool) -> TrainingDiverged:
+    """The one message for a loss that stopped being finite, saying only what is true of this run: whether a
+    checkpoint exists to continue from, and which causes are possible (none of the learning rate's doing when the
+    very first step, taken before any update, already failed)."""
+    settings = as_flags(config, LOSS_SCALE_SETTINGS)
+    named = f" ({', '.join(settings)})" if settings else ""
+    if first_step:
+        return TrainingDiverged(
+            f"training diverged: the loss was NaN or infinite at the first step, before any update, so the learning "
+            f"rate is not the cause; no checkpoint was written. Likely cause: a setting that scales the loss{named}, "
+            "or the data: change it and train again"
+        )
     lower = f"{config.lr / 3:.2g}"
+    causes = f"a learning rate too high for this model and data (--lr {config.lr:g})"
+    if settings:
+        causes += f", or a setting that scales the loss{named}"
+    if checkpointed:
+        return TrainingDiverged(
+            f"training diverged: {where}; the last good checkpoint is kept. Likely cause: {causes}: continue with "
+            f"`vaekit train --resume --out RUN --lr {lower}`"
+        )
     return TrainingDiverged(
-        f"training diverged: {where}; the last good checkpoint is kept. Likely cause: a learning rate too high for "
-        f"this model and data (--lr {config.lr:g}): continue with `vaekit train --resume --out RUN --lr {lower}`"
+        f"training diverged: {where}; no checkpoint was written yet. Likely cause: {causes}: train again with "
+        f"--lr {lower}"
     )

@@ -31,8 +31,9 @@ from vaekit.training.averaging import weight_average
 from vaekit.training.callbacks import Callback, Callbacks, EpochEnd, RunEnd, RunStart
 from vaekit.training.distributed import Ranks
 from vaekit.training.epoch import ObjectiveStep, diverged, train_epoch
+from vaekit.training.footprint import check_run_fits
 from vaekit.training.precision import prepare_networks
-from vaekit.training.resume import agreed_start
+from vaekit.training.resume import agreed_start, restore
 from vaekit.training.runlock import RunLock
 from vaekit.training.runs import (
     CONFIG,
@@ -40,8 +41,7 @@ from vaekit.training.runs import (
     STATE,
     Run,
     build_model,
-    load_average,
-    load_weights,
+    check_new_run_folder,
     read_config,
     save_checkpoint,
     viewed_weights,
@@ -114,9 +114,13 @@ def train(
     device = resolve_device((config or read_config(run_dir)).device)
     ranks, device = distributed.start(device)
     try:
+        heard = Callbacks(callbacks if ranks.main else ())
+        if ranks.main:  # before anything is written: a user's folder, and a logger that would fail, are refused here
+            if not resume:
+                check_new_run_folder(run_dir)
+            heard.before_run(run_dir)
         with RunLock(run_dir) if ranks.main else contextlib.nullcontext():
             config, state = agreed_start(run_dir, config, resume, ranks)
-            heard = Callbacks(callbacks if ranks.main else ())
             return _train_locked(run_dir, config, state, heard, device, ranks, pictures)
     finally:
         distributed.stop()
@@ -136,6 +140,7 @@ def _train_locked(
     if config.model.condition == "label":
         config.model.classes = class_count(data)
     config.validate()
+    check_run_fits(config, state, run_dir / STATE, data, device, EVAL_CHUNK)  # before the model is built
     model = build_model(config).to(device)
     optimizer = make_optimizer(model, config)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -146,20 +151,13 @@ def _train_locked(
         prepare_networks(average.module, config.precision, config.compile)
     evaluated = model if average is None else average.module  # what validation, the test split and pictures see
     if state is not None:
-        load_weights(model, state["model"], run_dir / STATE)
-        if average is not None:
-            load_average(average, state, run_dir / STATE)
-        optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr  # the one optimizer setting a resume may change
-        generator.set_state(state["generator"])
-        history = state["history"]
-    if ranks.main:
-        write_config(run_dir, config)  # also records the world size this stretch of the run trains with
-        if state is not None:
-            write_views(run_dir, viewed_weights(state), history)
+        history = restore(state, run_dir / STATE, model, optimizer, generator, average, config.lr)
     step_fn = distributed.data_parallel(ObjectiveStep(model, config, ranks), ranks, device)
     data = _to_device(data, device)
+    if ranks.main:  # only now, every check passed: a refused or failed start leaves the run folder as it was
+        if state is not None:
+            write_views(run_dir, viewed_weights(state), history)
+        write_config(run_dir, config)  # also records the world size this stretch of the run trains with
     partial = state.get("partial") if state else None
 
     def checkpoint(position: dict[str, Any]) -> None:
@@ -192,7 +190,7 @@ def _train_locked(
                 record["val"] = evaluate_split(evaluated, data.val.x, y=data.val.y) if len(data.val) else None
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 try:
-                    _check_finite(record, config)
+                    _check_finite(record, config, checkpointed=(run_dir / STATE).is_file())
                     save_checkpoint(run_dir, model, optimizer, generator, [*history, record], average=average)
                 except VaekitError as error:
                     problem = str(error)
@@ -217,11 +215,12 @@ def _train_locked(
     return run
 
 
-def _check_finite(record: dict[str, Any], config: TrainConfig) -> None:
+def _check_finite(record: dict[str, Any], config: TrainConfig, checkpointed: bool) -> None:
     for split in ("train", "val"):
         for name, value in (record[split] or {}).items():
             if isinstance(value, float) and not math.isfinite(value):
-                raise diverged(config, f"the {split} {name} of epoch {record['epoch']} is {value}")
+                where = f"the {split} {name} of epoch {record['epoch']} is {value}"
+                raise diverged(config, where, first_step=False, checkpointed=checkpointed)
 
 
 def finish(

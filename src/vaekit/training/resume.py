@@ -7,17 +7,22 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
+from vaekit.model.vae import VAE
+from vaekit.training.averaging import WeightAverage
 from vaekit.training.distributed import Ranks
 from vaekit.training.runs import (
     FINAL,
     STATE,
+    load_average,
     load_state,
+    load_weights,
     read_config,
     read_final,
     remove_stale_temporaries,
-    write_config,
 )
 
 
@@ -62,7 +67,8 @@ RESUMABLE = {
 
 def resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The run's own config (with `epochs`/`lr` from `given`) and its checkpoint; None when no epoch finished yet,
-    so the run starts from the beginning with the config it was started with."""
+    so the run starts from the beginning with the config it was started with. Nothing is written here: the trainer
+    writes the config once the data, the model and the checkpoint have all been loaded."""
     saved = read_config(run_dir)
     state = load_state(run_dir)
     if given is not None:
@@ -77,17 +83,47 @@ def resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig,
                     f"--resume continues {run_dir} with its own settings, but {key} differs from {run_dir}/config.json:"
                     " drop that setting, or train a new run with another --out"
                 )
-        changed = {key for key in RESUMABLE if saved_dict[key] != given_dict[key]}
-        saved.epochs, saved.lr = given.epochs, given.lr
-        if changed:
-            write_config(run_dir, saved)
+        saved.epochs, saved.lr = given.epochs, given.lr  # written by the trainer once the run has started
     final = read_final(run_dir)
     done = state["epoch"] if state else 0
     if done >= saved.epochs and final is not None and final.get("epochs") == done:
         raise VaekitError(
-            f"{run_dir} already finished its {saved.epochs} epochs: "
-            f"pass --epochs N (more than {saved.epochs}) to train further"
+            f"{run_dir} already finished its {done} epochs: pass --epochs N (more than {done}) to train further"
         )
     if done > saved.epochs:
         raise VaekitError(f"{run_dir} has trained {done} epochs already: pass --epochs {done} or more")
     return saved, state
+
+
+def restore(
+    state: dict[str, Any],
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    average: WeightAverage | None,
+    lr: float,
+) -> list[dict[str, Any]]:
+    """Load a checkpoint into the run's model, optimizer and generator, checking that each part fits them; returns
+    its history. `lr` is the one optimizer setting a resume may change."""
+    load_weights(model, state["model"], path)
+    if average is not None:
+        load_average(average, state, path)
+    fix = "delete it to restart the run, or train a new run"
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+        raise VaekitError(f"{path} holds an optimizer state that does not fit this model ({error}): {fix}") from None
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for parameter in parameters:
+        for name, value in optimizer.state.get(parameter, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != parameter.shape:
+                raise VaekitError(f"{path} holds an optimizer {name} of the wrong shape: {fix}")
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    try:
+        generator.set_state(state["generator"])
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise VaekitError(f"{path} holds a random generator state that does not fit ({error}): {fix}") from None
+    history: list[dict[str, Any]] = state["history"]
+    return history

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,54 @@ from safetensors.torch import save as save_safetensors
 
 from vaekit.config import TrainConfig
 from vaekit.errors import VaekitError
-from vaekit.files import atomic_write, atomic_write_json
+from vaekit.files import atomic_write, atomic_write_json, is_temporary, not_a_folder, os_error, remove_temporaries
+from vaekit.memory import require, tensor_bytes
 from vaekit.model.vae import VAE, stored_names
 from vaekit.training.averaging import WeightAverage, saved_average
+from vaekit.training.records import check_final, check_history, check_state_types, parse_json
+from vaekit.training.runlock import LOCK
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files of writes that a crash interrupted; only the lock holder may call this."""
-    for temp in run_dir.glob(".*.tmp"):
-        temp.unlink(missing_ok=True)
+    """Temporary files of vaekit's writes that a crash interrupted, and nothing else; only the lock holder may call
+    this."""
+    remove_temporaries(run_dir)
+
+
+def check_new_run_folder(run_dir: Path) -> None:
+    """A new run goes only where it destroys nothing of the user's: a folder that does not exist yet, one that holds
+    nothing but what a vaekit writer killed before its first file leaves (its lock, its temporaries), or a vaekit run
+    (config.json a valid vaekit config; one killed in its first epoch is trained again from the start, and one that
+    finished an epoch is refused under the lock). Anything else is someone's folder: refused before a byte is written.
+    A path that is not a folder is left to the lock, which says so."""
+    if not_a_folder(run_dir) is not None or not run_dir.exists():
+        return
+    try:
+        names = os.listdir(run_dir)
+    except OSError as error:
+        raise os_error(error, run_dir) from None
+    others = sorted(name for name in names if not is_temporary(name) and not _is_lock_file(run_dir / name))
+    if not others:
+        return
+    try:
+        read_config(run_dir)
+        return
+    except VaekitError:
+        pass
+    shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+    raise VaekitError(
+        f"{run_dir} is not empty ({shown}) and holds no vaekit run: train into a new or empty --out, or pass "
+        "--resume to continue a run there"
+    )
+
+
+def _is_lock_file(path: Path) -> bool:
+    """RUN/.lock as a vaekit writer leaves it: empty, or naming its holder (`process N on HOST`)."""
+    if path.name != LOCK or path.is_symlink() or not path.is_file() or path.stat().st_size > 300:
+        return False
+    return re.fullmatch(r"(process \d+ on [^\n]*\n)?", path.read_text(errors="replace")) is not None
 
 
 @dataclass
@@ -71,10 +110,10 @@ def read_config(run_dir: Path) -> TrainConfig:
         raise VaekitError(
             f"{run_dir} is not a vaekit run folder (no {CONFIG}): train one with `vaekit train --out {run_dir}`"
         )
-    text = _read_json_text(path)
+    raw = parse_json(_read_json_text(path), path, "restore it or train a new run")
     try:
-        return TrainConfig.from_dict(json.loads(text)).validate()
-    except (json.JSONDecodeError, TypeError) as error:
+        return TrainConfig.from_dict(raw).validate()
+    except TypeError as error:
         raise VaekitError(f"{path} is not a valid vaekit config ({error}): restore it or train a new run") from None
     except VaekitError as error:
         raise VaekitError(f"{path} is not a valid vaekit config ({error}): restore it or train a new run") from None
@@ -105,9 +144,14 @@ def save_checkpoint(
         if t.is_floating_point() and not bool(t.isfinite().all())
     ]
     if bad:  # the last good checkpoint is worth more than this one
+        if (run_dir / STATE).is_file():
+            raise VaekitError(
+                f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
+                "lower --lr and continue with --resume"
+            )
         raise VaekitError(
-            f"the weights after epoch {len(history)} are not finite ({bad[0]}); the last good checkpoint is kept: "
-            "lower --lr and continue with --resume"
+            f"the weights after epoch {len(history)} are not finite ({bad[0]}); no checkpoint was written: "
+            "lower --lr and train again"
         )
     state = {
         "epoch": len(history),
@@ -156,10 +200,18 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
             "delete it to restart the run from the beginning, or train a new run"
         ) from None
     keys = {"epoch", "model", "optimizer", "generator"}
-    if not isinstance(state, dict) or not keys <= set(state) or not isinstance(state["epoch"], int):
+    if (
+        not isinstance(state, dict)
+        or not keys <= set(state)
+        or not isinstance(state["epoch"], int)
+        or isinstance(state["epoch"], bool)
+        or state["epoch"] < 0
+    ):
         raise VaekitError(f"{path} is not a vaekit checkpoint: delete it to restart the run, or train a new run")
+    check_state_types(state, path)
     if "history" in state:  # format 1 checkpoints kept the history in metrics.jsonl alone
-        state["history"] = _parse_history(state["history"].splitlines() or ["[]"], path, whole=True)
+        fix = "delete it to restart the run, or train a new run"
+        state["history"] = check_history(parse_json(state["history"] or "[]", path, fix), path, fix)
     else:
         state["history"] = read_history(run_dir)[: state["epoch"]]
     partial = state.get("partial")
@@ -176,34 +228,23 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     return dict(state)
 
 
-def _parse_history(lines: list[str], path: Path, whole: bool = False) -> list[dict[str, Any]]:
-    try:
-        records = json.loads("".join(lines)) if whole else [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as error:
-        raise VaekitError(f"{path} is corrupt ({error}): restore it, or train the run again") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise VaekitError(f"{path} does not hold one JSON object per epoch: restore it, or train the run again")
-    return records
-
-
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl: one record per finished epoch, checked for the shape every reader relies on."""
     path = run_dir / HISTORY
     if not path.is_file():
         return []
-    return _parse_history(_read_json_text(path).splitlines(), path)
+    fix = "restore it, or train the run again"
+    lines = [line for line in _read_json_text(path).splitlines() if line.strip()]
+    return check_history([parse_json(line, path, fix) for line in lines], path, fix)
 
 
 def read_final(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json: the final evaluation, checked for the shape every reader relies on."""
     path = run_dir / FINAL
     if not path.is_file():
         return None
-    try:
-        final = json.loads(_read_json_text(path))
-    except json.JSONDecodeError as error:
-        raise VaekitError(f"{path} is corrupt ({error}): delete it; `vaekit train --resume` redoes it") from None
-    if not isinstance(final, dict):
-        raise VaekitError(f"{path} is not a JSON object: delete it; `vaekit train --resume` redoes it")
-    return final
+    fix = "delete it; `vaekit train --resume` redoes it"
+    return check_final(parse_json(_read_json_text(path), path, fix), path, fix)
 
 
 def build_model(config: TrainConfig) -> VAE:
@@ -258,6 +299,8 @@ def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, in
             shapes = {ours: weights.get_slice(theirs).get_shape() for ours, theirs in names.items()}
             check_shapes({n: t.shape for n, t in model.state_dict().items()}, shapes, path)
             epoch = (weights.metadata() or {}).get("epoch", "")
+            held = tensor_bytes(list(model.state_dict().values()))
+            require(held, f"the weights of {path}", "load the run on a machine with more memory")
             tensors = {name: weights.get_tensor(names[name]) for name in model.state_dict()}
     except (SafetensorError, OSError) as error:
         raise VaekitError(f"{path} is truncated or corrupt ({error}): restore it or train the run again") from None
