@@ -7,7 +7,7 @@ CORE   := $(VENV)/.installed-core
 DEV    := $(VENV)/.installed-dev
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: venv data demo test test-fast lint lint-quick wheel-check docs bench clean
+.PHONY: venv data demo test test-fast lint lint-quick wheel-check docs bench fuzz clean
 
 # What `make demo` needs and no more: vaekit and its own dependencies, no extras. torch is installed first and pinned:
 # 2.13.0 is the CPU build this machine keeps on disk; a bare `torch` requirement with no torch present would pull a
@@ -71,6 +71,11 @@ docs: venv
 # run them on an otherwise idle machine.
 bench: venv data
 	$(BIN)/python benchmarks/suite.py
+
+# The fuzzer of every reader (tests/test_fuzz.py) at length: VAEKIT_FUZZ_EXAMPLES random cases per kind of file
+# (default 500) instead of `make test`'s fixed dozen. It prints how many cases ran; failing cases go to runs/fuzz-failures.
+fuzz: venv
+	VAEKIT_FUZZ=soak $(BIN)/python -m pytest tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) runs site dist build .pytest_cache .mypy_cache .ruff_cache

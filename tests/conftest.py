@@ -138,3 +138,12 @@ def invoke(*args: str | Path, env: Mapping[str, str] | None = None) -> Invoked:
     """Run `vaekit ARGS` in this process (typer's CliRunner), stdout and stderr kept apart."""
     result = CliRunner().invoke(app, [str(arg) for arg in args], env=env)
     return Invoked(result.exit_code, result.stdout, result.stderr)
+
+
+def one_line_error(code: int, stderr: str, *fragments: str) -> str:
+    """A refusal as vaekit makes one: exit 2, one line naming each fragment, no traceback. Returns the line."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, (code, stderr)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

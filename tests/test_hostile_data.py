@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import EpsImagePlugin, Image
-from typer.testing import CliRunner
 
+from tests.conftest import invoke
 from vaekit import DataConfig
-from vaekit.cli.main import app
 from vaekit.data.pack import Rows, write_pack
 from vaekit.data.sources import Dataset, load_dataset, pack_dataset
 from vaekit.data.userdata import load_arrays, load_image_folder, load_image_like
@@ -51,10 +50,6 @@ def ghostscript_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
-def invoke(*args: str | Path) -> Any:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
 # --- item 1: PNG and JPEG only ----------------------------------------------------------------------------------
 
 
@@ -72,7 +67,7 @@ def test_eps_bytes_in_a_parquet_image_column_are_refused_naming_the_row(tmp_path
     pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     pq.write_table(pa.table({"image": [picture(i) for i in range(5)] + [EPS]}), tmp_path / "t.parquet")
     result = invoke("train", "--dataset", tmp_path / "t.parquet", "--out", tmp_path / "run")
-    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "row 5 of column 'image' in" in result.stderr and "is an EPS file, not PNG or JPEG" in result.stderr
     assert not ghostscript_log.exists() and not (tmp_path / "run").exists()
 
@@ -142,7 +137,7 @@ def test_a_pack_too_small_to_split_is_refused_when_opened(tmp_path: Path, train:
         parts["test"] = Rows(test, (1, 4, 4), lambda a, b: x[train + a : train + b], None)
     write_pack(tmp_path / "pack", parts, "test")
     result = invoke("train", "--dataset", tmp_path / "pack", "--epochs", "1", "--out", tmp_path / "run")
-    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     count = train if small == "train" else test
     assert f"its {small} split holds {count} images: vaekit needs at least 4" in result.stderr
 
@@ -192,7 +187,7 @@ def test_an_empty_dataset_name_is_refused_rather_than_reading_the_working_folder
     with pytest.raises(VaekitError, match=r"^the source to pack is empty: name a dataset"):
         pack_dataset(" ", tmp_path / "pack")
     result = invoke("train", "--dataset", "", "--out", tmp_path / "run")
-    assert result.exit_code == 2 and result.stderr.startswith("error: --dataset is empty"), result.stderr
+    assert result.code == 2 and result.stderr.startswith("error: --dataset is empty"), result.stderr
 
 
 # --- item 8: values that would be silently changed -------------------------------------------------------------

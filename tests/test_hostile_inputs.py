@@ -20,7 +20,7 @@ import torch
 import uvicorn
 from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit import train
 from vaekit.cli.main import app
 from vaekit.web.app import create_app
@@ -29,19 +29,6 @@ runner = CliRunner()
 DEEP = "[" * 100_000 + "]" * 100_000  # nested far past Python's recursion limit
 HUGE = "9" * 5000  # an integer past the digits Python converts from text by default
 TOO_BIG_SEED = str(10**23)
-
-
-def invoke(*args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stderr
-
-
-def assert_one_line(code: int, stderr: str, *fragments: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -68,8 +55,8 @@ def run_copy(finished: Path, tmp_path: Path) -> Path:
 
 def test_a_refused_resume_leaves_the_run_as_it_was(run_copy: Path) -> None:
     before = fingerprint(run_copy)
-    code, stderr = invoke("train", "--resume", "--epochs", "1", "--out", run_copy, "--quiet")
-    assert_one_line(code, stderr, "finished its 2 epochs", "--epochs")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "1", "--out", run_copy, "--quiet")
+    one_line_error(code, stderr, "finished its 2 epochs", "--epochs")
     assert fingerprint(run_copy) == before
     assert "2/2 epochs" in runner.invoke(app, ["info", str(run_copy)]).stdout
 
@@ -105,8 +92,8 @@ def test_a_resume_whose_checkpoint_does_not_match_leaves_the_run_as_it_was(run_c
     state["optimizer"]["param_groups"].append(dict(state["optimizer"]["param_groups"][0]))
     torch.save(state, run_copy / "state.pt")
     before = fingerprint(run_copy)
-    code, stderr = invoke("train", "--resume", "--epochs", "3", "--out", run_copy, "--quiet")
-    assert_one_line(code, stderr, "state.pt")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "3", "--out", run_copy, "--quiet")
+    one_line_error(code, stderr, "state.pt")
     assert fingerprint(run_copy) == before
 
 
@@ -145,8 +132,8 @@ def test_a_malformed_run_file_read_by_info_is_one_line(
 ) -> None:
     edit(run_copy)
     for args in (["info", run_copy], ["info", "--json", run_copy]):
-        code, stderr = invoke(*args)
-        assert_one_line(code, stderr, *fragments)
+        code, _, stderr = invoke(*args)
+        one_line_error(code, stderr, *fragments)
 
 
 def _state_with(**changes: Any) -> Callable[[Path], None]:
@@ -177,8 +164,8 @@ def test_a_state_file_holding_the_wrong_types_is_one_line(
 ) -> None:
     edit(run_copy)
     before = fingerprint(run_copy)
-    code, stderr = invoke("train", "--resume", "--epochs", "3", "--out", run_copy, "--quiet")
-    assert_one_line(code, stderr, "state.pt", fragment)
+    code, _, stderr = invoke("train", "--resume", "--epochs", "3", "--out", run_copy, "--quiet")
+    one_line_error(code, stderr, "state.pt", fragment)
     assert fingerprint(run_copy) == before
 
 
@@ -187,8 +174,8 @@ def test_a_state_file_holding_the_wrong_types_is_one_line(
 
 @pytest.mark.parametrize("flag", ["--seed", "--split-seed"])
 def test_a_training_seed_out_of_range_is_one_line(tmp_path: Path, flag: str) -> None:
-    code, stderr = invoke("train", "--dataset", "digits", flag, TOO_BIG_SEED, "--out", tmp_path / "run")
-    assert_one_line(code, stderr, flag, TOO_BIG_SEED, str(2**63 - 1))
+    code, _, stderr = invoke("train", "--dataset", "digits", flag, TOO_BIG_SEED, "--out", tmp_path / "run")
+    one_line_error(code, stderr, flag, TOO_BIG_SEED, str(2**63 - 1))
     assert not (tmp_path / "run").exists()
 
 
@@ -196,18 +183,19 @@ def test_a_training_seed_out_of_range_is_one_line(tmp_path: Path, flag: str) -> 
 def test_every_seed_option_is_bounded(finished: Path, command: list[str]) -> None:
     run = [] if command == ["why"] else [finished]
     for seed in (TOO_BIG_SEED, "-1"):
-        code, stderr = invoke(*command, *run, "--seed", seed)
-        assert_one_line(code, stderr, "--seed", seed, str(2**63 - 1))
+        code, _, stderr = invoke(*command, *run, "--seed", seed)
+        one_line_error(code, stderr, "--seed", seed, str(2**63 - 1))
 
 
 def test_a_seed_out_of_range_in_a_file_is_one_line(run_copy: Path, tmp_path: Path) -> None:
     config = json.loads((run_copy / "config.json").read_text())
     config["data"]["split_seed"] = 10**23
     (run_copy / "config.json").write_text(json.dumps(config))
-    assert_one_line(*invoke("info", run_copy), "config.json", "split_seed")
+    code, _, stderr = invoke("info", run_copy)
+    one_line_error(code, stderr, "config.json", "split_seed")
     (tmp_path / "c.toml").write_text(f"seed = {2**63 - 1}\nsplit-seed = -1\n")
-    code, stderr = invoke("train", "--dataset", "digits", "--config", tmp_path / "c.toml", "--out", tmp_path / "run")
-    assert_one_line(code, stderr, "split_seed")
+    code, _, stderr = invoke("train", "--dataset", "digits", "--config", tmp_path / "c.toml", "--out", tmp_path / "run")
+    one_line_error(code, stderr, "split_seed")
 
 
 @pytest.mark.parametrize(
@@ -225,8 +213,8 @@ def test_a_config_file_that_is_not_toml_text_is_one_line(tmp_path: Path, content
         path.mkdir()
     else:
         path.write_bytes(content)
-    code, stderr = invoke("train", "--dataset", "digits", "--config", path, "--out", tmp_path / "run")
-    assert_one_line(code, stderr, "settings.toml", fragment, "--config")
+    code, _, stderr = invoke("train", "--dataset", "digits", "--config", path, "--out", tmp_path / "run")
+    one_line_error(code, stderr, "settings.toml", fragment, "--config")
     assert not (tmp_path / "run").exists()
 
 
@@ -235,8 +223,8 @@ def test_a_config_file_that_is_not_toml_text_is_one_line(tmp_path: Path, content
 
 def test_a_loss_that_is_not_finite_before_any_step_blames_the_settings_not_the_learning_rate(tmp_path: Path) -> None:
     args = ["--dataset", "digits", "--epochs", "1", "--hidden", "32", "--latent-dim", "4", "--quiet"]
-    code, stderr = invoke("train", *args, "--likelihood", "gaussian", "--gaussian-scale", "1e-30", "--out", tmp_path)
-    line = assert_one_line(code, stderr, "first step", "--gaussian-scale 1e-30", "no checkpoint")
+    code, _, stderr = invoke("train", *args, "--likelihood", "gaussian", "--gaussian-scale", "1e-30", "--out", tmp_path)
+    line = one_line_error(code, stderr, "first step", "--gaussian-scale 1e-30", "no checkpoint")
     assert "last good checkpoint is kept" not in line and "--resume" not in line
 
 
@@ -325,8 +313,8 @@ def test_a_loss_that_turns_non_finite_before_any_checkpoint_does_not_offer_one(
 
     monkeypatch.setattr(objectives, "elbo", elbo)
     args = ["--dataset", "digits", "--epochs", "1", "--hidden", "32", "--latent-dim", "4", "--quiet"]
-    code, stderr = invoke("train", *args, "--beta", "2", "--out", tmp_path / "run")
-    line = assert_one_line(code, stderr, "epoch 1, step 3", "no checkpoint was written yet", "--lr", "--beta 2")
+    code, _, stderr = invoke("train", *args, "--beta", "2", "--out", tmp_path / "run")
+    line = one_line_error(code, stderr, "epoch 1, step 3", "no checkpoint was written yet", "--lr", "--beta 2")
     assert "last good checkpoint is kept" not in line and "--resume" not in line
     assert not (tmp_path / "run" / "state.pt").exists()
 

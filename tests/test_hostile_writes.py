@@ -17,20 +17,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import tiny_config
+from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit import train
-from vaekit.cli.main import app
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write
 
 runner = CliRunner()
 ARGS = ["--dataset", "digits", "--hidden", "32", "--latent-dim", "4", "--batch-size", "256", "--quiet"]
 SECRET = b"the user's own bytes\n"
-
-
-def invoke(*args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stderr
 
 
 class Hung(BaseException):
@@ -51,14 +45,6 @@ def within(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def one_line(code: int, stderr: str, *fragments: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, (code, stderr)
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -100,8 +86,8 @@ def test_a_lock_planted_as_a_symlink_is_refused_and_its_target_untouched(run_cop
     victim.write_bytes(SECRET)
     (run_copy / ".lock").symlink_to("../victim.txt")
     before = fingerprint(run_copy)
-    code, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
-    one_line(code, stderr, ".lock", "symbolic link")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
+    one_line_error(code, stderr, ".lock", "symbolic link")
     assert victim.read_bytes() == SECRET
     assert fingerprint(run_copy) == before
 
@@ -114,7 +100,7 @@ def test_run_files_planted_as_symlinks_are_replaced_never_written_through(run_co
         victims[name].write_bytes(SECRET)
         (run_copy / name).unlink()
         (run_copy / name).symlink_to(victims[name])
-    code, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
     assert code == 0, stderr
     for name, victim in victims.items():
         assert victim.read_bytes() == SECRET, name
@@ -126,8 +112,8 @@ def test_a_folder_planted_as_a_symlink_inside_the_run_is_never_written_into(run_
     outside = tmp_path / "outside"
     outside.mkdir()
     (run_copy / "latent").symlink_to(outside, target_is_directory=True)
-    code, stderr = invoke("latent", "traverse", run_copy)
-    one_line(code, stderr, "latent", "symbolic link")
+    code, _, stderr = invoke("latent", "traverse", run_copy)
+    one_line_error(code, stderr, "latent", "symbolic link")
     assert list(outside.iterdir()) == []
 
 
@@ -146,8 +132,8 @@ def test_a_tensorboard_folder_planted_as_a_symlink_is_refused(run_copy: Path, tm
     outside.mkdir()
     (run_copy / "tensorboard").symlink_to(outside, target_is_directory=True)
     before = fingerprint(run_copy)
-    code, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--logger", "tensorboard")
-    one_line(code, stderr, "tensorboard", "symbolic link")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--logger", "tensorboard")
+    one_line_error(code, stderr, "tensorboard", "symbolic link")
     assert list(outside.iterdir()) == []
     assert fingerprint(run_copy) == before
 
@@ -177,8 +163,8 @@ def test_an_out_folder_holding_no_vaekit_run_is_refused_and_kept(tmp_path: Path)
     (project / "samples.png").write_bytes(SECRET)
     (project / ".notes.tmp").write_bytes(SECRET)
     before = fingerprint(project)
-    code, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", project)
-    one_line(code, stderr, str(project), "new or empty", "--resume")
+    code, _, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", project)
+    one_line_error(code, stderr, str(project), "new or empty", "--resume")
     assert fingerprint(project) == before
 
 
@@ -188,7 +174,7 @@ def test_a_folder_of_a_writer_killed_before_its_first_file_takes_a_new_run(tmp_p
     run_dir.mkdir()
     (run_dir / ".lock").write_text("process 1 on a-host-long-gone\n")
     (run_dir / ".config.json.vaekit-0123abcd.tmp").write_text("{")  # the name vaekit's atomic write goes through
-    code, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", run_dir)
+    code, _, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", run_dir)
     assert code == 0, stderr
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
 
@@ -197,7 +183,7 @@ def test_cleanup_deletes_only_the_temporaries_vaekit_creates(run_copy: Path) -> 
     (run_copy / ".notes.tmp").write_bytes(SECRET)
     (run_copy / ".state.pt.tmp").write_bytes(SECRET)
     (run_copy / ".state.pt.vaekit-0123abcd.tmp").write_bytes(b"half a checkpoint")
-    code, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
     assert code == 0, stderr
     assert sorted(p.name for p in run_copy.iterdir() if p.name.startswith(".")) == [".notes.tmp", ".state.pt.tmp"]
     assert (run_copy / ".notes.tmp").read_bytes() == SECRET
@@ -210,8 +196,8 @@ def test_export_over_a_users_own_export_files_is_refused(finished_run: Path, tmp
     (mine / "export.json").write_text('{"format": "my own"}\n')
     (mine / "config.json").write_text('{"mine": 1}\n')
     before = fingerprint(mine)
-    code, stderr = invoke("export", finished_run, "--out", mine)
-    one_line(code, stderr, str(mine), "not an earlier vaekit export")
+    code, _, stderr = invoke("export", finished_run, "--out", mine)
+    one_line_error(code, stderr, str(mine), "not an earlier vaekit export")
     assert fingerprint(mine) == before
 
 
@@ -220,7 +206,7 @@ def test_export_into_an_empty_folder_is_allowed(finished_run: Path, tmp_path: Pa
     pytest.importorskip("onnx")
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, stderr = invoke("export", finished_run, "--out", empty)
+    code, _, stderr = invoke("export", finished_run, "--out", empty)
     assert code == 0, stderr
     assert sorted(p.name for p in empty.iterdir()) == ["config.json", "decoder.onnx", "encoder.onnx", "export.json"]
 
@@ -237,8 +223,8 @@ def test_an_out_that_is_not_a_folder_is_one_line_at_once(tmp_path: Path, kind: s
         out.symlink_to(tmp_path / "nowhere")
     started = time.monotonic()
     with within(30):
-        code, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", out)
-    one_line(code, stderr, str(out))
+        code, _, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", out)
+    one_line_error(code, stderr, str(out))
     assert time.monotonic() - started < 10
     assert not (tmp_path / "nowhere").exists()
 
@@ -248,8 +234,8 @@ def test_an_out_that_is_not_a_folder_is_one_line_at_once(tmp_path: Path, kind: s
 
 def test_a_parent_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_bytes(SECRET)
-    code, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", tmp_path / "afile" / "run")
-    one_line(code, stderr, "afile", "ENOTDIR")
+    code, _, stderr = invoke("train", *ARGS, "--epochs", "1", "--out", tmp_path / "afile" / "run")
+    one_line_error(code, stderr, "afile", "ENOTDIR")
 
 
 @pytest.mark.parametrize(("call", "code_name"), [("write", "ENOSPC"), ("replace", "EACCES"), ("replace", "EROFS")])
@@ -263,17 +249,17 @@ def test_an_operating_system_error_while_writing_is_one_line_and_the_run_is_kept
         raise OSError(number, os.strerror(number))
 
     monkeypatch.setattr(os, call, fail)
-    code, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--quiet")
     monkeypatch.undo()
-    one_line(code, stderr, str(run_copy), code_name)
+    one_line_error(code, stderr, str(run_copy), code_name)
     assert fingerprint(run_copy) == before
 
 
 def test_a_tensorboard_file_in_the_run_is_one_line_before_anything_is_written(run_copy: Path) -> None:
     (run_copy / "tensorboard").write_bytes(SECRET)
     before = fingerprint(run_copy)
-    code, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--logger", "tensorboard")
-    one_line(code, stderr, "tensorboard", "not a folder")
+    code, _, stderr = invoke("train", "--resume", "--epochs", "2", "--out", run_copy, "--logger", "tensorboard")
+    one_line_error(code, stderr, "tensorboard", "not a folder")
     assert fingerprint(run_copy) == before
 
 
@@ -281,8 +267,10 @@ def test_a_tensorboard_file_in_the_run_is_one_line_before_anything_is_written(ru
 
 
 def test_an_unknown_mlflow_uri_is_one_line_before_anything_is_written(tmp_path: Path) -> None:
-    code, stderr = invoke("train", *ARGS, "--out", tmp_path / "run", "--logger", "mlflow", "--mlflow-uri", "weird://x")
-    one_line(code, stderr, "weird://x")
+    code, _, stderr = invoke(
+        "train", *ARGS, "--out", tmp_path / "run", "--logger", "mlflow", "--mlflow-uri", "weird://x"
+    )
+    one_line_error(code, stderr, "weird://x")
     assert not (tmp_path / "run").exists()
 
 
@@ -290,7 +278,9 @@ def test_an_unreachable_mlflow_server_is_one_line_within_seconds(tmp_path: Path)
     out = tmp_path / "run"
     started = time.monotonic()
     with within(30):
-        code, stderr = invoke("train", *ARGS, "--out", out, "--logger", "mlflow", "--mlflow-uri", "http://127.0.0.1:9")
-    one_line(code, stderr, "http://127.0.0.1:9", "not reachable")
+        code, _, stderr = invoke(
+            "train", *ARGS, "--out", out, "--logger", "mlflow", "--mlflow-uri", "http://127.0.0.1:9"
+        )
+    one_line_error(code, stderr, "http://127.0.0.1:9", "not reachable")
     assert time.monotonic() - started < 15
     assert not out.exists()

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 from PIL import Image
-from typer.testing import CliRunner
 
+from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit.analysis.evaluate import evaluate
-from vaekit.cli.main import app
 from vaekit.config import DataConfig, TrainConfig
 from vaekit.data.pack import FORMAT, FORMAT_VERSION, IMAGES, MANIFEST, open_pack
 from vaekit.data.sources import class_count, load_dataset
@@ -24,19 +22,6 @@ from vaekit.memory import LIMIT_ENV, available
 from vaekit.model.vae import VAE
 from vaekit.training.loop import train
 from vaekit.training.runs import load_run
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_line(code: int, stderr: str, *fragments: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_the_memory_available_comes_from_the_system_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,7 +41,9 @@ def test_a_fresh_model_too_big_for_memory_is_refused_before_it_is_built(
     code, _, stderr = invoke(
         "train", "--dataset", "digits", "--hidden", "2048,2048", "--epochs", "1", "--out", tmp_path / "run"
     )
-    one_line(code, stderr, "8,781,928 parameters needs 140.5 MB of memory, more than the 20.0 MB available", "--hidden")
+    one_line_error(
+        code, stderr, "8,781,928 parameters needs 140.5 MB of memory, more than the 20.0 MB available", "--hidden"
+    )
     assert not (tmp_path / "run" / "config.json").exists()
 
 
@@ -74,7 +61,7 @@ def test_resume_compares_shapes_on_the_meta_device_before_building_the_model(
 
     monkeypatch.setattr("vaekit.training.loop.build_model", never)
     code, _, stderr = invoke("train", "--resume", "--out", tmp_path / "run")
-    one_line(code, stderr, "state.pt does not match", "has shape [32, 64], the config builds [65536, 64]")
+    one_line_error(code, stderr, "state.pt does not match", "has shape [32, 64], the config builds [65536, 64]")
     after = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()}
     assert after == before  # so that the next --resume meets the same run
 
@@ -86,7 +73,7 @@ def test_a_zip_bomb_npz_is_refused_from_its_headers_and_names_pack(
     assert (tmp_path / "bomb.npz").stat().st_size < 10_000
     monkeypatch.setenv(LIMIT_ENV, "1M")
     code, _, stderr = invoke("train", "--dataset", tmp_path / "bomb.npz", "--epochs", "1", "--out", tmp_path / "run")
-    one_line(code, stderr, "needs 2.0 MB of memory, more than the 1.0 MB available", "`vaekit pack ")
+    one_line_error(code, stderr, "needs 2.0 MB of memory, more than the 1.0 MB available", "`vaekit pack ")
     assert not (tmp_path / "run" / "config.json").exists()
 
 
@@ -142,7 +129,9 @@ def test_many_samples_per_image_are_refused_before_training(tmp_path: Path, monk
     monkeypatch.setenv(LIMIT_ENV, "50M")
     args = "--batch-size", "8", "--samples", "4096", "--hidden", "32", "--epochs", "1", "--out", tmp_path / "run"
     code, _, stderr = invoke("train", "--dataset", tmp_path / "x.npy", *args)
-    one_line(code, stderr, "with --batch-size 8 and 4096 samples per image needs", "lower --batch-size, --samples")
+    one_line_error(
+        code, stderr, "with --batch-size 8 and 4096 samples per image needs", "lower --batch-size, --samples"
+    )
     assert not (tmp_path / "run" / "config.json").exists()
 
 
@@ -155,7 +144,7 @@ def test_prior_samples_are_checked_before_evaluating(tmp_path: Path, monkeypatch
     monkeypatch.setattr("vaekit.analysis.evaluate.load_dataset", never)
     monkeypatch.setenv(LIMIT_ENV, "1M")
     code, _, stderr = invoke("evaluate", tmp_path / "run", "--prior-samples", "1000000000", "--device", "cpu")
-    one_line(code, stderr, "decoding 1,000,000,000 samples of 1x8x8 images needs", "lower --prior-samples")
+    one_line_error(code, stderr, "decoding 1,000,000,000 samples of 1x8x8 images needs", "lower --prior-samples")
     with pytest.raises(VaekitError, match="decoding 100,000 samples"):
         evaluate(load_run(tmp_path / "run"), prior_samples=100_000)
 
@@ -179,7 +168,7 @@ def test_data_larger_than_memory_still_trains_through_a_pack(tmp_path: Path, mon
     monkeypatch.setenv(LIMIT_ENV, "650k")
     model = "--hidden", "16", "--latent-dim", "2", "--batch-size", "32", "--val-size", "50", "--epochs", "1"
     code, _, stderr = invoke("train", "--dataset", tmp_path / "x.npz", *model, "--out", tmp_path / "run")
-    one_line(code, stderr, "needs 678.4 kB of memory, more than the 650.0 kB available", "`vaekit pack ")
+    one_line_error(code, stderr, "needs 678.4 kB of memory, more than the 650.0 kB available", "`vaekit pack ")
     assert invoke("pack", tmp_path / "x.npz", tmp_path / "pack")[0] == 0
     code, _, stderr = invoke("train", "--dataset", tmp_path / "pack", *model, "--out", tmp_path / "run")
     assert code == 0 and (tmp_path / "run" / "model.safetensors").exists(), stderr

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import invoke, tiny_config
+from tests.conftest import invoke, one_line_error, tiny_config
 from tests.test_data import write_images
 from vaekit import DataConfig, TrainConfig, train
 from vaekit.data.pack import IMAGES, LABELS, MANIFEST, IndexedImages, Rows, open_pack, write_pack
@@ -24,14 +24,6 @@ from vaekit.data.userdata import load_arrays
 from vaekit.errors import VaekitError
 from vaekit.training.callbacks import Callback, EpochEnd
 from vaekit.training.epoch import batches
-
-
-def assert_one_line_error(code: int, stderr: str, *fragments: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def metrics(config: TrainConfig, dataset: str | Path, out: Path) -> tuple[Any, Any]:
@@ -153,7 +145,7 @@ def test_a_truncated_images_file_is_one_line(packed: Path, tmp_path: Path) -> No
     with (packed / IMAGES).open("r+b") as stream:
         stream.truncate(100)
     code, _, stderr = invoke("train", "--dataset", packed, "--out", tmp_path / "run")
-    assert_one_line_error(code, stderr, "images.u8 holds 100 bytes, its manifest says 140", "vaekit pack SOURCE")
+    one_line_error(code, stderr, "images.u8 holds 100 bytes, its manifest says 140", "vaekit pack SOURCE")
     assert not (tmp_path / "run").exists()
 
 
@@ -173,7 +165,7 @@ def test_a_tampered_manifest_is_one_line(packed: Path, tamper: Any, message: str
     tamper(manifest)
     (packed / MANIFEST).write_text(json.dumps(manifest))
     code, _, stderr = invoke("train", "--dataset", packed, "--out", packed.parent / "run")
-    assert_one_line_error(code, stderr, f"pack {packed}:", message, "write it again with `vaekit pack SOURCE")
+    one_line_error(code, stderr, f"pack {packed}:", message, "write it again with `vaekit pack SOURCE")
 
 
 def test_a_manifest_that_is_not_json_is_one_line(packed: Path) -> None:
@@ -188,12 +180,12 @@ def test_changed_bytes_pass_the_size_check_but_not_verify(packed: Path) -> None:
     (packed / IMAGES).write_bytes(bytes(data))
     load_dataset(DataConfig(dataset=str(packed)))  # a load checks sizes only: hashing every load would be too slow
     code, _, stderr = invoke("pack", "--verify", packed)
-    assert_one_line_error(code, stderr, "images.u8 does not match the SHA-256 in its manifest")
+    one_line_error(code, stderr, "images.u8 does not match the SHA-256 in its manifest")
 
 
 def test_a_pack_never_overwrites_and_a_half_written_one_is_never_taken_for_a_pack(packed: Path) -> None:
     code, _, stderr = invoke("pack", "digits", packed)
-    assert_one_line_error(code, stderr, "already exists: choose another folder")
+    one_line_error(code, stderr, "already exists: choose another folder")
     (packed / MANIFEST).unlink()
     with pytest.raises(VaekitError, match=r"holds images.u8 but no manifest.json, so it is not a whole pack"):
         load_dataset(DataConfig(dataset=str(packed)))
@@ -215,9 +207,7 @@ def test_a_pack_that_would_not_fit_on_disk_is_refused_before_writing(
 ) -> None:
     monkeypatch.setattr("vaekit.data.pack.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     code, _, stderr = invoke("pack", "digits", tmp_path / "pack")
-    assert_one_line_error(
-        code, stderr, "the pack needs 0.1 MB", "0.0 MB free: free some space or write the pack elsewhere"
-    )
+    one_line_error(code, stderr, "the pack needs 0.1 MB", "0.0 MB free: free some space or write the pack elsewhere")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -229,9 +219,9 @@ def test_a_pack_folder_gets_the_permissions_of_any_new_folder(tmp_path: Path, pa
 def test_float_images_and_static_binarization_are_refused_in_one_line(tmp_path: Path, packed: Path) -> None:
     np.save(tmp_path / "f.npy", np.full((8, 4, 4), 0.5, np.float32))
     code, _, stderr = invoke("pack", tmp_path / "f.npy", tmp_path / "out")
-    assert_one_line_error(code, stderr, "f.npy holds float32 values and a pack stores 8-bit pixels", "astype(np.uint8)")
+    one_line_error(code, stderr, "f.npy holds float32 values and a pack stores 8-bit pixels", "astype(np.uint8)")
     code, _, stderr = invoke("train", "--dataset", packed, "--binarize", "static", "--out", tmp_path / "run")
-    assert_one_line_error(code, stderr, "--binarize static", "use --binarize dynamic")
+    one_line_error(code, stderr, "--binarize static", "use --binarize dynamic")
 
 
 # --- reading a pack ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import invoke, tiny_config
+from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit import load_run, train
 from vaekit.cli.main import app
 from vaekit.data.sources import load_dataset
@@ -39,14 +39,6 @@ ARGS = ["--dataset", "digits", "--epochs", "3", "--batch-size", "64", "--hidden"
 
 def losses(history: list[dict[str, Any]]) -> list[tuple[float, ...]]:
     return [(r["train"]["elbo"], r["train"]["kl"], r["val"]["elbo"], r["val"]["kl"]) for r in history]
-
-
-def assert_one_line(code: int, stderr: str, *fragments: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --- kill -9 at any moment -------------------------------------------------------------------------------------
@@ -177,7 +169,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     steps_per_epoch = math.ceil(len(load_dataset(reference.config.data).train) / reference.config.batch_size)
     poison(monkeypatch, at_call=steps_per_epoch + 5)  # step 5 of epoch 2
     code, _, stderr = invoke("train", *ARGS, "--quiet", "--out", run_dir)
-    line = assert_one_line(code, stderr, "training diverged", "epoch 2, step 5", "--lr", "--resume")
+    line = one_line_error(code, stderr, "training diverged", "epoch 2, step 5", "--lr", "--resume")
     assert "NaN" in line
     saved = fingerprint(run_dir)
     assert load_run(run_dir).epochs_done == 1
@@ -213,7 +205,7 @@ def test_non_finite_weights_are_never_written_over_a_good_checkpoint(tmp_path: P
 )
 def test_non_finite_settings_are_refused(tmp_path: Path, setting: list[str], fragment: str) -> None:
     code, _, stderr = invoke("train", *ARGS, *setting, "--out", tmp_path / "run")
-    assert_one_line(code, stderr, fragment)
+    one_line_error(code, stderr, fragment)
     assert not (tmp_path / "run").exists()
 
 
@@ -225,7 +217,7 @@ def test_out_of_range_settings_in_toml_are_refused(tmp_path: Path) -> None:
     ]:
         (tmp_path / "c.toml").write_text(text + "\n")
         code, _, stderr = invoke("train", *ARGS, "--config", tmp_path / "c.toml", "--out", tmp_path / "run")
-        assert_one_line(code, stderr, fragment)
+        one_line_error(code, stderr, fragment)
 
 
 # --- two writers -----------------------------------------------------------------------------------------------
@@ -239,7 +231,7 @@ def test_a_second_writer_is_refused_and_told_who_holds_the_run(tmp_path: Path) -
     with RunLock(run_dir):  # this process is "the first trainer"
         for args in (["train", "--resume", "--epochs", "2"], ["train", *ARGS]):
             code, _, stderr = invoke(*args, "--out", run_dir, "--quiet")
-            assert_one_line(code, stderr, f"is being trained by process {os.getpid()}", "another --out")
+            one_line_error(code, stderr, f"is being trained by process {os.getpid()}", "another --out")
         with pytest.raises(VaekitError, match="being trained"):
             train(tiny_config(epochs=2), run_dir, resume=True)
         code, _, _ = invoke("info", run_dir)  # readers need no lock
@@ -373,7 +365,7 @@ def test_a_tampered_config_is_one_line(finished: Path, tmp_path: Path, edit: dic
     copy = tampered(finished, tmp_path, edit)
     for command in ("info", "evaluate"):
         code, _, stderr = invoke(command, copy)
-        assert_one_line(code, stderr, "config.json", fragment)
+        one_line_error(code, stderr, "config.json", fragment)
 
 
 @pytest.mark.parametrize(
@@ -394,7 +386,7 @@ def test_a_damaged_file_is_one_line(
     (copy / name).write_bytes(content)
     args = ["train", "--resume", "--epochs", "2", "--out", copy, "--quiet"] if command == "train" else [command, copy]
     code, _, stderr = invoke(*args)
-    assert_one_line(code, stderr, fragment)
+    one_line_error(code, stderr, fragment)
 
 
 class Exploit:
@@ -406,7 +398,7 @@ def test_a_state_file_holding_a_pickled_object_is_refused_unopened(finished: Pat
     copy = tampered(finished, tmp_path, {})
     torch.save({"epoch": 1, "payload": Exploit()}, copy / "state.pt")
     result = invoke("train", "--resume", "--epochs", "2", "--out", copy, "--quiet")
-    assert_one_line(result.code, result.stderr, "not a vaekit checkpoint")
+    one_line_error(result.code, result.stderr, "not a vaekit checkpoint")
     assert "unpickled!" not in result.stdout
 
 
