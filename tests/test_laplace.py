@@ -4,6 +4,7 @@ validation, a TOML file, the docs table and the ONNX export."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from tests.test_cli import TINY, invoke
 from vaekit import ModelConfig, TrainConfig, VaekitError
 from vaekit.model.heads import DEQUANTIZED, build_head, scores
 from vaekit.model.laplace import Laplace
-from vaekit.parts import LIKELIHOODS, markdown_table
+from vaekit.parts import LIKELIHOODS
 
-SOURCE = Path(__file__).parents[1] / "src" / "vaekit"
+ROOT = Path(__file__).parents[1]
+SOURCE = ROOT / "src" / "vaekit"
 
 
 def test_log_prob_matches_torch_distributions() -> None:
@@ -44,13 +46,24 @@ def test_the_head_learns_one_scale_and_is_scored_on_dequantized_pixels() -> None
     assert scores("laplace") == DEQUANTIZED
 
 
+def docs_page(name: str) -> str:
+    """A docs page as the site shows it: through the docs build's own hook (docs/hooks.py)."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page: str = hooks.on_page_markdown((ROOT / "docs" / name).read_text(encoding="utf-8"))
+    return page
+
+
 def test_it_is_a_choice_of_the_help_the_config_and_the_docs_table() -> None:
     code, stdout, _ = invoke("train", "--help")
     assert code == 0 and "laplace" in stdout
     TrainConfig(model=ModelConfig(likelihood="laplace")).validate()
     with pytest.raises(VaekitError, match=r"unknown likelihood 'laplce': use one of \(.*'laplace'"):
         TrainConfig(model=ModelConfig(likelihood="laplce")).validate()
-    assert "| `laplace` | one learned scale, L1-like |" in markdown_table(LIKELIHOODS)
+    assert "laplace" in LIKELIHOODS and "laplace" not in (ROOT / "docs" / "model.md").read_text(encoding="utf-8")
+    assert "| `laplace` | one learned scale, L1-like |" in docs_page("model.md")
 
 
 def test_a_toml_run_trains_and_exports_it(tmp_path: Path) -> None:

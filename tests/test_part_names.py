@@ -45,3 +45,13 @@ def test_the_search_finds_a_planted_name_and_a_planted_question(tmp_path: Path) 
     (tmp_path / "model" / "priors.py").write_text('if prior == "vamp": pass\n')
     (tmp_path / "export.py").write_text('label = "vamp"\nif config.model.objective == "elbo": pass\n')
     assert len(offences(tmp_path, names())) == 2
+
+
+def test_a_docs_marker_naming_no_kind_of_part_fails_the_docs_build() -> None:
+    import pytest
+
+    from vaekit.parts import fill_part_tables
+
+    assert "| `mog` |" in fill_part_tables("<!-- parts: prior -->")
+    with pytest.raises(ValueError, match="names no kind of part: use one of model kind, posterior family"):
+        fill_part_tables("<!-- parts: priors -->")

@@ -12,6 +12,7 @@ fill the registries, and everyone else reads them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ class Part:
     settle: Callable[[TrainConfig], None] | None = None
     impl: Any = None
     export: str | None = None  # what export.json says of it where the part says more than its distribution does
+    doc: str = ""  # its line in the docs' table, where that says more than the help line (the paper, its options)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,24 @@ def check_parts(config: TrainConfig, selected: list[tuple[Registry, str]]) -> No
 
 
 def markdown_table(registry: Registry) -> str:
-    """The registry as a Markdown table (name, help line), for the docs."""
-    rows = [f"| `{part.name}` | {part.help} |" for part in registry.values()]
+    """The registry as a Markdown table (name, docs line or else help line), for the docs."""
+    rows = [f"| `{part.name}` | {part.doc or part.help} |" for part in registry.values()]
     return "\n".join([f"| {registry.kind} | what it is |", "| --- | --- |", *rows])
+
+
+TABLE_MARKER = re.compile(r"<!--\s*parts:\s*([a-z][a-z ]*?)\s*-->")  # <!-- parts: likelihood -->
+
+
+def fill_part_tables(markdown: str) -> str:
+    """A docs page with each `<!-- parts: KIND -->` marker replaced by that kind's registry as a table, so a part
+    reaches the docs from its own module (the docs build's hook calls this). Call it once the parts have registered
+    (`import vaekit`); an unknown kind is an error, which fails the docs build."""
+    by_kind = {registry.kind: registry for registry in REGISTRIES}
+
+    def table(marker: re.Match[str]) -> str:
+        kind = marker.group(1)
+        if kind not in by_kind:
+            raise ValueError(f"<!-- parts: {kind} --> names no kind of part: use one of {', '.join(by_kind)}")
+        return markdown_table(by_kind[kind])
+
+    return TABLE_MARKER.sub(table, markdown)

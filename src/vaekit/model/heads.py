@@ -117,19 +117,32 @@ class HeadPart:
     scores: Scores
 
 
-def register(name: str, help: str, build: Callable[[ModelConfig], nn.Module], scores: Scores) -> None:
-    LIKELIHOODS.register(Part(name, help, impl=HeadPart(build, scores)))
+def register(name: str, help: str, build: Callable[[ModelConfig], nn.Module], scores: Scores, doc: str = "") -> None:
+    LIKELIHOODS.register(Part(name, help, impl=HeadPart(build, scores), doc=doc))
 
 
 def _gaussian(config: ModelConfig) -> nn.Module:
     return GaussianHead(config.likelihood, config.gaussian_scale, config.input_shape)
 
 
-register("bernoulli", "", lambda config: BernoulliHead(), AS_IS)
+register("bernoulli", "", lambda config: BernoulliHead(), AS_IS, "on logits, for pixels in [0, 1] or binarized")
 for _name, _help in (("gaussian", "fixed σ"), ("gaussian-learned", "one learned σ"), ("gaussian-pixel", "σ per pixel")):
     register(_name, _help, _gaussian, DEQUANTIZED)
-register("continuous-bernoulli", "", lambda config: ContinuousBernoulliHead(), DEQUANTIZED)
-register("discretized-logistic", "", lambda config: DiscretizedLogisticHead(config.mixtures), LEVELS)
+register(
+    "continuous-bernoulli",
+    "",
+    lambda config: ContinuousBernoulliHead(),
+    DEQUANTIZED,
+    "a normalized density on [0, 1] (Loaiza-Ganem & Cunningham 2019)",
+)
+register(
+    "discretized-logistic",
+    "",
+    lambda config: DiscretizedLogisticHead(config.mixtures),
+    LEVELS,
+    "a mixture of `--mixtures M` logistics per pixel, each of the 256 levels its exact probability (Salimans et al. "
+    "2017)",
+)
 HEADS = LIKELIHOODS  # the likelihood parts: name → part, `impl` its HeadPart
 
 

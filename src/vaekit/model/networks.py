@@ -160,6 +160,7 @@ NETWORKS.register(
         "resconv",
         "residual conv",
         settle=default_hidden([32, 64]),
+        doc="residual conv: 28×28 or 32×32 images, 1 or 3 channels",
         impl=Network(resconv_encoder, resconv_decoder, flat_input=False),
     )
 )

@@ -249,6 +249,7 @@ FREE_BITS_CLOSED_FORM = "free bits apply to a closed-form KL per unit: use --obj
 OBJECTIVES.register(
     Part(
         "elbo",
+        doc="the ELBO with `--beta`, `--warmup` and `--free-bits`; `reparam` or score-function gradients",
         requires=(
             Requirement(
                 lambda c: c.estimator != "dreg",
@@ -271,6 +272,8 @@ OBJECTIVES.register(
     Part(
         "iwae",
         "importance-weighted bound with --k samples",
+        doc="the importance-weighted bound with `--k` samples (Burda et al. 2016); `--estimator dreg` for the doubly "
+        "reparameterized encoder gradient (Tucker et al. 2018)",
         requires=(
             Requirement(
                 lambda c: c.model.latent == "gaussian" and c.model.kind == "vae",

@@ -437,7 +437,7 @@ def _one_layer(holds: Callable[[TrainConfig], bool]) -> Callable[[TrainConfig], 
 
 
 TWO_LAYERS_GAUSSIAN = "a second stochastic layer is Gaussian: use it with --model vae --latent gaussian"
-KINDS.register(Part("vae"))
+KINDS.register(Part("vae", doc="a VAE: the posterior family `--latent` picks"))
 KINDS.register(
     Part(
         "ae",
@@ -457,6 +457,7 @@ KINDS.register(
 POSTERIORS.register(
     Part(
         "gaussian",
+        doc="a diagonal Gaussian; `--second-layer` adds a second stochastic layer (Burda et al. 2016)",
         requires=(
             Requirement(_one_layer(lambda c: c.model.kind == "vae"), TWO_LAYERS_GAUSSIAN),
             Requirement(
@@ -480,6 +481,7 @@ POSTERIORS.register(
     Part(
         "categorical",
         "Gumbel-softmax",
+        doc="`--latent-vars` variables of `--categories` each, relaxed by the Gumbel-softmax (Jang et al. 2017)",
         requires=(Requirement(lambda c: not c.model.second_layer, TWO_LAYERS_GAUSSIAN),),
         settle=_categorical_codes,
     )

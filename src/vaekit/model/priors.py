@@ -299,11 +299,12 @@ def _no_label(config: TrainConfig) -> bool:
     return config.model.condition == "none"
 
 
-PRIORS.register(Part("standard", "N(0, I)", impl=_standard))
+PRIORS.register(Part("standard", "N(0, I)", impl=_standard, doc="N(0, I); uniform for categorical codes"))
 PRIORS.register(
     Part(
         "mog",
         "learned mixture",
+        doc="a learned mixture of `--prior-components K` Gaussians",
         requires=learned_prior_requirements(),
         export=LEARNED_PRIOR_EXPORT.format(name="mog"),
         impl=lambda config, family, encode: MixtureOfGaussians(family.latent_dim, config.prior_components),
@@ -313,6 +314,7 @@ PRIORS.register(
     Part(
         "vamp",
         "VampPrior",
+        doc="the VampPrior: the posterior's mixture at K learned pseudo-inputs (Tomczak & Welling 2018)",
         export=LEARNED_PRIOR_EXPORT.format(name="vamp"),
         requires=(
             Requirement(
