@@ -18,7 +18,7 @@ from tests.conftest import invoke, tiny_config
 from tests.test_cli import assert_clean_error
 from vaekit import ModelConfig, load_run, train
 from vaekit.data.sources import load_dataset
-from vaekit.model.networks import NETWORKS
+from vaekit.model.networks import network as network_family
 from vaekit.model.vae import VAE
 from vaekit.training.loop import evaluate_split
 from vaekit.training.runs import Run
@@ -75,7 +75,7 @@ def test_a_conditional_model_refuses_to_run_without_labels(conditional: Run) -> 
 def test_an_unconditional_model_is_built_and_runs_as_the_networks_alone(network: str) -> None:
     config = ModelConfig(network=network, hidden=[8, 16], latent_dim=3, input_shape=[1, 8, 8])
     model = VAE(config).eval()
-    build_encoder, build_decoder = NETWORKS[network].encoder, NETWORKS[network].decoder
+    build_encoder, build_decoder = network_family(network).encoder, network_family(network).decoder
     encoder = build_encoder((1, 8, 8), [8, 16], model.posterior.features, "relu")
     decoder = build_decoder(model.output_shape, [8, 16], 3, "relu")
     expected = {f"encoder.{k}": v.shape for k, v in encoder.state_dict().items()}

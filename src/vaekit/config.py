@@ -8,39 +8,61 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from vaekit.errors import VaekitError
+from vaekit.parts import KINDS, LIKELIHOODS, NETWORKS, OBJECTIVES, POSTERIORS, PRIORS, Registry, check_parts
 
 FORMAT_VERSION = 2  # 2: the model's parts (prior, activation, objective); version 1 folders still load
 READABLE_VERSIONS = (1, 2)
 
-NETWORKS = ("mlp", "conv", "resconv")
+LATENTS = POSTERIORS  # the model's parts are registries (vaekit.parts) that each part's module fills
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
-PRIORS = ("standard", "mog", "vamp")  # standard: N(0, I), or uniform for categorical latents
-OBJECTIVES = ("elbo", "iwae")
-LIKELIHOODS = (
-    "bernoulli",
-    "gaussian",
-    "gaussian-learned",
-    "gaussian-pixel",
-    "continuous-bernoulli",
-    "discretized-logistic",
-)  # see vaekit.model.heads
 BINARIZE = ("none", "dynamic", "static")
-KINDS = ("vae", "ae")
-CONDITIONS = ("none", "label")  # label: encoder and decoder see the image's class (a conditional VAE)
-LATENTS = ("gaussian", "categorical")
+CONDITIONS = {"none": "", "label": "a conditional VAE: encoder and decoder see the class label"}
 ELBO_ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.model.objectives.elbo
 ESTIMATORS = (*ELBO_ESTIMATORS, "dreg")  # dreg: for the importance-weighted bound
-PRECISIONS = ("fp32", "bf16")  # the networks' forward passes; see vaekit.training.precision.prepare_networks
-DEFAULT_HIDDEN: dict[str, list[int]] = {"mlp": [400], "conv": [32, 64]}
+# The networks' forward passes; see vaekit.training.precision.prepare_networks
+PRECISIONS = {"fp32": "", "bf16": "networks under autocast; likelihood and KL in fp32"}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.
 MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
 MAX_SEED = (1 << 63) - 1  # torch seeds its generators from a 64-bit integer; every seed here is 0 to this
 MAX_CLASSES = 1000  # of a conditional model: every image carries a one-hot label, and pictures draw every class
+PANELS = ("data", "model", "objective", "optimization", "run", "logging")  # of `vaekit train --help`, in this order
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    panel: str = "model",
+    *,
+    factory: Callable[[], Any] | None = None,
+    choices: Collection[str] | None = None,
+    noun: str | None = None,
+    flag: str | None = None,
+    shown: str | None = None,
+    bounds: tuple[int, int] | None = None,
+) -> Any:
+    """A setting a user chooses: its default, help line and help panel written once, for the config validation, the
+    `vaekit train` flags and TOML keys. `choices` is a tuple of names or a registry of parts (the parts' own help
+    lines join the help), `noun` how an unknown choice is reported, `flag` the flag's name where it is not the
+    setting's, `shown` the default as the help line shows it (else the value itself; "" shows none), `bounds` the
+    lowest and highest integer it takes, checked in a config and on the command line alike."""
+    metadata = {
+        "help": help,
+        "panel": panel,
+        "choices": choices,
+        "noun": noun,
+        "flag": flag,
+        "shown": shown,
+        "bounds": bounds,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -48,28 +70,38 @@ class ModelConfig:
     """What to build. `input_shape` (and `classes`, for a conditional model) is filled in from the data when training
     starts."""
 
-    kind: str = "vae"  # "vae", or "ae": the deterministic autoencoder baseline (same networks, no noise, no KL)
-    network: str = "mlp"  # "mlp" | "conv"
-    hidden: list[int] = field(default_factory=list)  # MLP widths or conv channels; empty: DEFAULT_HIDDEN[network]
-    latent_dim: int = 20
-    likelihood: str = "bernoulli"  # see LIKELIHOODS
-    gaussian_scale: float = 0.1  # fixed σ of the "gaussian" likelihood; initial σ of the learned ones
-    mixtures: int = 5  # logistic components per pixel of the "discretized-logistic" likelihood
-    latent: str = "gaussian"  # "gaussian", or "categorical": latent_vars variables of `categories` classes each
-    categories: int = 10
-    latent_vars: int = 30
-    temperature: float = 1.0  # Gumbel-softmax τ at the first step, annealed as τ0·exp(−anneal_rate·step)…
-    temperature_min: float = 0.5  # … down to this (Jang et al. 2017)
-    anneal_rate: float = 1e-4  # τ reaches 0.5 after about 7,000 steps (16 Fashion-MNIST epochs at batch 128)
-    straight_through: bool = False  # hard one-hot forward, relaxed gradient backward
-    activation: str = "relu"  # of the hidden layers; see ACTIVATIONS
-    prior: str = "standard"  # see PRIORS; mog and vamp are learned, with `prior_components` components
-    prior_components: int = 10
+    kind: str = setting("vae", "", choices=KINDS, flag="model")  # or ae: same networks, no noise, no KL
+    network: str = setting("mlp", "", choices=NETWORKS)
+    # MLP widths or conv channels; empty: DEFAULT_HIDDEN[network]
+    hidden: list[int] = setting(  # noqa: RUF009 (a field, like dataclasses.field)
+        help="Comma-separated widths (MLP) or channels (conv).", factory=list, shown="400 | 32,64"
+    )
+    latent_dim: int = setting(20, "Size of z.")
+    likelihood: str = setting("bernoulli", "", choices=LIKELIHOODS)
+    gaussian_scale: float = setting(0.1, "Fixed σ of the gaussian likelihood; the starting σ of the learned ones.")
+    mixtures: int = setting(5, "Logistic components per pixel of discretized-logistic.")
+    latent: str = setting("gaussian", "", choices=LATENTS)  # categorical: latent_vars variables of `categories` each
+    categories: int = setting(10, "Categories per categorical variable.")
+    latent_vars: int = setting(30, "Categorical latent variables.")
+    # Gumbel-softmax τ at the first step, annealed as τ0·exp(−anneal_rate·step) down to temperature_min (Jang et al.
+    # 2017); the default rate reaches 0.5 after about 7,000 steps (16 Fashion-MNIST epochs at batch 128)
+    temperature: float = setting(1.0, "Starting Gumbel-softmax temperature, annealed to --temperature-min.")
+    temperature_min: float = setting(0.5, "Gumbel-softmax temperature the annealing stops at.")
+    anneal_rate: float = setting(1e-4, "r in temperature × exp(−r · step), the Gumbel-softmax annealing per step.")
+    straight_through: bool = setting(False, "Hard one-hot codes forward, relaxed gradient backward.", shown="")
+    activation: str = setting("relu", "Hidden activation", choices=ACTIVATIONS)
+    prior: str = setting("standard", "", choices=PRIORS)  # mog and vamp are learned, with `prior_components`
+    prior_components: int = setting(10, "Components of a mog prior, pseudo-inputs of a vamp prior.")
     # A second stochastic layer z2 (Burda et al. 2016): the widths of the q(z2|z1) and p(z1|z2) networks, then z2's
     # size, e.g. [100, 100, 50]; `hidden` and `latent_dim` stay the first layer's. Empty: one stochastic layer.
-    second_layer: list[int] = field(default_factory=list)
+    second_layer: list[int] = setting(  # noqa: RUF009
+        help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).",
+        factory=list,
+        shown="none",
+    )
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W)
-    condition: str = "none"  # "label": q(z|x, y) and p(x|z, y) see the class label y (Sohn et al. 2015)
+    # label: q(z|x, y) and p(x|z, y) see the class label y (Sohn et al. 2015)
+    condition: str = setting("none", "", choices=CONDITIONS)
     classes: int = 0  # labels 0..classes−1; filled in from the data when training starts, like input_shape
 
 
@@ -77,13 +109,21 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they are presented to the model."""
 
-    dataset: str = "fashion-mnist"  # a registered name, or a path to an image folder, .npy/.npz, Parquet or datasets
-    data_dir: str | None = None  # the only folder searched (default $VAEKIT_DATA); must exist
-    binarize: str = "none"  # "none" (grey values as targets) | "dynamic" (fresh draw per batch) | "static"
-    val_size: int = 5000  # held out of the training split with `split_seed`; capped at 10% for small sets
-    split_seed: int = 0
-    image_column: str | None = None  # of a table (Parquet, datasets); default: the column named image, img or pixels
-    label_column: str | None = None  # default: the column named label, labels or y, if any
+    dataset: str = setting(
+        "fashion-mnist",
+        "fashion-mnist | mnist | digits | an image folder | .npy/.npz | .parquet | a datasets folder",
+        "data",
+    )
+    data_dir: str | None = setting(  # default $VAEKIT_DATA; must exist
+        None, "Folder holding the dataset files: the only one searched, downloaded into when empty.", "data", shown=""
+    )
+    binarize: str = setting("none", "", "data", choices=BINARIZE, noun="binarize mode")
+    val_size: int = setting(5000, "Validation images held out of train.", "data")  # capped at 10% for small sets
+    split_seed: int = setting(
+        0, "Seed that picks the validation images out of train.", "data", noun="seed", bounds=(0, MAX_SEED)
+    )
+    image_column: str | None = setting(None, "Image column of a table.", "data", shown="image, img or pixels")
+    label_column: str | None = setting(None, "Label column of a table.", "data", shown="label, labels or y, if present")
 
 
 @dataclass
@@ -92,22 +132,34 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    beta: float = 1.0  # weight of the KL term (β-VAE); 1 gives the true ELBO
-    warmup_epochs: float = 0.0  # β ramps linearly from 0 over this many epochs (Bowman et al. 2016)
-    estimator: str = "reparam"  # how the encoder gradient is estimated: see ESTIMATORS and objectives.elbo
-    samples: int = 1  # z samples per image in each training step
-    objective: str = "elbo"  # or "iwae": the importance-weighted bound with `k` samples (Burda et al. 2016)
-    k: int = 5  # importance samples per image for --objective iwae
-    free_bits: float = 0.0  # nats per latent unit below which its KL is not pushed down (Kingma et al. 2016)
-    average_decay: float = 0.0  # >0: evaluate and save a moving average of the weights (Polyak & Juditsky 1992)
-    seed: int = 0
-    device: str = "cpu"  # or auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps; see vaekit.devices.resolve_device
-    precision: str = "fp32"  # "bf16": the networks under autocast; log-likelihoods and KL stay float32
-    compile: bool = False  # run the networks through torch.compile (eager, with a notice, where it fails)
-    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (besides one after every epoch)
+    epochs: int = setting(10, "Epochs to train (with --resume: the new total).", "optimization")
+    batch_size: int = setting(128, "Examples per step.", "optimization")
+    lr: float = setting(1e-3, "Adam learning rate.", "optimization")
+    beta: float = setting(1.0, "KL weight β.", "objective")  # 1 gives the true ELBO
+    warmup_epochs: float = setting(  # Bowman et al. 2016
+        0.0, "Epochs of linear KL warm-up from 0 to β.", "objective", flag="warmup"
+    )
+    estimator: str = setting(  # see objectives.elbo
+        "reparam", "Encoder gradient (dreg: with --objective iwae)", "objective", choices=ESTIMATORS
+    )
+    samples: int = setting(1, "z samples per image per step.", "objective")
+    objective: str = setting("elbo", "", "objective", choices=OBJECTIVES)
+    k: int = setting(5, "Importance samples per image for --objective iwae.", "objective")
+    free_bits: float = setting(  # Kingma et al. 2016
+        0.0, "Nats per latent unit under which its KL is not pushed down.", "objective"
+    )
+    average_decay: float = setting(  # Polyak & Juditsky 1992
+        0.0,
+        "Evaluate and save a moving average of the weights with this decay per step (0.999, say); the optimizer "
+        "still steps the weights themselves.",
+        "optimization",
+        shown="0: no average",
+    )
+    seed: int = setting(0, "Seed for initialisation, batch order and noise.", "run", noun="seed", bounds=(0, MAX_SEED))
+    device: str = setting("cpu", "auto | cpu | cuda | cuda:N | mps", "run")  # see vaekit.devices.resolve_device
+    precision: str = setting("fp32", "", "run", choices=PRECISIONS)
+    compile: bool = setting(False, "Run the networks through torch.compile (eager where it fails).", "run", shown="")
+    checkpoint_every: float = setting(30.0, "Minutes between checkpoints inside an epoch.", "run")
     world_size: int = 1  # processes the run last trained with (set by the trainer; --batch-size is global)
 
     def validate(self) -> TrainConfig:
@@ -115,96 +167,35 @@ class TrainConfig:
 
         Also the gate for a config.json read back from disk, so sizes are bounded (a tampered `latent_dim` must not
         allocate terabytes) and every float is finite: `inf` or `nan` would only surface epochs later as a NaN loss.
+        Names are checked against their choices, then sizes, then what each chosen part requires of the others.
         """
         for name, value in self._floats().items():
             if not math.isfinite(value):
                 raise VaekitError(f"{name} = {value} is not a finite number: give a finite value")
+        for spec in SETTINGS.values():
+            choices, value = spec.choices, spec.value(self)
+            if choices is not None and value not in choices:
+                raise VaekitError(f"unknown {spec.noun} {value!r}: use one of {tuple(choices)}")
+            if spec.bounds is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+                low, high = spec.bounds
+                raise VaekitError(f"{spec.name} must be between {low} and {high}: change that setting")
         model, data = self.model, self.data
         checks = [
-            (model.kind in KINDS, f"unknown model {model.kind!r}: use one of {KINDS}"),
-            (model.latent in LATENTS, f"unknown latent {model.latent!r}: use one of {LATENTS}"),
-            (model.network in NETWORKS, f"unknown network {model.network!r}: use one of {NETWORKS}"),
-            (model.likelihood in LIKELIHOODS, f"unknown likelihood {model.likelihood!r}: use one of {LIKELIHOODS}"),
-            (data.binarize in BINARIZE, f"unknown binarize mode {data.binarize!r}: use one of {BINARIZE}"),
-            (self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}: use one of {ESTIMATORS}"),
-            (self.precision in PRECISIONS, f"unknown precision {self.precision!r}: use one of {PRECISIONS}"),
-            (model.activation in ACTIVATIONS, f"unknown activation {model.activation!r}: use one of {ACTIVATIONS}"),
-            (model.prior in PRIORS, f"unknown prior {model.prior!r}: use one of {PRIORS}"),
-            (model.condition in CONDITIONS, f"unknown condition {model.condition!r}: use one of {CONDITIONS}"),
             (0 <= model.classes <= MAX_CLASSES, f"classes must be between 0 and {MAX_CLASSES}"),
-            (
-                model.condition == "none" or model.prior != "vamp",
-                "the VampPrior encodes pseudo-inputs, which have no label: use --prior standard or mog with "
-                "--condition label",
-            ),
-            (self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use one of {OBJECTIVES}"),
             (1 <= model.prior_components <= MAX_WIDTH, f"prior_components must be between 1 and {MAX_WIDTH}"),
             (1 <= self.k <= MAX_WIDTH, f"k must be between 1 and {MAX_WIDTH}"),
             (1 <= model.mixtures <= 256, "mixtures must be between 1 and 256"),
             (self.free_bits >= 0, "free_bits must be zero or positive"),
-            (
-                model.prior == "standard" or (model.latent == "gaussian" and model.kind == "vae"),
-                f"the {model.prior} prior is a density over Gaussian codes: use it with --model vae --latent gaussian",
-            ),
-            (
-                model.prior == "standard" or self.estimator in ("reparam", "dreg"),
-                "a learned prior's KL is estimated at samples of q, which needs their path: use --estimator reparam",
-            ),
-            (
-                self.objective == "elbo" or (model.latent == "gaussian" and model.kind == "vae"),
-                "the importance-weighted bound needs a Gaussian posterior: use --model vae --latent gaussian",
-            ),
-            (
-                self.objective == "iwae" or self.estimator != "dreg",
-                "the doubly reparameterized estimator is for the importance-weighted bound: add --objective iwae",
-            ),
-            (
-                self.objective == "elbo" or self.estimator in ("reparam", "dreg"),
-                "--objective iwae takes --estimator reparam (IWAE) or dreg",
-            ),
-            (
-                self.objective == "elbo" or (self.beta == 1 and self.warmup_epochs == 0 and self.samples == 1),
-                "--objective iwae has its own k samples and no KL weight: drop --beta, --warmup and --samples",
-            ),
-            (
-                self.free_bits == 0 or model.kind == "vae",
-                "an autoencoder's code has no KL for free bits to floor: drop --free-bits",
-            ),
-            (
-                self.free_bits == 0 or (self.objective == "elbo" and model.prior == "standard"),
-                "free bits apply to a closed-form KL per unit: use --objective elbo with the standard prior",
-            ),
             (2 <= model.categories <= MAX_WIDTH, f"categories must be between 2 and {MAX_WIDTH}"),
             (1 <= model.latent_vars <= MAX_WIDTH, f"latent_vars must be between 1 and {MAX_WIDTH}"),
             (0 < model.temperature_min <= model.temperature, "need 0 < temperature_min ≤ temperature"),
             (model.anneal_rate >= 0, "anneal_rate must be zero or positive"),
-            (model.latent == "gaussian" or model.kind == "vae", "--model ae takes a gaussian latent"),
-            (
-                model.kind == "vae" or self.estimator == "reparam",
-                "an autoencoder's code has no density, so no score-function gradient: use --estimator reparam",
-            ),
             (1 <= model.latent_dim <= MAX_WIDTH, f"latent_dim must be between 1 and {MAX_WIDTH}"),
             (len(model.hidden) <= MAX_LAYERS, f"at most {MAX_LAYERS} hidden layers"),
             (len(model.second_layer) <= MAX_LAYERS + 1, f"second_layer takes at most {MAX_LAYERS} widths and a size"),
             (
                 all(1 <= h <= MAX_WIDTH for h in model.second_layer),
                 f"second_layer widths and size must be between 1 and {MAX_WIDTH}",
-            ),
-            (
-                not model.second_layer or (model.kind == "vae" and model.latent == "gaussian"),
-                "a second stochastic layer is Gaussian: use it with --model vae --latent gaussian",
-            ),
-            (
-                not model.second_layer or model.prior == "standard",
-                f"a second stochastic layer brings its own prior N(z2; 0, I)·p(z1|z2): drop --prior {model.prior}",
-            ),
-            (
-                not model.second_layer or self.estimator in ("reparam", "dreg"),
-                "the two-layer KL is estimated at samples of q, which needs their path: use --estimator reparam",
-            ),
-            (
-                not model.second_layer or self.free_bits == 0,
-                "free bits need a closed-form KL per unit, which two stochastic layers lack: drop --free-bits",
             ),
             (all(1 <= h <= MAX_WIDTH for h in model.hidden), f"hidden widths must be between 1 and {MAX_WIDTH}"),
             (
@@ -224,23 +215,12 @@ class TrainConfig:
                 0 <= self.average_decay < 1,
                 "average_decay must be at least 0 and below 1: use 0.999, say, or 0 for none",
             ),
-            (
-                self.estimator != "score-function-baseline" or self.samples >= 2,
-                "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
-            ),
             (data.val_size >= 0, "val_size must be zero or positive"),
-            (0 <= self.seed <= MAX_SEED, f"seed must be between 0 and {MAX_SEED}"),
-            (0 <= data.split_seed <= MAX_SEED, f"split_seed must be between 0 and {MAX_SEED}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise VaekitError(message if ":" in message else f"{message}: change that setting")
-        if not model.hidden:
-            model.hidden = list(DEFAULT_HIDDEN[model.network])
-        if model.latent == "categorical":  # the decoder reads the flattened one-hot codes
-            model.latent_dim = model.latent_vars * model.categories
-            if model.latent_dim > MAX_WIDTH:
-                raise VaekitError(f"latent_vars × categories must be at most {MAX_WIDTH}")
+        check_parts(self, [(s.choices, s.value(self)) for s in SETTINGS.values() if isinstance(s.choices, Registry)])
         return self
 
     def _floats(self) -> dict[str, float]:
@@ -273,63 +253,79 @@ class TrainConfig:
         return config
 
 
-# Flat setting names (CLI flags and TOML keys) and the section of TrainConfig each lives in ("" = top level).
-FLAT_SETTINGS = {
-    **{
-        name: "data"
-        for name in ("dataset", "data_dir", "binarize", "val_size", "split_seed", "image_column", "label_column")
-    },
-    **{
-        name: "model"
-        for name in (
-            "kind",
-            "network",
-            "hidden",
-            "latent_dim",
-            "likelihood",
-            "gaussian_scale",
-            "mixtures",
-            "latent",
-            "categories",
-            "latent_vars",
-            "temperature",
-            "temperature_min",
-            "anneal_rate",
-            "straight_through",
-            "activation",
-            "prior",
-            "prior_components",
-            "second_layer",
-            "condition",
-        )
-    },
-    **{
-        name: ""
-        for name in (
-            "epochs",
-            "batch_size",
-            "lr",
-            "beta",
-            "warmup_epochs",
-            "seed",
-            "device",
-            "estimator",
-            "samples",
-            "checkpoint_every",
-            "objective",
-            "k",
-            "free_bits",
-            "average_decay",
-        )
-    },
-    **{name: "" for name in ("precision", "compile")},
-}
+@dataclass(frozen=True)
+class Setting:
+    """One setting a user chooses, by its flat name (a `vaekit train` flag and TOML key): where it lives in
+    TrainConfig, and what `setting()` wrote beside its default."""
+
+    name: str
+    section: str  # "" (TrainConfig itself), "model" or "data"
+    default: Any
+    help: str
+    panel: str
+    choices: Collection[str] | None
+    noun: str  # what a value is called in an error: "unknown {noun} 'x'", "give a {noun} from 0 to …"
+    flag: str  # the flag's name, underscores for dashes
+    shown: str  # the default as a help line shows it ("": none)
+    bounds: tuple[int, int] | None  # the lowest and highest integer it takes
+
+    def value(self, config: TrainConfig) -> Any:
+        return getattr(getattr(config, self.section) if self.section else config, self.name)
+
+    def help_text(self) -> str:
+        """The help line with its choices (a registry's parts with their own help lines)."""
+        if self.choices is None:
+            return self.help
+        if isinstance(self.choices, Registry):
+            listed = self.choices.choices_help()
+        elif isinstance(self.choices, Mapping):  # name → its help
+            listed = " | ".join(f"{name} ({text})" if text else name for name, text in self.choices.items())
+        else:
+            listed = " | ".join(self.choices)
+        return f"{self.help}: {listed}" if self.help else listed
 
 
-# `vaekit train` names each flag (and TOML key) after the flat setting it sets, except these two, which read better
-# on a command line: --model ae, --warmup 2.
-FLAG_NAMES = {"kind": "model", "warmup_epochs": "warmup"}
-SETTING_OF_FLAG = {FLAG_NAMES.get(name, name): name for name in FLAT_SETTINGS}  # flag name → flat setting name
+def _shown(default: Any) -> str:
+    if default is None or isinstance(default, bool):
+        return ""
+    if isinstance(default, list):
+        return ",".join(map(str, default)) or "none"
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _settings() -> dict[str, Setting]:
+    """Every setting a user chooses, from the config dataclasses' fields (those `setting()` wrote), data first."""
+    found = {}
+    for section, kind in (("data", DataConfig), ("model", ModelConfig), ("", TrainConfig)):
+        for f in dataclasses.fields(kind):
+            if "help" not in f.metadata:  # filled in from the data or the launch, not chosen
+                continue
+            meta = f.metadata
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            choices = meta["choices"]
+            noun = meta["noun"] or (choices.noun if isinstance(choices, Registry) else f.name)
+            shown = _shown(default) if meta["shown"] is None else meta["shown"]
+            found[f.name] = Setting(
+                f.name,
+                section,
+                default,
+                meta["help"],
+                meta["panel"],
+                choices,
+                noun,
+                meta["flag"] or f.name,
+                shown,
+                meta["bounds"],
+            )
+    return found
+
+
+SETTINGS = _settings()
+FLAT_SETTINGS = {name: spec.section for name, spec in SETTINGS.items()}  # flat name → section of TrainConfig
+# `vaekit train` names each flag (and TOML key) after the flat setting it sets, except where `setting(flag=…)` says
+# otherwise because it reads better on a command line: --model ae, --warmup 2.
+FLAG_NAMES = {name: spec.flag for name, spec in SETTINGS.items() if spec.flag != name}
+SETTING_OF_FLAG = {spec.flag: name for name, spec in SETTINGS.items()}  # flag name → flat setting name
 
 
 def with_overrides(config: TrainConfig, flat: dict[str, Any]) -> TrainConfig:
@@ -376,8 +372,7 @@ def _same_kind(value: Any, default: Any) -> bool:
 
 def flat_value(config: TrainConfig, name: str) -> Any:
     """A flat setting's value in `config` (`gaussian_scale`, `lr`), wherever its section keeps it."""
-    section = FLAT_SETTINGS[name]
-    return getattr(getattr(config, section) if section else config, name)
+    return SETTINGS[name].value(config)
 
 
 def as_flags(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
@@ -388,5 +383,5 @@ def as_flags(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
         value = flat_value(config, name)
         if value != flat_value(default, name):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
-            flags.append(f"--{FLAG_NAMES.get(name, name).replace('_', '-')} {shown}")
+            flags.append(f"--{SETTINGS[name].flag.replace('_', '-')} {shown}")
     return flags

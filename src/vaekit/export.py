@@ -27,10 +27,9 @@ from torch import Tensor, nn
 
 from vaekit.errors import VaekitError
 from vaekit.files import DEFAULT_MODE
-from vaekit.model.likelihoods import Bernoulli, Gaussian
-from vaekit.model.pixel_likelihoods import ContinuousBernoulli, DiscretizedLogisticMixture
-from vaekit.model.posteriors import DiagonalGaussian, PointMass, RelaxedCategorical, TwoLayerGaussian
+from vaekit.model.posteriors import DiagonalGaussian, PointMass, RelaxedCategorical
 from vaekit.model.vae import VAE
+from vaekit.parts import PRIORS, Exported, Output
 from vaekit.small_files import read_json
 from vaekit.training.runs import Run, load_run, read_config
 from vaekit.version import __version__
@@ -43,15 +42,6 @@ EXAMPLE_BATCH = 2  # a size the tracer cannot mistake for a broadcast (1) or an 
 
 
 @dataclass(frozen=True)
-class Output:
-    """One output of a graph: its name there, the distribution's attribute it holds, and how to read it."""
-
-    name: str
-    attribute: str
-    meaning: str
-
-
-@dataclass(frozen=True)
 class Latents:
     """What export.json says of a posterior family: the encoder's outputs, the code the decoder reads, the prior."""
 
@@ -60,8 +50,8 @@ class Latents:
     prior: str
 
 
-# Each posterior and likelihood object the model may return, by class: a class missing here has no export (REFUSED
-# says why). The model itself decides which it returns; nothing here asks the config.
+# Each posterior object the model may return, by class; a likelihood (and a posterior class with no export) says its
+# own (`export`). The model itself decides which it returns; nothing here asks the config.
 LATENTS: dict[type, Latents] = {
     DiagonalGaussian: Latents(
         (
@@ -92,53 +82,6 @@ LATENTS: dict[type, Latents] = {
         code="one-hot codes (batch, V*K): each variable's class (the argmax of its logits, or a Gumbel-max sample) as "
         "a one-hot row of K, the V rows flattened",
         prior="uniform: each of the V variables one-hot at a class drawn uniformly from K",
-    ),
-}
-LIKELIHOODS: dict[type, tuple[Output, ...]] = {
-    Bernoulli: (
-        Output(
-            "logits",
-            "logits",
-            "Bernoulli logits per pixel: p = sigmoid(logits), in [0, 1], is the picture; x ~ Bernoulli(p) a binary "
-            "sample",
-        ),
-    ),
-    Gaussian: (
-        Output("mean", "loc", "Gaussian mean per pixel, in [0, 1] (the sigmoid is applied): the picture"),
-        Output("log_scale", "log_scale", "log sigma per pixel: a sample is mean + exp(log_scale) * eps, eps ~ N(0, 1)"),
-    ),
-    ContinuousBernoulli: (
-        Output(
-            "logits",
-            "logits",
-            "continuous Bernoulli logits l per pixel, lambda = sigmoid(l); the picture is its mean "
-            "0.5 + 0.5 * (coth(l / 2) - 2 / l), which is 0.5 at l = 0 (not lambda)",
-        ),
-    ),
-    DiscretizedLogisticMixture: (
-        Output(
-            "mixture_logits",
-            "mixture_logits",
-            "(batch, C, M, H, W) logits of M logistic components per pixel: weights pi = softmax over M",
-        ),
-        Output(
-            "loc",
-            "loc",
-            "(batch, C, M, H, W) component means mu on [-1, 1]: the picture is "
-            "clip((sum over M of pi * mu + 1) / 2, 0, 1)",
-        ),
-        Output(
-            "log_scale",
-            "log_scale",
-            "(batch, C, M, H, W) component log-scales s (floored at -7) of the "
-            "logistic in (x - mu) / exp(s), on [-1, 1]",
-        ),
-    ),
-}
-REFUSED: dict[type, str] = {
-    TwoLayerGaussian: (
-        "ONNX export covers one stochastic layer and this run has two (--second-layer): its q(z2|z1) and p(z1|z2) "
-        "networks have no place in encoder.onnx and decoder.onnx; export a run trained without --second-layer"
     ),
 }
 
@@ -220,9 +163,10 @@ def write_export(loaded: Run, folder: Path) -> None:
     with torch.no_grad():
         posterior = model.encode(x, label)
         likelihood = model.decode(posterior.mode, label)
-    if type(posterior) in REFUSED:
-        raise VaekitError(REFUSED[type(posterior)])
-    latents, outputs = LATENTS[type(posterior)], LIKELIHOODS[type(likelihood)]
+    latents, outputs = LATENTS.get(type(posterior)), exported(likelihood, "likelihood")
+    if latents is None:
+        exported(posterior, "posterior")  # its one-line reason
+        raise VaekitError(f"ONNX export does not cover the {type(posterior).__name__} posterior: export another run")
     encoder = export_graph(Parameters(model, "encode", latents.outputs), {"x": x}, label, folder / "encoder.onnx")
     decoder = export_graph(Parameters(model, "decode", outputs), {"z": posterior.mode}, label, folder / "decoder.onnx")
     write_json(folder / "config.json", loaded.config.to_dict())
@@ -231,6 +175,16 @@ def write_export(loaded: Run, folder: Path) -> None:
         os.chmod(path, DEFAULT_MODE)
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
+
+
+def exported(distribution: object, what: str) -> tuple[Output, ...]:
+    """The graph outputs a distribution's class lists (`export`), or its one-line reason for having none."""
+    found: Exported | None = getattr(type(distribution), "export", None)
+    if found is None:
+        raise VaekitError(f"ONNX export does not cover the {type(distribution).__name__} {what}: export another run")
+    if isinstance(found, str):
+        raise VaekitError(found)
+    return found
 
 
 def export_graph(
@@ -285,9 +239,7 @@ def describe(
         "label": f"class labels in 0..{config.model.classes - 1}, one per row (the run was trained with --condition "
         "label); the graphs do not check the range",
     }
-    prior = latents.prior
-    if config.model.prior != "standard":
-        prior = f"the run's learned {config.model.prior} prior, which these files do not hold: draw codes with vaekit"
+    prior = PRIORS[config.model.prior].export or latents.prior
 
     def graph(file: str, tensors: tuple[dict[str, Tensor], dict[str, Tensor]], outputs: tuple[Output, ...]) -> Any:
         meanings = {**inputs, **{output.name: output.meaning for output in outputs}}

@@ -29,7 +29,7 @@ from vaekit.data.sources import load_dataset, split_off
 from vaekit.devices import accumulate_dtype, generator_on
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
-from vaekit.model.posteriors import LOG_2PI
+from vaekit.model.posteriors import LOG_2PI, need_continuous
 from vaekit.model.vae import VAE
 from vaekit.small_files import read_json
 from vaekit.training.runs import WEIGHTS, Run
@@ -126,11 +126,7 @@ class AggregateGMM:
 
 def check_gaussian_codes(model: VAE) -> None:
     """The one place that asks whether a mixture of Gaussians can model this run's codes."""
-    if not model.posterior.continuous:
-        raise VaekitError(
-            "--sampler gmm fits Gaussians to continuous codes, and this run's latents are categorical (one-hot): "
-            "use --sampler prior, or a run trained with --latent gaussian"
-        )
+    need_continuous(model.posterior, "--sampler gmm (Gaussians fitted to the codes)", "use --sampler prior, or ")
 
 
 def check_settings(components: int, fit_images: int) -> None:

@@ -23,6 +23,7 @@ from vaekit.data.sources import load_dataset, split_off
 from vaekit.devices import RunningSum, generator_on
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json
+from vaekit.model.posteriors import need_continuous, need_density
 from vaekit.model.vae import VAE
 from vaekit.training.runs import Run, build_model
 
@@ -94,10 +95,10 @@ def gradient_report(
 ) -> GradientReport:
     """Compare the three estimators on one mini-batch `x` (float images, moved to the model's device; with their
     labels `y` for a conditional model)."""
-    if not model.posterior.continuous:
-        raise VaekitError("the gradient lab compares estimators for Gaussian latents; this run's are categorical")
-    if not model.posterior.has_density or repeats < 2 or samples < 2:
-        raise VaekitError("gradient estimates need a VAE run, --repeats ≥ 2 and --samples ≥ 2 (for the baseline)")
+    need_continuous(model.posterior, "the gradient lab")
+    need_density(model.posterior, "the gradient lab")
+    if repeats < 2 or samples < 2:
+        raise VaekitError("gradient estimates need --repeats ≥ 2 and --samples ≥ 2 (for the baseline)")
     report = GradientReport(label, repeats, len(x), samples)
     x = x.to(model.device)
     moments = {e: estimate_moments(model, x, e, repeats, samples, generator_on(x.device, seed), y) for e in ESTIMATORS}

@@ -27,6 +27,7 @@ from vaekit.cli.common import (
 from vaekit.data.sources import CLASS_NAMES, Split, to_float
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
+from vaekit.model.posteriors import need_continuous
 from vaekit.training.runs import Run
 
 latent_app = typer.Typer(
@@ -52,8 +53,7 @@ def _input(spec: str, run: Run, test: Split, flag: str) -> torch.Tensor:
 
 
 def _gaussian_only(run: Run, what: str) -> None:
-    if not run.model.posterior.continuous:
-        raise VaekitError(f"{what} move Gaussian latents over prior quantiles; this run's latents are categorical")
+    need_continuous(run.model.posterior, what)
 
 
 def _method(method: str) -> str:

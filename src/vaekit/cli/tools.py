@@ -24,7 +24,6 @@ from vaekit.cli.common import (
 )
 from vaekit.config import ELBO_ESTIMATORS
 from vaekit.devices import resolve_device
-from vaekit.errors import VaekitError
 from vaekit.training import distributed
 
 
@@ -134,14 +133,14 @@ def serve(
     import torch
 
     from vaekit.data.sources import CLASS_NAMES
+    from vaekit.model.posteriors import need_continuous
     from vaekit.web import server
     from vaekit.web.app import create_app
     from vaekit.web.guards import WILDCARD_BINDS, allowed_hosts
 
     hosts = allowed_hosts(host, allow_host or [])
     loaded = load_unconditional(run, device, "the explorer")
-    if not loaded.model.posterior.continuous:
-        raise VaekitError("the explorer's sliders move continuous latents; this run's latents are categorical")
+    need_continuous(loaded.model.posterior, "the explorer's sliders")
     test = load_test_split(loaded.config)
     cpus = os.cpu_count() or 1
     workers = workers or min(4, cpus)

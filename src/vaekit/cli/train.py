@@ -2,309 +2,35 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vaekit.cli.common import SEED_RANGE, Interrupted, err_console, friendly_errors, out_console, read_toml
-from vaekit.config import SETTING_OF_FLAG, TrainConfig, with_overrides
+from vaekit.cli.common import Interrupted, Within, err_console, friendly_errors, out_console, read_toml
+from vaekit.config import PANELS, SETTING_OF_FLAG, SETTINGS, Setting, TrainConfig, with_overrides
 from vaekit.errors import VaekitError
 
 if TYPE_CHECKING:
     from vaekit.training.callbacks import Callback
 
 
-@friendly_errors
-def train(
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Run folder to write (created if missing).  \\[default: runs/latest]", show_default=False),
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(
-            help="fashion-mnist | mnist | digits | an image folder | .npy/.npz | .parquet | a datasets folder"
-            "  \\[default: fashion-mnist]",
-            show_default=False,
-        ),
-    ] = None,
-    image_column: Annotated[
-        str | None,
-        typer.Option(help="Image column of a table.  \\[default: image, img or pixels]", show_default=False),
-    ] = None,
-    label_column: Annotated[
-        str | None,
-        typer.Option(help="Label column of a table.  \\[default: label, labels or y, if present]", show_default=False),
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(help="Epochs to train (with --resume: the new total).  \\[default: 10]", show_default=False),
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Examples per step.  \\[default: 128]", show_default=False)
-    ] = None,
-    latent_dim: Annotated[int | None, typer.Option(help="Size of z.  \\[default: 20]", show_default=False)] = None,
-    hidden: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated widths (MLP) or channels (conv).  \\[default: 400 | 32,64]", show_default=False
-        ),
-    ] = None,
-    network: Annotated[
-        str | None, typer.Option(help="mlp | conv | resconv (residual conv)  \\[default: mlp]", show_default=False)
-    ] = None,
-    second_layer: Annotated[
-        str | None,
-        typer.Option(
-            help="A second stochastic layer: its networks' widths, then its size (e.g. 100,100,50).  \\[default: none]",
-            show_default=False,
-        ),
-    ] = None,
-    activation: Annotated[
-        str | None,
-        typer.Option(help="Hidden activation: relu | tanh | elu | gelu  \\[default: relu]", show_default=False),
-    ] = None,
-    prior: Annotated[
-        str | None,
-        typer.Option(
-            help="standard (N(0, I)) | mog (learned mixture) | vamp (VampPrior)  \\[default: standard]",
-            show_default=False,
-        ),
-    ] = None,
-    prior_components: Annotated[
-        int | None,
-        typer.Option(
-            help="Components of a mog prior, pseudo-inputs of a vamp prior.  \\[default: 10]", show_default=False
-        ),
-    ] = None,
-    objective: Annotated[
-        str | None,
-        typer.Option(
-            help="elbo | iwae (importance-weighted bound with --k samples)  \\[default: elbo]", show_default=False
-        ),
-    ] = None,
-    k: Annotated[
-        int | None,
-        typer.Option(
-            "--k", help="Importance samples per image for --objective iwae.  \\[default: 5]", show_default=False
-        ),
-    ] = None,
-    gaussian_scale: Annotated[
-        float | None,
-        typer.Option(
-            help="Fixed σ of the gaussian likelihood; the starting σ of the learned ones.  \\[default: 0.1]",
-            show_default=False,
-        ),
-    ] = None,
-    mixtures: Annotated[
-        int | None,
-        typer.Option(help="Logistic components per pixel of discretized-logistic.  \\[default: 5]", show_default=False),
-    ] = None,
-    free_bits: Annotated[
-        float | None,
-        typer.Option(
-            help="Nats per latent unit under which its KL is not pushed down.  \\[default: 0]", show_default=False
-        ),
-    ] = None,
-    average_decay: Annotated[
-        float | None,
-        typer.Option(
-            help="Evaluate and save a moving average of the weights with this decay per step (0.999, say); the"
-            " optimizer still steps the weights themselves.  \\[default: 0: no average]",
-            show_default=False,
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="vae | ae (plain autoencoder baseline)  \\[default: vae]", show_default=False),
-    ] = None,
-    likelihood: Annotated[
-        str | None,
-        typer.Option(
-            help="bernoulli | gaussian | gaussian-learned | gaussian-pixel | continuous-bernoulli |"
-            " discretized-logistic  \\[default: bernoulli]",
-            show_default=False,
-        ),
-    ] = None,
-    binarize: Annotated[
-        str | None, typer.Option(help="none | dynamic | static  \\[default: none]", show_default=False)
-    ] = None,
-    beta: Annotated[float | None, typer.Option(help="KL weight β.  \\[default: 1.0]", show_default=False)] = None,
-    warmup: Annotated[
-        float | None, typer.Option(help="Epochs of linear KL warm-up from 0 to β.  \\[default: 0]", show_default=False)
-    ] = None,
-    estimator: Annotated[
-        str | None,
-        typer.Option(
-            help="Encoder gradient: reparam | score-function | score-function-baseline | dreg (with --objective iwae)."
-            "  \\[default: reparam]",
-            show_default=False,
-        ),
-    ] = None,
-    samples: Annotated[
-        int | None, typer.Option(help="z samples per image per step.  \\[default: 1]", show_default=False)
-    ] = None,
-    latent: Annotated[
-        str | None,
-        typer.Option(help="gaussian | categorical (Gumbel-softmax).  \\[default: gaussian]", show_default=False),
-    ] = None,
-    categories: Annotated[
-        int | None, typer.Option(help="Categories per categorical variable.  \\[default: 10]", show_default=False)
-    ] = None,
-    latent_vars: Annotated[
-        int | None, typer.Option(help="Categorical latent variables.  \\[default: 30]", show_default=False)
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        typer.Option(
-            help="Starting Gumbel-softmax temperature, annealed to --temperature-min.  \\[default: 1.0]",
-            show_default=False,
-        ),
-    ] = None,
-    temperature_min: Annotated[
-        float | None,
-        typer.Option(help="Gumbel-softmax temperature the annealing stops at.  \\[default: 0.5]", show_default=False),
-    ] = None,
-    anneal_rate: Annotated[
-        float | None,
-        typer.Option(
-            help="r in temperature × exp(−r · step), the Gumbel-softmax annealing per step.  \\[default: 0.0001]",
-            show_default=False,
-        ),
-    ] = None,
-    straight_through: Annotated[
-        bool | None,
-        typer.Option(
-            "--straight-through", help="Hard one-hot codes forward, relaxed gradient backward.", show_default=False
-        ),
-    ] = None,
-    condition: Annotated[
-        str | None,
-        typer.Option(
-            help="none | label (a conditional VAE: encoder and decoder see the class label)  \\[default: none]",
-            show_default=False,
-        ),
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option(help="Adam learning rate.  \\[default: 0.001]", show_default=False)
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(help="Seed for initialisation, batch order and noise.  \\[default: 0]", show_default=False),
-        SEED_RANGE,
-    ] = None,
-    data_dir: Annotated[
-        str | None,
-        typer.Option(
-            help="Folder holding the dataset files: the only one searched, downloaded into when empty.",
-            show_default=False,
-        ),
-    ] = None,
-    val_size: Annotated[
-        int | None, typer.Option(help="Validation images held out of train.  \\[default: 5000]", show_default=False)
-    ] = None,
-    split_seed: Annotated[
-        int | None,
-        typer.Option(help="Seed that picks the validation images out of train.  \\[default: 0]", show_default=False),
-        SEED_RANGE,
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto | cpu | cuda | cuda:N | mps  \\[default: cpu]", show_default=False)
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help="fp32 | bf16 (networks under autocast; likelihood and KL in fp32)  \\[default: fp32]",
-            show_default=False,
-        ),
-    ] = None,
-    compile_networks: Annotated[
-        bool | None,
-        typer.Option(
-            "--compile", help="Run the networks through torch.compile (eager where it fails).", show_default=False
-        ),
-    ] = None,
-    checkpoint_every: Annotated[
-        float | None,
-        typer.Option(help="Minutes between checkpoints inside an epoch.  \\[default: 30]", show_default=False),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="TOML file of settings, its keys the flags' names (out included); flags win.",
-            show_default=False,
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-    logger: Annotated[
-        str | None,
-        typer.Option(
-            help="Also log to: tensorboard (RUN/tensorboard) | mlflow | tensorboard,mlflow  \\[default: none]",
-            show_default=False,
-        ),
-    ] = None,
-    mlflow_uri: Annotated[
-        str | None,
-        typer.Option(
-            help="MLflow tracking URI for --logger mlflow.  \\[default: $MLFLOW_TRACKING_URI, else RUN/mlruns]",
-            show_default=False,
-        ),
-    ] = None,
+def _train(
+    out: Path | None = None,
+    config: Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    logger: str | None = None,
+    mlflow_uri: str | None = None,
+    **flags: Any,
 ) -> None:
     """Train a VAE and write a run folder: weights, checkpoints, metrics and pictures."""
     from vaekit.api import train as run_training
     from vaekit.cli.progress import ProgressBar
     from vaekit.training.runs import STATE, read_config
 
-    flags = {  # by flag name; `to_settings` maps them, and a TOML file's keys, to TrainConfig's settings
-        "model": model,
-        "latent": latent,
-        "categories": categories,
-        "latent_vars": latent_vars,
-        "temperature": temperature,
-        "temperature_min": temperature_min,
-        "anneal_rate": anneal_rate,
-        "straight_through": straight_through,
-        "estimator": estimator,
-        "samples": samples,
-        "dataset": dataset,
-        "image_column": image_column,
-        "label_column": label_column,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "latent_dim": latent_dim,
-        "network": network,
-        "activation": activation,
-        "prior": prior,
-        "prior_components": prior_components,
-        "objective": objective,
-        "k": k,
-        "free_bits": free_bits,
-        "average_decay": average_decay,
-        "mixtures": mixtures,
-        "gaussian_scale": gaussian_scale,
-        "condition": condition,
-        "hidden": hidden,
-        "second_layer": second_layer,
-        "likelihood": likelihood,
-        "binarize": binarize,
-        "beta": beta,
-        "warmup": warmup,
-        "lr": lr,
-        "seed": seed,
-        "data_dir": data_dir,
-        "val_size": val_size,
-        "split_seed": split_seed,
-        "device": device,
-        "precision": precision,
-        "compile": compile_networks,
-        "checkpoint_every": checkpoint_every,
-    }
     from_file = {key.replace("-", "_"): value for key, value in (read_toml(config) if config else {}).items()}
     file_out, file_log, file_uri = (from_file.pop(key, None) for key in COMMAND_KEYS)
     for key, value in zip(COMMAND_KEYS, (file_out, file_log, file_uri), strict=True):
@@ -339,6 +65,90 @@ def train(
 
 
 COMMAND_KEYS = ("out", "logger", "mlflow_uri")  # flags a TOML file may hold that steer the command, not the model
+RUN, LOGGING = "run", "logging"  # help panels of the options that steer the command
+COMMAND_OPTIONS = {  # the options that are not settings, in the panel each belongs to
+    "out": Annotated[
+        Path | None,
+        typer.Option(
+            help="Run folder to write (created if missing).  \\[default: runs/latest]",
+            show_default=False,
+            rich_help_panel=RUN,
+        ),
+    ],
+    "config": Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file of settings, its keys the flags' names (out included); flags win.",
+            show_default=False,
+            rich_help_panel=RUN,
+        ),
+    ],
+    "resume": Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUN),
+    ],
+    "quiet": Annotated[bool, typer.Option("--quiet", help="No progress bar.", rich_help_panel=RUN)],
+    "logger": Annotated[
+        str | None,
+        typer.Option(
+            help="Also log to: tensorboard (RUN/tensorboard) | mlflow | tensorboard,mlflow  \\[default: none]",
+            show_default=False,
+            rich_help_panel=LOGGING,
+        ),
+    ],
+    "mlflow_uri": Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI for --logger mlflow.  \\[default: $MLFLOW_TRACKING_URI, else RUN/mlruns]",
+            show_default=False,
+            rich_help_panel=LOGGING,
+        ),
+    ],
+}
+
+
+def setting_option(setting: Setting) -> Any:
+    """A setting's flag: its type from the default, its help, choices, default, panel and bounds from
+    `vaekit.config`."""
+    default = setting.default
+    value_type: Any = str if default is None or isinstance(default, list) else type(default)  # lists: "400,200"
+    text = setting.help_text()
+    if setting.shown:
+        text += f"  \\[default: {setting.shown}]"  # escaped: rich would take [default: …] for markup
+    flag = "--" + setting.flag.replace("_", "-")
+    option = typer.Option(flag, help=text, show_default=False, rich_help_panel=setting.panel)
+    if setting.bounds is not None:  # checked by friendly_errors before anything runs
+        return Annotated[value_type | None, option, Within(*setting.bounds, f"a {setting.noun}")]
+    return Annotated[value_type | None, option]
+
+
+def with_options(command: Callable[..., None], name: str) -> Callable[..., None]:
+    """`command`, called `name`, with the signature typer reads: the command's own options and one per setting, each
+    panel's options together in the order of PANELS."""
+    annotations: dict[str, Any] = dict(COMMAND_OPTIONS)
+    for setting in SETTINGS.values():
+        annotations[setting.flag] = setting_option(setting)
+
+    def panel_of(name: str) -> int:
+        info = annotations[name].__metadata__[0]
+        return PANELS.index(info.rich_help_panel)
+
+    ordered = sorted(annotations, key=panel_of)  # stable: fields keep their order within a panel
+    defaults = {"resume": False, "quiet": False}
+    parameters = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name), annotation=annotations[name]
+        )
+        for name in ordered
+    ]
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {**{option: annotations[option] for option in ordered}, "return": None}
+    command.__name__ = name
+    return command
+
+
+train = friendly_errors(with_options(_train, "train"))
 
 
 def loggers(names: str | None, mlflow_uri: str | None) -> list[Callback]:

@@ -43,10 +43,11 @@ class Scoring:
         """The scoring of a run. Without `data`, no draw is made: validation and test splits (and static training
         sets) arrive already binarized by `vaekit.data.sources.load_dataset`, so only dynamic training images need
         one."""
+        scored = scores(model.likelihood)
         return cls(
             binarize=data is not None and data.binarize == "dynamic",
-            dequantize=scores(model.likelihood) == "dequantized",
-            levels=scores(model.likelihood) == "8-bit",
+            dequantize=scored.dequantize,
+            levels=scored.levels,
         )
 
     def input(self, x: Tensor, generator: torch.Generator | None = None, fresh: bool = False) -> Tensor:

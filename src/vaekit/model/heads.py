@@ -1,9 +1,9 @@
-"""Likelihood heads: the small modules that turn decoder outputs into a likelihood p(x|z), and the one place that
-maps a config's likelihood name to its head.
+"""Likelihood heads: the small modules that turn decoder outputs into a likelihood p(x|z), each registered as a
+likelihood part (`vaekit.parts.LIKELIHOODS`) under the name a config gives.
 
 A head declares how many decoder outputs it reads per image channel (`channels`) and what data it scores
-(`scores`, read by `vaekit.data.scoring`): "as-is" (values in [0, 1] as targets), "dequantized" (a density over
-8-bit data made continuous: x̃ = (k + u)/256, with −D·log 256 per image), or "8-bit" (the probability of each of the
+(`scores`, read by `vaekit.data.scoring`): `AS_IS` (values in [0, 1] as targets), `DEQUANTIZED` (a density over
+8-bit data made continuous: x̃ = (k + u)/256, with −D·log 256 per image), or `LEVELS` (the probability of each of the
 256 levels, exact).
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -18,14 +20,33 @@ from torch import Tensor, nn
 from vaekit.config import ModelConfig
 from vaekit.model.likelihoods import LOG_SCALE_MIN, Bernoulli, Gaussian
 from vaekit.model.pixel_likelihoods import ContinuousBernoulli, DiscretizedLogisticMixture
+from vaekit.parts import LIKELIHOODS, Part
 
-Likelihood = Bernoulli | Gaussian | ContinuousBernoulli | DiscretizedLogisticMixture
+
+class Likelihood(Protocol):
+    """p(x|z): what every likelihood gives (see `vaekit.model.likelihoods`)."""
+
+    @property
+    def mean(self) -> Tensor: ...
+    def log_prob(self, x: Tensor) -> Tensor: ...
+    def sample(self, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What data a likelihood scores, read by `vaekit.data.scoring`."""
+
+    dequantize: bool  # a density on continuous values: 8-bit pixels are dequantized, with −D·log 256 per image
+    levels: bool  # the probability of each of the 256 levels of 8-bit pixels, exact
+
+
+AS_IS, DEQUANTIZED, LEVELS = Scores(False, False), Scores(True, False), Scores(False, True)
 
 
 class BernoulliHead(nn.Module):
     """Decoder logits → Bernoulli: for binary images, or grey values as targets."""
 
-    channels, scores = 1, "as-is"
+    channels, scores = 1, AS_IS
 
     def forward(self, out: Tensor) -> Likelihood:
         return Bernoulli(out)
@@ -35,7 +56,7 @@ class ContinuousBernoulliHead(nn.Module):
     """Decoder logits → continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): the normalized density on [0, 1]
     that the Bernoulli applied to grey values is not, so it is scored like the Gaussians, on dequantized pixels."""
 
-    channels, scores = 1, "dequantized"
+    channels, scores = 1, DEQUANTIZED
 
     def forward(self, out: Tensor) -> Likelihood:
         return ContinuousBernoulli(out)
@@ -45,7 +66,7 @@ class DiscretizedLogisticHead(nn.Module):
     """Decoder outputs → a mixture of discretized logistics per pixel (Salimans et al. 2017): the probability of each
     8-bit level, exact, so bits/dim need no dequantization bound."""
 
-    scores = "8-bit"
+    scores = LEVELS
 
     def __init__(self, mixtures: int) -> None:
         super().__init__()
@@ -60,7 +81,7 @@ class GaussianHead(nn.Module):
     """Decoder output → Gaussian with mean sigmoid(out) and σ fixed (`gaussian`), one σ learned for every pixel
     (`gaussian-learned`) or one σ per pixel learned and shared across images (`gaussian-pixel`)."""
 
-    channels, scores = 1, "dequantized"
+    channels, scores = 1, DEQUANTIZED
 
     def __init__(self, kind: str, scale: float, shape: Sequence[int]) -> None:
         super().__init__()
@@ -80,22 +101,61 @@ class GaussianHead(nn.Module):
         return Gaussian(torch.sigmoid(out), log_scale)
 
 
-Head = BernoulliHead | GaussianHead | ContinuousBernoulliHead | DiscretizedLogisticHead
-HEADS: dict[str, tuple[type[Head], Callable[[ModelConfig], Head]]] = {  # name -> (class, builder)
-    "bernoulli": (BernoulliHead, lambda config: BernoulliHead()),
-    "continuous-bernoulli": (ContinuousBernoulliHead, lambda config: ContinuousBernoulliHead()),
-    "discretized-logistic": (DiscretizedLogisticHead, lambda config: DiscretizedLogisticHead(config.mixtures)),
-    **{
-        name: (GaussianHead, lambda config: GaussianHead(config.likelihood, config.gaussian_scale, config.input_shape))
-        for name in ("gaussian", "gaussian-learned", "gaussian-pixel")
-    },
-}
+class Head(Protocol):
+    """Decoder outputs → a likelihood; `channels` outputs per image channel."""
+
+    channels: int
+
+    def __call__(self, out: Tensor) -> Likelihood: ...
+
+
+@dataclass(frozen=True)
+class HeadPart:
+    """A likelihood part: how to build its head from a config, and what it scores (known without building it)."""
+
+    build: Callable[[ModelConfig], nn.Module]
+    scores: Scores
+
+
+def register(name: str, help: str, build: Callable[[ModelConfig], nn.Module], scores: Scores, doc: str = "") -> None:
+    LIKELIHOODS.register(Part(name, help, impl=HeadPart(build, scores), doc=doc))
+
+
+def _gaussian(config: ModelConfig) -> nn.Module:
+    return GaussianHead(config.likelihood, config.gaussian_scale, config.input_shape)
+
+
+register("bernoulli", "", lambda config: BernoulliHead(), AS_IS, "on logits, for pixels in [0, 1] or binarized")
+for _name, _help in (("gaussian", "fixed σ"), ("gaussian-learned", "one learned σ"), ("gaussian-pixel", "σ per pixel")):
+    register(_name, _help, _gaussian, DEQUANTIZED)
+register(
+    "continuous-bernoulli",
+    "",
+    lambda config: ContinuousBernoulliHead(),
+    DEQUANTIZED,
+    "a normalized density on [0, 1] (Loaiza-Ganem & Cunningham 2019)",
+)
+register(
+    "discretized-logistic",
+    "",
+    lambda config: DiscretizedLogisticHead(config.mixtures),
+    LEVELS,
+    "a mixture of `--mixtures M` logistics per pixel, each of the 256 levels its exact probability (Salimans et al. "
+    "2017)",
+)
+HEADS = LIKELIHOODS  # the likelihood parts: name → part, `impl` its HeadPart
+
+
+def head_part(name: str) -> HeadPart:
+    found: HeadPart = LIKELIHOODS[name].impl
+    return found
 
 
 def build_head(config: ModelConfig) -> Head:
-    return HEADS[config.likelihood][1](config)
+    head: Head = head_part(config.likelihood).build(config)  # type: ignore[assignment]
+    return head
 
 
-def scores(likelihood: str) -> str:
-    """What data a named likelihood scores, without building it: its head class says."""
-    return HEADS[likelihood][0].scores
+def scores(likelihood: str) -> Scores:
+    """What data a named likelihood scores, without building it."""
+    return head_part(likelihood).scores

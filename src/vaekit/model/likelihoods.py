@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaekit.model.posteriors import LOG_2PI
+from vaekit.parts import Exported, Output
 
 # The floor of a learned Gaussian likelihood's σ. Uniformly dequantized 8-bit pixels never support a σ below the bin's
 # own spread, 1/(256·√12) ≈ 1.1e-3, so the floor binds only where a density would otherwise run off to infinity:
@@ -28,6 +29,15 @@ def sum_event(t: Tensor, event_ndim: int) -> Tensor:
 class Bernoulli:
     """p(x|z) = Π Bernoulli(x; sigmoid(logits)). Targets may be binary or grey values in [0, 1] (then log p is the
     negative binary cross-entropy, the usual, unnormalized choice of tutorials)."""
+
+    export: Exported = (
+        Output(
+            "logits",
+            "logits",
+            "Bernoulli logits per pixel: p = sigmoid(logits), in [0, 1], is the picture; x ~ Bernoulli(p) a binary "
+            "sample",
+        ),
+    )
 
     def __init__(self, logits: Tensor, event_ndim: int = 3) -> None:
         self.logits = logits
@@ -54,6 +64,11 @@ class Bernoulli:
 class Gaussian:
     """p(x|z) = N(x; loc, diag(exp(log_scale)²)); log_scale broadcasts (a constant, one learned scalar, or a learned
     value per pixel)."""
+
+    export: Exported = (
+        Output("mean", "loc", "Gaussian mean per pixel, in [0, 1] (the sigmoid is applied): the picture"),
+        Output("log_scale", "log_scale", "log sigma per pixel: a sample is mean + exp(log_scale) * eps, eps ~ N(0, 1)"),
+    )
 
     def __init__(self, loc: Tensor, log_scale: Tensor, event_ndim: int = 3) -> None:
         self.loc = loc

@@ -9,10 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from vaekit.errors import VaekitError
+from vaekit.parts import NETWORKS, Part
+
+if TYPE_CHECKING:
+    from vaekit.config import TrainConfig
 
 Shape = Sequence[int]  # (C, H, W)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
@@ -136,8 +141,32 @@ class Network:
     flat_input: bool
 
 
-NETWORKS: dict[str, Network] = {
-    "mlp": Network(mlp_encoder, mlp_decoder, flat_input=True),
-    "conv": Network(conv_encoder, conv_decoder, flat_input=False),
-    "resconv": Network(resconv_encoder, resconv_decoder, flat_input=False),
-}
+def default_hidden(widths: list[int]) -> Callable[[TrainConfig], None]:
+    """The widths (or channels) a network family gets when `hidden` is left empty."""
+
+    def settle(config: TrainConfig) -> None:
+        if not config.model.hidden:
+            config.model.hidden = list(widths)
+
+    return settle
+
+
+NETWORKS.register(Part("mlp", settle=default_hidden([400]), impl=Network(mlp_encoder, mlp_decoder, flat_input=True)))
+NETWORKS.register(
+    Part("conv", settle=default_hidden([32, 64]), impl=Network(conv_encoder, conv_decoder, flat_input=False))
+)
+NETWORKS.register(
+    Part(
+        "resconv",
+        "residual conv",
+        settle=default_hidden([32, 64]),
+        doc="residual conv: 28×28 or 32×32 images, 1 or 3 channels",
+        impl=Network(resconv_encoder, resconv_decoder, flat_input=False),
+    )
+)
+
+
+def network(name: str) -> Network:
+    """The network family registered as `name`."""
+    found: Network = NETWORKS[name].impl
+    return found

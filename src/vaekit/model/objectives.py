@@ -16,17 +16,19 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from vaekit.config import ELBO_ESTIMATORS
+from vaekit.config import ELBO_ESTIMATORS, TrainConfig
 from vaekit.devices import accumulate_dtype
 from vaekit.errors import VaekitError
 from vaekit.model.heads import Likelihood
-from vaekit.model.posteriors import Posterior
+from vaekit.model.posteriors import PATHWISE, Family, Posterior
 from vaekit.model.priors import Prior
 from vaekit.model.randomness import Randomness
+from vaekit.parts import OBJECTIVES, Part, Requirement
 
 
 class LatentModel(Protocol):
     prior: Prior
+    posterior: Family
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior: ...
     def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood: ...
@@ -219,3 +221,75 @@ def iwae_bound(
         log_w = log_importance_weights(model, x, min(chunk, k - start), generator, y)
         partial.append(torch.logsumexp(log_w.to(accumulate_dtype(log_w.device)), dim=0))
     return torch.logsumexp(torch.stack(partial), dim=0) - math.log(k)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training objective as the loop sees it: the per-example terms of a batch under a config's settings, the
+    name of the third term the training record keeps beside log p(x|z) and the KL (None: nothing more), and how many
+    z samples per image a training step draws (what a step's memory scales with)."""
+
+    terms: Callable[[LatentModel, Tensor, Randomness, TrainConfig, Tensor | None], ElboTerms]
+    extra_term: Callable[[LatentModel, TrainConfig], str | None]
+    samples: Callable[[TrainConfig], int]
+
+
+def objective_of(config: TrainConfig) -> Objective:
+    """The objective part a config names."""
+    found: Objective = OBJECTIVES[config.objective].impl
+    return found
+
+
+def _elbo_extra(model: LatentModel, config: TrainConfig) -> str | None:
+    """Gumbel-softmax training records the relaxed surrogate's reconstruction term beside the exact one."""
+    return "relaxed_log_px" if config.estimator == "reparam" and model.posterior.relaxes else None
+
+
+FREE_BITS_CLOSED_FORM = "free bits apply to a closed-form KL per unit: use --objective elbo with the standard prior"
+OBJECTIVES.register(
+    Part(
+        "elbo",
+        doc="the ELBO with `--beta`, `--warmup` and `--free-bits`; `reparam` or score-function gradients",
+        requires=(
+            Requirement(
+                lambda c: c.estimator != "dreg",
+                "the doubly reparameterized estimator is for the importance-weighted bound: add --objective iwae",
+            ),
+            Requirement(lambda c: c.free_bits == 0 or c.model.prior == "standard", FREE_BITS_CLOSED_FORM),
+            Requirement(
+                lambda c: c.estimator != "score-function-baseline" or c.samples >= 2,
+                "the leave-one-out baseline needs at least 2 samples per image: add --samples 4",
+            ),
+        ),
+        impl=Objective(
+            lambda model, x, source, config, y: elbo(model, x, source, config.estimator, config.samples, y),
+            _elbo_extra,
+            lambda config: config.samples,
+        ),
+    )
+)
+OBJECTIVES.register(
+    Part(
+        "iwae",
+        "importance-weighted bound with --k samples",
+        doc="the importance-weighted bound with `--k` samples (Burda et al. 2016); `--estimator dreg` for the doubly "
+        "reparameterized encoder gradient (Tucker et al. 2018)",
+        requires=(
+            Requirement(
+                lambda c: c.model.latent == "gaussian" and c.model.kind == "vae",
+                "the importance-weighted bound needs a Gaussian posterior: use --model vae --latent gaussian",
+            ),
+            Requirement(lambda c: c.estimator in PATHWISE, "--objective iwae takes --estimator reparam (IWAE) or dreg"),
+            Requirement(
+                lambda c: c.beta == 1 and c.warmup_epochs == 0 and c.samples == 1,
+                "--objective iwae has its own k samples and no KL weight: drop --beta, --warmup and --samples",
+            ),
+            Requirement(lambda c: c.free_bits == 0, FREE_BITS_CLOSED_FORM),
+        ),
+        impl=Objective(
+            lambda model, x, source, config, y: importance_weighted(model, x, config.k, source, config.estimator, y),
+            lambda model, config: "iwae_bound",
+            lambda config: config.k,
+        ),
+    )
+)

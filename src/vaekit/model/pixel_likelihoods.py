@@ -16,6 +16,7 @@ from torch import Tensor
 
 from vaekit.errors import VaekitError
 from vaekit.model.likelihoods import sum_event
+from vaekit.parts import Exported, Output
 
 # Inside |logits| < SERIES_LIMIT the closed forms of the continuous Bernoulli divide 0 by 0 at logits = 0 and lose
 # digits (and gradient accuracy) near it; their Taylor series, kept to l⁸, are exact to ~1e-12 there.
@@ -89,6 +90,15 @@ class ContinuousBernoulli:
     log p = x·l − softplus(l) + log C(λ) is a true log-likelihood of continuous pixels (nats, summed over the event).
     """
 
+    export: Exported = (
+        Output(
+            "logits",
+            "logits",
+            "continuous Bernoulli logits l per pixel, lambda = sigmoid(l); the picture is its mean "
+            "0.5 + 0.5 * (coth(l / 2) - 2 / l), which is 0.5 at l = 0 (not lambda)",
+        ),
+    )
+
     def __init__(self, logits: Tensor, event_ndim: int = 3) -> None:
         check_event_ndim(logits, event_ndim, "the continuous Bernoulli's logits")
         self.logits = logits
@@ -137,6 +147,26 @@ class DiscretizedLogisticMixture:
     3·mixtures channels of image channel c are [mixture logits (mixtures), means μ (mixtures), log-scales (mixtures)],
     in that order. With mixtures = 1 it is the plain discretized logistic (its mixture logit is unused).
     """
+
+    export: Exported = (
+        Output(
+            "mixture_logits",
+            "mixture_logits",
+            "(batch, C, M, H, W) logits of M logistic components per pixel: weights pi = softmax over M",
+        ),
+        Output(
+            "loc",
+            "loc",
+            "(batch, C, M, H, W) component means mu on [-1, 1]: the picture is "
+            "clip((sum over M of pi * mu + 1) / 2, 0, 1)",
+        ),
+        Output(
+            "log_scale",
+            "log_scale",
+            "(batch, C, M, H, W) component log-scales s (floored at -7) of the "
+            "logistic in (x - mu) / exp(s), on [-1, 1]",
+        ),
+    )
 
     def __init__(self, params: Tensor, mixtures: int, event_ndim: int = 3) -> None:
         per_channel = self.channels(mixtures)

@@ -12,16 +12,18 @@ relaxation rather than samples of q). `at_step` lets a family follow a schedule
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaekit.config import ModelConfig
+from vaekit.config import MAX_WIDTH, ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.model.networks import mlp
 from vaekit.model.randomness import Randomness, draw
+from vaekit.parts import KINDS, POSTERIORS, Exported, Part, Requirement
 
 # exp(logvar) for logvar in [-30, 20] stays within float32 (σ from 3e-7 to 2e4). The encoder's raw output is
 # clamped rather than squashed through softplus so the usual "logvar head" keeps its meaning; gradients outside the
@@ -239,6 +241,11 @@ class TwoLayerGaussian:
     reaches the encoder through z1 and the q(z2|z1) network through z2. log q(z) = log q(z1|x) + log q(z2|z1).
     """
 
+    export: Exported = (
+        "ONNX export covers one stochastic layer and this run has two (--second-layer): its q(z2|z1) and p(z1|z2) "
+        "networks have no place in encoder.onnx and decoder.onnx; export a run trained without --second-layer"
+    )
+
     relaxed = False
 
     def __init__(self, lower: DiagonalGaussian, upper: nn.Module, frozen: bool = False) -> None:
@@ -385,6 +392,24 @@ class CategoricalFamily(nn.Module):
 Family = GaussianFamily | CategoricalFamily
 
 
+def need_continuous(family: Family, what: str, instead: str = "") -> None:
+    """The one answer to "may codes be moved along paths and sliders?" and its one message: `what` needs that."""
+    if not family.continuous:
+        raise VaekitError(
+            f"{what} needs continuous codes and this run's latents are categorical (one-hot): {instead}use a run "
+            "trained with --latent gaussian"
+        )
+
+
+def need_density(family: Family, what: str) -> None:
+    """The one answer to "has q(z|x) a density, hence a KL and an ELBO?" and its one message: `what` needs one."""
+    if not family.has_density:
+        raise VaekitError(
+            f"{what} needs a posterior with a density and this run is an autoencoder (a point-mass code, no KL): use "
+            "a run trained with --model vae"
+        )
+
+
 def posterior_family(config: ModelConfig) -> Family:
     """The family a config names: `latent` categorical, else `kind` ae (a point mass) or vae (a Gaussian, over two
     stochastic layers when `second_layer` is given)."""
@@ -393,3 +418,71 @@ def posterior_family(config: ModelConfig) -> Family:
     if config.second_layer:
         return TwoLayerGaussianFamily(config)
     return PointMassFamily(config.latent_dim) if config.kind == "ae" else GaussianFamily(config.latent_dim)
+
+
+PATHWISE = ("reparam", "dreg")  # the estimators whose gradient follows the path of z, so a sampled KL is fine
+
+
+def _categorical_codes(config: TrainConfig) -> None:
+    """The decoder reads the flattened one-hot codes: latent_dim is V·K."""
+    model = config.model
+    model.latent_dim = model.latent_vars * model.categories
+    if model.latent_dim > MAX_WIDTH:
+        raise VaekitError(f"latent_vars × categories must be at most {MAX_WIDTH}")
+
+
+def _one_layer(holds: Callable[[TrainConfig], bool]) -> Callable[[TrainConfig], bool]:
+    """A requirement that a second stochastic layer places: it holds without one."""
+    return lambda config: not config.model.second_layer or holds(config)
+
+
+TWO_LAYERS_GAUSSIAN = "a second stochastic layer is Gaussian: use it with --model vae --latent gaussian"
+KINDS.register(Part("vae", doc="a VAE: the posterior family `--latent` picks"))
+KINDS.register(
+    Part(
+        "ae",
+        "plain autoencoder baseline",
+        requires=(
+            Requirement(
+                lambda c: c.free_bits == 0, "an autoencoder's code has no KL for free bits to floor: drop --free-bits"
+            ),
+            Requirement(lambda c: c.model.latent == "gaussian", "--model ae takes a gaussian latent"),
+            Requirement(
+                lambda c: c.estimator == "reparam",
+                "an autoencoder's code has no density, so no score-function gradient: use --estimator reparam",
+            ),
+        ),
+    )
+)
+POSTERIORS.register(
+    Part(
+        "gaussian",
+        doc="a diagonal Gaussian; `--second-layer` adds a second stochastic layer (Burda et al. 2016)",
+        requires=(
+            Requirement(_one_layer(lambda c: c.model.kind == "vae"), TWO_LAYERS_GAUSSIAN),
+            Requirement(
+                _one_layer(lambda c: c.model.prior == "standard"),
+                lambda c: (
+                    f"a second stochastic layer brings its own prior N(z2; 0, I)·p(z1|z2): drop --prior {c.model.prior}"
+                ),
+            ),
+            Requirement(
+                _one_layer(lambda c: c.estimator in PATHWISE),
+                "the two-layer KL is estimated at samples of q, which needs their path: use --estimator reparam",
+            ),
+            Requirement(
+                _one_layer(lambda c: c.free_bits == 0),
+                "free bits need a closed-form KL per unit, which two stochastic layers lack: drop --free-bits",
+            ),
+        ),
+    )
+)
+POSTERIORS.register(
+    Part(
+        "categorical",
+        "Gumbel-softmax",
+        doc="`--latent-vars` variables of `--categories` each, relaxed by the Gumbel-softmax (Jang et al. 2017)",
+        requires=(Requirement(lambda c: not c.model.second_layer, TWO_LAYERS_GAUSSIAN),),
+        settle=_categorical_codes,
+    )
+)

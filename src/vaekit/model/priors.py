@@ -14,17 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaekit.config import ModelConfig
+from vaekit.config import ModelConfig, TrainConfig
 from vaekit.errors import VaekitError
 from vaekit.model.networks import mlp
 from vaekit.model.posteriors import (
     LOG_2PI,
+    PATHWISE,
     DiagonalGaussian,
     Family,
     PointMass,
     Posterior,
     RelaxedCategorical,
 )
+from vaekit.parts import PRIORS, Part, Requirement
 
 ClosedForm = Callable[[Any, Any], Tensor]
 CLOSED_FORMS: dict[tuple[type, type], ClosedForm] = {}  # (prior type, posterior type) -> KL per latent unit
@@ -254,15 +256,74 @@ def _point_mass(prior: Prior, posterior: PointMass) -> Tensor:
     return torch.zeros_like(posterior.code)
 
 
-def build_prior(config: ModelConfig, family: Family, encode: Callable[[Tensor], Posterior]) -> Prior:
-    """The prior a config names; `standard` is N(0, I) for Gaussian codes, N(z2; 0, I)·p(z1|z2) with a second
-    stochastic layer, and uniform for categorical codes."""
-    if config.prior == "mog":
-        return MixtureOfGaussians(family.latent_dim, config.prior_components)
-    if config.prior == "vamp":
-        return VampPrior(config.prior_components, tuple(config.input_shape), encode)
+Encode = Callable[[Tensor], Posterior]
+
+
+def build_prior(config: ModelConfig, family: Family, encode: Encode) -> Prior:
+    """The prior a config names, built by its registered part."""
+    build: Callable[[ModelConfig, Family, Encode], Prior] = PRIORS[config.prior].impl
+    return build(config, family, encode)
+
+
+def _standard(config: ModelConfig, family: Family, encode: Encode) -> Prior:
+    """N(0, I) for Gaussian codes, N(z2; 0, I)·p(z1|z2) with a second stochastic layer, uniform for categorical
+    codes."""
     if config.latent == "categorical":
         return UniformCategorical(config.latent_vars, config.categories)
     if config.second_layer:
         return TwoLayerPrior(config)
     return StandardNormal(family.latent_dim)
+
+
+def learned_prior_requirements() -> tuple[Requirement, ...]:
+    """What a learned density over Gaussian codes asks of the rest: Gaussian codes, and a pathwise estimator (its KL
+    is a Monte Carlo estimate at samples of q)."""
+    return (
+        Requirement(
+            lambda c: c.model.latent == "gaussian" and c.model.kind == "vae",
+            lambda c: (
+                f"the {c.model.prior} prior is a density over Gaussian codes: use it with --model vae --latent gaussian"
+            ),
+        ),
+        Requirement(
+            lambda c: c.estimator in PATHWISE,
+            "a learned prior's KL is estimated at samples of q, which needs their path: use --estimator reparam",
+        ),
+    )
+
+
+LEARNED_PRIOR_EXPORT = "the run's learned {name} prior, which these files do not hold: draw codes with vaekit"
+
+
+def _no_label(config: TrainConfig) -> bool:
+    return config.model.condition == "none"
+
+
+PRIORS.register(Part("standard", "N(0, I)", impl=_standard, doc="N(0, I); uniform for categorical codes"))
+PRIORS.register(
+    Part(
+        "mog",
+        "learned mixture",
+        doc="a learned mixture of `--prior-components K` Gaussians",
+        requires=learned_prior_requirements(),
+        export=LEARNED_PRIOR_EXPORT.format(name="mog"),
+        impl=lambda config, family, encode: MixtureOfGaussians(family.latent_dim, config.prior_components),
+    )
+)
+PRIORS.register(
+    Part(
+        "vamp",
+        "VampPrior",
+        doc="the VampPrior: the posterior's mixture at K learned pseudo-inputs (Tomczak & Welling 2018)",
+        export=LEARNED_PRIOR_EXPORT.format(name="vamp"),
+        requires=(
+            Requirement(
+                _no_label,
+                "the VampPrior encodes pseudo-inputs, which have no label: use --prior standard or mog with "
+                "--condition label",
+            ),
+            *learned_prior_requirements(),
+        ),
+        impl=lambda config, family, encode: VampPrior(config.prior_components, tuple(config.input_shape), encode),
+    )
+)

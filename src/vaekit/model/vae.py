@@ -15,7 +15,7 @@ from vaekit.config import ModelConfig
 from vaekit.errors import VaekitError
 from vaekit.memory import layer_outputs, require
 from vaekit.model.heads import Likelihood, build_head
-from vaekit.model.networks import NETWORKS
+from vaekit.model.networks import network
 from vaekit.model.objectives import ElboTerms, elbo
 from vaekit.model.posteriors import Posterior, posterior_family
 from vaekit.model.priors import build_prior
@@ -34,7 +34,7 @@ class VAE(nn.Module):
         self.input_shape = tuple(config.input_shape)
         self.posterior = posterior_family(config)
         self.latent_dim = self.posterior.latent_dim
-        self.network = NETWORKS[config.network]
+        self.network = network(config.network)
         build_encoder, build_decoder = self.network.encoder, self.network.decoder
         head = build_head(config)
         channels, height, width = self.input_shape

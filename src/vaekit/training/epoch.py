@@ -20,7 +20,7 @@ from vaekit.data.scoring import Scoring
 from vaekit.data.sources import Dataset
 from vaekit.devices import RunningSum
 from vaekit.errors import VaekitError
-from vaekit.model.objectives import importance_weighted
+from vaekit.model.objectives import objective_of
 from vaekit.model.randomness import BatchSlice, Randomness
 from vaekit.model.vae import VAE
 from vaekit.training.callbacks import STEP_EVERY, Callback, StepEnd
@@ -54,10 +54,7 @@ class ObjectiveStep(nn.Module):
         self, x: Tensor, source: Randomness, beta: float, batch: int, y: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         config = self.config
-        if config.objective == "iwae":
-            terms = importance_weighted(self.model, x, config.k, source, config.estimator, y)
-        else:
-            terms = self.model.elbo(x, source, config.estimator, config.samples, y)
+        terms = objective_of(config).terms(self.model, x, source, config, y)
 
         def batch_mean(per_example: Tensor) -> Tensor:  # over the global batch, whatever the number of processes
             return self.ranks.sum(per_example.sum(0)) / batch
@@ -68,11 +65,9 @@ class ObjectiveStep(nn.Module):
 
 
 def extra_term(model: VAE, config: TrainConfig) -> str | None:
-    """What the third running sum of the loop records: the importance-weighted bound, or the relaxed surrogate's
-    reconstruction term of Gumbel-softmax training (beside the exact one), or nothing."""
-    if config.objective == "iwae":
-        return "iwae_bound"
-    return "relaxed_log_px" if config.estimator == "reparam" and model.posterior.relaxes else None
+    """What the third running sum of the loop records: the objective says (the importance-weighted bound, or the
+    relaxed surrogate's reconstruction term of Gumbel-softmax training beside the exact one, or nothing)."""
+    return objective_of(config).extra_term(model, config)
 
 
 def train_epoch(

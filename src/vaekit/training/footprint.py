@@ -18,6 +18,7 @@ from vaekit.config import TrainConfig
 from vaekit.data.pack import IndexedImages
 from vaekit.data.sources import Dataset
 from vaekit.memory import require, tensor_bytes
+from vaekit.model.objectives import objective_of
 from vaekit.model.vae import VAE, stored_names
 from vaekit.training.runs import check_shapes
 
@@ -47,7 +48,7 @@ def check_run_fits(
     if device.type != "cpu":  # the model is initialised on the CPU, then moved
         require(weights, f"a model of {parameters:,} parameters", smaller)
     require(weights * copies, f"training a model of {parameters:,} parameters", smaller, device)
-    samples = config.k if config.objective == "iwae" else config.samples
+    samples = objective_of(config).samples(config)
     per_rank = math.ceil(config.batch_size / max(1, config.world_size))
     step = BACKWARD_FACTOR * model.activation_bytes(per_rank, samples)
     evaluation = model.activation_bytes(min(eval_chunk, max(len(data.val), len(data.test))))

@@ -1,0 +1,13 @@
+"""mkdocs hook: each `<!-- parts: KIND -->` marker in a page becomes that kind's table of registered parts, so a new
+part's module reaches the docs by itself. Every other line of a page is its own source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import vaekit  # noqa: F401 (importing the package registers every part)
+from vaekit.parts import fill_part_tables
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    return fill_part_tables(markdown)
