@@ -120,6 +120,22 @@ def test_a_datasets_folder_whose_state_lists_no_data_files_is_one_line(tmp_path:
         load_dataset(DataConfig(dataset=str(saved)))
 
 
+def test_a_datasets_info_file_that_is_not_an_object_is_one_line(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"image": [picture(i) for i in range(6)]}).save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "saved" / "dataset_info.json").write_text("[]")  # `datasets` calls .items() on it
+    with pytest.raises(VaekitError, match=r"dataset_info\.json holds list, not a JSON object"):
+        load_dataset(DataConfig(dataset=str(tmp_path / "saved")))
+
+
+def test_a_npy_header_that_is_not_a_python_literal_is_one_line(tmp_path: Path) -> None:
+    text = b"{'descr': '|u1', 'fortran_order': False, (shape': (8, 2, 2), }"
+    header = text + b" " * (117 - len(text)) + b"\n"  # numpy's parser meets an unterminated string
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(32))
+    with pytest.raises(VaekitError, match=r"x\.npy as a \.npy file \(a damaged header"):
+        load_dataset(DataConfig(dataset=str(tmp_path / "x.npy")))
+
+
 def test_a_datasets_state_file_naming_a_file_outside_its_folder_is_refused(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"image": [picture(i) for i in range(6)]}).save_to_disk(str(tmp_path / "saved"))

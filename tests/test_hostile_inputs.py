@@ -136,6 +136,17 @@ def test_a_malformed_run_file_read_by_info_is_one_line(
         one_line_error(code, stderr, *fragments)
 
 
+def _optimizer_edited(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    """An edit of the saved optimizer state that `load_state_dict` accepts but a step would fail on."""
+
+    def edit(run_dir: Path) -> None:
+        state = torch.load(run_dir / "state.pt", weights_only=True)
+        change(state["optimizer"])
+        torch.save(state, run_dir / "state.pt")
+
+    return edit
+
+
 def _state_with(**changes: Any) -> Callable[[Path], None]:
     def edit(run_dir: Path) -> None:
         state = torch.load(run_dir / "state.pt", weights_only=True)
@@ -157,6 +168,10 @@ def _state_with(**changes: Any) -> Callable[[Path], None]:
         (_state_with(optimizer={"state": {}, "param_groups": "x"}), "optimizer"),
         (_state_with(model=[1, 2]), "model"),
         (_state_with(epoch=True), "not a vaekit checkpoint"),
+        (_optimizer_edited(lambda o: o["state"][0].update(odd=[None, False])), "a parameter's state holds"),
+        (_optimizer_edited(lambda o: o["state"][0].pop("exp_avg")), "a parameter's state holds"),
+        (_optimizer_edited(lambda o: o["state"][0].update(exp_avg="x")), "exp_avg is not a tensor"),
+        (_optimizer_edited(lambda o: o["param_groups"][0].update(betas="ab")), "'betas'"),
     ],
 )
 def test_a_state_file_holding_the_wrong_types_is_one_line(

@@ -148,7 +148,7 @@ def _saved_splits(path: Path) -> dict[str, Split]:
     _check_state_files(path)
     try:
         saved = datasets.load_from_disk(str(path))
-    except READ_ERRORS as error:
+    except (*READ_ERRORS, AttributeError, IndexError) as error:  # `datasets` trusts what its JSON files hold
         raise VaekitError(f"cannot read {path} as a datasets folder ({error}): save it again (save_to_disk)") from None
     if isinstance(saved, datasets.DatasetDict):
         if "train" not in saved:
@@ -181,6 +181,8 @@ def _check_state_files(path: Path) -> None:
             raise VaekitError(f"{path / 'dataset_dict.json'} lists no splits by name ({splits!r}): {fix}")
         folders = [path / split for split in splits]
     for folder in folders:
+        if (folder / "dataset_info.json").exists():  # `datasets` takes it for an object of its fields
+            _small_json(folder / "dataset_info.json", fix)
         state = folder / "state.json"
         files = _small_json(state, fix).get("_data_files")
         if not (isinstance(files, list) and files):

@@ -7,6 +7,7 @@ Everything that could break training later is checked here and reported as one l
 from __future__ import annotations
 
 import math
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -239,9 +240,14 @@ def _check_header(stream: IO[bytes], name: str, file_size: int | None) -> Header
 
 
 def _read_header(stream: IO[bytes]) -> Header:
+    """The header numpy writes; numpy parses its text as a Python literal, so a damaged one can raise the parser's own
+    errors, which become the ValueError numpy raises for the others."""
     version = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    return read_header(stream)
+    try:
+        return read_header(stream)
+    except (SyntaxError, tokenize.TokenError, RecursionError, MemoryError) as error:
+        raise ValueError(f"a damaged header: {type(error).__name__}") from None
 
 
 def _npz_parts(npz: np.lib.npyio.NpzFile, path: Path, max_bytes: int | None) -> dict[str, Pair]:

@@ -110,15 +110,14 @@ def restore(
     if average is not None:
         load_average(average, state, path)
     fix = "delete it to restart the run, or train a new run"
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
         raise VaekitError(f"{path} holds an optimizer state that does not fit this model ({error}): {fix}") from None
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    for parameter in parameters:
-        for name, value in optimizer.state.get(parameter, {}).items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != parameter.shape:
-                raise VaekitError(f"{path} holds an optimizer {name} of the wrong shape: {fix}")
+    problem = _optimizer_problem(optimizer, settings)
+    if problem:
+        raise VaekitError(f"{path} holds an optimizer state that does not fit this model ({problem}): {fix}")
     for group in optimizer.param_groups:
         group["lr"] = lr
     try:
@@ -127,3 +126,42 @@ def restore(
         raise VaekitError(f"{path} holds a random generator state that does not fit ({error}): {fix}") from None
     history: list[dict[str, Any]] = state["history"]
     return history
+
+
+def _optimizer_problem(optimizer: torch.optim.Optimizer, settings: list[dict[str, Any]]) -> str | None:
+    """What in a loaded optimizer state would fail at its first step, or None. `load_state_dict` checks only the
+    groups' sizes: each group must keep the kind of every setting the optimizer was made with (`settings`), and each
+    parameter's state must hold exactly the entries one step of this optimizer makes, tensors of the right shape."""
+    for group, made in zip(optimizer.param_groups, settings, strict=True):
+        for key, value in made.items():
+            if not _same_kind(group.get(key), value):
+                return f"the setting {key!r} is {group.get(key)!r}"
+    entries = _entries_of_a_step(optimizer, settings[0])
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            held = optimizer.state.get(parameter, {})
+            if held and set(held) != entries:
+                return f"a parameter's state holds {sorted(map(str, held))}, not {sorted(entries)}"
+            for name, value in held.items():
+                if not isinstance(value, torch.Tensor) or (value.dim() > 0 and value.shape != parameter.shape):
+                    return f"{name} is not a tensor of its parameter's shape"
+    return None
+
+
+def _same_kind(saved: Any, made: Any) -> bool:
+    if isinstance(made, bool) or made is None:
+        return type(saved) is type(made)
+    if isinstance(made, int | float):
+        return isinstance(saved, int | float) and not isinstance(saved, bool)
+    if isinstance(made, tuple | list):
+        return isinstance(saved, tuple | list) and len(saved) == len(made) and all(map(_same_kind, saved, made))
+    return type(saved) is type(made)
+
+
+def _entries_of_a_step(optimizer: torch.optim.Optimizer, settings: dict[str, Any]) -> set[str]:
+    """The state entries one step of this optimizer, with these settings, makes for a parameter."""
+    probe = torch.zeros(1, requires_grad=True)
+    probe.grad = torch.ones(1)
+    stepped = type(optimizer)([probe], **{k: v for k, v in settings.items() if k in optimizer.defaults})
+    stepped.step()
+    return set(stepped.state[probe])
