@@ -48,8 +48,11 @@ class Rows:
 
     def load(self) -> Pair:
         """The whole part in memory (a mapped pack's training part stays mapped)."""
-        x = self.tensor if self.tensor is not None else torch.from_numpy(self.read(0, self.count))
-        return x, None if self.labels is None else torch.from_numpy(self.labels)
+        if self.tensor is not None:
+            return self.tensor, None if self.labels is None else torch.from_numpy(self.labels)
+        x = self.read(0, self.count)
+        x = x if x.flags.writeable else x.copy()  # a reader may give a view of its file; a tensor needs its own
+        return torch.from_numpy(x), None if self.labels is None else torch.from_numpy(self.labels)
 
     def eight_bit(self) -> Rows:
         """These rows, which a pack can store only as 8-bit pixels: others are refused, naming the fix."""
