@@ -12,6 +12,7 @@ import io
 import struct
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vaekit.errors import VaekitError
@@ -19,6 +20,9 @@ from vaekit.errors import VaekitError
 FORMATS = ("PNG", "JPEG")
 OPENED_AS = {"PNG", "JPEG", "MPO"}  # MPO: a JPEG carrying extra frames, which Pillow's JPEG plugin opens as such
 PREFIX_BYTES = 16  # what Pillow reads to recognise a format
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit greyscale (Pillow reads 16-bit PNGs as I;16)
+MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a header that claims more is a decompression bomb, not a training image
 
 
 def open_image(source: Path | bytes, name: str) -> Image.Image:
@@ -34,6 +38,15 @@ def open_image(source: Path | bytes, name: str) -> Image.Image:
         img.close()
         raise VaekitError(f"{name} opened as {img.format}, not PNG or JPEG: convert it to PNG")
     return img
+
+
+def decoded_pixels(img: Image.Image, mode: str) -> np.ndarray:
+    """The image's pixels as uint8 in `mode` ("L" or "RGB"); 16-bit greyscale is scaled (x >> 8), not clipped to
+    white. Every reader of encoded images decodes through here, so a file and a table's bytes give the same pixels."""
+    if img.mode in WIDE_MODES:
+        wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # I;16 arrives as uint16, I as int32
+        return np.asarray(Image.fromarray((wide >> 8).astype(np.uint8)).convert(mode))
+    return np.asarray(img.convert(mode))
 
 
 def _refusal(source: Path | bytes, name: str) -> str:

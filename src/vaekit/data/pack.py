@@ -25,7 +25,7 @@ import platform
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaekit.data.rows import MIN_EXAMPLES, Rows, Source
 from vaekit.errors import VaekitError
 from vaekit.memory import require
 from vaekit.small_files import read_small
@@ -44,29 +45,7 @@ PARTS = ("train", "test")  # written in this order; a source without a test part
 CHUNK_BYTES = 1 << 24  # pixels read, hashed and written at a time
 HASH_BLOCK = 1 << 22
 MAX_MANIFEST_BYTES = 1 << 20
-MIN_EXAMPLES = 4  # images a source (or each split a pack brings) must hold: a train and a test example after splits
 CHECKED_READ_BYTES = 1 << 26  # rows read into memory at once beyond this are checked against the memory available
-
-
-@dataclass(frozen=True)
-class Rows:
-    """One part of a source (its training or test images), read a chunk of rows at a time."""
-
-    count: int
-    shape: tuple[int, int, int]  # (C, H, W)
-    read: Callable[[int, int], np.ndarray]  # rows [start, stop) as uint8 (n, C, H, W)
-    labels: np.ndarray | None  # (count,) int64, or None
-
-    @classmethod
-    def of(cls, x: Tensor, y: Tensor | None, name: str) -> Rows:
-        """Images already in memory; float images are refused, since a pack stores 8-bit pixels."""
-        if x.dtype != torch.uint8:
-            raise VaekitError(
-                f"{name} holds {x.dtype} values in [0, 1] and a pack stores 8-bit pixels: save the images as uint8 "
-                "(np.rint(x * 255).astype(np.uint8)) and pack that, or train from the file itself"
-            )
-        c, h, w = x.shape[1:]
-        return cls(len(x), (c, h, w), lambda a, b: x[a:b].numpy(), None if y is None else y.numpy())
 
 
 @dataclass(frozen=True)
@@ -220,6 +199,7 @@ def write_pack(out: Path, parts: dict[str, Rows], source: str) -> dict[str, Any]
         raise VaekitError(f"{out} already exists: choose another folder for the pack, or delete it first")
     if "train" not in parts or set(parts) - set(PARTS):
         raise ValueError(f"parts {sorted(parts)}: expected train and optionally test")
+    parts = {role: rows.eight_bit() for role, rows in parts.items()}
     shapes = {rows.shape for rows in parts.values()}
     if len(shapes) != 1:
         raise VaekitError(f"{source}: its parts differ in image shape {sorted(shapes)}: store every part at one shape")
@@ -301,6 +281,21 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(handle)
     finally:
         os.close(handle)
+
+
+class PackReader:
+    """A pack: its training part stays mapped (read a batch at a time), its test part is read into memory."""
+
+    name = "pack"
+    takes_columns = False
+    refuses_packing = "{source} is a pack already: train from it with --dataset {source}"
+
+    def recognizes(self, path: Path) -> bool:
+        return is_pack(path)
+
+    def open(self, path: Path, image_column: str | None = None, label_column: str | None = None) -> Source:
+        pack = open_pack(path)
+        return Source({role: Rows.of(*pack.part(role, lazy=role == "train"), str(path)) for role in pack.splits})
 
 
 def is_pack(path: Path) -> bool:

@@ -2,8 +2,11 @@
 
 Every source ends as a `Dataset` of uint8 (or float32 in [0, 1]) tensors shaped (N, C, H, W), split into train,
 validation and test. Batching and devices are the trainer's business; this module returns tensors, not loaders.
-A pack (see `vaekit.data.pack`) stays on disk: its training split is an `IndexedImages` over the mapped file, which the
-splits below narrow by index without reading it, and its validation and test splits are read into memory.
+Named sets are recognized by name; any other source by the first reader of `vaekit.data.readers` that recognizes its
+path, and loading and packing ask that one registry. Splitting off the validation and test splits and binarizing
+happen here, once, for every source. A pack (see `vaekit.data.pack`) stays on disk: its training split is an
+`IndexedImages` over the mapped file, which the splits below narrow by index without reading it, and its validation and
+test splits are read into memory.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from torch import Tensor
 
 from vaekit.config import MAX_CLASSES, DataConfig
 from vaekit.data.download import fetch, verify
-from vaekit.data.pack import IndexedImages, Rows, is_pack, open_pack, write_pack
-from vaekit.data.tables import is_table, load_table, table_rows
-from vaekit.data.userdata import array_rows, image_folder_rows, load_arrays, load_image_folder
+from vaekit.data.pack import IndexedImages, write_pack
+from vaekit.data.readers import reader_for
+from vaekit.data.rows import Rows, Source
 from vaekit.errors import VaekitError
 
 TEST_SPLIT_SEED = 1234  # held fixed so that every run of a dataset is tested on the same images
@@ -242,29 +245,24 @@ def load_dataset(config: DataConfig) -> Dataset:
     """The dataset named (or pointed to) by `config.dataset`, split into train / validation / test."""
     name = config.dataset
     path = source_path(name, "--dataset")
-    table = name not in NAMED and path.exists() and is_table(path)
-    if (config.image_column or config.label_column) and not table:
+    reader = None if name in NAMED else reader_for(path)
+    if (config.image_column or config.label_column) and not (reader and reader.takes_columns):
         raise VaekitError(
             f"--image-column and --label-column choose columns of a table (Parquet or a datasets folder) and "
             f"{name} is none: drop them"
         )
     if name in NAMED:
-        train, test = _named_parts(name, config)
-    elif path.exists():
-        if is_pack(path):
-            pack = open_pack(path)
-            parts = {role: pack.part(role, lazy=role == "train") for role in pack.splits}
-        elif table:
-            parts = load_table(path, config.image_column, config.label_column)
-        else:
-            parts = load_image_folder(path) if path.is_dir() else load_arrays(path)
-        train = Split(*parts["train"])
-        if "test" in parts:  # an .npz (or a pack of a source) that brings its own test split
-            test = Split(*parts["test"])
-        else:
-            train, test = split_off(train, max(1, len(train) // 10), TEST_SPLIT_SEED)
-    else:
+        source = _named_source(name, config.data_dir)
+    elif reader is None:
         raise _unknown(name)
+    else:
+        source = reader.open(path, config.image_column, config.label_column)
+    parts = source.load()
+    train = Split(*parts["train"])
+    if "test" in parts:  # a named set, an .npz or a table (or a pack of one) that brings its own test split
+        test = Split(*parts["test"])
+    else:
+        train, test = split_off(train, max(1, len(train) // 10), TEST_SPLIT_SEED)
     check_agree(name, train, test)
     if config.binarize == "static" and isinstance(train.x, IndexedImages):
         raise VaekitError(
@@ -307,10 +305,13 @@ def _file_kind(mode: int) -> str:
     return next((kind for test, kind in kinds.items() if test(mode)), "a block device")
 
 
-def _named_parts(name: str, config: DataConfig) -> tuple[Split, Split]:
+def _named_source(name: str, data_dir: str | None) -> Source:
+    """A named set as its train and test parts, in memory: the reader of the sources found by name."""
     if name in IDX_SOURCES:
-        return load_idx_dataset(name, config)
-    return split_off(load_digits(), 297, TEST_SPLIT_SEED)
+        train, test = load_idx_dataset(name, DataConfig(dataset=name, data_dir=data_dir))
+    else:
+        train, test = split_off(load_digits(), 297, TEST_SPLIT_SEED)
+    return Source({"train": Rows.of(train.x, train.y, name), "test": Rows.of(test.x, test.y, name)})
 
 
 def _unknown(name: str) -> VaekitError:
@@ -340,20 +341,15 @@ def pack_dataset(
     """
     path = source_path(source, "the source to pack")
     if source in NAMED:
-        train, test = _named_parts(source, DataConfig(dataset=source, data_dir=data_dir))
-        parts = {"train": Rows.of(train.x, train.y, source), "test": Rows.of(test.x, test.y, source)}
-        return write_pack(out, parts, source)
-    if not path.exists():
+        return write_pack(out, _named_source(source, data_dir).parts, source)
+    reader = reader_for(path)
+    if reader is None:
         raise _unknown(source)
-    if is_pack(path):
-        raise VaekitError(f"{source} is a pack already: train from it with --dataset {source}")
-    if is_table(path):
-        parts = table_rows(path, image_column, label_column)
-    elif image_column or label_column:
+    if reader.refuses_packing:
+        raise VaekitError(reader.refuses_packing.format(source=source))
+    if (image_column or label_column) and not reader.takes_columns:
         raise VaekitError(f"image_column and label_column choose columns of a table and {source} is none: drop them")
-    else:
-        parts = image_folder_rows(path) if path.is_dir() else array_rows(path)
-    return write_pack(out, parts, str(path.resolve()))
+    return write_pack(out, reader.open(path, image_column, label_column).parts, str(path.resolve()))
 
 
 def class_count(data: Dataset) -> int:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vaekit.data.image_formats import open_image
-from vaekit.data.userdata import GREY_MODES, MAX_IMAGE_PIXELS, WIDE_MODES, _images_from_array, _layout
+from vaekit.data.image_formats import GREY_MODES, MAX_IMAGE_PIXELS, decoded_pixels, open_image
+from vaekit.data.userdata import eight_bit_pixels, images_from_array, layout
 from vaekit.errors import VaekitError
 
 
@@ -109,7 +109,7 @@ def _encoded_pixels(part: Part, blobs: Any, size: tuple[int, int], mode: str) ->
         x = np.empty((stop - start, channels, height, width), dtype=np.uint8)
 
         def decode(row: int, img: Image.Image) -> None:
-            pixels = _eight_bit(img, mode)
+            pixels = decoded_pixels(img, mode)
             if pixels.shape[:2] != (height, width):  # the bytes changed since their header was read
                 raise VaekitError(f"{part.where(row)} decodes to {pixels.shape}, expected {height}x{width}: replace it")
             x[row - start] = pixels.reshape(height, width, channels).transpose(2, 0, 1)
@@ -118,14 +118,6 @@ def _encoded_pixels(part: Part, blobs: Any, size: tuple[int, int], mode: str) ->
         return x
 
     return Pixels(len(blobs), (channels, height, width), np.dtype(np.uint8), read)
-
-
-def _eight_bit(img: Image.Image, mode: str) -> np.ndarray:
-    """Decoded as image files are (see `userdata`): 16-bit greyscale scaled (x >> 8), not clipped to white."""
-    if img.mode in WIDE_MODES:
-        wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
-        return np.asarray(Image.fromarray((wide >> 8).astype(np.uint8)).convert(mode))
-    return np.asarray(img.convert(mode))
 
 
 def _each_image(part: Part, blobs: Any, rows: range, use: Callable[[int, Image.Image], None]) -> None:
@@ -170,16 +162,14 @@ def _array_pixels(part: Part) -> Pixels:
         raise VaekitError(f"{name} holds rows of shape {tuple(dims)}: store each image as HxW or HxWxC")
     if values.null_count:
         raise VaekitError(f"{name} has null pixels: fill them in or drop those rows")
-    view = _layout(_as_bytes(values.to_numpy(zero_copy_only=False), name).reshape(len(part.images), *dims), name)
+    view = layout(_as_bytes(values.to_numpy(zero_copy_only=False), name).reshape(len(part.images), *dims), name)
     eight_bit = view.dtype in (np.uint8, np.bool_)
 
     def read(start: int, stop: int) -> np.ndarray:
-        chunk = view[start:stop]
-        if chunk.dtype == np.bool_:
-            return chunk.astype(np.uint8) * 255
+        chunk = np.array(view[start:stop], order="C")  # a writable copy, out of the mapped file
         if eight_bit:
-            return np.array(chunk, dtype=np.uint8, order="C")  # a writable copy, out of the mapped file
-        return _images_from_array(np.array(chunk), name).numpy()  # floats: checked finite and in [0, 1]
+            return eight_bit_pixels(chunk)
+        return images_from_array(chunk, name).numpy()  # floats: checked finite and in [0, 1]
 
     channels, height, width = view.shape[1:]
     return Pixels(len(view), (channels, height, width), np.dtype(np.uint8 if eight_bit else np.float32), read)

@@ -10,7 +10,8 @@ Arrow is read through pyarrow, memory-mapped: Parquet with `memory_map=True` (on
 folder through `datasets.load_from_disk`, which maps its Arrow files. A DatasetDict's own train and test splits are the
 train and test parts, and so are the files of a Parquet folder named like the hub's (`train-00000-of-00002.parquet`,
 `test-…`); other splits (validation) are not read, since vaekit carves its validation split from train for every source.
-This module finds the splits and columns; `vaekit.data.table_pixels` decodes the images.
+This module is the reader `TABLE` (see `vaekit.data.rows`): it finds the splits and columns; `vaekit.data.table_pixels`
+decodes the images.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from typing import Any, TypeGuard
 import numpy as np
 import torch
 
-from vaekit.data.pack import MIN_EXAMPLES, Rows
+from vaekit.data.rows import MIN_EXAMPLES, Memory, Pair, Rows, Source
 from vaekit.data.table_pixels import Part, first_null, pixels_of, pyarrow_module
-from vaekit.data.userdata import Pair, class_numbers
+from vaekit.data.userdata import class_numbers
 from vaekit.errors import VaekitError
-from vaekit.memory import require
 from vaekit.small_files import read_small
 
 IMAGE_NAMES = ("image", "img", "pixels")  # the image column when none is named: the first present, in any case
@@ -43,7 +43,7 @@ READ_ERRORS = (OSError, ValueError, KeyError, TypeError)  # pyarrow's ArrowInval
 
 
 @dataclass(frozen=True)
-class Split:
+class TableSplit:
     """One split of a table before its columns are read: `read(columns)` gives (pyarrow table, file starts)."""
 
     name: str  # how messages name it: the file or folder, and the split when there are several
@@ -60,37 +60,44 @@ def is_table(path: Path) -> bool:
     return path.is_dir() and any(f.is_file() for f in path.rglob("*.parquet"))
 
 
+class TableReader:
+    """A .parquet file, a folder written by `save_to_disk`, or a folder holding .parquet files. Opening it reads the
+    chosen columns memory-mapped and every image's header, so its decoded size is known before any image is decoded."""
+
+    name = "table"
+    takes_columns = True
+    refuses_packing = ""
+
+    def recognizes(self, path: Path) -> bool:
+        return is_table(path)
+
+    def open(self, path: Path, image_column: str | None = None, label_column: str | None = None) -> Source:
+        parts = table_parts(path, image_column, label_column)
+        pixels = pixels_of(parts)
+        rows = {}
+        for role, p in pixels.items():
+            labels = parts[role].labels
+            numbers = None if labels is None else labels.numpy()
+            rows[role] = Rows(p.count, p.shape, p.read, numbers, p.dtype, parts[role].name, "float pixels in [0, 1]")
+        count = sum(p.count for p in pixels.values())
+        (channels, height, width), dtype = next(iter(pixels.values())).shape, next(iter(pixels.values())).dtype
+        memory = Memory(
+            sum(p.count * math.prod(p.shape) * p.dtype.itemsize for p in pixels.values()),
+            f"{path} ({count} images of {width}x{height}x{channels}, {dtype})",
+            f"use fewer or smaller images, or pack them (`vaekit pack {path} PACK`) and train from the pack",
+        )
+        return Source(rows, memory)
+
+
+TABLE = TableReader()
+
+
 def load_table(
     path: Path, image_column: str | None = None, label_column: str | None = None, max_bytes: int | None = None
 ) -> dict[str, Pair]:
-    """The table's parts ("train", and "test" when it has its own) as (x, y) tensors, their decoded size (from the
-    images' headers) checked against the memory available (or `max_bytes`) before any image is decoded."""
-    parts = table_parts(path, image_column, label_column)
-    pixels = pixels_of(parts)
-    count = sum(p.count for p in pixels.values())
-    (channels, height, width), dtype = next(iter(pixels.values())).shape, next(iter(pixels.values())).dtype
-    require(
-        sum(p.count * math.prod(p.shape) * p.dtype.itemsize for p in pixels.values()),
-        f"{path} ({count} images of {width}x{height}x{channels}, {dtype})",
-        f"use fewer or smaller images, or pack them (`vaekit pack {path} PACK`) and train from the pack",
-        limit=max_bytes,
-    )
-    return {role: (torch.from_numpy(p.read(0, p.count)), parts[role].labels) for role, p in pixels.items()}
-
-
-def table_rows(path: Path, image_column: str | None = None, label_column: str | None = None) -> dict[str, Rows]:
-    """The table's parts as `Rows` for a pack, decoded a chunk at a time."""
-    parts = table_parts(path, image_column, label_column)
-    rows = {}
-    for role, p in pixels_of(parts).items():
-        if p.dtype != np.uint8:
-            raise VaekitError(
-                f"{parts[role].name} holds float pixels in [0, 1] and a pack stores 8-bit pixels: store the images "
-                "as uint8 (or PNG) and pack that, or train from the table itself"
-            )
-        labels = parts[role].labels
-        rows[role] = Rows(p.count, p.shape, p.read, None if labels is None else labels.numpy())
-    return rows
+    """The table's parts ("train", and "test" when it has its own) in memory, checked first against the memory
+    available (or `max_bytes`)."""
+    return TABLE.open(path, image_column, label_column).load(max_bytes)
 
 
 # --- splits and columns ------------------------------------------------------------------------------------------
@@ -112,7 +119,7 @@ def table_parts(path: Path, image_column: str | None = None, label_column: str |
     return parts
 
 
-def _parquet_splits(path: Path) -> dict[str, Split]:
+def _parquet_splits(path: Path) -> dict[str, TableSplit]:
     pq = _parquet()
     files = [path] if path.is_file() else sorted(f for f in path.rglob("*.parquet") if f.is_file())  # a FIFO blocks
     named = {f: m.group(1).lower() for f in files if (m := SPLIT_FILE.match(f.name))}
@@ -121,7 +128,7 @@ def _parquet_splits(path: Path) -> dict[str, Split]:
         roles = sorted(set(named.values()), reverse=True)  # train first
         groups = {role: [f for f in files if named.get(f) == role] for role in roles}
 
-    def split(role: str, group: list[Path]) -> Split:
+    def split(role: str, group: list[Path]) -> TableSplit:
         name = f"{path} ({role} files)" if len(groups) > 1 else str(path)
 
         def read(columns: list[str]) -> tuple[Any, tuple[tuple[int, str], ...]]:
@@ -137,12 +144,12 @@ def _parquet_splits(path: Path) -> dict[str, Split]:
             columns = list(pq.read_schema(group[0]).names)
         except READ_ERRORS as error:
             raise VaekitError(f"cannot read {group[0]} as Parquet ({error}): write the file again") from None
-        return Split(name, columns, read)
+        return TableSplit(name, columns, read)
 
     return {role: split(role, group) for role, group in groups.items()}
 
 
-def _saved_splits(path: Path) -> dict[str, Split]:
+def _saved_splits(path: Path) -> dict[str, TableSplit]:
     """A `save_to_disk` folder: a Dataset is the train part; a DatasetDict gives its train and test splits."""
     datasets = _datasets()
     _check_state_files(path)
@@ -160,12 +167,12 @@ def _saved_splits(path: Path) -> dict[str, Split]:
     else:
         chosen = {"train": (str(path), saved)}
 
-    def split(name: str, dataset: Any) -> Split:
+    def split(name: str, dataset: Any) -> TableSplit:
         def read(columns: list[str]) -> tuple[Any, tuple[tuple[int, str], ...]]:
             # A slice of the mapped Arrow files, zero-copy (and through any index mapping the dataset carries).
             return dataset.with_format("arrow")[: len(dataset)].select(columns), ()
 
-        return Split(name, list(dataset.column_names), read)
+        return TableSplit(name, list(dataset.column_names), read)
 
     return {role: split(name, dataset) for role, (name, dataset) in chosen.items()}
 
@@ -209,7 +216,7 @@ def _plain_name(name: Any) -> TypeGuard[str]:
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
-def _choose(split: Split, named: str | None, defaults: tuple[str, ...], flag: str, optional: bool = False) -> Any:
+def _choose(split: TableSplit, named: str | None, defaults: tuple[str, ...], flag: str, optional: bool = False) -> Any:
     """The column named by the flag, else the first of `defaults` present (in any case), else an error or None."""
     columns = ", ".join(split.columns) or "none"
     if named is not None:

@@ -1,7 +1,9 @@
 """The user's own data: a folder of PNG/JPEG images (optionally one sub-folder per label), or .npy/.npz arrays.
 
-Both end as (x, y) pairs of tensors: x uint8 (or float32 in [0, 1]) shaped (N, C, H, W), y int64 labels or None.
-Everything that could break training later is checked here and reported as one line naming the file and the fix.
+Two readers (see `vaekit.data.rows`): `IMAGE_FOLDER` and `ARRAYS`. Each opens its source as `Rows` of x uint8 (or
+float32 in [0, 1]) shaped (N, C, H, W) and int64 labels or None, which training loads whole and `vaekit pack` reads a
+chunk at a time. Everything that could break training later is checked here and reported as one line naming the file
+and the fix.
 """
 
 from __future__ import annotations
@@ -22,17 +24,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from vaekit.data.image_formats import open_image
-from vaekit.data.pack import MIN_EXAMPLES, Rows
+from vaekit.data.image_formats import GREY_MODES, MAX_IMAGE_PIXELS, decoded_pixels, open_image
+from vaekit.data.rows import MIN_EXAMPLES, Memory, Pair, Rows, Source
 from vaekit.errors import VaekitError
 from vaekit.memory import require
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # 16-bit greyscale (Pillow reads 16-bit PNGs as I;16)
-Pair = tuple[Tensor, Tensor | None]
 Header = tuple[tuple[int, ...], bool, np.dtype[Any]]  # an array's shape, Fortran order and dtype
-MAX_IMAGE_PIXELS = 4096 * 4096  # per image: a header that claims more is a decompression bomb, not a training image
+BLOCK_BYTES = 1 << 24  # read from an .npz member's stream at a time
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (the second: an empty one)
 
@@ -78,28 +77,37 @@ def scan_image_folder(root: Path) -> ImageFolder:
     return ImageFolder(root, files, mode, (1 if mode == "L" else 3, height, width))
 
 
-def load_image_folder(root: Path, max_bytes: int | None = None) -> dict[str, Pair]:
-    """All images below `root`; when every image sits in a sub-folder, the sub-folder names are the labels.
+class ImageFolderReader:
+    """Any folder (once packs and tables have declined it): all PNG/JPEG images below it; when every image sits in a
+    sub-folder, the sub-folder names are the labels.
 
-    Two passes: every header first, so that a folder too big for the memory available (or `max_bytes`) fails before
-    anything is decoded; then each image decoded straight into one preallocated array.
+    Two passes: every header at `open`, so that a folder too big for the memory available fails before anything is
+    decoded; then each image decoded straight into one preallocated array, or a chunk at a time for a pack.
     """
-    folder = scan_image_folder(root)
-    channels, height, width = folder.shape
-    require(
-        len(folder.files) * channels * height * width,
-        f"image folder {root} ({len(folder.files)} {folder.mode} images of {width}x{height})",
-        _PACK_IT.format(root),
-        limit=max_bytes,
-    )
-    return {"train": (torch.from_numpy(folder.read(0, len(folder.files))), folder.labels())}
+
+    name = "image folder"
+    takes_columns = False
+    refuses_packing = ""
+
+    def recognizes(self, path: Path) -> bool:
+        return path.is_dir()
+
+    def open(self, path: Path, image_column: str | None = None, label_column: str | None = None) -> Source:
+        folder = scan_image_folder(path)
+        channels, height, width = folder.shape
+        labels = folder.labels()
+        rows = Rows(len(folder.files), folder.shape, folder.read, None if labels is None else labels.numpy())
+        need = len(folder.files) * channels * height * width
+        what = f"image folder {path} ({len(folder.files)} {folder.mode} images of {width}x{height})"
+        return Source({"train": rows}, Memory(need, what, _PACK_IT.format(path)))
 
 
-def image_folder_rows(root: Path) -> dict[str, Rows]:
-    """An image folder as `Rows` for a pack: decoded a chunk at a time, so any size fits in bounded memory."""
-    folder = scan_image_folder(root)
-    labels = folder.labels()
-    return {"train": Rows(len(folder.files), folder.shape, folder.read, None if labels is None else labels.numpy())}
+IMAGE_FOLDER = ImageFolderReader()
+
+
+def load_image_folder(root: Path, max_bytes: int | None = None) -> dict[str, Pair]:
+    """The image folder at `root` in memory, checked first against the memory available (or `max_bytes`)."""
+    return IMAGE_FOLDER.open(root).load(max_bytes)
 
 
 def load_image_like(path: Path, shape: tuple[int, int, int]) -> Tensor:
@@ -148,11 +156,7 @@ def _image_header(path: Path) -> tuple[tuple[int, int], str]:
 def _decode(path: Path, mode: str, shape: tuple[int, ...]) -> np.ndarray:
     """The pixels as uint8 in `mode` ("L" or "RGB"); 16-bit greyscale is scaled (x >> 8), not clipped to white."""
     with _reading(path), open_image(path, str(path)) as img:
-        if _checked(path, img).mode in WIDE_MODES:
-            wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)  # I;16 arrives as uint16, I as int32
-            pixels = np.asarray(Image.fromarray((wide >> 8).astype(np.uint8)).convert(mode))
-        else:
-            pixels = np.asarray(img.convert(mode))
+        pixels = decoded_pixels(_checked(path, img), mode)
     if pixels.shape != shape:  # the file changed since its header was read
         raise VaekitError(f"image {path} decodes to shape {pixels.shape}, expected {shape}: remove or replace the file")
     return pixels
@@ -166,24 +170,66 @@ def _folder_labels(root: Path, files: list[Path]) -> Tensor | None:
     return torch.tensor([names.index(parent) for parent in parents], dtype=torch.int64)
 
 
-def load_arrays(path: Path, max_bytes: int | None = None) -> dict[str, Pair]:
-    """A .npy of images, or an .npz with `x` (or `images`, `arr_0`), optional `y`/`labels`, `x_test`, `y_test`.
+class ArraysReader:
+    """Any file (once packs and tables have declined it): a .npy of images, or an .npz with `x` (or `images`,
+    `x_train`, `arr_0`), optional `y`/`labels`/`y_train`, and `x_test`, `y_test` for a test split of its own.
 
-    Every array's header (dtype, shape) is read before its data, so that object arrays, which only unpickling
-    could read, and arrays that would not fit in the memory available (or `max_bytes`), as they will be held, fail at
-    once without allocating anything: an .npz of zeros compresses a thousandfold.
+    Every array's header (dtype, shape) is read at `open`, before its data, so that object arrays, which only
+    unpickling could read, and arrays that would not fit in memory as they will be held, fail at once without
+    allocating anything: an .npz of zeros compresses a thousandfold. Rows are then read a chunk at a time whatever the
+    size: a .npy through a memory map, the arrays of an .npz straight from the zip stream (labels, which are small, are
+    read whole at `open`).
     """
-    kind = _array_kind(path)
-    try:
-        if kind == ".npy":
-            with path.open("rb") as stream:
-                header = _check_header(stream, path.name, path.stat().st_size)
-            _require_held(path, {path.name: header}, max_bytes)
-            return {"train": (_images_from_array(np.load(path, allow_pickle=False), path.name), None)}
-        with np.load(path, allow_pickle=False) as npz:  # never unpickle a file from elsewhere
-            return _npz_parts(npz, path, max_bytes)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
-        raise VaekitError(f"cannot read {path} as a {kind} file ({error}): save it again with numpy") from None
+
+    name = "arrays"
+    takes_columns = False
+    refuses_packing = ""
+
+    def recognizes(self, path: Path) -> bool:
+        return path.is_file()
+
+    def open(self, path: Path, image_column: str | None = None, label_column: str | None = None) -> Source:
+        kind = _array_kind(path)
+        try:
+            if kind == ".npy":
+                with path.open("rb") as stream:
+                    header = _check_header(stream, path.name, path.stat().st_size)
+                rows = _mapped_rows(np.load(path, mmap_mode="r", allow_pickle=False), path.name)
+                return Source({"train": rows}, _held(path, {path.name: header}))
+            with np.load(path, allow_pickle=False) as npz:  # never unpickle a file from elsewhere
+                roles = _npz_keys(set(npz.files), path.name)
+                keys = [key for pair in roles.values() for key in pair if key is not None]
+                headers = {f"{path.name}[{k}]": _member_header(npz, k, f"{path.name}[{k}]") for k in keys}
+                parts = {role: _npz_rows(npz, path, x_key, y_key) for role, (x_key, y_key) in roles.items()}
+                return Source(parts, _held(path, headers))
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+            raise VaekitError(f"cannot read {path} as a {kind} file ({error}): save it again with numpy") from None
+
+
+ARRAYS = ArraysReader()
+
+
+def load_arrays(path: Path, max_bytes: int | None = None) -> dict[str, Pair]:
+    """The arrays of a .npy/.npz in memory, checked first against the memory available (or `max_bytes`)."""
+    return ARRAYS.open(path).load(max_bytes)
+
+
+def _mapped_rows(array: np.ndarray, name: str) -> Rows:
+    """A memory-mapped .npy's rows, each chunk copied out of the map and converted as it is read."""
+    view = layout(array, name)
+
+    def read(start: int, stop: int) -> np.ndarray:
+        return _pixels(np.array(view[start:stop], order="C"), name, whole=False)  # its layout checked at open
+
+    return _rows(view, read, None, name)
+
+
+def _rows(view: np.ndarray, read: Callable[[int, int], np.ndarray], labels: Tensor | None, name: str) -> Rows:
+    eight = view.dtype in (np.uint8, np.bool_)
+    channels, height, width = view.shape[1:]
+    dtype = np.dtype(np.uint8 if eight else np.float32)
+    numbers = None if labels is None else labels.numpy()
+    return Rows(len(view), (channels, height, width), read, numbers, dtype, name, f"{view.dtype} values")
 
 
 def _array_kind(path: Path) -> str:
@@ -217,11 +263,11 @@ def held_bytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
     return math.prod(shape) * (dtype.itemsize + extra)
 
 
-def _require_held(path: Path, headers: dict[str, Header], limit: int | None) -> None:
-    """The arrays of `path` (label -> header) must fit in memory together, as they will be held."""
+def _held(path: Path, headers: dict[str, Header]) -> Memory:
+    """What the arrays of `path` (label -> header) take together, as they will be held."""
     described = ", ".join(f"{label} {shape} {dtype}" for label, (shape, _, dtype) in headers.items())
     need = sum(held_bytes(shape, dtype) for shape, _, dtype in headers.values())
-    require(need, f"loading {described}", _PACK_IT.format(path), limit=limit)
+    return Memory(need, f"loading {described}", _PACK_IT.format(path))
 
 
 def _check_header(stream: IO[bytes], name: str, file_size: int | None) -> Header:
@@ -248,13 +294,6 @@ def _read_header(stream: IO[bytes]) -> Header:
         return read_header(stream)
     except (SyntaxError, tokenize.TokenError, RecursionError, MemoryError) as error:
         raise ValueError(f"a damaged header: {type(error).__name__}") from None
-
-
-def _npz_parts(npz: np.lib.npyio.NpzFile, path: Path, max_bytes: int | None) -> dict[str, Pair]:
-    roles = _npz_keys(set(npz.files), path.name)
-    keys = [key for pair in roles.values() for key in pair if key is not None]
-    _require_held(path, {f"{path.name}[{k}]": _member_header(npz, k, f"{path.name}[{k}]") for k in keys}, max_bytes)
-    return {role: _pair(npz, x_key, y_key, path.name) for role, (x_key, y_key) in roles.items()}
 
 
 def _npz_keys(keys: set[str], name: str) -> dict[str, tuple[str, str | None]]:
@@ -284,11 +323,6 @@ def _member_header(npz: np.lib.npyio.NpzFile, key: str, label: str) -> Header:
         return _check_header(stream, label, None)
 
 
-def _pair(npz: np.lib.npyio.NpzFile, x_key: str, y_key: str | None, name: str) -> Pair:
-    x = _images_from_array(_member(npz, x_key, f"{name}[{x_key}]"), f"{name}[{x_key}]")
-    return x, None if y_key is None else _labels(npz, y_key, len(x), name)
-
-
 def _labels(npz: np.lib.npyio.NpzFile, y_key: str, count: int, name: str) -> Tensor:
     y = _member(npz, y_key, f"{name}[{y_key}]")
     if y.shape != (count,) or not np.issubdtype(y.dtype, np.integer):
@@ -306,11 +340,16 @@ def class_numbers(labels: np.ndarray, name: str) -> Tensor:
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def _images_from_array(array: np.ndarray, name: str) -> Tensor:
+def images_from_array(array: np.ndarray, name: str) -> Tensor:
     """Accept (N, H, W), (N, C, H, W), (N, H, W, C) with C in {1, 3}, or (N, D) vectors (as (N, 1, 1, D))."""
-    array = _layout(array, name)
+    return torch.from_numpy(_pixels(array, name))
+
+
+def _pixels(array: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
+    """The rows as vaekit holds them: 8-bit pixels as uint8, numbers as float32 checked finite and in [0, 1]."""
+    array = layout(array, name, whole)
     if array.dtype == np.uint8 or array.dtype == np.bool_:
-        return torch.from_numpy(_eight_bit(array))
+        return eight_bit_pixels(array)
     if np.issubdtype(array.dtype, np.complexfloating):  # casting to float32 would silently drop the imaginary part
         raise VaekitError(f"{name} holds complex numbers ({array.dtype}): store real pixels, uint8 or floats in [0, 1]")
     if not np.issubdtype(array.dtype, np.number):
@@ -321,10 +360,10 @@ def _images_from_array(array: np.ndarray, name: str) -> Tensor:
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 1:
         raise VaekitError(f"{name} has values in [{low:g}, {high:g}]: scale them to [0, 1] (or store uint8 pixels)")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _layout(array: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
+def layout(array: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
     """The array viewed as (N, C, H, W) (a view: nothing is copied or read), its shape (and, when it is the `whole`
     array rather than a chunk of its rows, its size) checked."""
     if array.ndim == 2:
@@ -340,29 +379,11 @@ def _layout(array: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
     return array
 
 
-def _eight_bit(array: np.ndarray) -> np.ndarray:
-    """uint8 pixels as stored; booleans as 0/255."""
+def eight_bit_pixels(array: np.ndarray) -> np.ndarray:
+    """8-bit pixels (uint8, or booleans) as contiguous uint8: uint8 as stored, booleans as 0/255."""
     if array.dtype == np.bool_:
         return np.ascontiguousarray(array).astype(np.uint8) * 255
     return np.ascontiguousarray(array)
-
-
-def array_rows(path: Path) -> dict[str, Rows]:
-    """A .npy or .npz as `Rows` for a pack, read a chunk of rows at a time whatever its size: a .npy through a memory
-    map, the arrays of an .npz straight from the zip stream (labels, which are small, are read whole)."""
-    kind = _array_kind(path)
-    try:
-        if kind == ".npy":
-            with path.open("rb") as stream:
-                _check_header(stream, path.name, path.stat().st_size)
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            view = _eight_bit_layout(array, path.name)
-            return {"train": Rows(len(view), _chw(view), lambda a, b: _eight_bit(view[a:b]), None)}
-        with np.load(path, allow_pickle=False) as npz:
-            roles = _npz_keys(set(npz.files), path.name)
-            return {role: _npz_rows(npz, path, x_key, y_key) for role, (x_key, y_key) in roles.items()}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
-        raise VaekitError(f"cannot read {path} as a {kind} file ({error}): save it again with numpy") from None
 
 
 def _npz_rows(npz: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str | None) -> Rows:
@@ -371,25 +392,29 @@ def _npz_rows(npz: np.lib.npyio.NpzFile, path: Path, x_key: str, y_key: str | No
     held: dict[str, Header] = {label: (shape, fortran_order, dtype)} if fortran_order else {}
     if y_key is not None:
         held[f"{path.name}[{y_key}]"] = _member_header(npz, y_key, f"{path.name}[{y_key}]")
-    _require_held(path, held, None)  # labels are read whole, and a Fortran-ordered array too
+    if held:  # labels are read whole now, and a Fortran-ordered array too
+        memory = _held(path, held)
+        require(memory.need, memory.what, memory.fix)
     labels = None if y_key is None else _labels(npz, y_key, shape[0] if shape else 0, path.name)
-    if fortran_order:  # rare (numpy.save keeps C order unless the array was Fortran-ordered): read it whole
-        x, _ = _pair(npz, x_key, None, path.name)
-        return Rows.of(x, labels, label)
+    if fortran_order:  # rare (numpy.save keeps C order unless the array was Fortran-ordered)
+        return Rows.of(images_from_array(_member(npz, x_key, label), label), labels, label)
     # The layout is checked on a stand-in of the same shape and dtype that holds one element, not the data.
-    view = _eight_bit_layout(np.broadcast_to(np.zeros((), dtype), shape), label)
-    read = _member_reader(path, f"{x_key}.npy", shape, dtype, label)
-    return Rows(len(view), _chw(view), read, None if labels is None else labels.numpy())
+    view = layout(np.broadcast_to(np.zeros((), dtype), shape), label)
+    return _rows(view, _member_reader(path, f"{x_key}.npy", shape, dtype, label), labels, label)
 
 
 def _member_reader(
     path: Path, member: str, shape: tuple[int, ...], dtype: np.dtype[Any], name: str
 ) -> Callable[[int, int], np.ndarray]:
-    """Rows of one .npz member, read in order from the zip stream (opened at row 0): never the whole array at once."""
+    """Rows of one .npz member, read in order from the zip stream (opened at row 0): never the whole array at once,
+    and each chunk into one buffer of its own, which the tensor made from it keeps."""
     row_bytes = math.prod(shape[1:]) * dtype.itemsize
     state: dict[str, Any] = {}
 
     def read(start: int, stop: int) -> np.ndarray:
+        size = (stop - start) * row_bytes
+        data = np.empty(size, np.uint8)
+        filled = 0
         try:
             if start == 0:
                 archive = zipfile.ZipFile(path)
@@ -397,30 +422,17 @@ def _member_reader(
                 _read_header(state["stream"])  # checked when the Rows were made; skipped here to reach the data
             if start != state.get("next"):
                 raise ValueError(f"rows {start}..{stop} asked for out of order")
-            data = state["stream"].read((stop - start) * row_bytes)
+            while filled < size and (block := state["stream"].read(min(BLOCK_BYTES, size - filled))):
+                data[filled : filled + len(block)] = np.frombuffer(block, np.uint8)
+                filled += len(block)
             if stop == shape[0]:
                 state["archive"].close()
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             raise VaekitError(f"cannot read {name} ({error}): save it again with numpy") from None
-        if len(data) != (stop - start) * row_bytes:
+        if filled != size:
             raise VaekitError(f"{name} is truncated (its header declares {shape} {dtype}): save it again")
         state["next"] = stop
-        chunk = np.frombuffer(data, dtype).reshape(stop - start, *shape[1:])
-        return _eight_bit(_layout(chunk, name, whole=False))
+        chunk = data.view(dtype).reshape(stop - start, *shape[1:])
+        return _pixels(chunk, name, whole=False)  # its layout checked at open
 
     return read
-
-
-def _eight_bit_layout(array: np.ndarray, name: str) -> np.ndarray:
-    view = _layout(array, name)
-    if view.dtype != np.uint8 and view.dtype != np.bool_:
-        raise VaekitError(
-            f"{name} holds {view.dtype} values and a pack stores 8-bit pixels: save the images as uint8 "
-            "(np.rint(x * 255).astype(np.uint8)) and pack that, or train from the file itself"
-        )
-    return view
-
-
-def _chw(view: np.ndarray) -> tuple[int, int, int]:
-    channels, height, width = view.shape[1:]
-    return channels, height, width
