@@ -120,6 +120,13 @@ def test_a_datasets_folder_whose_state_lists_no_data_files_is_one_line(tmp_path:
         load_dataset(DataConfig(dataset=str(saved)))
 
 
+def test_a_label_column_that_is_the_image_column_is_one_line(tmp_path: Path) -> None:
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"image": [picture(i) for i in range(6)]}), tmp_path / "t.parquet")
+    with pytest.raises(VaekitError, match=r"--label-column and --image-column both name the column 'image'"):
+        load_dataset(DataConfig(dataset=str(tmp_path / "t.parquet"), label_column="image"))
+
+
 def test_a_datasets_info_file_that_is_not_an_object_is_one_line(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"image": [picture(i) for i in range(6)]}).save_to_disk(str(tmp_path / "saved"))

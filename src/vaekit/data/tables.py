@@ -110,6 +110,11 @@ def table_parts(path: Path, image_column: str | None = None, label_column: str |
     for role, split in (_saved_splits(path) if saved else _parquet_splits(path)).items():
         image = _choose(split, image_column, IMAGE_NAMES, "--image-column")
         label = _choose(split, label_column, LABEL_NAMES, "--label-column", optional=True)
+        if label == image:
+            raise VaekitError(
+                f"--label-column and --image-column both name the column {image!r} of {split.name}: name the labels' "
+                "own column, or leave --label-column out"
+            )
         table, starts = split.read([image] if label is None else [image, label])
         if table.num_rows < MIN_EXAMPLES:
             raise VaekitError(f"{split.name} holds {table.num_rows} rows: vaekit needs at least {MIN_EXAMPLES} images")
