@@ -58,6 +58,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
 # --- what --select best keeps -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains runs of 8 epochs
 @pytest.mark.parametrize("average_decay", [0.0, 0.9])  # with an average, the averaged weights are what was scored
 def test_the_selected_weights_reproduce_their_recorded_validation_bound(
     reference: Path, tmp_path: Path, average_decay: float
@@ -80,6 +81,7 @@ def test_the_selected_weights_reproduce_their_recorded_validation_bound(
     assert state["epoch"] == EPOCHS and state["selected"]["epoch"] == chosen
 
 
+@pytest.mark.slow  # trains runs of 8 epochs
 def test_select_last_is_the_default_and_keeps_the_last_epoch(tmp_path: Path) -> None:
     run = train(noisy_config(select="last"), tmp_path / "last")
     assert TrainConfig().select == "last"
@@ -88,7 +90,8 @@ def test_select_last_is_the_default_and_keeps_the_last_epoch(tmp_path: Path) -> 
     assert "selected" not in torch.load(tmp_path / "last" / "state.pt", weights_only=True)
 
 
-def test_info_and_the_train_summary_say_which_epochs_weights_they_score(reference: Path) -> None:
+@pytest.mark.slow  # trains runs of 8 epochs
+def test_info_says_which_epochs_weights_it_shows_and_scored(reference: Path) -> None:
     chosen = load_run(reference).weights_epoch
     words = f"epoch {chosen} of {EPOCHS} (the highest validation ELBO)"
     result = invoke("info", reference)
@@ -102,6 +105,7 @@ def test_info_and_the_train_summary_say_which_epochs_weights_they_score(referenc
 # --- --patience ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains runs of 8 epochs
 def test_patience_stops_after_that_many_epochs_without_a_better_bound(reference: Path, tmp_path: Path) -> None:
     history = load_run(reference).history
     patience = 2
@@ -148,6 +152,7 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
         torch.testing.assert_close(ours.model.state_dict()[name], tensor, rtol=0, atol=0)
 
 
+@pytest.mark.slow  # trains runs of 8 epochs
 def test_a_run_resumed_after_its_best_epoch_selects_the_same_weights(reference: Path, tmp_path: Path) -> None:
     """Interrupted inside a later epoch (a checkpoint at every sync point), then resumed: the same best epoch and the
     same weights, which only state.pt could have kept by then."""
@@ -222,6 +227,7 @@ def test_selection_on_a_dataset_too_small_for_a_validation_split_is_refused(tmp_
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+@pytest.mark.slow  # trains runs of 8 epochs
 def test_select_cannot_change_on_resume(reference: Path, tmp_path: Path) -> None:
     before = fingerprint(reference)
     result = invoke("train", "--resume", "--out", reference, "--select", "last", "--epochs", "9", "--quiet")
