@@ -198,7 +198,7 @@ TRAIN_VALUES: dict[str, object] = {
     "likelihood": "gaussian-learned", "gaussian_scale": 0.2, "mixtures": 4, "latent": "gaussian", "categories": 5,
     "latent_vars": 4, "temperature": 0.9, "temperature_min": 0.4, "anneal_rate": 0.001, "straight_through": True,
     "activation": "tanh", "prior": "standard", "prior_components": 7, "second_layer": [12, 4], "condition": "none",
-    "image_column": "photo", "label_column": "class",
+    "image_column": "photo", "label_column": "class", "select": "best", "patience": 4,
 }  # fmt: skip
 NOT_SETTINGS = {"out", "config", "resume", "quiet", "help", "logger", "mlflow_uri"}  # steer the command, not the model
 

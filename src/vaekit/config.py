@@ -26,6 +26,8 @@ ELBO_ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # se
 ESTIMATORS = (*ELBO_ESTIMATORS, "dreg")  # dreg: for the importance-weighted bound
 # The networks' forward passes; see vaekit.training.precision.prepare_networks
 PRECISIONS = {"fp32": "", "bf16": "networks under autocast; likelihood and KL in fp32"}
+# The weights model.safetensors keeps; see vaekit.training.selection
+SELECTIONS = {"last": "the last epoch's", "best": "the epoch's with the highest validation ELBO"}
 # Bounds on sizes, far above any sensible model: a config.json is input like any other, and a tampered size must be
 # refused before it allocates anything.
 MAX_WIDTH, MAX_LAYERS, MAX_COUNT = 1 << 16, 64, 1 << 30
@@ -155,6 +157,20 @@ class TrainConfig:
         "optimization",
         shown="0: no average",
     )
+    select: str = setting(
+        "last",
+        "Weights the run keeps in model.safetensors and scores",
+        "optimization",
+        choices=SELECTIONS,
+        noun="selection",
+    )
+    patience: int = setting(
+        0,
+        "Stop after this many epochs without a better validation ELBO.",
+        "optimization",
+        shown="0: never",
+        bounds=(0, MAX_COUNT),
+    )
     seed: int = setting(0, "Seed for initialisation, batch order and noise.", "run", noun="seed", bounds=(0, MAX_SEED))
     device: str = setting("cpu", "auto | cpu | cuda | cuda:N | mps", "run")  # see vaekit.devices.resolve_device
     precision: str = setting("fp32", "", "run", choices=PRECISIONS)
@@ -216,6 +232,11 @@ class TrainConfig:
                 "average_decay must be at least 0 and below 1: use 0.999, say, or 0 for none",
             ),
             (data.val_size >= 0, "val_size must be zero or positive"),
+            (
+                data.val_size > 0 or (self.select == "last" and not self.patience),
+                f"{_judged_on_validation(self)} the validation ELBO, and val_size is 0: set --val-size above 0 "
+                "(a split held out of train), or drop it",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -251,6 +272,13 @@ class TrainConfig:
         data = _build(DataConfig, raw.pop("data", {}), "data")
         config: TrainConfig = _build(cls, raw, "train", model=model, data=data)
         return config
+
+
+def _judged_on_validation(config: TrainConfig) -> str:
+    """What of `config` judges epochs on the validation split, as the refusal without one names it."""
+    named = [f"--select {config.select}"] if config.select != "last" else []
+    named += [f"--patience {config.patience}"] if config.patience else []
+    return " and ".join(named) + (" judge" if len(named) > 1 else " judges") + " epochs by"
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,8 @@ class Evaluation:
     generalization: Generalization | None
     sample_quality: SampleQuality | None
     notes: list[str] = field(default_factory=list)
+    weights_epoch: int | None = None  # the epoch whose weights were scored (`vaekit train --select` chose it)
+    weights: str = ""  # the same, in words: which epoch of how many, and the rule that chose it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -306,7 +308,9 @@ def evaluate(
         train_y = train_scored.y
         reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data, ranks, train_y))
     if not ranks.main:  # the classifier, the samples and the KL anatomy are rank 0's alone
-        return Evaluation(str(run.path), run.config.data.dataset, reports, None, None, None)
+        return Evaluation(
+            str(run.path), run.config.data.dataset, reports, None, None, None, [], run.weights_epoch, run.weights_text()
+        )
     generator = torch.Generator().manual_seed(seed)  # prior draws: on the CPU
     decoded = model.sample(prior_samples, generator, _sample_labels(model, grey.test, prior_samples))
     space = feature_space(grey, seed=seed, device=model.device)
@@ -320,6 +324,8 @@ def evaluate(
         generalization=_generalization(reports, decoded, train_ref, test_ref, space) if split == "both" else None,
         sample_quality=sample_quality(decoded, grey.test.x, space),
         notes=_notes(run, reports),
+        weights_epoch=run.weights_epoch,
+        weights=run.weights_text(),
     )
     if write and ranks.main:
         write_evaluation(run.path, evaluation, decoded, train_ref)

@@ -154,8 +154,9 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def curves_figure(history: list[dict[str, Any]]) -> bytes:
-    """Negative ELBO (train and validation) and KL per epoch, as PNG bytes."""
+def curves_figure(history: list[dict[str, Any]], selected: int | None = None) -> bytes:
+    """Negative ELBO (train and validation) and KL per epoch, as PNG bytes; a dotted line marks the `selected` epoch,
+    whose weights the run keeps, where that is not the last."""
     plt = _pyplot()
 
     epochs = [r["epoch"] for r in history]
@@ -167,6 +168,8 @@ def curves_figure(history: list[dict[str, Any]]) -> bytes:
     ax_loss.set(xlabel="epoch", ylabel="negative ELBO (nats / image)", title="loss")
     ax_kl.set(xlabel="epoch", ylabel="KL(q(z|x) ‖ p(z)) (nats)", title="KL term")
     for ax in (ax_loss, ax_kl):
+        if selected is not None and selected != len(history):
+            ax.axvline(selected, color="tab:gray", ls=":", lw=1, label=f"weights kept: epoch {selected}")
         ax.grid(alpha=0.3)
         ax.legend()
         ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
@@ -191,9 +194,12 @@ def kl_per_dim_figure(kl_per_dim: list[float], activity: list[float], threshold:
     return _png(fig)
 
 
-def write_run_pictures(run_dir: Path, model: VAE, test: Split, history: list[dict[str, Any]], seed: int) -> None:
-    """samples.png, reconstructions.png, interpolation.png and curves.png. A conditional model has no
-    interpolation.png: the two ends of a path carry different labels, and the decoder reads one."""
+def write_run_pictures(
+    run_dir: Path, model: VAE, test: Split, history: list[dict[str, Any]], seed: int, selected: int | None = None
+) -> None:
+    """samples.png, reconstructions.png, interpolation.png and curves.png, of `model` (the weights of epoch
+    `selected`, which curves.png marks). A conditional model has no interpolation.png: the two ends of a path carry
+    different labels, and the decoder reads one."""
     model.eval()
     test_x, test_y = test.x, test.y
     save_image(sample_grid(model, 64, seed), run_dir / "samples.png")
@@ -203,7 +209,7 @@ def write_run_pictures(run_dir: Path, model: VAE, test: Split, history: list[dic
     if not model.conditional:
         pictures = interpolation_grid(model, test_x[:pairs], test_x[pairs : 2 * pairs])
         save_image(pictures, run_dir / "interpolation.png")
-    atomic_write(run_dir / "curves.png", curves_figure(history))
+    atomic_write(run_dir / "curves.png", curves_figure(history, selected))
 
 
 def save_gif(frames: Tensor, path: Path, frame_ms: int = 120) -> None:

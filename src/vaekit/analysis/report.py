@@ -40,7 +40,8 @@ def _likelihood(evaluation: Evaluation) -> Table:
             f"{r.reconstruction:.2f}", _number(r.kl, ".2f"), f"{r.mse:.4f}",
         )  # fmt: skip
     if evaluation.likelihood:
-        table.caption = escape(f"scored: {evaluation.likelihood[0].data}")
+        weights = f"weights of {evaluation.weights}; " if evaluation.weights else ""
+        table.caption = escape(f"{weights}scored: {evaluation.likelihood[0].data}")
     return table
 
 

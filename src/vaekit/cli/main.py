@@ -172,6 +172,8 @@ def info(
         "epochs_done": loaded.epochs_done,
         "finished": loaded.final is not None,
         "last_epoch": loaded.history[-1] if loaded.history else None,
+        "weights_epoch": loaded.weights_epoch,
+        "weights": loaded.weights_text(),
         "final": loaded.final,
         "parameters": sum(p.numel() for p in loaded.model.parameters()),
     }
@@ -194,10 +196,13 @@ def info(
             f"{loaded.epochs_done}/{config.epochs} epochs, batch {config.batch_size}, lr {config.lr}, β {config.beta}"
             + (f"; weights: their average (decay {config.average_decay:g})" if config.average_decay else ""),
         ),
+        ("weights", loaded.weights_text()),
     ]
+    chosen = loaded.weights_epoch
     for label, metrics in (
         ("last epoch (val)", (loaded.history[-1]["val"] if loaded.history else None)),
-        ("test", loaded.final["test"] if loaded.final else None),
+        (f"epoch {chosen} (val)", loaded.history[chosen - 1]["val"] if chosen != loaded.epochs_done else None),
+        (f"test (epoch {chosen}'s weights)", loaded.final["test"] if loaded.final else None),
     ):
         if metrics:
             rows.append(

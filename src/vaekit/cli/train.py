@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from vaekit.cli.common import Interrupted, Within, err_console, friendly_errors, out_console, read_toml
 from vaekit.config import PANELS, SETTING_OF_FLAG, SETTINGS, Setting, TrainConfig, with_overrides
@@ -61,7 +62,8 @@ def _train(
             f"test ELBO {test['elbo']:.2f} nats/image  (−ELBO {-test['elbo']:.2f}: reconstruction {-test['log_px']:.2f}"
             f" + KL {test['kl']:.2f}; {test['bits_per_dim']:.4f} bits/dim)"
         )
-    out_console.print(f"run folder: [bold]{run.path}[/]\n{summary}", highlight=False, soft_wrap=True)
+    weights = f"weights: {escape(run.weights_text())}"
+    out_console.print(f"run folder: [bold]{run.path}[/]\n{weights}\n{summary}", highlight=False, soft_wrap=True)
 
 
 COMMAND_KEYS = ("out", "logger", "mlflow_uri")  # flags a TOML file may hold that steer the command, not the model

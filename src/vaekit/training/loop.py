@@ -1,5 +1,6 @@
 """The training loop: the whole dataset in memory, Adam on the objective, epochs (`vaekit.training.epoch`) followed
-by validation and a checkpoint, then the test split and the pictures.
+by validation and a checkpoint, until the last epoch or until `--patience` runs out, then the test split and the
+pictures, of the weights `--select` chose (`vaekit.training.selection`).
 
 One `torch.Generator` drives every random choice (batch order, reparameterization noise, dynamic binarization) and
 is saved with each checkpoint, so a resumed run continues exactly where the interrupted one stopped.
@@ -44,18 +45,19 @@ from vaekit.training.runs import (
     check_new_run_folder,
     read_config,
     save_checkpoint,
-    viewed_weights,
     write_config,
     write_views,
 )
+from vaekit.training.selection import BestWeights, describe, patience_spent
 
 EVAL_SEED = 2024  # evaluation noise is fixed, so validation curves do not jitter from one epoch to the next
 EVAL_CHUNK = 2000
 
 
-# Draws a finished run's pictures into its folder (run folder, model, test split, history, seed); the analysis stage
-# provides one (`vaekit.analysis.plots.write_run_pictures`), so training itself draws nothing.
-Pictures = Callable[[Path, VAE, Split, list[dict[str, Any]], int], None]
+# Draws a finished run's pictures into its folder (run folder, model, test split, history, seed, the epoch whose
+# weights the model holds); the analysis stage provides one (`vaekit.analysis.plots.write_run_pictures`), so training
+# itself draws nothing.
+Pictures = Callable[[Path, VAE, Split, list[dict[str, Any]], int, int], None]
 HELD_OUT_PICTURES = 8  # held-out images each EpochEnd carries, for reconstruction pictures
 
 
@@ -136,6 +138,11 @@ def _train_locked(
     pictures: Pictures | None,
 ) -> Run:
     data = load_dataset(config.data)
+    if config.data.val_size and not len(data.val) and (config.select != "last" or config.patience):
+        raise VaekitError(
+            f"{config.data.dataset} has too few training images for a validation split (at most a tenth of train is "
+            "held out), and --select best or --patience judge epochs by it: use more images, or drop those settings"
+        )
     config.model.input_shape = list(data.shape)
     if config.model.condition == "label":
         config.model.classes = class_count(data)
@@ -150,13 +157,16 @@ def _train_locked(
         optimizer.register_step_post_hook(lambda *_: average.update())
         prepare_networks(average.module, config.precision, config.compile)
     evaluated = model if average is None else average.module  # what validation, the test split and pictures see
+    best = BestWeights() if config.select == "best" else None
     if state is not None:
         history = restore(state, run_dir / STATE, model, optimizer, generator, average, config.lr)
+        if best is not None:
+            best.restore(state, run_dir / STATE, evaluated)
     step_fn = distributed.data_parallel(ObjectiveStep(model, config, ranks), ranks, device)
     data = _to_device(data, device)
     if ranks.main:  # only now, every check passed: a refused or failed start leaves the run folder as it was
         if state is not None:
-            write_views(run_dir, viewed_weights(state), history)
+            write_views(run_dir, state, history)
         write_config(run_dir, config)  # also records the world size this stretch of the run trains with
     partial = state.get("partial") if state else None
 
@@ -165,7 +175,7 @@ def _train_locked(
         problem = None
         if ranks.main:
             try:
-                save_checkpoint(run_dir, model, optimizer, generator, history, position, average)
+                save_checkpoint(run_dir, model, optimizer, generator, history, position, average, kept(best))
             except VaekitError as error:
                 problem = str(error)
         ranks.agree(problem)
@@ -177,6 +187,8 @@ def _train_locked(
     status: Literal["finished", "failed", "interrupted"] = "failed"
     try:
         for epoch in range(len(history), config.epochs):
+            if ranks.share([patience_spent(history, config.patience)])[0]:  # rank 0's history holds the validation
+                break
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": epoch + 1}
             examples = len(data.train) - (partial["step"] * config.batch_size if partial else 0)
@@ -191,7 +203,11 @@ def _train_locked(
                 record["seconds"] = round(time.perf_counter() - started, 3)
                 try:
                     _check_finite(record, config, checkpointed=(run_dir / STATE).is_file())
-                    save_checkpoint(run_dir, model, optimizer, generator, [*history, record], average=average)
+                    if best is not None:
+                        best.offer([*history, record], evaluated)
+                    save_checkpoint(
+                        run_dir, model, optimizer, generator, [*history, record], average=average, selected=kept(best)
+                    )
                 except VaekitError as error:
                     problem = str(error)
             ranks.agree(problem)
@@ -202,6 +218,8 @@ def _train_locked(
         run, problem = Run(run_dir, config, evaluated.eval(), history, None), None
         if ranks.main:  # the test split and the pictures are rank 0's; the others wait for the verdict
             try:
+                if best is not None and best.epoch:  # from here on the run is its selected weights
+                    evaluated.load_state_dict(best.weights)
                 run = finish(run_dir, evaluated, data, config, history, pictures)
             except VaekitError as error:
                 problem = str(error)
@@ -213,6 +231,11 @@ def _train_locked(
     finally:
         callback.on_run_end(RunEnd(run_dir, history, final, status))
     return run
+
+
+def kept(best: BestWeights | None) -> dict[str, Any] | None:
+    """What state.pt keeps of the selected weights (None when the run keeps the last)."""
+    return None if best is None else best.checkpoint()
 
 
 def _check_finite(record: dict[str, Any], config: TrainConfig, checkpointed: bool) -> None:
@@ -231,18 +254,22 @@ def finish(
     history: list[dict[str, Any]],
     pictures: Pictures | None = None,
 ) -> Run:
-    """Evaluate on the test split, write the pictures and metrics.json; the run is complete once this returns."""
+    """Evaluate `model` (the selected epoch's weights) on the test split, write the pictures and metrics.json; the
+    run is complete once this returns. `val` and `train` are the selected epoch's, the numbers its weights earned."""
+    selection = describe(history, config)
+    chosen = selection["selected_epoch"]
     final = {
         "epochs": len(history),
+        **selection,
         "test": evaluate_split(model, data.test.x, y=data.test.y),
-        "val": history[-1]["val"],
-        "train": history[-1]["train"],
+        "val": history[chosen - 1]["val"],
+        "train": history[chosen - 1]["train"],
         "units": "nats per example; bits_per_dim from the negative ELBO",
     }
     if pictures is not None:
-        pictures(run_dir, model, data.test, history, config.seed)
+        pictures(run_dir, model, data.test, history, config.seed, chosen)
     atomic_write_json(run_dir / FINAL, final)
-    return Run(run_dir, config, model.eval(), history, final)
+    return Run(run_dir, config, model.eval(), history, final, chosen)
 
 
 def _to_device(data: Dataset, device: torch.device) -> Dataset:

@@ -24,6 +24,7 @@ from vaekit.training.runs import (
     read_final,
     remove_stale_temporaries,
 )
+from vaekit.training.selection import patience_spent
 
 
 def agreed_start(
@@ -62,6 +63,7 @@ RESUMABLE = {
     "lr",
     "world_size",
     "checkpoint_every",
+    "patience",
 }  # what a resume may change; anything else would make it another run
 
 
@@ -83,12 +85,19 @@ def resume_point(run_dir: Path, given: TrainConfig | None) -> tuple[TrainConfig,
                     f"--resume continues {run_dir} with its own settings, but {key} differs from {run_dir}/config.json:"
                     " drop that setting, or train a new run with another --out"
                 )
-        saved.epochs, saved.lr = given.epochs, given.lr  # written by the trainer once the run has started
+        # written by the trainer once the run has started
+        saved.epochs, saved.lr, saved.patience = given.epochs, given.lr, given.patience
     final = read_final(run_dir)
     done = state["epoch"] if state else 0
-    if done >= saved.epochs and final is not None and final.get("epochs") == done:
+    finished = final is not None and final.get("epochs") == done
+    if done >= saved.epochs and finished:
         raise VaekitError(
             f"{run_dir} already finished its {done} epochs: pass --epochs N (more than {done}) to train further"
+        )
+    if finished and state is not None and patience_spent(state["history"], saved.patience):
+        raise VaekitError(
+            f"{run_dir} stopped after {saved.patience} epochs without a better validation ELBO: pass --patience N "
+            f"(more than {saved.patience}, or 0 for none) to train further"
         )
     if done > saved.epochs:
         raise VaekitError(f"{run_dir} has trained {done} epochs already: pass --epochs {done} or more")

@@ -1,10 +1,12 @@
 """The run folder: everything a run leaves behind, written atomically, read back with clear errors.
 
 config.json        TrainConfig (with format_version): enough to rebuild the model
-model.safetensors  the latest weights (their average, with --average-decay), for everything downstream of training
-state.pt           the resumable checkpoint and the one authority after a crash: epoch, weights (and their average),
-                   optimizer, RNG state and history (tensors and plain data only, read with weights_only=True); written
-                   first
+model.safetensors  the weights the run selects (--select: the latest, or the best on validation; their average, with
+                   --average-decay), for everything downstream of training; its metadata names the epoch the run has
+                   reached and the epoch whose weights it holds
+state.pt           the resumable checkpoint and the one authority after a crash: epoch, weights (and their average,
+                   and the selected weights), optimizer, RNG state and history (tensors and plain data only, read with
+                   weights_only=True); written first
 metrics.jsonl      one JSON object per finished epoch (may run ahead of the weights after a crash; readers cut it)
 .lock              held while a run trains (see vaekit.training.runlock)
 metrics.json       the final evaluation on the test split
@@ -34,6 +36,7 @@ from vaekit.small_files import parse_json, read_small, read_text
 from vaekit.training.averaging import WeightAverage, saved_average
 from vaekit.training.records import check_final, check_history, check_state_types
 from vaekit.training.runlock import LOCK
+from vaekit.training.selection import saved_selection, weights_text
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
@@ -91,6 +94,16 @@ class Run:
     model: VAE
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl, one dict per epoch
     final: dict[str, Any] | None = None  # metrics.json, once training finished
+    selected_epoch: int | None = None  # the epoch whose weights `model` holds (None: the last of `history`)
+
+    @property
+    def weights_epoch(self) -> int:
+        """The epoch whose weights `model` holds: the one --select chose, else the last."""
+        return self.selected_epoch if self.selected_epoch is not None else len(self.history)
+
+    def weights_text(self) -> str:
+        """Which epoch's weights `model` holds, in words ("epoch 23 of 60 (the highest validation ELBO)")."""
+        return weights_text(self.weights_epoch, self.epochs_done, self.config)
 
     @property
     def epochs_done(self) -> int:
@@ -129,6 +142,7 @@ def save_checkpoint(
     history: list[dict[str, Any]],
     partial: dict[str, Any] | None = None,
     average: WeightAverage | None = None,
+    selected: dict[str, Any] | None = None,
 ) -> None:
     """A checkpoint. state.pt is the one authority: it is written first and holds the epoch, the weights, the
     optimizer, the RNG and the history, so a resume needs nothing else. The files after it are views of it, each
@@ -136,7 +150,9 @@ def save_checkpoint(
 
     `partial` marks a checkpoint inside an epoch (its permutation, next step and running sums): then only state.pt is
     written, and the views keep describing the last whole epoch. A run that averages its weights (`average`) keeps
-    the average in state.pt beside the weights the optimizer steps, and model.safetensors holds the average."""
+    the average in state.pt beside the weights the optimizer steps, and model.safetensors holds the average. A run
+    that selects its best epoch (`selected`: that epoch and its weights) keeps them too, and model.safetensors holds
+    them."""
     weights = on_cpu(model.state_dict())
     averaged = average.checkpoint() if average is not None else None
     bad = [
@@ -159,6 +175,7 @@ def save_checkpoint(
         "epoch": len(history),
         "model": weights,
         **({"average": averaged} if averaged else {}),
+        **({"selected": selected} if selected else {}),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
         "history": json.dumps(history),
@@ -169,24 +186,29 @@ def save_checkpoint(
     torch.save(state, buffer)
     atomic_write(run_dir / STATE, buffer.getvalue())
     if partial is None:
-        write_views(run_dir, viewed_weights(state), history)
+        write_views(run_dir, state, history)
 
 
 def on_cpu(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: t.detach().cpu().contiguous() for name, t in weights.items()}
 
 
-def viewed_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights model.safetensors shows of a checkpoint: the weight average where the run keeps one."""
+def viewed_weights(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
+    """The weights model.safetensors shows of a checkpoint, and their epoch: the selected epoch's where the run
+    selects one, else the last epoch's weight average where the run keeps one, else its weights."""
+    if "selected" in state:
+        return state["selected"]["weights"], state["selected"]["epoch"]
     weights: dict[str, torch.Tensor] = state["average"]["weights"] if "average" in state else state["model"]
-    return weights
+    return weights, state["epoch"]
 
 
-def write_views(run_dir: Path, weights: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> None:
+def write_views(run_dir: Path, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
     """metrics.jsonl and model.safetensors from the checkpoint's contents; a resume rewrites them, since a crash
     may have left them an epoch behind state.pt."""
+    weights, selected = viewed_weights(state)
     atomic_write(run_dir / HISTORY, "".join(json.dumps(r, allow_nan=False) + "\n" for r in history).encode())
-    atomic_write(run_dir / WEIGHTS, save_safetensors(weights, metadata={"epoch": str(len(history))}))
+    metadata = {"epoch": str(len(history)), "selected_epoch": str(selected)}
+    atomic_write(run_dir / WEIGHTS, save_safetensors(weights, metadata=metadata))
 
 
 def load_state(run_dir: Path) -> dict[str, Any] | None:
@@ -225,6 +247,7 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     ):
         raise VaekitError(f"{path} holds a damaged position inside an epoch: delete it to restart the run")
     saved_average(state, path)
+    saved_selection(state, path)
     if len(state["history"]) != state["epoch"]:
         raise VaekitError(f"{path} holds {state['epoch']} epochs but their history is incomplete: train a new run")
     return dict(state)
@@ -290,8 +313,9 @@ def load_average(average: WeightAverage, state: dict[str, Any], source: Path) ->
     average.steps = saved["steps"]
 
 
-def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, int]:
-    """The model and the epoch its weights hold. The model is first built on the meta device (no memory) and its
+def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, int, int]:
+    """The model, the epoch the run had reached when they were written and the epoch whose weights they are (the
+    same, unless the run selects its best epoch). The model is first built on the meta device (no memory) and its
     shapes compared with the safetensors header, so a tampered config or file never allocates anything."""
     with torch.device("meta"):
         model = VAE(config.model)
@@ -300,17 +324,19 @@ def _read_weights(path: Path, config: TrainConfig, device: str) -> tuple[VAE, in
             names = stored_names(weights.keys(), model)
             shapes = {ours: weights.get_slice(theirs).get_shape() for ours, theirs in names.items()}
             check_shapes({n: t.shape for n, t in model.state_dict().items()}, shapes, path)
-            epoch = (weights.metadata() or {}).get("epoch", "")
+            metadata = weights.metadata() or {}
+            epoch = metadata.get("epoch", "")
+            selected = metadata.get("selected_epoch", epoch)
             held = tensor_bytes(list(model.state_dict().values()))
             require(held, f"the weights of {path}", "load the run on a machine with more memory")
             tensors = {name: weights.get_tensor(names[name]) for name in model.state_dict()}
     except (SafetensorError, OSError) as error:
         raise VaekitError(f"{path} is truncated or corrupt ({error}): restore it or train the run again") from None
-    if not epoch.isdigit():
+    if not (epoch.isdigit() and selected.isdigit() and int(selected) <= int(epoch)):
         raise VaekitError(f"{path} does not say which epoch it holds: restore it or train the run again")
     model = model.to_empty(device=device)
     model.load_state_dict(tensors)
-    return model, int(epoch)
+    return model, int(epoch), int(selected)
 
 
 def load_run(path: str | Path, device: str | None = None) -> Run:
@@ -327,11 +353,11 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     weights_path = run_dir / WEIGHTS
     if not weights_path.is_file():
         raise VaekitError(f"{run_dir} has no weights yet ({WEIGHTS}): wait for its first epoch, or train it again")
-    model, epoch = _read_weights(weights_path, config, device or "cpu")
+    model, epoch, selected = _read_weights(weights_path, config, device or "cpu")
     history = read_history(run_dir)[:epoch]
     if len(history) < epoch:
         raise VaekitError(f"{run_dir / HISTORY} lacks epochs its weights hold: restore it, or train the run again")
     final = read_final(run_dir)
     if final is not None and final.get("epochs") != epoch:
         final = None  # the evaluation of an earlier finish, before the run was trained further
-    return Run(run_dir, config, model.eval(), history, final)
+    return Run(run_dir, config, model.eval(), history, final, selected)
