@@ -168,6 +168,8 @@ def _state_with(**changes: Any) -> Callable[[Path], None]:
         (_state_with(optimizer={"state": {}, "param_groups": "x"}), "optimizer"),
         (_state_with(model=[1, 2]), "model"),
         (_state_with(epoch=True), "not a vaekit checkpoint"),
+        (_state_with(selected=None), "selected is not an epoch's weights"),
+        (_state_with(selected={"epoch": 99, "weights": {}}), "selected is not an epoch's weights"),
         (_optimizer_edited(lambda o: o["state"][0].update(odd=[None, False])), "a parameter's state holds"),
         (_optimizer_edited(lambda o: o["state"][0].pop("exp_avg")), "a parameter's state holds"),
         (_optimizer_edited(lambda o: o["state"][0].update(exp_avg="x")), "exp_avg is not a tensor"),

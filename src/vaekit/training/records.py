@@ -83,7 +83,23 @@ def check_state_types(state: dict[str, Any], path: Path) -> None:
             "generator is not a random generator's state",
         ),
         ("history" not in state or isinstance(state["history"], str), "history is not JSON text"),
+        (
+            "selected" not in state or _is_selection(state["selected"], state["epoch"]),
+            "selected is not an epoch's weights",
+        ),
     ]
     for ok, problem in problems:
         if not ok:
             raise VaekitError(f"{path} holds the wrong types ({problem}): {fix}")
+
+
+def _is_selection(selected: Any, epochs: int) -> bool:
+    """`--select best`'s entry: {"epoch": n (1 to the checkpoint's epoch), "weights": named tensors}."""
+    return (
+        isinstance(selected, dict)
+        and isinstance(selected.get("epoch"), int)
+        and not isinstance(selected["epoch"], bool)
+        and 1 <= selected["epoch"] <= epochs
+        and isinstance(selected.get("weights"), dict)
+        and all(isinstance(t, torch.Tensor) for t in selected["weights"].values())
+    )

@@ -36,7 +36,7 @@ from vaekit.small_files import parse_json, read_small, read_text
 from vaekit.training.averaging import WeightAverage, saved_average
 from vaekit.training.records import check_final, check_history, check_state_types
 from vaekit.training.runlock import LOCK
-from vaekit.training.selection import saved_selection, weights_text
+from vaekit.training.selection import weights_text
 
 CONFIG, WEIGHTS, STATE, HISTORY, FINAL = "config.json", "model.safetensors", "state.pt", "metrics.jsonl", "metrics.json"
 
@@ -247,7 +247,6 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     ):
         raise VaekitError(f"{path} holds a damaged position inside an epoch: delete it to restart the run")
     saved_average(state, path)
-    saved_selection(state, path)
     if len(state["history"]) != state["epoch"]:
         raise VaekitError(f"{path} holds {state['epoch']} epochs but their history is incomplete: train a new run")
     return dict(state)

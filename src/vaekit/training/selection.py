@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from vaekit.config import TrainConfig
@@ -87,20 +86,10 @@ class BestWeights:
 
 
 def saved_selection(state: dict[str, Any], source: Path) -> dict[str, Any] | None:
-    """A checkpoint's selected weights, checked for their types (None when the run keeps none)."""
+    """A checkpoint's selected weights (None when the run keeps none); their types were checked where the
+    checkpoint was read (`vaekit.training.records.check_state_types`)."""
     selected = state.get("selected")
-    if selected is None:
-        return None
-    if not (
-        isinstance(selected, dict)
-        and isinstance(selected.get("epoch"), int)
-        and not isinstance(selected["epoch"], bool)
-        and 1 <= selected["epoch"] <= state["epoch"]
-        and isinstance(selected.get("weights"), dict)
-        and all(isinstance(t, torch.Tensor) for t in selected["weights"].values())
-    ):
-        raise VaekitError(f"{source} holds damaged selected weights: delete it to restart the run")
-    return dict(selected)
+    return None if selected is None else dict(selected)
 
 
 def weights_text(epoch: int, epochs_done: int, config: TrainConfig) -> str:
