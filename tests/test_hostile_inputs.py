@@ -136,6 +136,16 @@ def test_a_malformed_run_file_read_by_info_is_one_line(
         one_line_error(code, stderr, *fragments)
 
 
+def test_a_history_whose_records_leave_out_val_is_read_as_having_none(run_copy: Path) -> None:
+    records = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
+    (run_copy / "metrics.jsonl").write_text(
+        "".join(json.dumps({k: v for k, v in r.items() if k != "val"}) + "\n" for r in records)
+    )
+    for args in (["info", run_copy], ["info", "--json", run_copy]):
+        result = invoke(*args)
+        assert result.code == 0 and "epochs" in result.stdout, result.output
+
+
 def _optimizer_edited(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
     """An edit of the saved optimizer state that `load_state_dict` accepts but a step would fail on."""
 
