@@ -151,6 +151,30 @@ def test_bernoulli_broadcasts_over_sample_dimensions() -> None:
     assert Bernoulli(logits).log_prob(x).shape == (7, 3)
 
 
+def test_bernoulli_one_code_per_image_and_many_agree_in_value_and_gradient() -> None:
+    """One code per image takes the fused cross-entropy, several codes the dot product: the same function."""
+    logits = (torch.randn(1, 3, 1, 4, 4, dtype=torch.float64) * 4).requires_grad_()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    one = Bernoulli(logits).log_prob(x)  # (1, 3)
+    many = Bernoulli(logits.expand(2, -1, -1, -1, -1)).log_prob(x)  # (2, 3), both rows the same codes
+    torch.testing.assert_close(many, one.expand(2, -1))
+    (grad_one,) = torch.autograd.grad(one.sum(), logits)
+    (grad_many,) = torch.autograd.grad(many.sum() / 2, logits)
+    torch.testing.assert_close(grad_one, grad_many)
+    torch.testing.assert_close(grad_one, x - torch.sigmoid(logits.detach()))  # d/dl [x·l − softplus(l)]
+
+
+def test_one_sample_is_the_same_draw_as_a_sample_axis_of_one() -> None:
+    mu, logvar = torch.randn(5, 3, requires_grad=True), torch.randn(5, 3)
+    q = DiagonalGaussian(mu, logvar)
+    z = q.rsample(1, generator=torch.Generator().manual_seed(4))
+    eps = torch.randn(1, 5, 3, generator=torch.Generator().manual_seed(4))
+    assert z.shape == (1, 5, 3)
+    torch.testing.assert_close(z, q.rsample(eps=eps))
+    (grad,) = torch.autograd.grad(z.sum(), mu)
+    torch.testing.assert_close(grad, torch.ones(5, 3))
+
+
 @pytest.mark.parametrize("log_scale_shape", [(), (1, 4, 4)])
 def test_gaussian_log_prob_matches_torch(log_scale_shape: tuple[int, ...]) -> None:
     loc = torch.rand(5, 1, 4, 4)

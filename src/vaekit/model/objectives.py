@@ -69,7 +69,7 @@ class ElboTerms:
         if free_bits > 0 and self.kl_units is not None:
             mean = (batch_mean or (lambda t: t.mean(0)))(self.kl_units.detach())
             kl = torch.where(mean >= free_bits, self.kl_units, torch.full_like(self.kl_units, free_bits)).sum(-1)
-        return log_px - beta * kl
+        return log_px - kl if beta == 1 else log_px - beta * kl  # β = 1: one op fewer, forward and backward
 
 
 def score_term(reward: Tensor, log_q: Tensor) -> Tensor:
@@ -126,8 +126,13 @@ def elbo(
     if estimator == "reparam" and posterior.relaxed:  # the ELBO itself needs exact samples of q; no gradient
         with torch.no_grad():
             exact = model.decode(posterior.sample(samples, generator=generator), y).log_prob(x)
-        return ElboTerms(log_px=exact.mean(0), kl=kl, relaxed_log_px=log_px.mean(0), kl_units=kl_units)
-    return ElboTerms(log_px=log_px.mean(0), kl=kl, kl_units=kl_units)
+        return ElboTerms(log_px=sample_mean(exact), kl=kl, relaxed_log_px=sample_mean(log_px), kl_units=kl_units)
+    return ElboTerms(log_px=sample_mean(log_px), kl=kl, kl_units=kl_units)
+
+
+def sample_mean(per_sample: Tensor) -> Tensor:
+    """The mean over the samples axis (dim 0); one sample is only squeezed (a view, and a backward op fewer)."""
+    return per_sample.squeeze(0) if len(per_sample) == 1 else per_sample.mean(0)
 
 
 def log_importance_weights(

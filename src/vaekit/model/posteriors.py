@@ -70,9 +70,12 @@ class DiagonalGaussian:
     def rsample(self, n_samples: int | None = None, eps: Tensor | None = None, generator: Randomness = None) -> Tensor:
         """Reparameterized draw: (..., D), or (n_samples, ..., D). Pass `eps` to fix the noise."""
         if eps is None:
-            shape = self.mu.shape if n_samples is None else (n_samples, *self.mu.shape)
+            # One sample is drawn at mu's shape and given its sample axis after: the same numbers as a (1, ..., D)
+            # draw, and a backward pass with no sum over a broadcast axis.
+            shape = self.mu.shape if n_samples in (None, 1) else (n_samples, *self.mu.shape)
             eps = draw(torch.randn, shape, generator, self.mu, batch_dim=-2)  # latents are (..., N, D)
-        return self.mu + self.stddev * eps
+        z = self.mu + self.stddev * eps
+        return z.unsqueeze(0) if n_samples == 1 and z.dim() == self.mu.dim() else z
 
     def sample(self, n_samples: int | None = None, generator: Randomness = None) -> Tensor:
         """A draw with no path back to mu or sigma: what a VAE without the trick would have to work with."""

@@ -44,7 +44,8 @@ def beta_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 class ObjectiveStep(nn.Module):
     """The training forward pass as a module, so that DistributedDataParallel can hook its backward. Returns per
-    example: log p(x|z), the KL, a third term for the record (`extra_term`) and the objective to maximize."""
+    example: log p(x|z), the KL, a third term for the record (`extra_term`; None when the objective has none) and the
+    objective to maximize."""
 
     def __init__(self, model: VAE, config: TrainConfig, ranks: Ranks = Ranks()) -> None:
         super().__init__()
@@ -52,7 +53,7 @@ class ObjectiveStep(nn.Module):
 
     def forward(
         self, x: Tensor, source: Randomness, beta: float, batch: int, y: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         config = self.config
         terms = objective_of(config).terms(self.model, x, source, config, y)
 
@@ -60,7 +61,7 @@ class ObjectiveStep(nn.Module):
             return self.ranks.sum(per_example.sum(0)) / batch
 
         value = terms.objective(beta, config.free_bits, batch_mean)
-        extra = next(t for t in (terms.bound, terms.relaxed_log_px, terms.log_px) if t is not None)
+        extra = terms.bound if terms.bound is not None else terms.relaxed_log_px
         return terms.log_px, terms.kl, extra, value
 
 
@@ -102,14 +103,12 @@ def train_epoch(
     scoring = Scoring.of(config.model, config.data)  # fresh binarization or dequantization noise on every pass
     offset = scoring.offset(x_all)
     steps = math.ceil(len(x_all) / config.batch_size)
-    sums = RunningSum(3, x_all.device)  # log p(x|z), KL, the extra term
-    first_bad = torch.zeros((), dtype=torch.long, device=x_all.device)  # first step whose loss is NaN/inf, or 0
     if partial is None:
         order, first_step = torch.randperm(len(x_all), generator=generator, device=x_all.device), 0
     else:
         order, first_step = partial["order"].to(x_all.device), partial["step"]
-        if ranks.main:  # the saved sums are already summed over ranks
-            sums.total.copy_(partial["sums"])
+    # The saved sums are already summed over ranks: rank 0 alone carries them on.
+    sums = StepSums(x_all.device, first_step, partial["sums"] if partial is not None and ranks.main else None)
     last_save = time.monotonic()
     checkpointed = epoch > 0 or partial is not None  # a checkpoint exists on disk to continue from
     # A conditional model's labels follow their images through the same permutation, and each rank keeps its rows.
@@ -125,23 +124,21 @@ def train_epoch(
         source = BatchSlice(generator, start, stop, len(x_batch)) if ranks.world > 1 else generator
         beta = beta_at(config, global_step, steps)
         log_px, kl, extra, value = step_fn(x, source, beta, len(x_batch), y)
-        loss = -value.sum() * (ranks.world / len(x_batch))
+        loss = value.sum() * (-ranks.world / len(x_batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sums.add(torch.stack([t.detach().sum(dtype=sums.dtype) for t in (log_px, kl, extra)]))
-        first_bad = torch.where((first_bad == 0) & ~loss.detach().isfinite(), global_step, first_bad)
+        sums.add(step, log_px, kl, extra, loss)
         if step % STEP_EVERY == 0 or step == steps - 1:  # reading the loss syncs; not every step, and the flag with it
             due = ranks.main and time.monotonic() - last_save >= 60 * config.checkpoint_every
-            bad_step, save_now = ranks.max(
-                torch.stack([first_bad, torch.tensor(int(due), device=first_bad.device)])
-            ).tolist()
+            first_bad = sums.fold(step)  # 1 + the epoch's first step whose loss was NaN or infinite, or 0
+            due_flag = torch.tensor(int(due), device=first_bad.device)
+            bad_step, save_now = ranks.max(torch.stack([first_bad, due_flag])).tolist()
             if bad_step:
-                where = f"epoch {epoch + 1}, step {bad_step - epoch * steps} of {steps}"
                 raise diverged(
                     config,
-                    f"the loss became NaN or infinite at {where}",
-                    first_step=bad_step == 1,
+                    f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad_step} of {steps}",
+                    first_step=epoch == 0 and bad_step == 1,
                     checkpointed=checkpointed,
                 )
             mean_loss = ranks.sum(loss.detach().to(sums.dtype)).item() / ranks.world - offset
@@ -156,6 +153,43 @@ def train_epoch(
     if extra_name is not None:
         record[extra_name] = extra_mean + offset
     return record
+
+
+class StepSums:
+    """The epoch's sums of log p(x|z), the KL and the extra term, and the first step whose loss was not finite.
+
+    A step writes one row of a small float32 buffer on the device (its three sums and its loss: one op, nothing read
+    back). At the loop's sync points `fold` adds the rows written since the last one to float64 totals and looks for
+    a NaN or infinite loss among them. Folding at fixed steps keeps a resumed epoch exact: it continues from a sync
+    point, so it folds the same rows in the same order as the run that was not interrupted.
+    """
+
+    def __init__(self, device: torch.device, first_step: int, carried: Tensor | None = None) -> None:
+        self.rows = torch.zeros(STEP_EVERY + 1, 4, device=device)  # the most rows between two sync points, and one
+        self.totals = RunningSum(3, device)
+        if carried is not None:
+            self.totals.total.copy_(carried)
+        self.dtype = self.totals.dtype
+        self.folded = first_step  # the first step not yet added to the totals
+        self.none = torch.zeros((), device=device)
+
+    @property
+    def total(self) -> Tensor:
+        return self.totals.total
+
+    def add(self, step: int, log_px: Tensor, kl: Tensor, extra: Tensor | None, loss: Tensor) -> None:
+        terms = (log_px, kl, self.none if extra is None else extra, loss)
+        torch.stack([t.detach().sum() for t in terms], out=self.rows[step - self.folded])
+
+    def fold(self, step: int) -> Tensor:
+        """Add the rows of steps up to `step` to the totals; return 1 + the first of those steps (counted in the
+        epoch) whose loss was NaN or infinite, or 0 when every one was finite."""
+        rows = self.rows[: step + 1 - self.folded]
+        self.totals.add(rows[:, :3].sum(0, dtype=self.dtype))
+        bad = ~rows[:, 3].isfinite()
+        first_bad = torch.where(bad.any(), bad.int().argmax() + self.folded + 1, 0)
+        self.folded = step + 1
+        return first_bad
 
 
 class TrainingDiverged(VaekitError):
