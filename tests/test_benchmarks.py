@@ -42,3 +42,14 @@ def test_the_iwae_benchmark_alternates_both_cases_and_prints_their_ratio() -> No
     assert "digits, IWAE k = 5, batch 100" in out and "GFLOP/s" in out
     assert "every weight carried" in out and "weights < 1e-12 dropped (vaekit)" in out
     assert "speed-up: " in out and "over 2 block pairs" in out
+
+
+def test_the_training_speed_benchmark_pairs_every_case_with_the_minimal_loop() -> None:
+    out = run_benchmark(
+        "train_speed.py", "--dataset", "digits", "--batches", "3", "--repeats", "2", "--batch-size", "32"
+    )
+    assert "digits, MLP 64-400-20, batch 32, Adam; 2 repeats" in out
+    for case in ("command line", "with validation", "loop", "minimal", "tutorial"):
+        assert f"  {case} " in out
+    for ratio in ("command line / minimal:", "with validation / minimal:", "loop / minimal:", "loop / tutorial:"):
+        assert ratio in out

@@ -30,7 +30,7 @@ def metrics(config: TrainConfig, dataset: str | Path, out: Path) -> tuple[Any, A
     """Every number a run records, less the wall-clock seconds."""
     config.data.dataset = str(dataset)
     run = train(config, out)
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in run.history], run.final
+    return [{k: v for k, v in record.items() if "seconds" not in k} for record in run.history], run.final
 
 
 def id_rows(count: int) -> Rows:

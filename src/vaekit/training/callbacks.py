@@ -57,14 +57,16 @@ class EpochEnd:
 
     def scalars(self) -> dict[str, float]:
         """Every number of the epoch under one flat name: train/elbo, train/beta, val/kl, ..., lr, samples_per_second,
-        seconds; the names of metrics.jsonl, so a dashboard and the run folder speak alike."""
+        seconds, train_seconds; the names of metrics.jsonl, so a dashboard and the run folder speak alike."""
         flat = {
             f"{split}/{name}": float(value)
             for split in ("train", "val")
             for name, value in (self.record.get(split) or {}).items()
             if isinstance(value, int | float)
         }
-        flat.update(lr=self.lr, samples_per_second=self.samples_per_second, seconds=float(self.record["seconds"]))
+        flat.update(lr=self.lr, samples_per_second=self.samples_per_second)
+        clocks = ("seconds", "train_seconds")
+        flat.update({clock: float(self.record[clock]) for clock in clocks if clock in self.record})
         return flat
 
 

@@ -200,7 +200,8 @@ def _train_locked(
             problem = None
             if ranks.main:  # the others wait: validation and the checkpoint are rank 0's
                 record["val"] = evaluate_split(evaluated, data.val.x, y=data.val.y) if len(data.val) else None
-                record["seconds"] = round(time.perf_counter() - started, 3)
+                record["seconds"] = round(time.perf_counter() - started, 3)  # the training pass and validation
+                record["train_seconds"] = round(train_seconds, 3)
                 try:
                     _check_finite(record, config, checkpointed=(run_dir / STATE).is_file())
                     if best is not None:

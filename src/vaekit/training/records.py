@@ -40,8 +40,9 @@ def check_history(records: Any, path: Path, fix: str) -> list[dict[str, Any]]:
         )
         problem = problem or _metrics_problem(record.get("train"), f"epoch {position}'s train")
         problem = problem or _metrics_problem(record.get("val"), f"epoch {position}'s val", optional=True)
-        if "seconds" in record and not _is_number(record["seconds"]):
-            problem = problem or f"epoch {position}'s seconds is not a number"
+        for clock in ("seconds", "train_seconds"):
+            if clock in record and not _is_number(record[clock]):
+                problem = problem or f"epoch {position}'s {clock} is not a number"
         if problem:
             raise VaekitError(f"{path} is not a vaekit history: {problem}; {fix}")
         record.setdefault("val", None)  # a run without a validation split: readers index it, and find null
