@@ -53,3 +53,17 @@ def test_the_training_speed_benchmark_pairs_every_case_with_the_minimal_loop() -
         assert f"  {case} " in out
     for ratio in ("command line / minimal:", "with validation / minimal:", "loop / minimal:", "loop / tutorial:"):
         assert ratio in out
+
+
+def test_the_loop_cost_benchmark_times_every_feature_against_its_baseline() -> None:
+    out = run_benchmark(
+        "loop_costs.py", "--dataset", "digits", "--batches", "30", "--rounds", "2", "--batch-size", "32"
+    )
+    rows = {line.split("  ")[1].strip(): line for line in out.splitlines() if line.startswith("  ")}
+    baselines = {"plain loop", "half batch, 1 process"}
+    assert set(rows) == baselines | {
+        "progress bar", "weight averaging", "no NaN flag or sums", "mid-epoch checkpoints", "rank 0 of 2",
+        "precision wrapper",
+    }  # fmt: skip
+    for name, line in rows.items():
+        assert line.count("%") == (0 if name in baselines else 3), line  # a cost, and its range, for each feature
