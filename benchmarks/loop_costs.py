@@ -14,17 +14,21 @@ The loop (`vaekit.training.epoch.train_epoch`) at Fashion-MNIST's default model,
 - precision wrapper: the fp32 default installs none; the case forces `NetworkForward` in place to show what the
   wrapper would cost if it were always there.
 
-Each case's time is the mean time between optimizer steps over one pass (a mean, so the work done every
-`STEP_EVERY` steps counts); the cases run interleaved, one pass each per round, and each cost is the median (and
-range) over rounds of that round's own ratio of the time with the feature to the time without it.
+Each case's time a step is the median gap between optimizer steps, with the median gap across a sync point (where
+the loop reads its flags, calls back and may checkpoint, every `STEP_EVERY` steps) weighted in once per
+`STEP_EVERY` steps: medians, because this shared host's bursts of noise move a mean by more than the costs measured.
+The cases run interleaved in short passes, one each per round, since the host's speed drifts from second to second;
+each cost is the median (and interquartile range) over rounds of that round's ratio of the time with the feature to
+the time without it.
 
-    python benchmarks/loop_costs.py [--batches 150] [--rounds 5] [--dataset fashion-mnist]
+    python benchmarks/loop_costs.py [--batches 45] [--rounds 30] [--dataset fashion-mnist]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import statistics
 import tempfile
 import time
@@ -41,7 +45,7 @@ from vaekit.cli.progress import ProgressBar
 from vaekit.data.sources import Dataset, load_dataset
 from vaekit.training import epoch as epoch_module
 from vaekit.training.averaging import weight_average
-from vaekit.training.callbacks import Callback
+from vaekit.training.callbacks import STEP_EVERY, Callback
 from vaekit.training.distributed import Ranks
 from vaekit.training.loop import make_optimizer
 from vaekit.training.precision import CompileNotice, NetworkForward
@@ -88,7 +92,7 @@ CASES = (
 
 
 def step_seconds(case: Case, base: TrainConfig, data: Dataset) -> float:
-    """The mean time between optimizer steps over one pass of `case`."""
+    """The time a step of `case`, from the gaps between its optimizer steps over one pass."""
     config = case.config(base)
     model = build_model(config)
     optimizer = make_optimizer(model, config)
@@ -121,14 +125,17 @@ def step_seconds(case: Case, base: TrainConfig, data: Dataset) -> float:
             epoch_module.StepSums.add, epoch_module.StepSums.fold = add, fold  # type: ignore[method-assign]
             if isinstance(callback, ProgressBar):
                 callback.progress.stop()  # the live bar holds stdout until it stops
-    first = 5  # past the first steps' allocations
-    return (stamps[-1] - stamps[first]) / (len(stamps) - 1 - first)
+    # Between stamps i and i + 1 lies step i + 1, and after step i a sync point's work when i % STEP_EVERY == 0.
+    gaps = {i: b - a for i, (a, b) in enumerate(itertools.pairwise(stamps)) if i >= 5}  # past warm-up
+    plain = statistics.median(gap for i, gap in gaps.items() if i % STEP_EVERY)
+    synced = statistics.median(gap for i, gap in gaps.items() if i % STEP_EVERY == 0)
+    return ((STEP_EVERY - 1) * plain + synced) / STEP_EVERY
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=150)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=45)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--dataset", default="fashion-mnist")
     args = parser.parse_args()
@@ -143,14 +150,19 @@ def main() -> None:
             times[case.name].append(step_seconds(case, config, data))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.dataset}, default model, batch "
           f"{args.batch_size}, {args.batches} steps a pass, {args.rounds} rounds")  # fmt: skip
-    print("time a step: median (range) over rounds; the feature's cost: median (range) of each round's with / without")
+    print(
+        "time a step: median (interquartile range) over rounds; each feature's cost: the median (interquartile range)"
+    )
+    print("of its rounds' ratios, time with the feature / time without")
     for case in CASES:
         own = times[case.name]
-        line = f"  {case.name:24s} {statistics.median(own) * 1e3:6.2f} ms ({min(own) * 1e3:.2f}-{max(own) * 1e3:.2f})"
+        low, mid, high = (t * 1e3 for t in statistics.quantiles(own, n=4, method="inclusive"))
+        line = f"  {case.name:24s} {mid:6.2f} ms ({low:.2f}-{high:.2f})"
         if case.baseline != case.name:
             pairs = zip(own, times[case.baseline], strict=True)
             ratios = [(b / a if case.off else a / b) - 1 for a, b in pairs]
-            line += f"  {statistics.median(ratios):+6.1%} ({min(ratios):+.1%} to {max(ratios):+.1%})"
+            low, mid, high = statistics.quantiles(ratios, n=4, method="inclusive")
+            line += f"  {mid:+6.1%} ({low:+.1%} to {high:+.1%})"
         print(line)
 
 

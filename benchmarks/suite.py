@@ -7,7 +7,10 @@ idle machine: two CPU-bound processes on a small machine slow each other several
 
     python benchmarks/suite.py [--out benchmarks/results.md] [--only train_speed ...] [--quick]
 
---quick runs each benchmark that has one on sizes that take seconds: it checks the plumbing, and measures nothing.
+--only reruns the benchmarks named and replaces their sections of an existing results file, leaving the others as
+they were; every section names the date, machine and commit it was measured on, so a file updated in parts stays
+truthful. --quick runs each benchmark that has one on sizes that take seconds: it checks the plumbing, and measures
+nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("ddp_speed", [], "torchrun DDP, 2 processes against 1 process on the same cores"),
     ("evaluate_speed", [], "the k = 1000 importance-weighted evaluation against its FLOP bound"),
     ("iwae_speed", [], "IWAE k = 50 training, negligible weights dropped against every weight carried"),
+    ("loop_costs", [], "each training-loop feature's cost, the loop with it against the loop without"),
     ("serve_latency", [], "explorer decode latency, 1 client against 8 concurrent clients"),
     ("memory_scaling", [], "resident memory and time per sample from packs of 10k to 1M images, against memory"),
     ("quality", [], "test −ELBO after 10 epochs against the tutorial pipeline"),
@@ -39,7 +43,14 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
 QUICK = {
     "memory_scaling": ["--sizes", "300", "600", "--baseline-max", "300"],
     "iwae_speed": ["--dataset", "digits", "--k", "5", "--warmup-steps", "2", "--blocks", "1", "--block", "2"],
+    "loop_costs": ["--dataset", "digits", "--batches", "30", "--rounds", "2", "--batch-size", "32"],
 }
+HEADER = [
+    "# vaekit benchmarks",
+    "",
+    "Every figure is a ratio to a baseline measured in the same run; absolute rates move.",
+    "",
+]
 
 
 def machine() -> str:
@@ -64,14 +75,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="seconds-long sizes where a benchmark has them")
     args = parser.parse_args()
     chosen = [b for b in BENCHMARKS if not args.only or b[0] in args.only]
-    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# vaekit benchmarks", "", f"Measured {started} on {machine()}.", ""]
-    lines += ["Every figure is a ratio to a baseline measured in the same run; absolute rates move.", ""]
+    sections = earlier_sections(args.out) if args.only else {}
     failed = 0
     for script, arguments, about in chosen:
         arguments = QUICK.get(script, arguments) if args.quick else arguments
         command = [sys.executable, f"{script}.py", *arguments]
+        title = f"## {script} {' '.join(arguments)}".rstrip()
         print(f"== {' '.join([script, *arguments])}", flush=True)
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         start = time.perf_counter()
         done = subprocess.run(command, cwd=HERE, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -79,11 +90,27 @@ def main() -> None:
         print(output, flush=True)
         failed += done.returncode != 0
         status = "" if done.returncode == 0 else f" — FAILED (exit {done.returncode})"
-        lines += [f"## {script} {' '.join(arguments)}".rstrip(), "", f"{about}. {seconds:.0f} s{status}.", ""]
+        lines = [title, "", f"{about}. Measured {started} on {machine()}; {seconds:.0f} s{status}.", ""]
         lines += [f"    python benchmarks/{script}.py {' '.join(arguments)}".rstrip(), "", "```", output, "```", ""]
-    args.out.write_text("\n".join(lines))
+        sections[title] = lines
+    order = [f"## {script} {' '.join(arguments)}".rstrip() for script, arguments, _ in BENCHMARKS]
+    titles = sorted(sections, key=lambda t: order.index(t) if t in order else len(order))
+    args.out.write_text("\n".join([*HEADER, *(line for title in titles for line in sections[title])]))
     print(f"wrote {args.out}")
     sys.exit(1 if failed else 0)
+
+
+def earlier_sections(path: Path) -> dict[str, list[str]]:
+    """The sections of an earlier results file, by their "## " title line (none when there is no file)."""
+    sections: dict[str, list[str]] = {}
+    title = None
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        if line.startswith("## "):
+            title = line
+            sections[title] = []
+        if title is not None:
+            sections[title].append(line)
+    return sections
 
 
 if __name__ == "__main__":

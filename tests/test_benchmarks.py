@@ -25,9 +25,14 @@ def run_benchmark(script: str, *arguments: str) -> str:
 def test_the_suite_writes_memory_scaling_into_its_results_file(tmp_path: Path) -> None:
     """The suite's plumbing, and memory scaling's whole path (packs, the in-memory baseline, fresh processes)."""
     out = tmp_path / "results.md"
+    earlier = "## train_speed\n\nan earlier sitting's section. Measured 2026-11-30 on a machine; 9 s.\n"
+    out.write_text(f"# vaekit benchmarks\n\n{earlier}\n## memory_scaling --sizes 300 600 --baseline-max 300\n\nold\n")
     run_benchmark("suite.py", "--out", str(out), "--only", "memory_scaling", "--quick")
     text = out.read_text()
     assert text.startswith("# vaekit benchmarks") and "## memory_scaling" in text and "FAILED" not in text
+    assert earlier in text and "\nold\n" not in text  # the section rerun is replaced, the others kept
+    assert text.index("## train_speed") < text.index("## memory_scaling")  # in the suite's order
+    assert text.count("Measured ") == 2 and "commit " in text.split("## memory_scaling")[1]
     assert "pack 600 / 300 images (2x the data)" in text and "300 images, pack / memory: RssAnon peak" in text
 
 
