@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -172,14 +173,22 @@ def main() -> None:
     images, labels = full.train.x[:, 0].contiguous(), full.train.y
     results: dict[str, list[float]] = {name: [] for name in ("command line", "with validation", "loop", "minimal")}
     results.update(tutorial=[], matmul=[])
-    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits every case alike
-        results["matmul"].append(matmul_gflops())
+
+    def command_line() -> None:
         training, whole = command_line_rates(args.dataset, args.batch_size, len(full.train))
         results["command line"].append(training)
         results["with validation"].append(whole)
-        results["loop"].append(loop_rate(config, args.batches))
-        results["minimal"].append(minimal_rate(images, args.batches, args.batch_size))
-        results["tutorial"].append(tutorial_rate(images, labels, args.batches, args.batch_size))
+
+    cases: list[Callable[[], None]] = [
+        lambda: results["matmul"].append(matmul_gflops()),
+        command_line,
+        lambda: results["loop"].append(loop_rate(config, args.batches)),
+        lambda: results["minimal"].append(minimal_rate(images, args.batches, args.batch_size)),
+        lambda: results["tutorial"].append(tutorial_rate(images, labels, args.batches, args.batch_size)),
+    ]
+    for repeat in range(args.repeats):  # interleaved, so drift on a shared machine hits every case alike,
+        for case in cases if repeat % 2 == 0 else cases[::-1]:  # and in turn first and last, so no order wins
+            case()
     peak = statistics.median(results["matmul"])
     spread = f"{min(results['matmul']):.0f}-{max(results['matmul']):.0f}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 2048x2048 matmul: {peak:.0f} GFLOP/s "

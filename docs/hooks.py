@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import vaekit  # noqa: F401 (importing the package registers every part)
+import vaekit  # noqa: F401 (importing the package registers every part of the model)
+from vaekit.analysis import samplers
 from vaekit.parts import fill_part_tables
+
+samplers.load()  # the samplers register when `vaekit sample` needs them
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:

@@ -185,7 +185,7 @@ def test_sample_command_writes_a_gmm_grid_and_reuses_the_fit(run_copy: Path, tmp
     [
         (("--sampler", "gmm", "--components", "0"), "--components 0"),
         (("--sampler", "gmm", "--fit-images", "2"), "--fit-images 2"),
-        (("--sampler", "vamp"), "use prior or gmm"),
+        (("--sampler", "vamp"), "unknown sampler 'vamp'"),
         (("--components", "3"), "add --sampler gmm"),
     ],
 )

@@ -7,18 +7,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from vaekit.analysis import samplers
 from vaekit.parts import REGISTRIES
 
 SOURCE = Path(__file__).parents[1] / "src" / "vaekit"
-ALSO_WORDS = {"elbo", "vae"}
+ALSO_WORDS = {"elbo", "vae", "prior"}
 # Configurations, not questions: the why report's control runs are settings it trains, as a user's TOML would be.
-ALLOWED = {"analysis/why/runs.py"}
+# The samplers' own modules live beside the analysis they draw with.
+ALLOWED = {
+    "analysis/why/runs.py",
+    *(module.removeprefix("vaekit.").replace(".", "/") + ".py" for module in samplers.MODULES),
+}
 PICKERS = ("kind", "latent", "network", "likelihood", "prior", "objective")
-COMPARISON = re.compile(rf"\b(model|config)\.({'|'.join(PICKERS)})\s*(==|!=|\bin\b|\bnot in\b)\s*[\"'(]")
+COMPARISON = re.compile(rf"(\b(model|config)\.({'|'.join(PICKERS)})|\bsampler)\s*(==|!=|\bin\b|\bnot in\b)\s*[\"'(]")
 DEFAULT = re.compile(r"=\s*setting\(\s*[\"'][\w-]+[\"']")  # `network: str = setting("mlp", …)` in config.py
 
 
 def names() -> set[str]:
+    samplers.load()  # the sampler parts register when the sample command needs them
     return {name for registry in REGISTRIES for name in registry} - ALSO_WORDS
 
 
@@ -44,7 +50,8 @@ def test_the_search_finds_a_planted_name_and_a_planted_question(tmp_path: Path) 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "priors.py").write_text('if prior == "vamp": pass\n')
     (tmp_path / "export.py").write_text('label = "vamp"\nif config.model.objective == "elbo": pass\n')
-    assert len(offences(tmp_path, names())) == 2
+    (tmp_path / "cli.py").write_text('if sampler == "prior": pass\nkind = "gmm"\n')
+    assert len(offences(tmp_path, names())) == 4
 
 
 def test_a_docs_marker_naming_no_kind_of_part_fails_the_docs_build() -> None:

@@ -95,7 +95,8 @@ PRIORS = Registry("prior")
 LIKELIHOODS = Registry("likelihood")
 NETWORKS = Registry("network")
 OBJECTIVES = Registry("objective")
-REGISTRIES = (KINDS, POSTERIORS, NETWORKS, LIKELIHOODS, PRIORS, OBJECTIVES)
+SAMPLERS = Registry("sampler")  # what `vaekit sample` decodes draws of (`vaekit.analysis.samplers`)
+REGISTRIES = (KINDS, POSTERIORS, NETWORKS, LIKELIHOODS, PRIORS, OBJECTIVES, SAMPLERS)
 
 
 def check_parts(config: TrainConfig, selected: list[tuple[Registry, str]]) -> None:

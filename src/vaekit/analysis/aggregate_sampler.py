@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 
 from vaekit.analysis.plots import image_grid
+from vaekit.analysis.samplers import Sampler, setting
 from vaekit.data.scoring import Scoring
 from vaekit.data.sources import load_dataset, split_off
 from vaekit.devices import accumulate_dtype, generator_on
@@ -31,6 +32,7 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
 from vaekit.model.posteriors import LOG_2PI, need_continuous
 from vaekit.model.vae import VAE
+from vaekit.parts import SAMPLERS, Part
 from vaekit.small_files import read_json
 from vaekit.training.runs import WEIGHTS, Run
 
@@ -235,3 +237,31 @@ def gmm_sample_grid(model: VAE, gmm: AggregateGMM, n: int, seed: int) -> Image.I
     """Decoded mixture samples, drawn and tiled as `vaekit.analysis.plots.sample_grid` does for the prior."""
     z = gmm.sample(n, torch.Generator().manual_seed(seed)).to(model.device)
     return image_grid(model.decode(z).mean, columns=math.ceil(math.sqrt(n)))
+
+
+@dataclass(frozen=True)
+class GmmSettings:
+    components: int = setting(COMPONENTS, "Mixture components.")
+    fit_images: int = setting(FIT_IMAGES, "Training images encoded for the fit.")
+
+
+def draw_gmm(run: Run, n: int, seed: int, settings: GmmSettings) -> tuple[Image.Image, str | None]:
+    """Decoded draws of the mixture fitted to the run's codes (or read from its cache), and a line on the fit."""
+    if run.model.conditional:
+        raise VaekitError("--sampler gmm fits codes of every class together: use --sampler prior with --label K")
+    gmm = fit_aggregate_gmm(run, settings.components, settings.fit_images, seed)
+    how = "cached" if gmm.cached else "fitted" + ("" if gmm.converged else " (EM did not converge)")
+    return gmm_sample_grid(
+        run.model, gmm, n, seed
+    ), f"{how}: {gmm.components}-component mixture of {gmm.images} training codes"
+
+
+SAMPLERS.register(
+    Part(
+        "gmm",
+        "a Gaussian mixture fitted to the training codes (cached)",
+        doc="a full-covariance Gaussian mixture fitted by EM to the training codes, cached in the run folder (Ghosh "
+        "et al. 2020)",
+        impl=Sampler(GmmSettings, draw_gmm),
+    )
+)

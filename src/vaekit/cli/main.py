@@ -5,13 +5,16 @@ Errors a user can fix arrive as `VaekitError` and leave as one line on stderr wi
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from vaekit.analysis import samplers
 from vaekit.cli.common import (
     Command,
     DeviceOpt,
@@ -30,6 +33,7 @@ from vaekit.cli.tools import evaluate, export, gradients, serve
 from vaekit.cli.train import train
 from vaekit.cli.why import why
 from vaekit.errors import VaekitError
+from vaekit.parts import SAMPLERS
 
 app = typer.Typer(
     cls=Group,
@@ -70,63 +74,71 @@ def _options(
 app.command(cls=Command)(train)  # cli/train.py; registered first, so it leads the help
 
 
-@app.command(cls=Command)
-@friendly_errors
-def sample(
-    run: RunArg,
-    n: Annotated[int, typer.Option(help="Number of samples.", min=1, max=4096)] = 64,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="PNG to write, instead of RUN/sample.png in the run folder.", show_default=False),
-    ] = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    sampler: Annotated[
-        str,
-        typer.Option(help="prior: the run's prior | gmm: a Gaussian mixture fitted to the training codes (cached)."),
-    ] = "prior",
-    components: Annotated[
-        int | None, typer.Option(help="Mixture components (--sampler gmm).  \\[default: 10]", show_default=False)
-    ] = None,
-    fit_images: Annotated[
-        int | None,
-        typer.Option(
-            help="Training images encoded for the fit (--sampler gmm).  \\[default: 10000]", show_default=False
-        ),
-    ] = None,
-    label: Annotated[
-        int | None,
-        typer.Option(
-            help="Class to draw (a run trained with --condition label; without it, one row per class).",
-            show_default=False,
-        ),
-    ] = None,
+def _sample(
+    run: Path,
+    n: int = 64,
+    out: Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    sampler: str = samplers.DEFAULT,
+    **settings: Any,
 ) -> None:
     """Decode draws from the run's prior, or from a mixture fitted to the codes, into a grid of images.
 
     Writes RUN/sample.png (--out: elsewhere); like every command, it writes into the run folder.
     """
-    from vaekit.analysis import aggregate_sampler as gmm_sampler
-    from vaekit.analysis.plots import sample_grid, save_image
+    from vaekit.analysis.plots import save_image
 
-    if sampler not in ("prior", "gmm"):
-        raise VaekitError(f"--sampler {sampler!r} is unknown: use prior or gmm")
-    if sampler == "prior" and (components, fit_images) != (None, None):
-        raise VaekitError("--components and --fit-images set up --sampler gmm: add --sampler gmm, or drop them")
+    chosen = samplers.settings_of(sampler, settings)  # before the run loads: a refusal costs nothing
     loaded = load_on(run, device)
     path = output(out, run, "sample.png")
-    if sampler == "prior":
-        save_image(sample_grid(loaded.model, n, seed, label), path)
-    elif loaded.model.conditional or label is not None:
-        raise VaekitError("--sampler gmm fits codes of every class together: use --sampler prior with --label K")
-    else:
-        components = gmm_sampler.COMPONENTS if components is None else components
-        fit_images = gmm_sampler.FIT_IMAGES if fit_images is None else fit_images
-        gmm = gmm_sampler.fit_aggregate_gmm(loaded, components, fit_images, seed)
-        save_image(gmm_sampler.gmm_sample_grid(loaded.model, gmm, n, seed), path)
-        how = "cached" if gmm.cached else "fitted" + ("" if gmm.converged else " (EM did not converge)")
-        out_console.print(f"{how}: {gmm.components}-component mixture of {gmm.images} training codes", highlight=False)
+    grid, note = SAMPLERS[sampler].impl.draw(loaded, n, seed, chosen)
+    save_image(grid, path)
+    if note:
+        out_console.print(note, highlight=False)
     out_console.print(f"wrote {path}")
+
+
+def _with_sampler_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the signature typer reads: its own options, then every sampler's, each with its help line and
+    default (written once, in the sampler's settings), in a help panel per sampler."""
+    samplers.load()
+    own: dict[str, Any] = {
+        "run": RunArg,
+        "n": Annotated[int, typer.Option(help="Number of samples.", min=1, max=4096)],
+        "out": Annotated[
+            Path | None,
+            typer.Option(help="PNG to write, instead of RUN/sample.png in the run folder.", show_default=False),
+        ],
+        "seed": SeedOpt,
+        "device": DeviceOpt,
+        "sampler": Annotated[str, typer.Option(help=SAMPLERS.choices_help())],
+    }
+    defaults = {"n": 64, "out": None, "seed": 0, "device": "auto", "sampler": samplers.DEFAULT}
+    parameters = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=annotation,
+            default=defaults.get(name, inspect.Parameter.empty),
+        )
+        for name, annotation in own.items()
+    ]
+    for option in samplers.options().values():
+        text = option.help + (f"  \\[default: {option.default}]" if option.default is not None else "")
+        flag = typer.Option(help=text, show_default=False, rich_help_panel=f"--sampler {option.sampler}")
+        kind = option.type if option.default is None else option.type | None  # None: not given
+        parameters.append(
+            inspect.Parameter(
+                option.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, flag], default=None
+            )
+        )
+    command.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    command.__name__ = "sample"
+    return command
+
+
+sample = app.command(cls=Command)(friendly_errors(_with_sampler_options(_sample)))
 
 
 @app.command(cls=Command)
