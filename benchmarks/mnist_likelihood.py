@@ -1,11 +1,13 @@
 """The published MNIST likelihood table (Burda, Grosse & Salakhutdinov 2016, Table 1), run and written by vaekit.
 
 Each requested row is trained and evaluated through the `vaekit` command line, in subprocesses, with the paper's
-protocol: dynamically binarized MNIST, all 60,000 training images (--val-size 0), MLP 784-200-200-50 with tanh, a
-Bernoulli decoder, batch 20, Adam at 1e-3, test NLL from k = 5,000 importance samples. The paper trains 3,280 epochs;
-here each row gets a wall-time budget, spent in chunks of `vaekit train --resume` with a growing --epochs, so the
-learning rate can follow a step schedule between chunks (see `learning_rate`). After every chunk a cheap probe (k = 100
-on the first 1,000 test images, in this process) gives one point of nll_vs_time.png. A row whose flags this vaekit's
+architecture: dynamically binarized MNIST, MLP 784-200-200-50 with tanh, a Bernoulli decoder, batch 20, Adam at 1e-3,
+test NLL from k = 5,000 importance samples, under benchmarks/PROTOCOL.md: a validation split (--val-size, 5,000 images
+picked by vaekit's --split-seed 0) is held out of the 60,000 training images and scores every probe, and the test
+split is scored once, at the end of the row. The paper trains 3,280 epochs on all 60,000; here each row gets a
+wall-time budget, spent in chunks of `vaekit train --resume` with a growing --epochs, so the learning rate can follow
+a step schedule between chunks (see `learning_rate`). After every chunk a cheap probe (k = 100 on the first 1,000
+validation images, in this process) gives one point of nll_vs_time.png. A row whose flags this vaekit's
 `train` does not accept is listed as "not run" with its command, never estimated.
 
     python benchmarks/mnist_likelihood.py --rows vae,iwae5,iwae50 --budget 60m [--dataset mnist] [--out DIR]
@@ -91,6 +93,7 @@ class Protocol:
     probe_k: int = 100
     probe_images: int = 1000
     seed: int = 0
+    val_size: int = 5000  # validation images held out of training (vaekit's --split-seed 0 picks them)
     device: str | None = None
     data_dir: str | None = None
     allow_missing: list[str] = field(default_factory=list)
@@ -215,7 +218,16 @@ def row_flags(name: str, p: Protocol) -> list[str]:
     """The row's model and data flags, as the paper specifies them (the two-layer rows: 784-200-200-100 | 100-100-50
     as --hidden 200,200 --latent-dim 100 --second-layer 100,100,50)."""
     layers, extra = ROWS[name]
-    flags = ["--dataset", p.dataset, "--binarize", "dynamic", "--val-size", "0", "--likelihood", "bernoulli"]
+    flags = [
+        "--dataset",
+        p.dataset,
+        "--binarize",
+        "dynamic",
+        "--val-size",
+        str(p.val_size),
+        "--likelihood",
+        "bernoulli",
+    ]
     flags += ["--hidden", p.hidden, "--latent-dim", str(p.latent_dim[layers]), "--activation", p.activation]
     flags += ["--second-layer", p.second_layer] if layers == 2 else []
     flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
@@ -256,16 +268,17 @@ def last_line(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def probe(run_dir: Path, p: Protocol, cache: dict[str, Any]) -> tuple[float, float]:
-    """Test NLL (k = probe_k) of the first probe_images test images, scored as `vaekit evaluate` scores them."""
+    """Validation NLL (k = probe_k) of the first probe_images validation images, scored as `vaekit evaluate` scores
+    them: the probes steer nothing, but a curve a reader may choose by must not read the test split."""
     from vaekit.analysis.evaluate import likelihood_report
     from vaekit.data.sources import load_dataset
     from vaekit.devices import resolve_device
     from vaekit.training.runs import load_run
 
     run = load_run(run_dir, str(resolve_device(p.device or "cpu")))
-    if "test" not in cache:  # one load per invocation: every row reads the same data
-        cache["test"] = load_dataset(run.config.data).test.x[: p.probe_images]
-    report = likelihood_report(run.model, cache["test"], "test", p.probe_k, p.seed, run.config.data)
+    if "val" not in cache:  # one load per invocation: every row reads the same data
+        cache["val"] = load_dataset(run.config.data).val.x[: p.probe_images]
+    report = likelihood_report(run.model, cache["val"], "validation", p.probe_k, p.seed, run.config.data)
     assert report.nll is not None and report.nll_se is not None
     return report.nll, report.nll_se
 
@@ -386,7 +399,16 @@ def hardware(device: str | None, jobs: int = 1) -> dict[str, Any]:
         cpu = names[0] if names else cpu
     gpu = torch.cuda.get_device_name() if device and device.startswith("cuda") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "gpu": gpu, "python": platform.python_version(), "jobs": jobs}  # fmt: skip
+            "gpu": gpu, "python": platform.python_version(), "jobs": jobs, "commit": commit()}  # fmt: skip
+
+
+def commit() -> str:
+    """The commit the rows ran from, marked `+changes` when the working tree differed from it (such a row's code
+    is not in the history: the protocol wants a clean tree)."""
+    git = ["git", "-C", str(HERE)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    return (head or "unknown") + ("+changes" if changed.stdout.strip() else "")
 
 
 def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) -> str:
@@ -516,7 +538,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.text(0.01, 0.02, f"{len(off)} early probe(s) above {top:.0f}, off scale", transform=ax.transAxes,
                     ha="left", va="bottom", fontsize=7)  # fmt: skip
     ax.set_xlabel("training wall time (min; probes and evaluation not counted)")
-    ax.set_ylabel(f"test NLL, nats (k={p['probe_k']}, first {p['probe_images']} test images)")
+    ax.set_ylabel(f"validation NLL, nats (k={p['probe_k']}, first {p['probe_images']} validation images)")
     ax.set_title(f"{p['dataset']}: cheap NLL probe at each chunk boundary")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -529,7 +551,7 @@ def protocol(args: argparse.Namespace) -> Protocol:
     given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
              "decades": args.decades, "hold_at": args.hold_at, "warmup": args.warmup, "budget_s": args.budget,
              "average_decay": args.average_decay, "estimator": args.estimator,
-             "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device,
+             "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device, "val_size": args.val_size,
              "data_dir": args.data_dir}  # fmt: skip
     p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
     return dataclasses.replace(p, allow_missing=[f.removeprefix("--") for f in args.allow_missing.split(",") if f])
@@ -554,6 +576,8 @@ def main() -> None:
                         "encoder gradient: IWAE's own or doubly reparameterized [reparam]")  # fmt: skip
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
+    parser.add_argument("--val-size", type=int, help="validation images held out of training; the protocol needs "
+                        "some (benchmarks/PROTOCOL.md) [5000]")  # fmt: skip
     parser.add_argument("--device", help="passed to vaekit train and evaluate, and used by the probes")
     parser.add_argument("--data-dir", help="folder with the dataset files, passed to vaekit train")
     parser.add_argument("--allow-missing", default="", help="flags a row may run without, as a stated deviation "
@@ -581,6 +605,11 @@ def main() -> None:
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give how many rows run at once, 1 or more")
     p = protocol(args)
+    if p.val_size < 1:
+        parser.error(
+            f"--val-size {p.val_size}: a row needs a validation split for its probes and choices, and the test split "
+            "is scored once, at the end (benchmarks/PROTOCOL.md): give --val-size 5000, say"
+        )
     if args.decades is not None and (p.schedule not in ("decade", "hold") or p.decades < 0):
         parser.error(f"--decades {args.decades:g}: give 0 or more, with --schedule decade or hold (the rate's fall)")
     if args.hold_at is not None and (p.schedule != "hold" or not 0 < p.hold_at < 1):

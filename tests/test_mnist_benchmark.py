@@ -11,10 +11,13 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
+
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow  # every test here runs whole trainings or benchmarks
 
@@ -144,7 +147,7 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     text = (tmp_path / "results.md").read_text()
     assert (tmp_path / "nll_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert results["protocol"]["dataset"] == "digits" and "No published reference for digits" in text
-    assert results["hardware"]["cores"] and results["hardware"]["torch"]
+    assert results["hardware"]["cores"] and results["hardware"]["torch"] and results["hardware"]["commit"]
     assert {"--objective", "--k", "--activation", "--second-layer"} <= bench.accepted_flags()
     row, beside = results["rows"]
     assert row["row"] == "iwae5-2l" and beside["row"] == "vae" and beside["status"] == "done"
@@ -159,7 +162,7 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert row["train_minus_test_nll"] == pytest.approx(row["train_nll"] - row["test_nll"])
     assert 0 <= row["active_units"] <= row["latent_units"]
     train_1, train_2, evaluate = row["commands"]
-    assert "-m vaekit train" in train_1 and "--binarize dynamic --val-size 0" in train_1 and "--epochs 1" in train_1
+    assert "-m vaekit train" in train_1 and "--binarize dynamic --val-size 5000" in train_1 and "--epochs 1" in train_1
     assert "--objective iwae --k 5" in train_1 and "--second-layer 8,4" in train_1 and "--average-decay 0.9" in train_1
     assert "weights averaged with decay 0.9 (evaluated in their place)" in text
     assert "--resume --epochs 3 --lr 0.000719686" in train_2  # the paper's second stage: 1e-3 · 10^(-1/7)
@@ -183,6 +186,7 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
         (["--hold-at", "0.85"], "--hold-at 0.85: give a fraction between 0 and 1, with --schedule hold"),
         (["--schedule", "hold", "--hold-at", "1"], "--hold-at 1: give a fraction between 0 and 1"),
         (["--average-decay", "1"], "--average-decay 1: give a decay of at least 0 and below 1"),
+        (["--val-size", "0"], "--val-size 0: a row needs a validation split for its probes and choices"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
@@ -374,3 +378,23 @@ def test_a_row_from_an_older_results_json_gets_its_median_epoch_from_its_run_fol
     vae, iwae = bench.read_results(tmp_path)["rows"]
     assert vae["median_epoch_s"] == 4.5 and "median_epoch_s" not in iwae
     assert "10.0 min, median epoch 4.5 s" in bench.train_time(vae, results["protocol"], HARDWARE)
+
+
+def test_probes_score_validation_images_and_never_the_test_split(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vaekit import train
+    from vaekit.data.sources import load_dataset
+
+    config = tiny_config(epochs=1)
+    train(config, tmp_path / "run")
+    seen: dict[str, Any] = {}
+
+    def scored(model: Any, x: Any, split: str, *args: Any) -> Any:
+        seen.update(split=split, x=x)
+        return SimpleNamespace(nll=90.0, nll_se=0.5)
+
+    monkeypatch.setattr("vaekit.analysis.evaluate.likelihood_report", scored)
+    assert bench.probe(tmp_path / "run", bench.Protocol(probe_images=50, probe_k=2, device="cpu"), {}) == (90.0, 0.5)
+    data = load_dataset(config.data)
+    assert seen["split"] == "validation" and torch.equal(seen["x"], data.val.x[:50])
