@@ -60,11 +60,15 @@ def machine() -> str:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
         cpu = names[0] if names else cpu
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=HERE
+    )
+    changes = "+changes" if changed.stdout.strip() else ""  # the tree differed from the commit: not its code alone
     import torch
 
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}; "
-        f"commit {commit.stdout.strip() or 'unknown'}"
+        f"commit {commit.stdout.strip() or 'unknown'}{changes}"
     )
 
 
