@@ -38,6 +38,7 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("serve_latency", [], "explorer decode latency, 1 client against 8 concurrent clients"),
     ("memory_scaling", [], "resident memory and time per sample from packs of 10k to 1M images, against memory"),
     ("quality", [], "test −ELBO after 10 epochs against the tutorial pipeline"),
+    ("demo", [], "make demo's run, recorded in benchmarks/demo/results.json: the figures the README quotes"),
 ]
 
 QUICK = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,3 +73,14 @@ def test_the_loop_cost_benchmark_times_every_feature_against_its_baseline() -> N
     }  # fmt: skip
     for name, line in rows.items():
         assert line.count("%") == (0 if name in baselines else 3), line  # a cost, and its range, for each feature
+
+
+def test_the_demo_record_holds_the_run_and_where_it_ran(tmp_path: Path) -> None:
+    out = run_benchmark("demo.py", "--dataset", "digits", "--epochs", "2", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["command"] == "vaekit train --dataset digits --epochs 2 --out runs/demo" and results["epochs"] == 2
+    assert (
+        results["test_elbo"] < 0 and 0 < results["train_seconds"] <= results["epoch_seconds"] <= results["wall_seconds"]
+    )
+    assert results["commit"] and results["processor"] and results["torch"]
+    assert f"test ELBO {results['test_elbo']:.2f} nats/image" in out

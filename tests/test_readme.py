@@ -3,6 +3,7 @@ written, every relative link and named file exists, and the README stays a front
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -92,3 +93,15 @@ def test_every_path_the_readme_names_exists() -> None:
     named = set(re.findall(r"`?((?:src/vaekit|benchmarks|tests)/[\w/]+\.(?:py|sh))", text))
     assert named, "the README and the docs name no files"
     assert sorted(path for path in named if not (ROOT / path).exists()) == []
+
+
+def test_the_demo_figures_the_pages_quote_are_the_ones_its_results_file_records() -> None:
+    """The README and the docs' front page quote `make demo`'s run; benchmarks/demo.py writes the file they come
+    from, running the Makefile's own demo command."""
+    results = json.loads((ROOT / "benchmarks" / "demo" / "results.json").read_text())
+    assert f"\t$(BIN)/{results['command']}\n" in (ROOT / "Makefile").read_text()  # the run recorded is make demo's
+    for page in (README, DOCS / "index.md"):
+        text = page.read_text(encoding="utf-8")
+        assert f"test ELBO {results['test_elbo']:.2f} nats/image" in text, page.name
+        quoted = [int(n) for n in re.findall(r"about (\d+) seconds of training", text)]
+        assert quoted == [round(results["train_seconds"], -1)], page.name
