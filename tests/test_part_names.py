@@ -1,6 +1,7 @@
 """Only a part's own module asks which part a run has: code outside `vaekit/model/` that names a specific part, or
 compares a part-picking setting with a name, fails here. The defaults in `config.py` (a choice, not a question) are the
-one exception; `elbo` and `vae` are also the names of metrics and of report sections, so only comparisons catch them."""
+one exception; `elbo`, `vae`, `prior`, `none` and `label` are also ordinary words (metrics, report sections, columns),
+so only comparisons catch them."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from vaekit.analysis import samplers
 from vaekit.parts import REGISTRIES
 
 SOURCE = Path(__file__).parents[1] / "src" / "vaekit"
-ALSO_WORDS = {"elbo", "vae", "prior"}
+ALSO_WORDS = {"elbo", "vae", "prior", "none", "label"}  # also ordinary words: only comparisons catch them
 # Configurations, not questions: the why report's control runs are settings it trains, as a user's TOML would be.
 # The samplers' own modules live beside the analysis they draw with.
 ALLOWED = {
     "analysis/why/runs.py",
     *(module.removeprefix("vaekit.").replace(".", "/") + ".py" for module in samplers.MODULES),
 }
-PICKERS = ("kind", "latent", "network", "likelihood", "prior", "objective")
+PICKERS = ("kind", "latent", "network", "likelihood", "prior", "objective", "condition")
 COMPARISON = re.compile(rf"(\b(model|config)\.({'|'.join(PICKERS)})|\bsampler)\s*(==|!=|\bin\b|\bnot in\b)\s*[\"'(]")
 DEFAULT = re.compile(r"=\s*setting\(\s*[\"'][\w-]+[\"']")  # `network: str = setting("mlp", …)` in config.py
 

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vaekit.errors import VaekitError
-from vaekit.parts import KINDS, LIKELIHOODS, NETWORKS, OBJECTIVES, POSTERIORS, PRIORS, Registry, check_parts
+from vaekit.parts import (
+    CONDITIONS,
+    KINDS,
+    LIKELIHOODS,
+    NETWORKS,
+    OBJECTIVES,
+    POSTERIORS,
+    PRIORS,
+    Registry,
+    check_parts,
+)
 
 FORMAT_VERSION = 2  # 2: the model's parts (prior, activation, objective); version 1 folders still load
 READABLE_VERSIONS = (1, 2)
@@ -21,7 +31,6 @@ READABLE_VERSIONS = (1, 2)
 LATENTS = POSTERIORS  # the model's parts are registries (vaekit.parts) that each part's module fills
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
 BINARIZE = ("none", "dynamic", "static")
-CONDITIONS = {"none": "", "label": "a conditional VAE: encoder and decoder see the class label"}
 ELBO_ESTIMATORS = ("reparam", "score-function", "score-function-baseline")  # see vaekit.model.objectives.elbo
 ESTIMATORS = (*ELBO_ESTIMATORS, "dreg")  # dreg: for the importance-weighted bound
 # The networks' forward passes; see vaekit.training.precision.prepare_networks

@@ -95,8 +95,9 @@ PRIORS = Registry("prior")
 LIKELIHOODS = Registry("likelihood")
 NETWORKS = Registry("network")
 OBJECTIVES = Registry("objective")
+CONDITIONS = Registry("condition")  # what else than z the encoder and decoder see (`--condition`)
 SAMPLERS = Registry("sampler")  # what `vaekit sample` decodes draws of (`vaekit.analysis.samplers`)
-REGISTRIES = (KINDS, POSTERIORS, NETWORKS, LIKELIHOODS, PRIORS, OBJECTIVES, SAMPLERS)
+REGISTRIES = (KINDS, POSTERIORS, NETWORKS, LIKELIHOODS, PRIORS, OBJECTIVES, CONDITIONS, SAMPLERS)
 
 
 def check_parts(config: TrainConfig, selected: list[tuple[Registry, str]]) -> None:

@@ -201,7 +201,7 @@ def info(
             f"{config.model.network} {config.model.hidden}, latent {config.model.latent_dim}, "
             + (f"second layer {config.model.second_layer}, " if config.model.second_layer else "")
             + f"{config.model.likelihood}, {summary['parameters']:,} parameters"
-            + (f", conditioned on {config.model.classes} classes" if config.model.condition == "label" else ""),
+            + (f", conditioned on {config.model.classes} classes" if loaded.model.conditional else ""),
         ),
         (
             "training",

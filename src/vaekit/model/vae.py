@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from vaekit.model.objectives import ElboTerms, elbo
 from vaekit.model.posteriors import Posterior, posterior_family
 from vaekit.model.priors import build_prior
 from vaekit.model.randomness import Randomness
+from vaekit.parts import CONDITIONS, Part
 
 
 class VAE(nn.Module):
@@ -179,3 +181,23 @@ def stored_names(names: Iterable[str], model: VAE) -> dict[str, str]:
     renamed = {"log_scale": "likelihood.log_scale"}
     found = {renamed.get(name, name): name for name in names}
     return {ours: theirs for ours, theirs in found.items() if ours in expected or theirs == ours}
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a `--condition` part asks of training: whether it reads each image's class label (and so counts the
+    classes from the data when training starts, as it reads the image shape)."""
+
+    labels: bool
+
+
+CONDITIONS.register(Part("none", doc="unconditional: q(z|x) and p(x|z)", impl=Conditioning(labels=False)))
+CONDITIONS.register(
+    Part(
+        "label",
+        "a conditional VAE: encoder and decoder see the class label",
+        doc="a conditional VAE (Sohn et al. 2015): q(z|x, y) and p(x|z, y), the one-hot class label beside the image "
+        "and the code; needs a labelled dataset, whose classes it counts",
+        impl=Conditioning(labels=True),
+    )
+)

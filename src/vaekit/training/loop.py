@@ -27,6 +27,7 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write_json
 from vaekit.model.objectives import bits_per_dim
 from vaekit.model.vae import VAE
+from vaekit.parts import CONDITIONS
 from vaekit.training import distributed
 from vaekit.training.averaging import weight_average
 from vaekit.training.callbacks import Callback, Callbacks, EpochEnd, RunEnd, RunStart
@@ -144,7 +145,7 @@ def _train_locked(
             "held out), and --select best or --patience judge epochs by it: use more images, or drop those settings"
         )
     config.model.input_shape = list(data.shape)
-    if config.model.condition == "label":
+    if CONDITIONS[config.model.condition].impl.labels:  # a conditional model: the classes come from the data
         config.model.classes = class_count(data)
     config.validate()
     check_run_fits(config, state, run_dir / STATE, data, device, EVAL_CHUNK)  # before the model is built
