@@ -18,6 +18,10 @@ validation images, in this process) gives one point of nll_vs_time.png. A row wh
     python benchmarks/mnist_likelihood.py --render DIR [--add-rows OTHER]  # re-write DIR's report from its
         results.json, with the rows OTHER ran (same protocol, any budget) in place of DIR's rows of those names
 
+Each row runs once per training seed (`--seeds`, 0 and 1 by default, as the protocol asks of a headline row), into
+runs/ROW-seedS; the report gives each seed's number, their mean and their spread. Every seed's evaluation scores the
+same binarized test draw (`--seed` of `vaekit evaluate`, fixed), so the seeds differ in training alone.
+
 A flag named in --allow-missing (say `activation`) is dropped where this vaekit lacks it, and the row says so.
 Writes DIR/results.md, DIR/results.json, DIR/nll_vs_time.png, the run folders in DIR/runs and logs in DIR/logs.
 """
@@ -92,7 +96,8 @@ class Protocol:
     eval_samples: int = 1000  # prior samples for evaluate's neighbour audit and sample quality
     probe_k: int = 100
     probe_images: int = 1000
-    seed: int = 0
+    seed: int = 0  # of the evaluation and the probes: one fixed binarized test draw for every row and training seed
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds: each row runs once per seed
     val_size: int = 5000  # validation images held out of training (vaekit's --split-seed 0 picks them)
     device: str | None = None
     data_dir: str | None = None
@@ -108,11 +113,19 @@ PER_ROW = (
     "hold_at",
     "average_decay",
     "estimator",
+    "seeds",
 )  # what --add-rows lets differ, kept by each row
+
+
+def earlier_default(key: str) -> Any:
+    """What a results.json written before `key` existed ran with: the protocol's default, except that rows then ran
+    one training seed, the protocol's `seed`."""
+    return [Protocol.seed] if key == "seeds" else getattr(Protocol, key)
+
 
 SMOKE = {  # a few seconds a row: the full path, not a measurement
     "dataset": "digits", "hidden": "16,16", "latent_dim": {1: 4, 2: 6}, "second_layer": "8,4", "budget_s": 120.0,
-    "max_epochs": 3, "chunks": 2, "eval_k": 20, "eval_samples": 64, "probe_k": 10, "probe_images": 200,
+    "max_epochs": 3, "chunks": 2, "eval_k": 20, "eval_samples": 64, "probe_k": 10, "probe_images": 200, "seeds": [0],
 }  # fmt: skip
 
 
@@ -178,6 +191,17 @@ def chunk_end(p: Protocol, epoch: int, elapsed: float, epoch_s: float, overhead_
     return int(min(end, p.max_epochs))
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Training seeds from '0,1' (at least one; each a non-negative integer, none twice)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: give distinct non-negative integers such as 0,1")
+    return seeds
+
+
 def parse_budget(text: str) -> float:
     """Seconds in '90s', '60m', '1.5h' (a bare number is seconds)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
@@ -214,7 +238,7 @@ def estimator_flags(name: str, p: Protocol) -> list[str]:
     return ["--estimator", p.estimator] if p.estimator != Protocol.estimator and not warms_up(name) else []
 
 
-def row_flags(name: str, p: Protocol) -> list[str]:
+def row_flags(name: str, p: Protocol, seed: int = 0) -> list[str]:
     """The row's model and data flags, as the paper specifies them (the two-layer rows: 784-200-200-100 | 100-100-50
     as --hidden 200,200 --latent-dim 100 --second-layer 100,100,50)."""
     layers, extra = ROWS[name]
@@ -230,7 +254,7 @@ def row_flags(name: str, p: Protocol) -> list[str]:
     ]
     flags += ["--hidden", p.hidden, "--latent-dim", str(p.latent_dim[layers]), "--activation", p.activation]
     flags += ["--second-layer", p.second_layer] if layers == 2 else []
-    flags += ["--batch-size", str(p.batch_size), "--seed", str(p.seed), *extra]
+    flags += ["--batch-size", str(p.batch_size), "--seed", str(seed), *extra]
     flags += ["--warmup", f"{p.warmup:g}"] if p.warmup and warms_up(name) else []
     flags += estimator_flags(name, p)
     flags += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
@@ -324,18 +348,25 @@ def summarize(evaluation: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_row(name: str, p: Protocol, out: Path, accepted: set[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train, probe and evaluate one row; a row this vaekit cannot run says why and keeps its command. `env` is the
-    environment of its vaekit subprocesses (OMP_NUM_THREADS, when rows run side by side)."""
-    print(f"== {name}", flush=True)
-    run_dir, log = out / "runs" / name, out / "logs" / f"{name}.log"
-    flags = row_flags(name, p)
+def run_folder(name: str, seed: int) -> str:
+    """Where one seed of a row trains, under the output folder."""
+    return f"runs/{name}-seed{seed}"
+
+
+def run_row(
+    name: str, p: Protocol, out: Path, accepted: set[str], env: dict[str, str] | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Train, probe and evaluate one seed of one row; a row this vaekit cannot run says why and keeps its command.
+    `env` is the environment of its vaekit subprocesses (OMP_NUM_THREADS, when rows run side by side)."""
+    print(f"== {name}, seed {seed}", flush=True)
+    run_dir, log = out / run_folder(name, seed), out / "logs" / f"{name}-seed{seed}.log"
+    flags = row_flags(name, p, seed)
     evaluate = vaekit("evaluate", str(run_dir), "--k", str(p.eval_k), "--split", "both", "--seed", str(p.seed))
     evaluate += ["--prior-samples", str(p.eval_samples), *(["--device", p.device] if p.device else [])]
     row: dict[str, Any] = {
         "row": name, "status": "done", "reason": "", "deviations": [], "errors": [], "commands": [], "epochs": 0,
         "train_seconds": 0.0, "probe_seconds": 0.0, "eval_seconds": 0.0, "probes": [], "budget_s": p.budget_s,
-        "published": PUBLISHED[name] if p.dataset == "mnist" else {},
+        "published": PUBLISHED[name] if p.dataset == "mnist" else {}, "seed": seed, "run_dir": run_folder(name, seed),
     }  # fmt: skip
     missing = [f for f in flags if f.startswith("--") and f not in accepted]
     blocking = [f for f in missing if f.removeprefix("--") not in p.allow_missing]
@@ -379,6 +410,7 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     command += ["--average-decay", f"{p.average_decay:g}"] if p.average_decay else []
     command += estimator_flags(name, p)
     command += ["--data-dir", p.data_dir] if p.data_dir else []
+    command += ["--seeds", ",".join(map(str, p.seeds))]
     return {
         "row": name, "status": "not run", "reason": "", "deviations": [], "errors": [],
         "commands": [shlex.join(command)], "epochs": 0, "train_seconds": 0.0, "probe_seconds": 0.0,
@@ -492,22 +524,48 @@ def markdown(results: dict[str, Any]) -> str:
         if row["status"] != "done":
             status = row["status"] + (f": {row['reason']}" if row["reason"] else "")
             spent = f"{row['epochs']} | {train_time(row, p, hw)}" if row["train_seconds"] else "— | —"
-            lines.append(f"| {row['row']} | {status} | — | — | — | {spent} | {' | '.join(published)} |")
+            lines.append(f"| {label(row)} | {status} | — | — | — | {spent} | {' | '.join(published)} |")
             continue
         units = f"{row['active_units']} / {row['latent_units']}"
-        name = row["row"] + (" (see its notes below)" if row["deviations"] or row["errors"] else "")
+        name = label(row) + (" (see its notes below)" if row["deviations"] or row["errors"] else "")
         lines.append(f"| {name} | {cell(row, 'test_nll', 'test_nll_se')} | {cell(row, 'neg_elbo', 'neg_elbo_se')}"
                      f" | {cell(row, 'train_minus_test_nll')} | {units} | {row['epochs']} | "
                      f"{train_time(row, p, hw)} | {' | '.join(published)} |")  # fmt: skip
+    lines += seeds_table(results["rows"], k)
     lines += ["", "## Commands", ""]
     if "recipe" in results and any(row["status"] == "not run" and not row["reason"] for row in results["rows"]):
         lines += ["The rows not run give the recipe of the last row joined by `--add-rows`, not the protocol's.", ""]
     for row in results["rows"]:
         notes = row["deviations"] + row["errors"]
-        lines += [f"### {row['row']} — {row['status']}" + (f": {row['reason']}" if row["reason"] else ""), ""]
+        lines += [f"### {label(row)} — {row['status']}" + (f": {row['reason']}" if row["reason"] else ""), ""]
         lines += [f"- {note}" for note in notes] + ([""] if notes else [])
         lines += ["```", *row["commands"], "```", ""]
     return "\n".join(lines)
+
+
+def label(row: dict[str, Any]) -> str:
+    """A row's name in the tables: with its training seed, where it has one (older rows do not)."""
+    return f"{row['row']}, seed {row['seed']}" if "seed" in row else row["row"]
+
+
+def seeds_table(rows: list[dict[str, Any]], k: int) -> list[str]:
+    """Each row's seeds side by side: every seed's test NLL, their mean and their spread (max − min), the
+    run-to-run variation that the ± of one run (over images) leaves out. Empty when no row has two seeds done."""
+    done: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] == "done" and "seed" in row:
+            done.setdefault(row["row"], []).append(row)
+    if not any(len(seeds) > 1 for seeds in done.values()):
+        return []
+    lines = ["", f"Seeds: the test NLL (k={k}) of each training seed, their mean and spread (max − min), nats.", ""]
+    lines += ["| row | seeds | each seed | mean | spread |", "|---|---|---|---|---|"]
+    for name, seeds in done.items():
+        values = [r["test_nll"] for r in seeds]
+        each = ", ".join(f"{v:.2f} (seed {r['seed']})" for v, r in zip(values, seeds, strict=True))
+        lines.append(
+            f"| {name} | {len(values)} | {each} | {statistics.mean(values):.2f} | {max(values) - min(values):.2f} |"
+        )
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -525,7 +583,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for i, row in enumerate(probed):
         color = f"C{i}"
         minutes = [probe["train_seconds"] / 60 for probe in row["probes"]]
-        ax.plot(minutes, [probe["nll"] for probe in row["probes"]], "o-", color=color, label=row["row"])
+        ax.plot(minutes, [probe["nll"] for probe in row["probes"]], "o-", color=color, label=label(row))
+        if any(other["row"] == row["row"] for other in probed[:i]):  # a row's second seed: its references are drawn
+            continue
         for source, value in row["published"].items():
             style = "--" if source == PAPER else ":"
             ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{row['row']}, {source.split(' (')[0]}")
@@ -552,6 +612,7 @@ def protocol(args: argparse.Namespace) -> Protocol:
              "decades": args.decades, "hold_at": args.hold_at, "warmup": args.warmup, "budget_s": args.budget,
              "average_decay": args.average_decay, "estimator": args.estimator,
              "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device, "val_size": args.val_size,
+             "seeds": args.seeds,
              "data_dir": args.data_dir}  # fmt: skip
     p = dataclasses.replace(p, **{k: v for k, v in given.items() if v is not None})
     return dataclasses.replace(p, allow_missing=[f.removeprefix("--") for f in args.allow_missing.split(",") if f])
@@ -576,6 +637,7 @@ def main() -> None:
                         "encoder gradient: IWAE's own or doubly reparameterized [reparam]")  # fmt: skip
     parser.add_argument("--max-epochs", type=int, help="[3280, the paper's]")
     parser.add_argument("--eval-k", type=int, help="importance samples of the final evaluation [5000]")
+    parser.add_argument("--seeds", type=parse_seeds, help="training seeds, each row once per seed: 0,1 [0,1; smoke: 0]")
     parser.add_argument("--val-size", type=int, help="validation images held out of training; the protocol needs "
                         "some (benchmarks/PROTOCOL.md) [5000]")  # fmt: skip
     parser.add_argument("--device", help="passed to vaekit train and evaluate, and used by the probes")
@@ -599,12 +661,12 @@ def main() -> None:
     unknown = [name for name in names if name not in ROWS]
     if unknown:
         parser.error(f"unknown row(s) {', '.join(unknown)}: use {', '.join(ROWS)}")
-    taken = [name for name in names if (args.out / "runs" / name).exists()]
-    if taken:
-        parser.error(f"{args.out}/runs already holds {', '.join(taken)}: choose another --out")
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: give how many rows run at once, 1 or more")
     p = protocol(args)
+    taken = [folder for name in names for seed in p.seeds if (args.out / (folder := run_folder(name, seed))).exists()]
+    if taken:
+        parser.error(f"{args.out} already holds {', '.join(taken)}: choose another --out")
     if p.val_size < 1:
         parser.error(
             f"--val-size {p.val_size}: a row needs a validation split for its probes and choices, and the test split "
@@ -618,10 +680,11 @@ def main() -> None:
         parser.error(f"--average-decay {p.average_decay:g}: give a decay of at least 0 and below 1 (0.999, say)")
     args.out.mkdir(parents=True, exist_ok=True)
     accepted = accepted_flags()
-    jobs = min(args.jobs, len(names))
+    tasks = [(name, seed) for name in names for seed in p.seeds]
+    jobs = min(args.jobs, len(tasks))
     env = side_by_side(jobs)
     with ThreadPoolExecutor(jobs) as pool:  # each row waits on its subprocesses; the probes release the GIL
-        rows = list(pool.map(lambda name: run_row(name, p, args.out, accepted, env), names))
+        rows = list(pool.map(lambda task: run_row(task[0], p, args.out, accepted, env, task[1]), tasks))
     rows += [not_run(name, p) for name in ROWS if name not in names and not p.smoke]
     results = {"protocol": dataclasses.asdict(p), "hardware": hardware(p.device, jobs), "rows": rows}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
@@ -645,7 +708,7 @@ def read_results(out: Path) -> dict[str, Any]:
     lacks it."""
     results: dict[str, Any] = json.loads((out / "results.json").read_text())
     for row in results["rows"]:
-        run_dir = out / "runs" / row["row"]
+        run_dir = out / row.get("run_dir", f"runs/{row['row']}")  # an older results.json: one seed, runs/ROW
         if row["probes"] and "median_epoch_s" not in row and (run_dir / "metrics.jsonl").is_file():
             row["median_epoch_s"] = median_epoch(run_dir, row["epochs"])
     return results
@@ -663,7 +726,7 @@ def joined(results: dict[str, Any], others: Iterable[dict[str, Any]]) -> dict[st
     protocol keeps the recipe of its first invocation, which later rows may have improved on."""
     for other in others:
         results["rows"] = add_rows(results, other)
-        results["recipe"] = {k: other["protocol"].get(k, getattr(Protocol, k)) for k in PER_ROW if k != "budget_s"}
+        results["recipe"] = {k: other["protocol"].get(k, earlier_default(k)) for k in PER_ROW if k != "budget_s"}
     results["rows"] = relisted(results)
     return results
 
@@ -690,10 +753,19 @@ def add_rows(results: dict[str, Any], other: dict[str, Any]) -> list[dict[str, A
         raise SystemExit(
             "--add-rows: the two runs differ in more than budget, warm-up and schedule; keep their tables apart"
         )
-    kept = {k: theirs.get(k, getattr(Protocol, k)) for k in PER_ROW}  # an older results.json lacks the newer keys
+    kept = {k: theirs.get(k, earlier_default(k)) for k in PER_ROW}  # an older results.json lacks the newer keys
     kept |= {k: other["hardware"][k] for k in ("threads", "cpu")} if "hardware" in other else {}
-    ran = {row["row"]: {**kept, **row} for row in other["rows"] if row["probes"]}
-    return [ran.get(row["row"], row) for row in results["rows"]]
+    ran: dict[str, list[dict[str, Any]]] = {}  # every seed other ran of a row replaces every seed of ours
+    for row in other["rows"]:
+        if row["probes"]:
+            ran.setdefault(row["row"], []).append({**kept, **row})
+    rows: list[dict[str, Any]] = []
+    for row in results["rows"]:
+        if row["row"] not in ran:
+            rows.append(row)
+        elif not any(r["row"] == row["row"] for r in rows):
+            rows += ran[row["row"]]
+    return rows
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:

@@ -169,7 +169,7 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
     assert "-m vaekit evaluate" in evaluate and "--k 20 --split both" in evaluate
     assert all(line in text for line in row["commands"])
     assert [probe["epoch"] for probe in row["probes"]] == [1, 3] and all(finite(p, "nll") for p in row["probes"])
-    seconds = [json.loads(line)["seconds"] for line in (tmp_path / "runs/iwae5-2l/metrics.jsonl").open()]
+    seconds = [json.loads(line)["seconds"] for line in (tmp_path / "runs/iwae5-2l-seed0/metrics.jsonl").open()]
     assert row["median_epoch_s"] == sorted(seconds)[1] and f"median epoch {sorted(seconds)[1]:.1f} s" in text
     (tmp_path / "results.md").unlink()  # --render writes the same report again from results.json alone
     rendered = subprocess.run([*command[:2], "--render", str(tmp_path)], capture_output=True, text=True, env=env)
@@ -187,6 +187,7 @@ def test_smoke_runs_the_whole_path(bench: ModuleType, tmp_path: Path) -> None:
         (["--schedule", "hold", "--hold-at", "1"], "--hold-at 1: give a fraction between 0 and 1"),
         (["--average-decay", "1"], "--average-decay 1: give a decay of at least 0 and below 1"),
         (["--val-size", "0"], "--val-size 0: a row needs a validation split for its probes and choices"),
+        (["--seeds", "0,0"], "seeds '0,0': give distinct non-negative integers such as 0,1"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, flags: list[str], message: str) -> None:
@@ -398,3 +399,28 @@ def test_probes_score_validation_images_and_never_the_test_split(
     assert bench.probe(tmp_path / "run", bench.Protocol(probe_images=50, probe_k=2, device="cpu"), {}) == (90.0, 0.5)
     data = load_dataset(config.data)
     assert seen["split"] == "validation" and torch.equal(seen["x"], data.val.x[:50])
+
+
+def test_each_row_runs_once_per_seed_and_the_report_gives_each_seed_their_mean_and_spread(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
+    command = [sys.executable, str(SCRIPT), "--smoke", "--rows", "vae", "--seeds", "0,1", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["row"], r["seed"], r["status"]) for r in rows] == [("vae", 0, "done"), ("vae", 1, "done")]
+    assert all((tmp_path / f"runs/vae-seed{r['seed']}/model.safetensors").is_file() for r in rows)
+    trains = [r["commands"][0] for r in rows]
+    assert "--seed 0 " in trains[0] + " " and "--seed 1 " in trains[1] + " "  # the seeds differ in training alone,
+    assert all(r["commands"][-1].endswith("--seed 0 --prior-samples 64") for r in rows)  # not in the test draw
+    assert rows[0]["test_nll"] != rows[1]["test_nll"]
+    text = (tmp_path / "results.md").read_text()
+    values = [r["test_nll"] for r in rows]
+    line = next(line for line in text.splitlines() if line.startswith("| vae | 2 |"))
+    assert f"{sum(values) / 2:.2f} | {max(values) - min(values):.2f} |" in line and "| vae, seed 1 |" in text
+
+
+def test_a_report_with_one_seed_a_row_has_no_seeds_table(bench: ModuleType) -> None:
+    row = {"row": "vae", "status": "done", "seed": 0, "test_nll": 90.0}
+    assert bench.seeds_table([row], 5000) == []
+    table = bench.seeds_table([row, {**row, "seed": 3, "test_nll": 91.5}], 5000)
+    assert table[-1] == "| vae | 2 | 90.00 (seed 0), 91.50 (seed 3) | 90.75 | 1.50 |"
