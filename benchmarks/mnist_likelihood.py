@@ -532,6 +532,12 @@ def markdown(results: dict[str, Any]) -> str:
                      f" | {cell(row, 'train_minus_test_nll')} | {units} | {row['epochs']} | "
                      f"{train_time(row, p, hw)} | {' | '.join(published)} |")  # fmt: skip
     lines += seeds_table(results["rows"], k)
+    if results.get("paired"):
+        lines += ["", "Paired differences of test NLL on the same images (a − b, nats; 95% interval over images; "
+                  "a row's seeds averaged image by image):", "", "| a | b | mean a − b | 95% interval | images |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {d['a']} | {d['b']} | {d['mean']:+.2f} | {d['low']:+.2f} to {d['high']:+.2f} | {d['images']} |"
+                  for d in results["paired"]]  # fmt: skip
     lines += ["", "## Commands", ""]
     if "recipe" in results and any(row["status"] == "not run" and not row["reason"] for row in results["rows"]):
         lines += ["The rows not run give the recipe of the last row joined by `--add-rows`, not the protocol's.", ""]
@@ -541,6 +547,31 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"- {note}" for note in notes] + ([""] if notes else [])
         lines += ["```", *row["commands"], "```", ""]
     return "\n".join(lines)
+
+
+def paired(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """Paired differences of test NLL on the same images (each run folder's per_image_nll.json): every later seed of
+    a row against its first seed (the run-to-run variation, paired), and every row, its seeds averaged image by
+    image, against the first row done."""
+    from vaekit.analysis.evaluate import PER_IMAGE, paired_difference
+
+    scores: dict[str, list[tuple[str, list[float]]]] = {}  # row → (label, per-image NLL) for each seed done
+    for row in rows:
+        path = out / row.get("run_dir", f"runs/{row['row']}") / PER_IMAGE
+        if row["status"] == "done" and path.is_file():
+            scores.setdefault(row["row"], []).append((label(row), json.loads(path.read_text())["test"]))
+    found = []
+    for seeds in scores.values():
+        found += [(name, values, *seeds[0]) for name, values in seeds[1:]]
+    averaged = {
+        name: [statistics.mean(v) for v in zip(*(s[1] for s in seeds), strict=True)] for name, seeds in scores.items()
+    }
+    names = list(averaged)
+    found += [(name, averaged[name], names[0], averaged[names[0]]) for name in names[1:]]
+    return [
+        dict(zip(("a", "b", "mean", "low", "high", "images"), (a, b, *paired_difference(x, y), len(x)), strict=True))
+        for a, x, b, y in found
+    ]
 
 
 def label(row: dict[str, Any]) -> str:
@@ -687,6 +718,7 @@ def main() -> None:
         rows = list(pool.map(lambda task: run_row(task[0], p, args.out, accepted, env, task[1]), tasks))
     rows += [not_run(name, p) for name in ROWS if name not in names and not p.smoke]
     results = {"protocol": dataclasses.asdict(p), "hardware": hardware(p.device, jobs), "rows": rows}
+    results["paired"] = paired(rows, args.out)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(json.loads((args.out / "results.json").read_text()), args.out)  # one form (string keys) for both
 

@@ -250,3 +250,15 @@ def test_evaluate_command_prints_tables_or_json(evaluated_run: Path) -> None:
     assert result.exit_code == 0 and "held-out" in result.stdout and "E_q[z_d]" in result.stdout
     result = CliRunner().invoke(app, ["evaluate", str(evaluated_run), "--split", "validation"])
     assert result.exit_code == 2 and "use test, train or both" in result.stderr
+
+
+def test_a_paired_difference_cancels_the_images_own_spread() -> None:
+    from vaekit.analysis.evaluate import paired_difference
+    from vaekit.errors import VaekitError
+
+    images = [80.0 + 10 * i for i in range(50)]  # the images differ a lot; the two runs by 0.5 nats on each, ± 0.1
+    other = [value + 0.5 + (0.1 if i % 2 else -0.1) for i, value in enumerate(images)]
+    mean, low, high = paired_difference(other, images)
+    assert mean == pytest.approx(0.5) and 0.45 < low < 0.5 < high < 0.55  # unpaired, the interval would span ±40
+    with pytest.raises(VaekitError, match="the same images on both sides, got 3 and 2"):
+        paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])

@@ -417,6 +417,12 @@ def test_each_row_runs_once_per_seed_and_the_report_gives_each_seed_their_mean_a
     values = [r["test_nll"] for r in rows]
     line = next(line for line in text.splitlines() if line.startswith("| vae | 2 |"))
     assert f"{sum(values) / 2:.2f} | {max(values) - min(values):.2f} |" in line and "| vae, seed 1 |" in text
+    per_image = [json.loads((tmp_path / f"runs/vae-seed{s}/per_image_nll.json").read_text())["test"] for s in (0, 1)]
+    (pair,) = json.loads((tmp_path / "results.json").read_text())["paired"]
+    assert (pair["a"], pair["b"], pair["images"]) == ("vae, seed 1", "vae, seed 0", len(per_image[0]))
+    assert pair["mean"] == pytest.approx(values[1] - values[0], abs=1e-3)  # the means' difference, now with
+    assert pair["low"] < pair["mean"] < pair["high"]  # an interval from the same images' paired differences
+    assert f"| vae, seed 1 | vae, seed 0 | {pair['mean']:+.2f} |" in text
 
 
 def test_a_report_with_one_seed_a_row_has_no_seeds_table(bench: ModuleType) -> None:

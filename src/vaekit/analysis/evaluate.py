@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,6 @@ def mean_and_se(values: Tensor) -> tuple[float, float]:
     return float(values.mean()), float(values.std() / math.sqrt(n)) if n > 1 else 0.0
 
 
-@torch.inference_mode()
 def likelihood_report(
     model: VAE,
     x: Tensor,
@@ -158,7 +158,25 @@ def likelihood_report(
     ranks: Ranks = Ranks(),
     y: Tensor | None = None,
 ) -> LikelihoodReport:
-    """The ELBO, the k-sample bound and the reconstruction error of the images `x`, scored as the run scores them;
+    """The ELBO, the k-sample bound and the reconstruction error of the images `x` (see `likelihood_scores`)."""
+    return likelihood_scores(model, x, split, k, seed, data, ranks, y)[0]
+
+
+@torch.inference_mode()
+def likelihood_scores(
+    model: VAE,
+    x: Tensor,
+    split: str,
+    k: int,
+    seed: int = 0,
+    data: DataConfig | None = None,
+    ranks: Ranks = Ranks(),
+    y: Tensor | None = None,
+) -> tuple[LikelihoodReport, Tensor | None]:
+    """The report, and each image's NLL bound (float64, on the CPU; None for an autoencoder): what paired comparisons
+    of two runs on the same images need.
+
+    The ELBO, the k-sample bound and the reconstruction error of the images `x`, scored as the run scores them;
     for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound. A conditional model scores
     each image given its label in `y`: the bounds are then on log p(x|y).
 
@@ -192,12 +210,12 @@ def likelihood_report(
         mse=float(squared.mean()),
     )  # fmt: skip
     if not bounded:
-        return report
+        return report, None
     (elbo, elbo_se), (mean_bound, bound_se) = mean_and_se(reconstruction - kl), mean_and_se(bound)
     return dataclasses.replace(
         report, k=k, neg_elbo=-elbo, neg_elbo_se=elbo_se, nll=-mean_bound, nll_se=bound_se,
         bits_per_dim=float(bits_per_dim(-mean_bound, pixels)), kl=float(kl.mean()),
-    )  # fmt: skip
+    ), (-bound).double().cpu()  # fmt: skip
 
 
 # ---- 2. the KL term ---------------------------------------------------------------------------------------------
@@ -301,12 +319,14 @@ def evaluate(
     data = load_dataset(run.config.data)
     grey = load_dataset(dataclasses.replace(run.config.data, binarize="none"))  # the images samples should resemble
     train_scored = _subset(data.train, train_images or len(data.test))
-    reports = []
+    scored = []
     if split in ("test", "both"):
-        reports.append(likelihood_report(model, data.test.x, "test", k, seed, run.config.data, ranks, data.test.y))
+        scored.append(likelihood_scores(model, data.test.x, "test", k, seed, run.config.data, ranks, data.test.y))
     if split in ("train", "both"):
         train_y = train_scored.y
-        reports.append(likelihood_report(model, train_scored.x, "train", k, seed, run.config.data, ranks, train_y))
+        scored.append(likelihood_scores(model, train_scored.x, "train", k, seed, run.config.data, ranks, train_y))
+    reports = [report for report, _ in scored]
+    per_image = {report.split: nll for report, nll in scored if nll is not None}
     if not ranks.main:  # the classifier, the samples and the KL anatomy are rank 0's alone
         return Evaluation(
             str(run.path), run.config.data.dataset, reports, None, None, None, [], run.weights_epoch, run.weights_text()
@@ -328,13 +348,19 @@ def evaluate(
         weights=run.weights_text(),
     )
     if write and ranks.main:
-        write_evaluation(run.path, evaluation, decoded, train_ref)
+        write_evaluation(run.path, evaluation, decoded, train_ref, per_image)
     return evaluation
 
 
-def write_evaluation(run_dir: Path, evaluation: Evaluation, decoded: Tensor, train_x: Tensor) -> None:
-    """evaluation.json, neighbours.png (samples, each followed by its nearest training images), and kl_per_dim.png
-    unless the model has no KL term."""
+PER_IMAGE = "per_image_nll.json"
+
+
+def write_evaluation(
+    run_dir: Path, evaluation: Evaluation, decoded: Tensor, train_x: Tensor, per_image: dict[str, Tensor] | None = None
+) -> None:
+    """evaluation.json, neighbours.png (samples, each followed by its nearest training images), kl_per_dim.png
+    unless the model has no KL term, and per_image_nll.json: each scored image's NLL bound by split, in the split's
+    order, so two runs can be compared image by image (`paired_difference`)."""
     from vaekit.analysis.plots import image_grid, kl_per_dim_figure, save_image
 
     kl = evaluation.kl
@@ -345,6 +371,20 @@ def write_evaluation(run_dir: Path, evaluation: Evaluation, decoded: Tensor, tra
     rows = torch.cat([shown.unsqueeze(1), to_float(train_x)[index]], dim=1)
     save_image(image_grid(rows.flatten(0, 1), columns=NEIGHBOUR_COLUMNS), run_dir / "neighbours.png")
     atomic_write_json(run_dir / "evaluation.json", evaluation.to_dict())
+    if per_image:
+        k = next(report.k for report in evaluation.likelihood)
+        bounds = {split: [round(float(v), 4) for v in nll] for split, nll in per_image.items()}
+        atomic_write_json(run_dir / PER_IMAGE, {"k": k, "nats": "−log p(x) bound per image", **bounds})
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """The mean of a − b over the same images, and its 95% interval (± 1.96 standard errors of the paired
+    differences): how two runs compare on one test set, with the images' own spread cancelled out."""
+    if len(a) != len(b) or len(a) < 2:
+        raise VaekitError(f"a paired difference needs the same images on both sides, got {len(a)} and {len(b)}")
+    differences = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    mean, se = float(differences.mean()), float(differences.std() / math.sqrt(len(differences)))
+    return mean, mean - 1.96 * se, mean + 1.96 * se
 
 
 def _generalization(
