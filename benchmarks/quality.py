@@ -5,6 +5,10 @@ with (a) the tutorial pipeline (pytorch/examples `vae/main.py`, rebuilt without 
 images, test loss = summed BCE + KL over the test set / 10,000) and (b) `vaekit.training.loop` with its defaults
 (55,000 train + 5,000 validation) and with --val-size 0 (all 60,000, as the tutorial). Prints test −ELBO in nats.
 
+Nothing here is chosen (benchmarks/PROTOCOL.md): every arm's settings are fixed, no epoch is selected, and each
+arm's test split is scored once. The --val-size 0 arm is there to train on the tutorial's 60,000 images, like for
+like, not to tune anything.
+
     python benchmarks/quality.py [--epochs 10]
 """
 
