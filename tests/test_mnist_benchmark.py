@@ -403,7 +403,8 @@ def test_probes_score_validation_images_and_never_the_test_split(
 
 def test_each_row_runs_once_per_seed_and_the_report_gives_each_seed_their_mean_and_spread(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
-    command = [sys.executable, str(SCRIPT), "--smoke", "--rows", "vae", "--seeds", "0,1", "--out", str(tmp_path)]
+    command = [sys.executable, str(SCRIPT), "--smoke", "--rows", "vae", "--seeds", "0,1", "--max-epochs", "1"]
+    command += ["--jobs", "2", "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
