@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -262,3 +263,20 @@ def test_a_paired_difference_cancels_the_images_own_spread() -> None:
     assert mean == pytest.approx(0.5) and 0.45 < low < 0.5 < high < 0.55  # unpaired, the interval would span ±40
     with pytest.raises(VaekitError, match="the same images on both sides, got 3 and 2"):
         paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("split", "titles"), [("test", 3), ("both", 4)])
+def test_the_printed_report_is_numbered_as_shown_and_fits_80_columns(
+    evaluated_run: Path, split: str, titles: int
+) -> None:
+    from tests.conftest import invoke
+
+    args = ("evaluate", evaluated_run, "--k", "5", "--prior-samples", "50", "--split", split)
+    code, stdout, stderr = invoke(*args, env={"COLUMNS": "80"})
+    assert code == 0, stderr
+    numbered = [line.split(".")[0] for line in stdout.splitlines() if line[:2] in {f"{n}." for n in range(1, 9)}]
+    assert numbered == [str(n) for n in range(1, titles + 1)]  # a test-split report has no section 3 to skip
+    assert max(len(line) for line in stdout.splitlines() if not line.startswith("wrote ")) <= 80
+    assert not re.search(r"…\s*[│┃]", stdout)  # no header or cell cut short (rich ends those with …)
+    assert "NLL (importance-weighted bound)" in stdout and "bits/dim" in stdout

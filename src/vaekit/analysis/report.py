@@ -14,11 +14,15 @@ def _row(table: Table, *cells: str) -> None:
 
 
 def evaluation_tables(evaluation: Evaluation) -> list[Table]:
+    """The report's tables, numbered as shown (a test-split report has no generalization section to skip over), each
+    narrow enough for an 80-column terminal."""
     tables = [_likelihood(evaluation), _kl(evaluation)]
     if evaluation.generalization:
         tables.append(_generalization(evaluation))
     if evaluation.sample_quality:
         tables.append(_samples(evaluation))
+    for number, table in enumerate(tables, start=1):
+        table.title = f"{number}. {table.title}"
     return tables
 
 
@@ -28,26 +32,36 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def _likelihood(evaluation: Evaluation) -> Table:
-    table = Table(title="1. How likely is held-out data?  (nats per image)", title_justify="left")
-    columns = ("split", "images", "k", "−ELBO", "NLL (IWAE bound)", "bits/dim", "recon", "KL", "MSE/pixel")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "split" else "right")
+    """One column per split scored, one row per measure: narrow whatever the number of measures."""
+    table = Table(title="How likely is held-out data?  (nats per image)", title_justify="left")
+    table.add_column("")
     for r in evaluation.likelihood:
-        elbo = "n/a" if r.neg_elbo is None else f"{r.neg_elbo:.2f} ± {r.neg_elbo_se or 0:.2f}"
-        nll = "n/a" if r.nll is None else f"{r.nll:.2f} ± {r.nll_se or 0:.2f}"
-        _row(table,
-            r.split, f"{r.images:,}", str(r.k) if r.k else "n/a", elbo, nll, _number(r.bits_per_dim, ".4f"),
-            f"{r.reconstruction:.2f}", _number(r.kl, ".2f"), f"{r.mse:.4f}",
-        )  # fmt: skip
+        table.add_column(r.split, justify="right")
+    rows = {
+        "images": [f"{r.images:,}" for r in evaluation.likelihood],
+        "importance samples k": [str(r.k) if r.k else "n/a" for r in evaluation.likelihood],
+        "−ELBO": [_with_se(r.neg_elbo, r.neg_elbo_se) for r in evaluation.likelihood],
+        "NLL (importance-weighted bound)": [_with_se(r.nll, r.nll_se) for r in evaluation.likelihood],
+        "bits/dim": [_number(r.bits_per_dim, ".4f") for r in evaluation.likelihood],
+        "reconstruction −E log p(x|z)": [f"{r.reconstruction:.2f}" for r in evaluation.likelihood],
+        "KL": [_number(r.kl, ".2f") for r in evaluation.likelihood],
+        "MSE per pixel": [f"{r.mse:.4f}" for r in evaluation.likelihood],
+    }
+    for measure, cells in rows.items():
+        _row(table, measure, *cells)
     if evaluation.likelihood:
         weights = f"weights of {evaluation.weights}; " if evaluation.weights else ""
         table.caption = escape(f"{weights}scored: {evaluation.likelihood[0].data}")
     return table
 
 
+def _with_se(value: float | None, se: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ± {se or 0:.2f}"
+
+
 def _kl(evaluation: Evaluation) -> Table:
     kl = evaluation.kl
-    table = Table(title="2. What does the KL term do?  (test split)", title_justify="left", show_header=False)
+    table = Table(title="What does the KL term do?  (test split)", title_justify="left", show_header=False)
     if kl is None:
         _row(
             table, "not applicable", "an autoencoder has no KL term and no noise: no KL per dimension, no active units"
@@ -74,18 +88,18 @@ def _kl(evaluation: Evaluation) -> Table:
 def _generalization(evaluation: Evaluation) -> Table:
     g = evaluation.generalization
     assert g is not None
-    table = Table(title="3. Does it generalize or memorize?", title_justify="left")
-    for column in ("", "train", "test", "gap (test − train)"):
+    table = Table(title="Does it generalize or memorize?", title_justify="left")
+    for column in ("", "train", "test", "test − train"):
         table.add_column(column, justify="right" if column else "left")
     for label, train, test, gap in (
         ("−ELBO", g.train_neg_elbo, g.test_neg_elbo, g.neg_elbo_gap),
         ("NLL", g.train_nll, g.test_nll, g.nll_gap),
-        ("reconstruction (−log p(x|z))", g.train_reconstruction, g.test_reconstruction, g.reconstruction_gap),
+        ("reconstruction", g.train_reconstruction, g.test_reconstruction, g.reconstruction_gap),
     ):
         _row(table, label, _number(train, ".2f"), _number(test, ".2f"), _number(gap, "+.2f"))
     for audit in g.audits:
         _row(table,
-            f"nearest-neighbour distance ({audit.space})", f"{audit.mean_to_train:.3f}", f"{audit.mean_to_test:.3f}",
+            f"neighbour distance, {audit.space}", f"{audit.mean_to_train:.3f}", f"{audit.mean_to_test:.3f}",
             f"ratio {audit.ratio:.3f}",
         )  # fmt: skip
     table.caption = (
@@ -98,7 +112,7 @@ def _generalization(evaluation: Evaluation) -> Table:
 def _samples(evaluation: Evaluation) -> Table:
     q = evaluation.sample_quality
     assert q is not None
-    table = Table(title="4. How good are the samples?", title_justify="left", show_header=False)
+    table = Table(title="How good are the samples?", title_justify="left", show_header=False)
     accuracy = f" (classifier test accuracy {q.classifier_test_accuracy:.1%})" if q.classifier_test_accuracy else ""
     _row(table, "feature space", q.feature_space + accuracy)
     _row(table, "Fréchet distance", f"{q.frechet_distance:.3f}  ({q.samples} samples vs {q.reference_images} test)")
