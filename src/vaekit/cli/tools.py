@@ -46,7 +46,7 @@ def evaluate(
     Writes RUN/evaluation.json, RUN/kl_per_dim.png and RUN/neighbours.png; like every command, it writes into the run
     folder.
     """
-    from vaekit.analysis.evaluate import NO_BOUND
+    from vaekit.analysis.evaluate import NO_BOUND, PER_IMAGE
     from vaekit.analysis.evaluate import evaluate as run_evaluation
     from vaekit.analysis.report import evaluation_tables
 
@@ -67,7 +67,8 @@ def evaluate(
     for table in evaluation_tables(evaluation):
         out_console.print(table)
     pictures = ["kl_per_dim.png", "neighbours.png"] if evaluation.kl else ["neighbours.png"]
-    out_console.print("wrote " + ", ".join(str(run / name) for name in ["evaluation.json", *pictures]))
+    bounds = [PER_IMAGE] if any(report.nll is not None for report in evaluation.likelihood) else []
+    out_console.print("wrote " + ", ".join(str(run / name) for name in ["evaluation.json", *bounds, *pictures]))
 
 
 @friendly_errors
