@@ -90,6 +90,7 @@ class Protocol:
     average_decay: float = 0.0  # >0: the run evaluates and saves a moving average of its weights (vaekit train's flag)
     estimator: str = "reparam"  # the importance-weighted rows' encoder gradient: reparam (IWAE's own) or dreg
     budget_s: float = 3600.0
+    budget_epochs: int = 0  # >0: the budget is this many epochs, not budget_s of wall time (see in_epochs)
     max_epochs: int = STAGE_ENDS[-1]
     chunks: int = 12  # a chunk is at most budget / chunks long, so the probe curve has about this many points
     eval_k: int = 5000
@@ -107,6 +108,7 @@ class Protocol:
 
 PER_ROW = (
     "budget_s",
+    "budget_epochs",
     "warmup",
     "schedule",
     "decades",
@@ -307,14 +309,27 @@ def probe(run_dir: Path, p: Protocol, cache: dict[str, Any]) -> tuple[float, flo
     return report.nll, report.nll_se
 
 
+def in_epochs(p: Protocol) -> Protocol:
+    """The protocol whose clock the schedule and the chunks follow. With an epoch budget that clock counts epochs (an
+    epoch lasts 1, a chunk's start-up 0, the budget is budget_epochs long), so the row's rates, chunks and number
+    of epochs are the same on a fast host, a slow one or a busy one; only its wall time differs."""
+    if not p.budget_epochs:
+        return p
+    return dataclasses.replace(p, budget_s=float(p.budget_epochs), max_epochs=min(p.max_epochs, p.budget_epochs))
+
+
 def train_chunks(
     run_dir: Path, flags: list[str], p: Protocol, log: Path, row: dict[str, Any], env: dict[str, str] | None
 ) -> None:
     """Train in chunks until the budget or max_epochs is reached; each chunk's command, rate and probe go into row."""
     epoch, elapsed, epoch_s, overhead_s, cache = 0, 0.0, 0.0, 0.0, {}
-    while epoch < p.max_epochs and (epoch == 0 or p.budget_s - elapsed >= overhead_s + epoch_s):
-        end = chunk_end(p, epoch, elapsed, epoch_s, overhead_s)
-        fraction = schedule_time(p, elapsed, epoch_s, overhead_s) / p.budget_s
+    clock = in_epochs(p)
+    while epoch < clock.max_epochs:
+        spent, each, start_up = (float(epoch), 1.0, 0.0) if p.budget_epochs else (elapsed, epoch_s, overhead_s)
+        if epoch and clock.budget_s - spent < start_up + each:
+            break
+        end = chunk_end(clock, epoch, spent, each, start_up)
+        fraction = schedule_time(clock, spent, each, start_up) / clock.budget_s
         lr = learning_rate(p.schedule, p.lr, epoch, fraction, p.decades, p.hold_at)
         tail = ["--epochs", str(end), "--lr", f"{lr:.6g}", "--quiet", "--out", str(run_dir)]
         command = vaekit("train", *flags, *tail) if epoch == 0 else vaekit("train", "--resume", *tail)
@@ -366,6 +381,7 @@ def run_row(
     row: dict[str, Any] = {
         "row": name, "status": "done", "reason": "", "deviations": [], "errors": [], "commands": [], "epochs": 0,
         "train_seconds": 0.0, "probe_seconds": 0.0, "eval_seconds": 0.0, "probes": [], "budget_s": p.budget_s,
+        "budget_epochs": p.budget_epochs,
         "published": PUBLISHED[name] if p.dataset == "mnist" else {}, "seed": seed, "run_dir": run_folder(name, seed),
     }  # fmt: skip
     missing = [f for f in flags if f.startswith("--") and f not in accepted]
@@ -402,7 +418,8 @@ def not_run(name: str, p: Protocol) -> dict[str, Any]:
     """A row this invocation did not run, listed with the command that runs it: an hour for the ELBO rows, two for the
     importance-weighted ones, whose step costs k decoder passes an image (the issue's budgets)."""
     budget = "60m" if warms_up(name) else "2h"
-    command = ["python", "benchmarks/mnist_likelihood.py", "--rows", name, "--budget", budget, "--dataset", p.dataset]
+    budget_flags = ["--budget-epochs", str(p.budget_epochs)] if p.budget_epochs else ["--budget", budget]
+    command = ["python", "benchmarks/mnist_likelihood.py", "--rows", name, *budget_flags, "--dataset", p.dataset]
     command += ["--batch-size", str(p.batch_size), "--lr", f"{p.lr:g}", "--schedule", p.schedule]
     command += ["--decades", f"{p.decades:g}"] if p.decades != Protocol.decades else []
     command += ["--hold-at", f"{p.hold_at:g}"] if p.hold_at != HOLD_AT else []
@@ -450,6 +467,13 @@ def cell(row: dict[str, Any], key: str, se: str | None = None, digits: int = 2) 
     return f"{value:.{digits}f}" + (f" ± {row[se]:.{digits}f}" if se else "")
 
 
+def budget_text(p: dict[str, Any]) -> str:
+    """The table's budget, as its header states it."""
+    if p.get("budget_epochs"):
+        return f", a budget of {p['budget_epochs']} epochs per row (the same rates and epochs on any host)"
+    return f", wall-time budget {p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs)"
+
+
 def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> str:
     """Minutes trained and the median epoch's seconds (hosts of one kind differ by half); a row merged in from a run
     with another budget, warm-up, schedule, thread count or CPU (see --add-rows) says which."""
@@ -460,7 +484,11 @@ def train_time(row: dict[str, Any], p: dict[str, Any], hw: dict[str, Any]) -> st
     schedule, decades = row.get("schedule", p["schedule"]), row.get("decades", p.get("decades", Protocol.decades))
     hold_at = row.get("hold_at", p.get("hold_at", HOLD_AT))
     average = row.get("average_decay", p.get("average_decay", 0.0))
-    other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] else []
+    epochs = row.get("budget_epochs", p.get("budget_epochs", 0))
+    if epochs != p.get("budget_epochs", 0):
+        other = [f"budget {epochs} epochs" if epochs else f"budget {budget / 60:g} min"]
+    else:
+        other = [f"budget {budget / 60:g} min"] if budget != p["budget_s"] and not epochs else []
     other += [f"KL warm-up {warmup:g} epochs"] if warmup != base_warmup else []
     if schedule != p["schedule"]:
         fall = f" falling {decades:g} decades" if decades != Protocol.decades else ""
@@ -502,8 +530,7 @@ def markdown(results: dict[str, Any]) -> str:
         + (f", KL warm-up over {p['warmup']:g} epochs (ELBO rows)" if p.get("warmup") else "")
         + (f", {averaged(p['average_decay'])} (evaluated in their place)" if p.get("average_decay") else "")
         + (f", `{p['estimator']}` encoder gradients (IWAE rows)" if p.get("estimator", "reparam") != "reparam" else "")
-        + ", wall-time budget "
-        f"{p['budget_s'] / 60:.1f} min of training per row (at most {p['max_epochs']} epochs). Test NLL: importance-"
+        + budget_text(p) + ". Test NLL: importance-"
         f"weighted bound with k = {k}, nats per image, ± one standard error over images. The gap is the NLL of a "
         "training subset (its size in results.json) minus the test NLL, same k.",
         "",
@@ -641,6 +668,7 @@ def protocol(args: argparse.Namespace) -> Protocol:
     p = Protocol(**(SMOKE if args.smoke else {}), smoke=args.smoke)  # type: ignore[arg-type]
     given = {"dataset": args.dataset, "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
              "decades": args.decades, "hold_at": args.hold_at, "warmup": args.warmup, "budget_s": args.budget,
+             "budget_epochs": args.budget_epochs,
              "average_decay": args.average_decay, "estimator": args.estimator,
              "max_epochs": args.max_epochs, "eval_k": args.eval_k, "device": args.device, "val_size": args.val_size,
              "seeds": args.seeds,
@@ -653,6 +681,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="vae,iwae5,iwae50", help=f"comma-separated, of: {', '.join(ROWS)}")
     parser.add_argument("--budget", type=parse_budget, help="training wall time per row: 90s, 60m, 2h [60m]")
+    parser.add_argument("--budget-epochs", type=int, help="a budget of this many epochs per row instead of wall "
+                        "time: the schedule and chunks count epochs, so a busy or slow host changes the row's wall "
+                        "time only, never its numbers [0: use --budget]")  # fmt: skip
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], help="[mnist; smoke: digits]")
     parser.add_argument("--out", type=Path, default=Path("mnist-likelihood"))
     parser.add_argument("--batch-size", type=int, help="[20, the paper's]")
@@ -707,6 +738,8 @@ def main() -> None:
         parser.error(f"--decades {args.decades:g}: give 0 or more, with --schedule decade or hold (the rate's fall)")
     if args.hold_at is not None and (p.schedule != "hold" or not 0 < p.hold_at < 1):
         parser.error(f"--hold-at {args.hold_at:g}: give a fraction between 0 and 1, with --schedule hold")
+    if p.budget_epochs < 0 or (p.budget_epochs and args.budget is not None):
+        parser.error(f"--budget-epochs {p.budget_epochs}: give a positive number of epochs, instead of --budget")
     if not 0 <= p.average_decay < 1:
         parser.error(f"--average-decay {p.average_decay:g}: give a decay of at least 0 and below 1 (0.999, say)")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,38 @@ def test_chunks_fit_the_budget_and_never_cross_a_stage(bench: ModuleType) -> Non
     assert bench.chunk_end(timed, 5, 5.0, 1.0, 0.0) == 5 + 8  # the stage ending at 13 s
 
 
+def chunks_on_a_fake_host(bench: ModuleType, p: Any, epoch_seconds: float, tmp_path: Path) -> list[str]:
+    """train_chunks' commands on a host whose epochs take `epoch_seconds` and whose process start-up takes 20 s."""
+    run_dir = tmp_path / f"run-{epoch_seconds:g}-{p.budget_epochs or p.budget_s:g}"
+    run_dir.mkdir()
+    trained = [0]
+
+    def run_logged(command: list[str], log: Path, env: Any = None) -> tuple[Any, float]:
+        end = int(command[command.index("--epochs") + 1])
+        lines = [json.dumps({"seconds": epoch_seconds}) for _ in range(end)]
+        (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        seconds, trained[0] = 20.0 + epoch_seconds * (end - trained[0]), end
+        return SimpleNamespace(returncode=0), seconds
+
+    original = (bench.run_logged, bench.probe)
+    bench.run_logged, bench.probe = run_logged, lambda *args: (90.0, 0.5)
+    try:
+        row: dict[str, Any] = {"commands": [], "errors": [], "probes": [], "probe_seconds": 0.0}
+        bench.train_chunks(run_dir, ["--seed", "0"], p, tmp_path / "log", row, None)
+    finally:
+        bench.run_logged, bench.probe = original
+    return [" ".join(c.split("--epochs")[1].split()[:3]) for c in row["commands"]]  # "END --lr RATE"
+
+
+def test_an_epoch_budget_gives_the_same_epochs_and_rates_on_any_host(bench: ModuleType, tmp_path: Path) -> None:
+    p = bench.Protocol(budget_epochs=40, chunks=4, schedule="budget")
+    fast, slow = (chunks_on_a_fake_host(bench, p, seconds, tmp_path) for seconds in (2.0, 30.0))
+    assert fast == slow and fast[-1].startswith("40 ")  # all 40 epochs, the last stage at 1e-4
+    assert fast[-1].endswith("0.0001")
+    timed = bench.Protocol(budget_s=1200.0, chunks=4, schedule="budget")  # wall time: a slow host trains less
+    assert chunks_on_a_fake_host(bench, timed, 2.0, tmp_path) != chunks_on_a_fake_host(bench, timed, 30.0, tmp_path)
+
+
 def test_budget_parsing(bench: ModuleType) -> None:
     assert [bench.parse_budget(t) for t in ("90s", "60m", "1.5h", "45")] == [90, 3600, 5400, 45]
     for bad in ("0m", "ten minutes", "-5s"):
