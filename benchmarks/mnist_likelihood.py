@@ -747,10 +747,11 @@ def main() -> None:
     tasks = [(name, seed) for name in names for seed in p.seeds]
     jobs = min(args.jobs, len(tasks))
     env = side_by_side(jobs)
+    machine = hardware(p.device, jobs)  # the commit and tree the rows start from, before any of them runs
     with ThreadPoolExecutor(jobs) as pool:  # each row waits on its subprocesses; the probes release the GIL
         rows = list(pool.map(lambda task: run_row(task[0], p, args.out, accepted, env, task[1]), tasks))
     rows += [not_run(name, p) for name in ROWS if name not in names and not p.smoke]
-    results = {"protocol": dataclasses.asdict(p), "hardware": hardware(p.device, jobs), "rows": rows}
+    results = {"protocol": dataclasses.asdict(p), "hardware": machine, "rows": rows}
     results["paired"] = paired(rows, args.out)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(json.loads((args.out / "results.json").read_text()), args.out)  # one form (string keys) for both
