@@ -154,7 +154,7 @@ def test_bad_settings_and_categorical_runs_are_refused_in_one_line(ae_run: Path,
     with pytest.raises(VaekitError, match="exceeds the 1350 training images"):
         fit_aggregate_gmm(run, components=2000, fit_images=20_000, cache=False)
     config = tiny_config()
-    config.model.latent, config.model.latent_vars, config.model.categories = "categorical", 3, 4
+    config.model.latent, config.model.options = "categorical", {"latent_vars": 3, "categories": 4}
     config.model.input_shape = [1, 8, 8]
     categorical = Run(tmp_path, config, VAE(config.model))
     with pytest.raises(VaekitError, match="categorical") as error:

@@ -12,7 +12,8 @@ from torch.distributions import Categorical, OneHotCategorical, kl_divergence
 from tests.conftest import tiny_config
 from vaekit import TrainConfig, load_run, train
 from vaekit.analysis.evaluate import likelihood_report
-from vaekit.model.posteriors import CategoricalFamily, RelaxedCategorical
+from vaekit.config import options_of
+from vaekit.model.posteriors import CategoricalFamily, CategoricalSettings, RelaxedCategorical
 from vaekit.model.priors import UniformCategorical
 
 V, K = 5, 4
@@ -74,13 +75,14 @@ def test_temperature_anneals_exponentially_to_its_floor() -> None:
         family.at_step(step)
         temperatures.append(family.temperature)
     assert temperatures[0] == 1.0
-    assert temperatures[1] == pytest.approx(math.exp(-1000 * config.model.anneal_rate))
-    assert temperatures[2] == config.model.temperature_min
+    codes = options_of(config.model, CategoricalSettings)  # the defaults, as none is given
+    assert temperatures[1] == pytest.approx(math.exp(-1000 * codes.anneal_rate))
+    assert temperatures[2] == codes.temperature_min == 0.5
 
 
 def categorical_config(epochs: int = 3) -> TrainConfig:
     config = tiny_config(epochs=epochs)
-    config.model.latent, config.model.categories, config.model.latent_vars = "categorical", 4, 6
+    config.model.latent, config.model.options = "categorical", {"categories": 4, "latent_vars": 6}
     return config
 
 

@@ -217,6 +217,15 @@ def captured(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> tuple[TrainC
     return seen["config"], seen["out"]
 
 
+def part_setting_values() -> dict[str, object]:
+    """A value away from its default for each setting a part declares in its own module (`Part.settings`)."""
+    from vaekit.config import OPTIONS, settings
+
+    moved = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v + 0.5}
+    declared = [spec for spec in settings().values() if spec.section == OPTIONS and spec.name not in TRAIN_VALUES]
+    return {spec.flag: moved[type(spec.default)](spec.default) for spec in declared}
+
+
 def toml_value(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else json.dumps(value)
 
@@ -224,8 +233,9 @@ def toml_value(value: object) -> str:
 @pytest.mark.slow
 def test_a_toml_file_of_every_flag_gives_what_the_flags_give(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     flags = flag_names(commands()["train"]) - NOT_SETTINGS
-    assert flags <= set(TRAIN_VALUES), f"give TRAIN_VALUES a value for {flags - set(TRAIN_VALUES)}"
-    values = {name: value for name, value in TRAIN_VALUES.items() if name in flags}
+    chosen = {**TRAIN_VALUES, **part_setting_values()}
+    assert flags <= set(chosen), f"give TRAIN_VALUES a value for {flags - set(chosen)}"
+    values = {name: value for name, value in chosen.items() if name in flags}
     args: list[str] = []
     for name, value in values.items():
         flag = "--" + name.replace("_", "-")
@@ -245,6 +255,7 @@ def test_a_toml_file_of_every_flag_gives_what_the_flags_give(monkeypatch: pytest
 
 def test_every_setting_a_user_may_choose_has_a_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     internal = {"input_shape", "classes", "world_size"}  # filled in from the data and the launch, not chosen
+    internal.add("options")  # the parts' own settings, whose flags test_a_toml_file_of_every_flag_… covers
     renamed = {"kind": "model", "warmup_epochs": "warmup"}
     fields = [
         f.name
@@ -256,8 +267,9 @@ def test_every_setting_a_user_may_choose_has_a_flag(monkeypatch: pytest.MonkeyPa
     assert not missing, f"settings without a flag: {sorted(missing)}"
     new = ["--gaussian-scale", "0.3", "--temperature-min", "0.25", "--anneal-rate", "0.002", "--split-seed", "7"]
     config, _ = captured(monkeypatch, "--dataset", "digits", *new, "--out", tmp_path / "r")
-    assert (config.model.gaussian_scale, config.model.temperature_min) == (0.3, 0.25)
-    assert (config.model.anneal_rate, config.data.split_seed) == (0.002, 7)
+    options = config.model.options
+    assert (options["gaussian_scale"], options["temperature_min"], options["anneal_rate"]) == (0.3, 0.25, 0.002)
+    assert config.data.split_seed == 7
 
 
 def test_out_on_the_command_line_wins_over_the_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -76,7 +76,11 @@ def test_leave_one_out_baseline_excludes_each_own_sample() -> None:
 @pytest.mark.parametrize("estimator", ["score-function", "score-function-baseline"])
 def test_score_function_elbo_gradient_agrees_with_reparam_on_a_model(estimator: str) -> None:
     torch.manual_seed(0)
-    model = VAE(ModelConfig(hidden=[], latent_dim=2, likelihood="gaussian", gaussian_scale=1.0, input_shape=[1, 1, 3]))
+    model = VAE(
+        ModelConfig(
+            hidden=[], latent_dim=2, likelihood="gaussian", options={"gaussian_scale": 1.0}, input_shape=[1, 1, 3]
+        )
+    )
     x = torch.rand(16, 1, 1, 3)
     gradients = {}
     for name in ("reparam", estimator):

@@ -22,7 +22,9 @@ import torch
 from tests.conftest import invoke, tiny_config
 from tests.test_cli import assert_clean_error
 from vaekit import load_run, train
+from vaekit.config import options_of, with_overrides
 from vaekit.export import ONNX_MISSING, export_run
+from vaekit.model.posteriors import CategoricalSettings
 from vaekit.model.vae import VAE
 from vaekit.training.runs import Run
 
@@ -64,10 +66,7 @@ KINDS: dict[str, dict[str, Any]] = {  # model settings of each exported run -> i
 
 
 def trained_run(folder: Path, **settings: Any) -> Run:
-    config = tiny_config(epochs=1)
-    for key, value in settings.items():
-        setattr(config.model, key, value)
-    return train(config, folder)
+    return train(with_overrides(tiny_config(epochs=1), settings), folder)
 
 
 @pytest.fixture(scope="module", params=list(KINDS))
@@ -94,7 +93,8 @@ def random_codes(model: VAE, n: int, generator: torch.Generator) -> torch.Tensor
     """Codes of the kind the decoder reads: one-hot rows for categorical latents, Gaussian noise otherwise."""
     if model.posterior.continuous:
         return torch.randn(n, model.latent_dim, generator=generator)
-    vars_, classes = model.config.latent_vars, model.config.categories
+    codes = options_of(model.config, CategoricalSettings)
+    vars_, classes = codes.latent_vars, codes.categories
     picks = torch.randint(0, classes, (n, vars_), generator=generator)
     return torch.nn.functional.one_hot(picks, classes).float().flatten(1)
 

@@ -36,7 +36,9 @@ class LinearGaussianVAE(VAE):
 def ppca() -> tuple[LinearGaussianVAE, Tensor, Tensor]:
     """The model, 300 images drawn from it, and their exact log p(x)."""
     g = torch.Generator().manual_seed(0)
-    config = ModelConfig(hidden=[], latent_dim=D, likelihood="gaussian", gaussian_scale=SIGMA, input_shape=[1, 1, P])
+    config = ModelConfig(
+        hidden=[], latent_dim=D, likelihood="gaussian", options={"gaussian_scale": SIGMA}, input_shape=[1, 1, P]
+    )
     model = LinearGaussianVAE(config).double()
     w = torch.randn(P, D, generator=g, dtype=torch.float64)
     w[:, 1] += 0.8 * w[:, 0]  # correlated columns: a posterior far from diagonal

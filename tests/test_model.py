@@ -75,7 +75,11 @@ def test_a_learned_gaussian_scale_has_a_floor(likelihood: str) -> None:
     x = p_x.mean.detach() + 0.01
     assert torch.isfinite(p_x.log_prob(x)).all()
     torch.testing.assert_close(p_x.log_prob(x), Gaussian(p_x.mean, torch.tensor(LOG_SCALE_MIN)).log_prob(x))
-    fixed = VAE(ModelConfig(likelihood="gaussian", gaussian_scale=1e-4, hidden=[16], latent_dim=2, input_shape=shape))
+    fixed = VAE(
+        ModelConfig(
+            likelihood="gaussian", options={"gaussian_scale": 1e-4}, hidden=[16], latent_dim=2, input_shape=shape
+        )
+    )
     torch.testing.assert_close(fixed.decode(torch.zeros(3, 2)).stddev, torch.full((3, *shape), 1e-4))  # as chosen
 
 

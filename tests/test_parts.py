@@ -15,6 +15,7 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 
 from tests.conftest import tiny_config
 from vaekit import ModelConfig, TrainConfig, VaekitError, load_run, train
+from vaekit.config import FORMAT_VERSION
 from vaekit.model.objectives import ElboTerms, importance_weighted
 from vaekit.model.posteriors import DiagonalGaussian
 from vaekit.model.priors import MixtureOfGaussians, StandardNormal, VampPrior
@@ -37,7 +38,9 @@ def test_mixture_of_gaussians_log_prob_matches_torch_distributions() -> None:
 
 
 def test_vamp_prior_is_the_mixture_of_the_posteriors_at_its_pseudo_inputs() -> None:
-    model = VAE(ModelConfig(hidden=[16], latent_dim=3, input_shape=[1, 4, 4], prior="vamp", prior_components=5))
+    model = VAE(
+        ModelConfig(hidden=[16], latent_dim=3, input_shape=[1, 4, 4], prior="vamp", options={"prior_components": 5})
+    )
     assert isinstance(model.prior, VampPrior)
     with torch.no_grad():
         model.prior.pseudo_inputs.uniform_(0, 1)
@@ -163,8 +166,8 @@ def test_free_bits_average_to_the_sum_of_floored_unit_means_and_stop_their_gradi
         {"objective": "iwae", "k": 4},
         {"objective": "iwae", "k": 4, "estimator": "dreg"},
         {"free_bits": 0.25},
-        {"model": {"prior": "mog", "prior_components": 3}},
-        {"model": {"prior": "vamp", "prior_components": 3, "activation": "tanh"}},
+        {"model": {"prior": "mog", "options": {"prior_components": 3}}},
+        {"model": {"prior": "vamp", "options": {"prior_components": 3}, "activation": "tanh"}},
     ],
 )
 def test_every_objective_and_prior_trains_and_reloads(settings: dict[str, object], tmp_path: Path) -> None:
@@ -221,7 +224,10 @@ def test_a_version_1_run_folder_still_loads(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     raw = json.loads((folder / "config.json").read_text())
     raw["format_version"] = 1
-    for name in ("activation", "prior", "prior_components"):
+    options = raw["model"].pop("options")  # version 1 kept the parts' settings beside the model's own
+    del options["prior_components"]
+    raw["model"].update(options)
+    for name in ("activation", "prior"):
         del raw["model"][name]
     for name in ("objective", "k", "free_bits"):
         del raw[name]
@@ -238,10 +244,19 @@ def test_a_version_1_run_folder_still_loads(tmp_path: Path) -> None:
     config.epochs = 2
     resumed = train(config, folder, resume=True)  # and it trains on
     assert [record["epoch"] for record in resumed.history] == [1, 2]
-    assert json.loads((folder / "config.json").read_text())["format_version"] == 2
+    assert json.loads((folder / "config.json").read_text())["format_version"] == FORMAT_VERSION
 
 
 @pytest.mark.slow
+def test_a_version_2_config_keeps_its_parts_settings_beside_the_models_and_they_move_into_options() -> None:
+    raw = {"format_version": 2, "model": {"likelihood": "discretized-logistic", "mixtures": 3}, "data": {}}
+    config = TrainConfig.from_dict(raw).validate()
+    assert config.model.options == {"mixtures": 3}
+    assert config.to_dict()["model"]["options"]["mixtures"] == 3 and "mixtures" not in config.to_dict()["model"]
+    with pytest.raises(VaekitError, match="mixtures must be between 1 and 256"):
+        TrainConfig.from_dict({**raw, "model": {"mixtures": 0}}).validate()
+
+
 @pytest.mark.parametrize(
     ("likelihood", "scored"),
     [("continuous-bernoulli", "uniformly dequantized"), ("discretized-logistic", "exact probability of each")],
@@ -252,7 +267,7 @@ def test_the_new_likelihoods_train_and_are_scored_in_bits_per_dim(likelihood: st
 
     config = tiny_config(epochs=2)
     config.model.likelihood = likelihood
-    config.model.mixtures = 2
+    config.model.options["mixtures"] = 2
     run = train(config, tmp_path / "run")
     assert run.history[-1]["train"]["elbo"] > run.history[0]["train"]["elbo"]
     test = load_dataset(config.data).test.x[:50]
@@ -270,7 +285,9 @@ def test_every_likelihood_the_config_accepts_has_a_head() -> None:
 
 def test_the_score_function_elbo_refuses_a_prior_without_a_closed_form_kl() -> None:
     """Its sampled KL would need a score term of its own; without one the encoder gradient would be wrong."""
-    model = VAE(ModelConfig(hidden=[8], latent_dim=2, input_shape=[1, 3, 3], prior="mog", prior_components=2))
+    model = VAE(
+        ModelConfig(hidden=[8], latent_dim=2, input_shape=[1, 3, 3], prior="mog", options={"prior_components": 2})
+    )
     x = torch.rand(4, 1, 3, 3)
     with pytest.raises(VaekitError, match="need a closed-form KL"):
         model.elbo(x, torch.Generator().manual_seed(0), "score-function", samples=2)

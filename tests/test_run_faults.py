@@ -212,7 +212,7 @@ def test_non_finite_settings_are_refused(tmp_path: Path, setting: list[str], fra
 
 def test_out_of_range_settings_in_toml_are_refused(tmp_path: Path) -> None:
     for text, fragment in [
-        ("anneal_rate = -0.5", "anneal_rate must be zero or positive"),
+        ('latent = "categorical"\nanneal_rate = -0.5', "anneal_rate must be zero or positive"),
         ("warmup = inf", "warmup_epochs = inf is not a finite number"),
         ("samples = 100000000", "samples must be between 1 and"),
     ]:
@@ -410,7 +410,7 @@ def test_a_state_file_holding_a_pickled_object_is_refused_unopened(finished: Pat
 def test_train_leaves_the_callers_config_alone_and_resumes_a_categorical_run(tmp_path: Path) -> None:
     config = tiny_config(epochs=1)
     config.model.latent = "categorical"
-    config.model.categories, config.model.latent_vars = 3, 2
+    config.model.options.update(categories=3, latent_vars=2)
     snapshot = config.to_dict()
     train(config, tmp_path / "run")
     assert config.to_dict() == snapshot

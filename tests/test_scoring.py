@@ -96,8 +96,8 @@ def test_a_categorical_training_record_holds_the_discrete_elbo() -> None:
     held still, the record's ELBO is the one evaluation computes with exact samples; what the relaxed codes scored
     is kept apart under its own name."""
     config = tiny_config()
-    config.model.latent, config.model.categories, config.model.latent_vars = "categorical", 4, 6
-    config.model.temperature = config.model.temperature_min = 5.0
+    config.model.latent = "categorical"
+    config.model.options.update(categories=4, latent_vars=6, temperature=5.0, temperature_min=5.0)
     config.model.input_shape = [1, 8, 8]
     model = build_model(config.validate())
     with torch.no_grad():

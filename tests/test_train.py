@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import tiny_config
 from vaekit import load_run, train
+from vaekit.config import FORMAT_VERSION
 from vaekit.errors import VaekitError
 from vaekit.training.callbacks import Callback, EpochEnd
 
@@ -40,7 +41,7 @@ def test_training_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert history[-1]["train"]["elbo"] > history[0]["train"]["elbo"]  # it learns
     final = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert final["test"]["elbo"] == pytest.approx(final["test"]["log_px"] - final["test"]["kl"])
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["format_version"] == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["format_version"] == FORMAT_VERSION
     assert run.final == final
     assert not list((tmp_path / "run").glob(".*"))  # no temporary files left behind
 

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vaekit.errors import VaekitError
 from vaekit.parts import (
@@ -21,12 +21,19 @@ from vaekit.parts import (
     OBJECTIVES,
     POSTERIORS,
     PRIORS,
+    REGISTRIES,
     Registry,
     check_parts,
 )
 
-FORMAT_VERSION = 2  # 2: the model's parts (prior, activation, objective); version 1 folders still load
-READABLE_VERSIONS = (1, 2)
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
+OPTIONS = "options"  # the section of a part's own settings: ModelConfig.options
+
+FORMAT_VERSION = 3  # 3: parts' own settings in model.options; 2: the model's parts (prior, activation, objective)
+READABLE_VERSIONS = (1, 2, 3)  # older folders keep a part's setting beside the others; it moves into options
 
 LATENTS = POSTERIORS  # the model's parts are registries (vaekit.parts) that each part's module fills
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu")
@@ -89,20 +96,9 @@ class ModelConfig:
     )
     latent_dim: int = setting(20, "Size of z.")
     likelihood: str = setting("bernoulli", "", choices=LIKELIHOODS)
-    gaussian_scale: float = setting(0.1, "Fixed σ of the gaussian likelihood; the starting σ of the learned ones.")
-    mixtures: int = setting(5, "Logistic components per pixel of discretized-logistic.")
-    latent: str = setting("gaussian", "", choices=LATENTS)  # categorical: latent_vars variables of `categories` each
-    categories: int = setting(10, "Categories per categorical variable.")
-    latent_vars: int = setting(30, "Categorical latent variables.")
-    # Gumbel-softmax τ at the first step, annealed as τ0·exp(−anneal_rate·step) down to temperature_min (Jang et al.
-    # 2017); the default rate reaches 0.5 after about 7,000 steps (16 Fashion-MNIST epochs at batch 128)
-    temperature: float = setting(1.0, "Starting Gumbel-softmax temperature, annealed to --temperature-min.")
-    temperature_min: float = setting(0.5, "Gumbel-softmax temperature the annealing stops at.")
-    anneal_rate: float = setting(1e-4, "r in temperature × exp(−r · step), the Gumbel-softmax annealing per step.")
-    straight_through: bool = setting(False, "Hard one-hot codes forward, relaxed gradient backward.", shown="")
+    latent: str = setting("gaussian", "", choices=LATENTS)  # categorical: its settings in vaekit.model.posteriors
     activation: str = setting("relu", "Hidden activation", choices=ACTIVATIONS)
     prior: str = setting("standard", "", choices=PRIORS)  # mog and vamp are learned, with `prior_components`
-    prior_components: int = setting(10, "Components of a mog prior, pseudo-inputs of a vamp prior.")
     # A second stochastic layer z2 (Burda et al. 2016): the widths of the q(z2|z1) and p(z1|z2) networks, then z2's
     # size, e.g. [100, 100, 50]; `hidden` and `latent_dim` stay the first layer's. Empty: one stochastic layer.
     second_layer: list[int] = setting(  # noqa: RUF009
@@ -114,6 +110,9 @@ class ModelConfig:
     # label: q(z|x, y) and p(x|z, y) see the class label y (Sohn et al. 2015)
     condition: str = setting("none", "", choices=CONDITIONS)
     classes: int = 0  # labels 0..classes−1; filled in from the data when training starts, like input_shape
+    # The settings parts declare in their own modules (`vaekit.parts.Part.settings`), by name; one left out takes its
+    # default. Read them with `options_of`.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,7 +196,7 @@ class TrainConfig:
         for name, value in self._floats().items():
             if not math.isfinite(value):
                 raise VaekitError(f"{name} = {value} is not a finite number: give a finite value")
-        for spec in SETTINGS.values():
+        for spec in settings().values():
             choices, value = spec.choices, spec.value(self)
             if choices is not None and value not in choices:
                 raise VaekitError(f"unknown {spec.noun} {value!r}: use one of {tuple(choices)}")
@@ -207,14 +206,8 @@ class TrainConfig:
         model, data = self.model, self.data
         checks = [
             (0 <= model.classes <= MAX_CLASSES, f"classes must be between 0 and {MAX_CLASSES}"),
-            (1 <= model.prior_components <= MAX_WIDTH, f"prior_components must be between 1 and {MAX_WIDTH}"),
             (1 <= self.k <= MAX_WIDTH, f"k must be between 1 and {MAX_WIDTH}"),
-            (1 <= model.mixtures <= 256, "mixtures must be between 1 and 256"),
             (self.free_bits >= 0, "free_bits must be zero or positive"),
-            (2 <= model.categories <= MAX_WIDTH, f"categories must be between 2 and {MAX_WIDTH}"),
-            (1 <= model.latent_vars <= MAX_WIDTH, f"latent_vars must be between 1 and {MAX_WIDTH}"),
-            (0 < model.temperature_min <= model.temperature, "need 0 < temperature_min ≤ temperature"),
-            (model.anneal_rate >= 0, "anneal_rate must be zero or positive"),
             (1 <= model.latent_dim <= MAX_WIDTH, f"latent_dim must be between 1 and {MAX_WIDTH}"),
             (len(model.hidden) <= MAX_LAYERS, f"at most {MAX_LAYERS} hidden layers"),
             (len(model.second_layer) <= MAX_LAYERS + 1, f"second_layer takes at most {MAX_LAYERS} widths and a size"),
@@ -227,7 +220,6 @@ class TrainConfig:
                 len(model.input_shape) == 3 and all(1 <= d <= MAX_WIDTH for d in model.input_shape),
                 f"input_shape must be [channels, height, width], each between 1 and {MAX_WIDTH}",
             ),
-            (model.gaussian_scale > 0, "gaussian_scale must be positive"),
             (1 <= self.epochs <= MAX_COUNT, f"epochs must be between 1 and {MAX_COUNT}"),
             (1 <= self.batch_size <= MAX_COUNT, f"batch_size must be between 1 and {MAX_COUNT}"),
             (1 <= self.samples <= MAX_WIDTH, f"samples must be between 1 and {MAX_WIDTH}"),
@@ -250,20 +242,21 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise VaekitError(message if ":" in message else f"{message}: change that setting")
-        check_parts(self, [(s.choices, s.value(self)) for s in SETTINGS.values() if isinstance(s.choices, Registry)])
+        chosen = [(s.choices, s.value(self)) for s in settings().values() if isinstance(s.choices, Registry)]
+        check_parts(self, chosen)
         return self
 
     def _floats(self) -> dict[str, float]:
         """Every float setting by its flat name, for the finiteness check."""
-        sections = {"": self, "model": self.model, "data": self.data}
-        return {
-            name: getattr(sections[section], name)
-            for name, section in FLAT_SETTINGS.items()
-            if isinstance(getattr(sections[section], name), float)
-        }
+        values = {name: spec.value(self) for name, spec in settings().items()}
+        return {name: value for name, value in values.items() if isinstance(value, float)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+        """The config as config.json keeps it: every part's own setting written out, defaults included."""
+        raw = {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+        own = [spec for spec in settings().values() if spec.section == OPTIONS]
+        raw["model"]["options"] = {spec.name: spec.value(self) for spec in own}
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -277,7 +270,9 @@ class TrainConfig:
                 f"config format_version {version} is not supported (this vaekit reads {READABLE_VERSIONS}): "
                 "use the vaekit that wrote it"
             )
-        model = _build(ModelConfig, raw.pop("model", {}), "model")
+        raw_model = dict(raw.pop("model", {}))
+        options = _options(raw_model.pop("options", {}), raw_model)
+        model = _build(ModelConfig, raw_model, "model", options=options)
         data = _build(DataConfig, raw.pop("data", {}), "data")
         config: TrainConfig = _build(cls, raw, "train", model=model, data=data)
         return config
@@ -296,7 +291,7 @@ class Setting:
     TrainConfig, and what `setting()` wrote beside its default."""
 
     name: str
-    section: str  # "" (TrainConfig itself), "model" or "data"
+    section: str  # "" (TrainConfig itself), "model", "data" or OPTIONS (ModelConfig.options, a part's own)
     default: Any
     help: str
     panel: str
@@ -307,6 +302,8 @@ class Setting:
     bounds: tuple[int, int] | None  # the lowest and highest integer it takes
 
     def value(self, config: TrainConfig) -> Any:
+        if self.section == OPTIONS:
+            return config.model.options.get(self.name, self.default)
         return getattr(getattr(config, self.section) if self.section else config, self.name)
 
     def help_text(self) -> str:
@@ -330,50 +327,99 @@ def _shown(default: Any) -> str:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
-def _settings() -> dict[str, Setting]:
-    """Every setting a user chooses, from the config dataclasses' fields (those `setting()` wrote), data first."""
-    found = {}
-    for section, kind in (("data", DataConfig), ("model", ModelConfig), ("", TrainConfig)):
-        for f in dataclasses.fields(kind):
-            if "help" not in f.metadata:  # filled in from the data or the launch, not chosen
-                continue
-            meta = f.metadata
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            choices = meta["choices"]
-            noun = meta["noun"] or (choices.noun if isinstance(choices, Registry) else f.name)
-            shown = _shown(default) if meta["shown"] is None else meta["shown"]
-            found[f.name] = Setting(
-                f.name,
-                section,
-                default,
-                meta["help"],
-                meta["panel"],
-                choices,
-                noun,
-                meta["flag"] or f.name,
-                shown,
-                meta["bounds"],
-            )
+def _setting(f: dataclasses.Field[Any], section: str) -> Setting:
+    """The Setting a dataclass field declares through `setting()`."""
+    meta = f.metadata
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    choices = meta["choices"]
+    noun = meta["noun"] or (choices.noun if isinstance(choices, Registry) else f.name)
+    shown = _shown(default) if meta["shown"] is None else meta["shown"]
+    flag = meta["flag"] or f.name
+    return Setting(f.name, section, default, meta["help"], meta["panel"], choices, noun, flag, shown, meta["bounds"])
+
+
+def settings() -> dict[str, Setting]:
+    """Every setting a user chooses, by flat name: the config dataclasses' fields that `setting()` wrote (data, then
+    model), each registered part's own settings (`Part.settings`), then training's. Read once the parts have
+    registered (`import vaekit` does that); two parts may share a settings class, never two meanings of one name."""
+    key = tuple(len(registry) for registry in REGISTRIES)
+    if _collected.get("key") != key:
+        found: dict[str, Setting] = {}
+        for section, kind in (("data", DataConfig), ("model", ModelConfig), ("", TrainConfig)):
+            if section == "":
+                found.update(_part_settings(found))
+            found.update({f.name: _setting(f, section) for f in dataclasses.fields(kind) if "help" in f.metadata})
+        _collected.update(key=key, settings=found)
+    collected: dict[str, Setting] = _collected["settings"]
+    return collected
+
+
+_collected: dict[str, Any] = {}  # settings() as last collected, and the registries' sizes it was collected at
+
+
+def _part_settings(taken: Mapping[str, Setting]) -> dict[str, Setting]:
+    """The settings the registered parts declare, in the order the parts registered."""
+    found: dict[str, Setting] = {}
+    for registry in REGISTRIES:
+        for part in registry.values():
+            for f in dataclasses.fields(part.settings) if part.settings is not None else ():
+                spec = _setting(f, OPTIONS)
+                if f.name in taken or found.get(f.name, spec) != spec:
+                    raise ValueError(f"the {registry.kind} {part.name!r} declares a setting {f.name!r} already taken")
+                found[f.name] = spec
     return found
 
 
-SETTINGS = _settings()
-FLAT_SETTINGS = {name: spec.section for name, spec in SETTINGS.items()}  # flat name → section of TrainConfig
-# `vaekit train` names each flag (and TOML key) after the flat setting it sets, except where `setting(flag=…)` says
-# otherwise because it reads better on a command line: --model ae, --warmup 2.
-FLAG_NAMES = {name: spec.flag for name, spec in SETTINGS.items() if spec.flag != name}
-SETTING_OF_FLAG = {spec.flag: name for name, spec in SETTINGS.items()}  # flag name → flat setting name
+def flat_settings() -> dict[str, str]:
+    """Flat name → section of TrainConfig ("" itself, "model", "data" or OPTIONS)."""
+    return {name: spec.section for name, spec in settings().items()}
+
+
+def setting_of_flag() -> dict[str, str]:
+    """Flag name → flat setting name. `vaekit train` names each flag (and TOML key) after the flat setting it sets,
+    except where `setting(flag=…)` says otherwise because it reads better on a command line: --model ae, --warmup 2."""
+    return {spec.flag: name for name, spec in settings().items()}
+
+
+def options_of(model: ModelConfig, kind: type[T]) -> T:
+    """A part's own settings (`kind`, the dataclass it registered as `Part.settings`) as `model` holds them."""
+    values = {f.name: model.options.get(f.name, _setting(f, OPTIONS).default) for f in dataclasses.fields(kind)}
+    return kind(**values)
+
+
+def _options(raw: Any, legacy: dict[str, Any]) -> dict[str, Any]:
+    """config.json's model.options, checked: each a setting some part declares, of its default's kind. A setting an
+    older config.json kept beside the model's own (`"mixtures": 5`) moves here from `legacy`."""
+    if not isinstance(raw, dict):
+        raise VaekitError("model.options must be a JSON object of part settings: fix or restore the config")
+    declared = {name: spec for name, spec in settings().items() if spec.section == OPTIONS}
+    options = dict(raw)
+    for name in declared:
+        if name in legacy:
+            options.setdefault(name, legacy.pop(name))
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise VaekitError(
+            f"unknown part setting(s) {', '.join(unknown)}: valid ones are {', '.join(sorted(declared)) or 'none'}"
+        )
+    for name, value in options.items():
+        if not _same_kind(value, declared[name].default):
+            kind = type(declared[name].default).__name__
+            raise VaekitError(f"setting {name} = {value!r} should be a {kind}: fix the value")
+    return options
 
 
 def with_overrides(config: TrainConfig, flat: dict[str, Any]) -> TrainConfig:
     """A copy of `config` with flat settings (`latent_dim=8`, `latent-dim=8`) applied; unknown names are errors."""
     raw = config.to_dict()
+    sections = flat_settings()
     for key, value in flat.items():
         name = key.replace("-", "_")
-        if name not in FLAT_SETTINGS:
-            raise VaekitError(f"unknown setting {key!r}: valid ones are {', '.join(sorted(FLAT_SETTINGS))}")
-        section = FLAT_SETTINGS[name]
-        (raw[section] if section else raw)[name] = value
+        if name not in sections:
+            raise VaekitError(f"unknown setting {key!r}: valid ones are {', '.join(sorted(sections))}")
+        section = sections[name]
+        where = raw["model"]["options"] if section == OPTIONS else raw[section] if section else raw
+        where[name] = value
     return TrainConfig.from_dict(raw)
 
 
@@ -409,7 +455,7 @@ def _same_kind(value: Any, default: Any) -> bool:
 
 def flat_value(config: TrainConfig, name: str) -> Any:
     """A flat setting's value in `config` (`gaussian_scale`, `lr`), wherever its section keeps it."""
-    return SETTINGS[name].value(config)
+    return settings()[name].value(config)
 
 
 def as_flags(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
@@ -420,5 +466,5 @@ def as_flags(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
         value = flat_value(config, name)
         if value != flat_value(default, name):
             shown = f"{value:g}" if isinstance(value, float) else str(value)
-            flags.append(f"--{SETTINGS[name].flag.replace('_', '-')} {shown}")
+            flags.append(f"--{settings()[name].flag.replace('_', '-')} {shown}")
     return flags

@@ -1,7 +1,8 @@
 """Registries of the model's parts: one dict per kind, name → part, that each part fills from its own module.
 
-A part declares here what the rest of vaekit needs to know of it without building it: its name, its help line and
-the requirements it places on the other settings (each a predicate with one message). The config validation, the
+A part declares here what the rest of vaekit needs to know of it without building it: its name, its help line, its
+own settings (a small dataclass) and the requirements it places on the other settings (each a predicate with one
+message). The config validation, the
 `vaekit train` options and their help panels, TOML keys and the docs all read these tables, so a new part is one new
 module under `vaekit/model/` that calls `register`, plus its tests. What the part *does* is attached by its module
 too, as `impl`.
@@ -12,6 +13,7 @@ fill the registries, and everyone else reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +49,10 @@ class Part:
     impl: Any = None
     export: str | None = None  # what export.json says of it where the part says more than its distribution does
     doc: str = ""  # its line in the docs' table, where that says more than the help line (the paper, its options)
+    # Its own settings: a dataclass whose fields `vaekit.config.setting()` wrote. They become `vaekit train` flags,
+    # TOML keys and checked config values like the settings config.py declares, kept in `ModelConfig.options`; the
+    # part reads them with `vaekit.config.options_of(model_config, ItsSettings)`.
+    settings: type | None = None
 
 
 @dataclass(frozen=True)
@@ -114,9 +120,21 @@ def check_parts(config: TrainConfig, selected: list[tuple[Registry, str]]) -> No
 
 
 def markdown_table(registry: Registry) -> str:
-    """The registry as a Markdown table (name, docs line or else help line), for the docs."""
-    rows = [f"| `{part.name}` | {part.doc or part.help} |" for part in registry.values()]
+    """The registry as a Markdown table (name, docs line or else help line, and the flags of its own settings with
+    their defaults), for the docs."""
+    rows = [f"| `{part.name}` | {part.doc or part.help}{settings_text(part)} |" for part in registry.values()]
     return "\n".join([f"| {registry.kind} | what it is |", "| --- | --- |", *rows])
+
+
+def settings_text(part: Part) -> str:
+    """` Settings: --mixtures (default 5): its help.` for a part with settings of its own, else nothing."""
+    if part.settings is None:
+        return ""
+    described = []
+    for field in dataclasses.fields(part.settings):
+        flag = "--" + (field.metadata.get("flag") or field.name).replace("_", "-")
+        described.append(f"`{flag}` (default {field.default}): {field.metadata.get('help', '')}")
+    return " Settings: " + "; ".join(described)
 
 
 TABLE_MARKER = re.compile(r"<!--\s*parts:\s*([a-z][a-z ]*?)\s*-->")  # <!-- parts: likelihood -->

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from vaekit.cli.common import Interrupted, Within, err_console, friendly_errors, out_console, read_toml
-from vaekit.config import PANELS, SETTING_OF_FLAG, SETTINGS, Setting, TrainConfig, with_overrides
+from vaekit.config import PANELS, Setting, TrainConfig, setting_of_flag, settings, with_overrides
 from vaekit.errors import VaekitError
 
 if TYPE_CHECKING:
@@ -39,10 +39,10 @@ def _train(
             raise VaekitError(f'config file {config}: {key} = {value!r} is not text: write it in quotes, {key} = "…"')
     out = out or Path(file_out or "runs/latest")  # the command line wins over the file
     logger, mlflow_uri = logger or file_log, mlflow_uri or file_uri
-    settings = to_settings(from_file, f"config file {config}")
-    settings.update(to_settings({k: v for k, v in flags.items() if v is not None}, "flags"))
+    chosen = to_settings(from_file, f"config file {config}")
+    chosen.update(to_settings({k: v for k, v in flags.items() if v is not None}, "flags"))
     base = read_config(out) if resume else TrainConfig()
-    train_config = with_overrides(base, settings)
+    train_config = with_overrides(base, chosen)
     callbacks = [*loggers(logger, mlflow_uri), *([] if quiet else [ProgressBar(err_console)])]
     try:
         run = run_training(train_config, out, resume=resume, callbacks=callbacks)
@@ -129,7 +129,7 @@ def with_options(command: Callable[..., None], name: str) -> Callable[..., None]
     """`command`, called `name`, with the signature typer reads: the command's own options and one per setting, each
     panel's options together in the order of PANELS."""
     annotations: dict[str, Any] = dict(COMMAND_OPTIONS)
-    for setting in SETTINGS.values():
+    for setting in settings().values():
         annotations[setting.flag] = setting_option(setting)
 
     def panel_of(name: str) -> int:
@@ -176,16 +176,16 @@ def loggers(names: str | None, mlflow_uri: str | None) -> list[Callback]:
 def to_settings(named: dict[str, Any], source: str) -> dict[str, Any]:
     """Values by flag name (`latent-dim` or `latent_dim`) → TrainConfig's flat settings: the one mapping that both the
     flags and a TOML file's keys go through."""
-    settings = {}
+    flat, by_flag = {}, setting_of_flag()
     for key, value in named.items():
         name = key.replace("-", "_")
-        if name not in SETTING_OF_FLAG:
-            valid = ", ".join(sorted(flag.replace("_", "-") for flag in [*SETTING_OF_FLAG, *COMMAND_KEYS]))
+        if name not in by_flag:
+            valid = ", ".join(sorted(flag.replace("_", "-") for flag in [*by_flag, *COMMAND_KEYS]))
             raise VaekitError(f"{source}: unknown key {key!r}: use the flags' names ({valid})")
         if name in ("hidden", "second_layer") and isinstance(value, str):  # "400,200" on a command line
             value = _int_list(value, "--" + name.replace("_", "-"))
-        settings[SETTING_OF_FLAG[name]] = value
-    return settings
+        flat[by_flag[name]] = value
+    return flat
 
 
 def _int_list(text: str, flag: str = "--hidden") -> list[int]:

@@ -17,10 +17,10 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from vaekit.config import ModelConfig
+from vaekit.config import ModelConfig, options_of, setting
 from vaekit.model.likelihoods import LOG_SCALE_MIN, Bernoulli, Gaussian
 from vaekit.model.pixel_likelihoods import ContinuousBernoulli, DiscretizedLogisticMixture
-from vaekit.parts import LIKELIHOODS, Part
+from vaekit.parts import LIKELIHOODS, Part, Requirement
 
 
 class Likelihood(Protocol):
@@ -117,17 +117,47 @@ class HeadPart:
     scores: Scores
 
 
-def register(name: str, help: str, build: Callable[[ModelConfig], nn.Module], scores: Scores, doc: str = "") -> None:
-    LIKELIHOODS.register(Part(name, help, impl=HeadPart(build, scores), doc=doc))
+def register(
+    name: str,
+    help: str,
+    build: Callable[[ModelConfig], nn.Module],
+    scores: Scores,
+    doc: str = "",
+    settings: type | None = None,
+    requires: tuple[Requirement, ...] = (),
+) -> None:
+    """Register a likelihood part: its head's builder, what it scores, and its own settings and their checks."""
+    part = Part(name, help, requires=requires, impl=HeadPart(build, scores), doc=doc, settings=settings)
+    LIKELIHOODS.register(part)
+
+
+@dataclass(frozen=True)
+class GaussianSettings:
+    """The Gaussian likelihoods' own setting."""
+
+    gaussian_scale: float = setting(0.1, "Fixed σ of the gaussian likelihood; the starting σ of the learned ones.")
+
+
+@dataclass(frozen=True)
+class DiscretizedLogisticSettings:
+    """The discretized logistic mixture's own setting."""
+
+    mixtures: int = setting(5, "Logistic components per pixel of discretized-logistic.", bounds=(1, 256))
 
 
 def _gaussian(config: ModelConfig) -> nn.Module:
-    return GaussianHead(config.likelihood, config.gaussian_scale, config.input_shape)
+    return GaussianHead(config.likelihood, options_of(config, GaussianSettings).gaussian_scale, config.input_shape)
+
+
+POSITIVE_SCALE = Requirement(
+    lambda config: options_of(config.model, GaussianSettings).gaussian_scale > 0,
+    "gaussian_scale must be positive: change that setting",
+)
 
 
 register("bernoulli", "", lambda config: BernoulliHead(), AS_IS, "on logits, for pixels in [0, 1] or binarized")
 for _name, _help in (("gaussian", "fixed σ"), ("gaussian-learned", "one learned σ"), ("gaussian-pixel", "σ per pixel")):
-    register(_name, _help, _gaussian, DEQUANTIZED)
+    register(_name, _help, _gaussian, DEQUANTIZED, settings=GaussianSettings, requires=(POSITIVE_SCALE,))
 register(
     "continuous-bernoulli",
     "",
@@ -138,10 +168,11 @@ register(
 register(
     "discretized-logistic",
     "",
-    lambda config: DiscretizedLogisticHead(config.mixtures),
+    lambda config: DiscretizedLogisticHead(options_of(config, DiscretizedLogisticSettings).mixtures),
     LEVELS,
     "a mixture of `--mixtures M` logistics per pixel, each of the 256 levels its exact probability (Salimans et al. "
     "2017)",
+    settings=DiscretizedLogisticSettings,
 )
 HEADS = LIKELIHOODS  # the likelihood parts: name → part, `impl` its HeadPart
 

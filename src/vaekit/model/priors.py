@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaekit.config import ModelConfig, TrainConfig
+from vaekit.config import MAX_WIDTH, ModelConfig, TrainConfig, options_of, setting
 from vaekit.errors import VaekitError
 from vaekit.model.networks import mlp
 from vaekit.model.posteriors import (
     LOG_2PI,
     PATHWISE,
+    CategoricalSettings,
     DiagonalGaussian,
     Family,
     PointMass,
@@ -269,7 +271,8 @@ def _standard(config: ModelConfig, family: Family, encode: Encode) -> Prior:
     """N(0, I) for Gaussian codes, N(z2; 0, I)·p(z1|z2) with a second stochastic layer, uniform for categorical
     codes."""
     if config.latent == "categorical":
-        return UniformCategorical(config.latent_vars, config.categories)
+        codes = options_of(config, CategoricalSettings)
+        return UniformCategorical(codes.latent_vars, codes.categories)
     if config.second_layer:
         return TwoLayerPrior(config)
     return StandardNormal(family.latent_dim)
@@ -292,6 +295,19 @@ def learned_prior_requirements() -> tuple[Requirement, ...]:
     )
 
 
+@dataclass(frozen=True)
+class ComponentSettings:
+    """The learned priors' own setting."""
+
+    prior_components: int = setting(
+        10, "Components of a mog prior, pseudo-inputs of a vamp prior.", bounds=(1, MAX_WIDTH)
+    )
+
+
+def _components(config: ModelConfig) -> int:
+    return options_of(config, ComponentSettings).prior_components
+
+
 LEARNED_PRIOR_EXPORT = "the run's learned {name} prior, which these files do not hold: draw codes with vaekit"
 
 
@@ -307,7 +323,8 @@ PRIORS.register(
         doc="a learned mixture of `--prior-components K` Gaussians",
         requires=learned_prior_requirements(),
         export=LEARNED_PRIOR_EXPORT.format(name="mog"),
-        impl=lambda config, family, encode: MixtureOfGaussians(family.latent_dim, config.prior_components),
+        settings=ComponentSettings,
+        impl=lambda config, family, encode: MixtureOfGaussians(family.latent_dim, _components(config)),
     )
 )
 PRIORS.register(
@@ -324,6 +341,7 @@ PRIORS.register(
             ),
             *learned_prior_requirements(),
         ),
-        impl=lambda config, family, encode: VampPrior(config.prior_components, tuple(config.input_shape), encode),
+        settings=ComponentSettings,
+        impl=lambda config, family, encode: VampPrior(_components(config), tuple(config.input_shape), encode),
     )
 )
