@@ -127,14 +127,14 @@ def markdown_table(registry: Registry) -> str:
 
 
 def settings_text(part: Part) -> str:
-    """` Settings: --mixtures (default 5): its help.` for a part with settings of its own, else nothing."""
+    """` — settings: --mixtures (default 5): its help` for a part with settings of its own, else nothing."""
     if part.settings is None:
         return ""
     described = []
     for field in dataclasses.fields(part.settings):
         flag = "--" + (field.metadata.get("flag") or field.name).replace("_", "-")
         described.append(f"`{flag}` (default {field.default}): {field.metadata.get('help', '')}")
-    return " Settings: " + "; ".join(described)
+    return " — settings: " + "; ".join(described)
 
 
 TABLE_MARKER = re.compile(r"<!--\s*parts:\s*([a-z][a-z ]*?)\s*-->")  # <!-- parts: likelihood -->
