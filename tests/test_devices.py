@@ -24,8 +24,9 @@ from tests.conftest import invoke, tiny_config
 from tests.test_cli import assert_clean_error
 from vaekit import train
 from vaekit.analysis.classifier import FEATURE_DIM, Classifier, FeatureSpace
+from vaekit.analysis.copying import copying_audit
 from vaekit.analysis.estimators import gradient_report
-from vaekit.analysis.evaluate import kl_report, likelihood_report, neighbour_audit, sample_quality
+from vaekit.analysis.evaluate import kl_report, likelihood_report, sample_quality
 from vaekit.analysis.sample_quality import frechet_distance
 from vaekit.analysis.smoothness import smoothness
 from vaekit.config import TrainConfig
@@ -194,7 +195,7 @@ def test_the_explorer_runs_on_the_models_device(meta_model: VAE, digits_test: Sp
 def test_sample_quality_runs_on_the_samples_device(meta_model: VAE, digits_test: Split) -> None:
     decoded = meta_model.sample(12, torch.Generator().manual_seed(0))
     assert_reaches_its_results(lambda: sample_quality(decoded, digits_test.x, None))
-    assert_reaches_its_results(lambda: neighbour_audit(decoded, digits_test.x[:12], digits_test.x[12:24], "pixels"))
+    assert_reaches_its_results(lambda: copying_audit(decoded, digits_test.x[:12], digits_test.x[12:24], "pixels"))
 
 
 def test_the_classifier_embeds_images_from_any_device_on_its_own(digits_test: Split) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from vaekit import VAE, ModelConfig, load_run, train
-from vaekit.analysis.estimators import gradient_report
+from vaekit.analysis.estimators import CountSketch, gradient_report, ratio_interval, sketched_trace
 from vaekit.cli.main import app
 from vaekit.errors import VaekitError
 from vaekit.model.objectives import leave_one_out_mean, score_term
@@ -111,6 +111,43 @@ def test_gradient_report_finds_the_score_function_far_noisier() -> None:
     assert {s.parameter for s in report.stats} == {
         f"encoder.{n}" for n in ("1.weight", "1.bias", "3.weight", "3.bias")
     } | {"all"}
+
+
+def test_the_ratio_interval_from_sketches_matches_the_bootstrap_of_the_whole_gradients() -> None:
+    """On a model small enough to keep every draw, the count sketch's interval agrees with the bootstrap of the
+    draws themselves, and it contains the exact ratio."""
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(hidden=[16], latent_dim=3, input_shape=[1, 4, 4]))
+    x = torch.rand(32, 1, 4, 4)
+    params = {f"encoder.{n}": p for n, p in model.encoder.named_parameters()}
+    sketch = CountSketch(params, buckets=4096, seed=0)
+    kept = {}
+    for estimator in ("reparam", "score-function-baseline"):
+        rows = []
+        for _ in range(60):
+            model.zero_grad(set_to_none=True)
+            (-model.elbo(x, None, estimator, 4).elbo.mean()).backward()
+            rows.append(torch.cat([p.grad.flatten() for p in params.values()]))
+        kept[estimator] = torch.stack(rows)
+    whole, pathwise = kept["score-function-baseline"], kept["reparam"]
+    ones = [torch.ones(1, 60, dtype=torch.float64)] * 2
+    exact = float(sketched_trace(ones[0], whole)[0] / sketched_trace(ones[1], pathwise)[0])
+    truth = ratio_interval(exact, whole, pathwise)  # the draws themselves as the "sketch": the plain bootstrap
+    sketched = torch.stack([sketch({n: r[slice_] for n, slice_ in slices(params).items()}) for r in whole])
+    sketched_paths = torch.stack([sketch({n: r[slice_] for n, slice_ in slices(params).items()}) for r in pathwise])
+    found = ratio_interval(exact, sketched, sketched_paths)
+    assert truth[0] < exact < truth[1]
+    assert found == pytest.approx(truth, rel=0.05)
+    assert truth[1] / truth[0] > 1.2  # 60 draws: an interval of real width, which the comparison above resolves
+
+
+def slices(params: dict[str, torch.Tensor]) -> dict[str, slice]:
+    """Where each parameter sits in the concatenated gradient."""
+    found, start = {}, 0
+    for name, p in params.items():
+        found[name] = slice(start, start + p.numel())
+        start += p.numel()
+    return found
 
 
 @pytest.mark.slow

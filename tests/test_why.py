@@ -17,7 +17,9 @@ from tests.test_web import chromium_or_fail
 from vaekit import VaekitError, load_run
 from vaekit.analysis.estimators import gradient_lab
 from vaekit.analysis.evaluate import kl_report, likelihood_report
+from vaekit.analysis.intervals import bootstrap, weighted_mean
 from vaekit.analysis.why import Settings, WhyReport, build_report, write_report
+from vaekit.analysis.why.evidence import Evidence
 from vaekit.analysis.why.measures import mmd, trimmed_mean
 from vaekit.analysis.why.runs import (
     MEMORIZE_IMAGES,
@@ -108,25 +110,61 @@ def test_a_missing_control_is_said_not_failed_on(made: tuple[Path, dict[str, Pat
         assert any(f"no {role} run" in line for line in section(alone, key).missing), key
     assert "no score-function run" in section(alone, "gradients").verdict
     assert section(alone, "continuity").verdict.startswith("not shown")
-    assert "no β sweep" in section(alone, "kl").verdict
+    assert section(alone, "kl").verdict.startswith("not shown")
+    assert all(section(alone, key).evidence is None for key in ("continuity", "generalization", "kl"))
     assert all(not s.missing for s in made[2].sections)
 
 
-def test_each_sentence_flips_with_its_numbers() -> None:
-    assert gradient_verdict((40.0, 20.0), (50.0, 30.0), (100.0, 110.0))[0]
-    ok, text = gradient_verdict((40.0, 0.5), (50.0, 30.0), None)
-    assert not ok and text.startswith("not confirmed")
-    assert continuity_verdict((0.1, 0.1), (0.6, 0.5), 0.2)[0]
-    assert not continuity_verdict((0.7, 0.1), (0.6, 0.5), 0.2)[0]
-    # 44.6% against 44.9% over 200 paths is noise, not a confirmation
-    noise = continuity_verdict((0.446, 0.419), (0.449, 0.472), 0.277, paths=200, draws=1000)
-    assert not noise[0] and "within two standard errors" in noise[1]
-    assert generalization_verdict((0.5, 0.98), (30.0, 0.4))[0]
-    assert not generalization_verdict((30.0, 0.4), (0.5, 0.98))[0]
-    assert kl_verdict(1.0, 40.0, [(0.25, 8), (1.0, 6), (4.0, 1)])[0]
-    assert not kl_verdict(1.0, 40.0, [(0.25, 1), (1.0, 6), (4.0, 8)])[0]
-    assert not kl_verdict(50.0, 40.0, [(0.25, 8), (1.0, 6), (4.0, 1)])[0]
-    assert kl_verdict(1.0, None, [(1.0, 3)])[1].endswith("no β sweep to show collapse")
+def evidence(interval: tuple[float, float], null: float = 0.0, side: str = "above") -> Evidence:
+    return Evidence("a difference", sum(interval) / 2, interval, null, side, n=200, unit="paths")
+
+
+@pytest.mark.parametrize(
+    ("interval", "null", "side", "confirmed"),
+    [
+        ((0.1, 0.3), 0.0, "above", True),
+        ((-0.1, 0.3), 0.0, "above", False),  # the same estimate, its interval reaching the null
+        ((-0.3, -0.1), 0.0, "above", False),
+        ((1.5, 9.0), 1.0, "above", True),
+        ((0.9, 9.0), 1.0, "above", False),
+        ((-0.3, -0.1), 0.0, "below", True),
+        ((-0.3, 0.1), 0.0, "below", False),
+    ],
+)
+def test_one_rule_confirms_only_an_interval_clear_of_the_null_on_the_claimed_side(
+    interval: tuple[float, float], null: float, side: str, confirmed: bool
+) -> None:
+    found = Evidence("x", sum(interval) / 2, interval, null, side, n=10, unit="images")
+    assert found.confirmed is confirmed
+    assert found.to_dict()["verdict"] == ("confirmed" if confirmed else "not confirmed")
+
+
+def test_each_claims_sentence_flips_when_its_interval_moves_across_the_null() -> None:
+    clear, reaching = evidence((0.05, 0.2)), evidence((-0.05, 0.2))
+    sentences = {
+        "gradients": lambda e: gradient_verdict(e, 400.0, 8.0, None),
+        "continuity": lambda e: continuity_verdict(e, 0.3, {"AE": 0.4}, 0.05),
+        "generalization": lambda e: generalization_verdict(e, 1.5, (0.55, 0.5, 0.6)),
+        "kl": lambda e: kl_verdict(e, 20.0, (20.1, 19.8, 20.4)),
+    }
+    for claim, sentence in sentences.items():
+        assert sentence(clear).startswith("confirmed:"), claim
+        assert sentence(reaching).startswith("not confirmed:"), claim
+        assert "95% interval -0.05 to 0.2 over 200 paths, 1 training seed" in sentence(reaching), claim
+    assert continuity_verdict(None, 0.3, {}, 0.05).startswith("not shown")
+    assert "lies outside its Monte Carlo" in kl_verdict(clear, 25.0, (20.1, 19.8, 20.4))
+
+
+def test_the_bootstrap_interval_covers_a_known_mean_and_shrinks_with_more_units() -> None:
+    generator = torch.Generator().manual_seed(0)
+    small, large = torch.randn(100, generator=generator) + 3, torch.randn(10000, generator=generator) + 3
+    widths = []
+    for values in (small, large):
+        low, high = bootstrap(lambda w, v=values: weighted_mean(w, v), [values])
+        assert low < 3 < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 5  # √100 = 10 times narrower, within bootstrap noise
+    assert widths[0] == pytest.approx(2 * 1.96 / 10, rel=0.2)
 
 
 def test_mmd_is_near_zero_for_one_law_and_large_for_a_shifted_one() -> None:

@@ -2,7 +2,7 @@
 
 1. How likely is held-out data?   importance-weighted log-likelihood, negative ELBO, bits/dim, reconstruction error
 2. What does the KL term do?      KL per latent dimension, active units, the aggregate posterior against N(0, I)
-3. Generalize or memorize?        train/test gaps; nearest-neighbour distances of samples to train vs test images
+3. Generalize or memorize?        train/test gaps; then the copying audit of samples against the whole training set
 4. How good are the samples?      Fréchet distance, precision/recall in a classifier's feature space; Inception FID
 
 Every split is scored on what the run's likelihood scores (`vaekit.data.scoring`). A plain autoencoder has no ELBO, no
@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from vaekit.analysis.classifier import FeatureSpace, feature_space
+from vaekit.analysis.copying import MAX_HELD_OUT, CopyingAudit, copying_audit
 from vaekit.analysis.sample_quality import frechet_distance, inception_fid, nearest, precision_recall
 from vaekit.config import DataConfig
 from vaekit.data.scoring import Scoring
@@ -77,14 +78,6 @@ class KLReport:
 
 
 @dataclass
-class NeighbourAudit:
-    space: str  # "pixels" or "classifier features"
-    mean_to_train: float
-    mean_to_test: float
-    ratio: float  # mean_to_train / mean_to_test: about 1 generalizes, well below 1 copies training images
-
-
-@dataclass
 class Generalization:
     train_neg_elbo: float | None  # the ELBO and NLL rows are None for an autoencoder
     test_neg_elbo: float | None
@@ -96,8 +89,8 @@ class Generalization:
     test_reconstruction: float
     reconstruction_gap: float
     samples: int
-    reference_images: int  # per side: train and test reference sets are the same size
-    audits: list[NeighbourAudit] = field(default_factory=list)
+    reference_images: int  # the training images every sample is compared with: the whole training split
+    audits: list[CopyingAudit] = field(default_factory=list)
 
 
 @dataclass
@@ -262,14 +255,6 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000,
 # ---- 3 and 4. samples against data ---------------------------------------------------------------------------
 
 
-def neighbour_audit(samples: Tensor, train: Tensor, test: Tensor, space: str) -> NeighbourAudit:
-    """How far each sample is from its nearest training image versus its nearest test image (same-size sets), on the
-    samples' device."""
-    train, test = train.to(samples.device), test.to(samples.device)
-    to_train, to_test = nearest(samples, train)[0].mean(), nearest(samples, test)[0].mean()
-    return NeighbourAudit(space, float(to_train), float(to_test), float(to_train / to_test))
-
-
 def sample_quality(samples: Tensor, test: Tensor, space: FeatureSpace | None) -> SampleQuality:
     """Fréchet distance and precision/recall between decoded samples and as many test images, in feature space (the
     classifier runs on its own device), on the samples' device."""
@@ -334,8 +319,7 @@ def evaluate(
     generator = torch.Generator().manual_seed(seed)  # prior draws: on the CPU
     decoded = model.sample(prior_samples, generator, _sample_labels(model, grey.test, prior_samples))
     space = feature_space(grey, seed=seed, device=model.device)
-    size = min(len(grey.test), len(grey.train))  # equal-size reference sets for the neighbour audit and picture
-    train_ref, test_ref = _subset(grey.train, size).x, grey.test.x[:size]
+    train_ref, test_ref = grey.train.x, grey.test.x  # the whole training split: a copy of any image must show
     evaluation = Evaluation(
         run=str(run.path),
         dataset=run.config.data.dataset,
@@ -392,10 +376,11 @@ def _generalization(
 ) -> Generalization:
     test, train = reports
     size = len(train_ref)
-    audits = [neighbour_audit(decoded, to_float(train_ref), to_float(test_ref), "pixels")]
+    held_out = test_ref[:MAX_HELD_OUT]
+    audits = [copying_audit(decoded, to_float(train_ref), to_float(held_out), "pixels")]
     if space is not None:
         features = space.embed(decoded)
-        audits.append(neighbour_audit(features, space.embed(train_ref), space.embed(test_ref), "classifier features"))
+        audits.append(copying_audit(features, space.embed(train_ref), space.embed(held_out), "classifier features"))
     return Generalization(
         train_neg_elbo=train.neg_elbo, test_neg_elbo=test.neg_elbo, neg_elbo_gap=_gap(test.neg_elbo, train.neg_elbo),
         train_nll=train.nll, test_nll=test.nll, nll_gap=_gap(test.nll, train.nll),

@@ -63,10 +63,16 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
 
 
 def _coverage(points: Tensor, manifold: Tensor, k: int) -> float:
+    return float(inside_manifold(points, manifold, k).double().mean())
+
+
+def inside_manifold(points: Tensor, manifold: Tensor, k: int = 3) -> Tensor:
+    """For each of `points`, whether it lies in the union of balls around the `manifold` points, each of radius the
+    distance to its k-th nearest neighbour within the manifold: (n,) booleans on the CPU."""
     radii = nearest(manifold, manifold, k + 1)[0][:, k]  # k+1: each point is its own nearest neighbour
     radii = radii.to(accumulate_dtype(manifold.device))
-    inside = sum(int((squared.sqrt() <= radii).any(1).sum()) for squared in squared_distance_blocks(points, manifold))
-    return inside / len(points)
+    blocks = [(squared.sqrt() <= radii).any(1).cpu() for squared in squared_distance_blocks(points, manifold)]
+    return torch.cat(blocks) if blocks else torch.zeros(0, dtype=torch.bool)
 
 
 def inception_fid(real: Tensor, fake: Tensor) -> tuple[float | None, str]:

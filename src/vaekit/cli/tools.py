@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -99,13 +100,19 @@ def gradients(
     for report in reports:
         table = Table(title=f"ELBO gradient w.r.t. the encoder ({report.label}): {report.repeats} estimates, "
                       f"batch {report.batch_size}, {report.samples} samples per image")  # fmt: skip
-        for column in ("estimator", "variance (trace)", "× reparam", "SNR", "‖mean‖", "cos(mean, reparam mean)"):
+        for column in ("estimator", "variance (trace)", "× reparam", "95% interval", "SNR", "cos(mean, reparam)"):
             table.add_column(column, justify="left" if column == "estimator" else "right")
         for estimator in ELBO_ESTIMATORS:
             s = report.overall(estimator)
-            table.add_row(estimator, f"{s.variance:.4g}", f"{report.variance_ratio(estimator):,.1f}", f"{s.snr:.3f}",
-                          f"{s.mean_norm:.4g}", f"{s.cosine_to_reparam:.3f}")  # fmt: skip
+            low, high = report.ratio_intervals.get(estimator, (1.0, 1.0) if estimator == "reparam" else (math.nan,) * 2)
+            table.add_row(estimator, f"{s.variance:.4g}", f"{report.variance_ratio(estimator):,.1f}",
+                          f"{low:,.1f} to {high:,.1f}" if estimator != "reparam" else "", f"{s.snr:.3f}",
+                          f"{s.cosine_to_reparam:.3f}")  # fmt: skip
         out_console.print(table)
+    out_console.print(
+        "95% interval: a bootstrap over the estimates, each estimator's and the pathwise ones resampled on their own",
+        highlight=False,
+    )
     out_console.print(f"wrote {run / 'gradients.json'}, {run / 'gradient_variance.png'}")
 
 

@@ -45,9 +45,7 @@ class WhyReport:
             "dataset": self.dataset,
             "runs": self.runs,
             "classifier_accuracy": self.classifier_accuracy,
-            "sections": [
-                _finite({k: v for k, v in dataclasses.asdict(s).items() if k != "figures"}) for s in self.sections
-            ],
+            "sections": [_finite(s.to_dict()) for s in self.sections],
         }
 
 

@@ -6,31 +6,40 @@ encoded-endpoint smoothness, the control on which VAE and autoencoder are on a p
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from vaekit.analysis.aggregate_sampler import fit_aggregate_gmm
+from vaekit.analysis.intervals import bootstrap, weighted_mean
 from vaekit.analysis.smoothness import smoothness
 from vaekit.analysis.why import figures, verdicts
-from vaekit.analysis.why.base import Context, Section, Table, fmt, missing
-from vaekit.analysis.why.measures import mmd, path_realism
+from vaekit.analysis.why.base import Context, Section, Table, fmt, missing, subset
+from vaekit.analysis.why.evidence import Evidence
+from vaekit.analysis.why.measures import held_out_off_manifold, mmd, path_realism
 from vaekit.analysis.why.runs import AE, VAE
 from vaekit.data.scoring import Scoring
 from vaekit.devices import generator_on
 from vaekit.training.runs import Run
 
+VAE_ROW = "VAE, prior samples"
+AE_GAUSSIAN = "AE, samples of a Gaussian fitted to its codes"  # the control that could win: whitened codes
+
 
 def continuity(ctx: Context) -> Section:
     s = ctx.settings
-    rows: dict[str, tuple[Run, Any]] = {"VAE, prior samples": (ctx.vae, ctx.vae.model.prior_sample)}
+    rows: dict[str, tuple[Run, Any]] = {VAE_ROW: (ctx.vae, ctx.vae.model.prior_sample)}
     section = Section.start("continuity")
     ae = ctx.runs.get(AE)
     if ae is not None:
-        gmm = fit_aggregate_gmm(ae, seed=s.seed)
+        rows[AE_GAUSSIAN] = (ae, fit_aggregate_gmm(ae, components=1, seed=s.seed, cache=False).sample)
         rows["AE, N(0, I) samples"] = (ae, ae.model.prior_sample)
-        rows["AE, samples of a mixture fitted to its codes"] = (ae, gmm.sample)
+        rows["AE, samples of a mixture fitted to its codes"] = (ae, fit_aggregate_gmm(ae, seed=s.seed).sample)
+        rows["VAE, samples of a mixture fitted to its codes"] = (
+            ctx.vae, fit_aggregate_gmm(ctx.vae, seed=s.seed, cache=False).sample
+        )  # fmt: skip
     else:
         section.missing.append(missing(AE, "nothing shows what the same networks give without the noise and the KL"))
     realism, pictures = {}, {}
@@ -38,9 +47,13 @@ def continuity(ctx: Context) -> Section:
         realism[name], pictures[name] = path_realism(
             run.model, ctx.space, sampler, name, ctx.real, s.paths, s.steps, s.samples, s.seed
         )
+    held_out = ctx.space.embed(subset(ctx.grey.train, len(ctx.real)).x)
+    floor = held_out_off_manifold(ctx.real, held_out)
     section.tables.append(
         Table(
-            f"slerp paths between sampler draws, {s.paths} paths of {s.steps} steps, in classifier features",
+            f"slerp paths between sampler draws, {s.paths} paths of {s.steps} steps, in classifier features; "
+            f"the off-manifold share counts the inner points (endpoints excluded); {floor:.1%} of real held-out "
+            "images lie off it",
             [
                 "model and sampler",
                 "path length (PPL, features)",
@@ -81,26 +94,36 @@ def continuity(ctx: Context) -> Section:
             ],
         )
     )
-    vae_row = realism["VAE, prior samples"]
+    vae_row = realism[VAE_ROW]
     section.headline = f"{vae_row.off_manifold:.1%}"
-    ae_row = realism.get("AE, N(0, I) samples")
-    mixture = realism.get("AE, samples of a mixture fitted to its codes")
-    section.confirmed, section.verdict = verdicts.continuity_verdict(
-        (vae_row.off_manifold, vae_row.prior_holes),
-        None if ae_row is None else (ae_row.off_manifold, ae_row.prior_holes),
-        None if mixture is None else mixture.off_manifold,
-        s.paths,
-        s.samples,
-    )
+    control = realism.get(AE_GAUSSIAN)
+    if control is not None:
+        vae_paths, ae_paths = (torch.tensor(r.off_by_path, dtype=torch.float64) for r in (vae_row, control))
+        section.evidence = Evidence(
+            "the share of inner path points off the manifold for the autoencoder decoding a Gaussian fitted to its "
+            "codes (its codes whitened) minus the VAE's from its prior",
+            float(ae_paths.mean() - vae_paths.mean()),
+            bootstrap(_difference(vae_paths, ae_paths), [vae_paths, ae_paths], seed=s.seed),
+            null=0.0, side="above", n=s.paths, unit="paths per sampler",
+        )  # fmt: skip
+        section.confirmed = section.evidence.confirmed
+    others = {name: r.off_manifold for name, r in realism.items() if name != VAE_ROW}
+    section.verdict = verdicts.continuity_verdict(section.evidence, vae_row.off_manifold, others, floor)
     section.figures.append(
         ("decoded paths between sampler draws (rows: paths; left to right: t = 0 … 1)", figures.paths_figure(pictures))
     )
     section.numbers = {
         "paths": {n: dataclasses.asdict(r) for n, r in realism.items()},
+        "held_out_off_manifold": floor,
         "mmd": discrepancy,
         "encoded_paths": {r: dataclasses.asdict(p) for r, p in parity.items()},
     }
     return section
+
+
+def _difference(vae: Tensor, ae: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """The resampled statistic: the autoencoder's mean share minus the VAE's, each over its own paths' counts."""
+    return lambda v, a: weighted_mean(a, ae) - weighted_mean(v, vae)
 
 
 @torch.no_grad()

@@ -8,14 +8,14 @@ rest of vaekit already uses for sample quality, so "realistic" means the same th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from vaekit.analysis.classifier import FeatureSpace
 from vaekit.analysis.latent import _slerp, interpolate
-from vaekit.analysis.sample_quality import precision_recall
+from vaekit.analysis.sample_quality import inside_manifold, precision_recall
 from vaekit.model.vae import VAE
 
 PPL_EPSILON = 1e-4  # StyleGAN's ε: the path length is a derivative, taken over a tiny step
@@ -29,10 +29,12 @@ class PathRealism:
     sampler: str  # where the path endpoints come from, in words
     ppl: float  # perceptual path length in classifier features, outliers dropped
     confidence: float  # mean top-class probability of the classifier over every point of every path
-    off_manifold: float  # share of path points outside every real image's k-NN ball (1 − precision)
+    off_manifold: float  # share of the paths' inner points (endpoints excluded) outside every real image's k-NN ball
     prior_holes: float  # share of fresh sampler draws whose decoded image lies off the manifold
     paths: int
     steps: int
+    off_by_t: list[float] = field(default_factory=list)  # the share off the manifold at each t = 0, 1/S, …, 1
+    off_by_path: list[float] = field(default_factory=list)  # each path's share of inner points off it: the units
 
 
 def trimmed_mean(values: Tensor) -> float:
@@ -74,16 +76,27 @@ def path_realism(
     images = model.decode(latent.to(model.device)).mean  # (M, S + 1, C, H, W)
     features = space.embed(images.flatten(0, 1))
     confidence = float(space.model.head(features).softmax(-1).max(-1).values.mean())
-    on_manifold = precision_recall(real, features)[0]
+    off = (~inside_manifold(features, real)).double().reshape(paths, steps + 1)  # (M, S + 1)
+    inner = off[:, 1:-1]  # the endpoints are sampler draws, which the holes below already score
     ppl = perceptual_path_length(model, space, z_a, z_b, generator)
     draws = space.embed(model.decode(sampler(holes, generator).to(model.device)).mean)
     holes_share = 1.0 - precision_recall(real, draws)[0]
-    return PathRealism(name, ppl, confidence, 1.0 - on_manifold, holes_share, paths, steps), images.cpu()
+    measured = PathRealism(
+        name, ppl, confidence, float(inner.mean()), holes_share, paths, steps,
+        off_by_t=off.mean(0).tolist(), off_by_path=inner.mean(1).tolist(),
+    )  # fmt: skip
+    return measured, images.cpu()
 
 
-def mmd(x: Tensor, y: Tensor) -> float:
-    """Unbiased MMD² (Gretton et al. 2012) with the Gaussian kernel exp(−‖a − b‖² / 2h²), h the median distance
-    between distinct points of the pooled sample (the median heuristic): about 0 when x and y share a law."""
+def held_out_off_manifold(real: Tensor, held_out: Tensor) -> float:
+    """The share of real images outside the manifold of other real images: what the off-manifold measure reads
+    for data itself, the floor a model's paths are judged against."""
+    return float((~inside_manifold(held_out, real)).double().mean())
+
+
+def kernels(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The Gaussian kernel exp(−‖a − b‖² / 2h²) within x, within y and between them (float64, CPU), h the median
+    distance between distinct points of the pooled sample (the median heuristic); at most MAX_MMD_POINTS a side."""
     x, y = x[:MAX_MMD_POINTS].double().cpu(), y[:MAX_MMD_POINTS].double().cpu()
     pooled = torch.cat([x.flatten(1), y.flatten(1)])
     squared = torch.cdist(pooled, pooled).pow(2)
@@ -91,7 +104,38 @@ def mmd(x: Tensor, y: Tensor) -> float:
     off_diagonal = ~torch.eye(n + m, dtype=torch.bool)
     bandwidth = squared[off_diagonal].sqrt().median().clamp_min(1e-12)
     kernel = torch.exp(-squared / (2 * bandwidth**2))
-    k_xx, k_yy, k_xy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
+    return kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
+
+
+def mmd(x: Tensor, y: Tensor) -> float:
+    """Unbiased MMD² (Gretton et al. 2012) with the Gaussian kernel of `kernels`: about 0 when x and y share a law."""
+    k_xx, k_yy, k_xy = kernels(x, y)
+    n, m = len(k_xx), len(k_yy)
     within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (n * (n - 1))
     within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
     return float(within_x + within_y - 2 * k_xy.mean())
+
+
+def resampled_mmd(x: Tensor, y: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """MMD² between x and y as a statistic of resampling counts (B, n) and (B, m): the V-statistic of each resample
+    (the resampled points, repeats included), with the bandwidth of the full sample. All ones give the plain
+    V-statistic."""
+    k_xx, k_yy, k_xy = kernels(x, y)
+
+    def statistic(wx: Tensor, wy: Tensor) -> Tensor:
+        nx, ny = wx.sum(1), wy.sum(1)
+        within_x = ((wx @ k_xx) * wx).sum(1) / nx**2
+        within_y = ((wy @ k_yy) * wy).sum(1) / ny**2
+        return within_x + within_y - 2 * ((wx @ k_xy) * wy).sum(1) / (nx * ny)
+
+    return statistic
+
+
+def whitened(codes: Tensor) -> Tensor:
+    """The codes with mean 0 and identity covariance (Cholesky whitening): a control with the prior's first two
+    moments by construction, so what is left between it and N(0, I) is shape."""
+    centred = codes.double() - codes.double().mean(0)
+    covariance = centred.T @ centred / (len(codes) - 1) + 1e-9 * torch.eye(codes.shape[1], dtype=torch.float64)
+    factor = torch.linalg.cholesky(covariance)
+    white: Tensor = torch.linalg.solve_triangular(factor, centred.T, upper=False).T
+    return white.float()

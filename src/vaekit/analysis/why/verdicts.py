@@ -1,121 +1,75 @@
-"""One plain sentence per claim, generated from its numbers alone, so that it flips when they flip.
+"""One plain sentence per claim, generated from its evidence and numbers alone, so that it flips when they flip.
 
-Each function returns (confirmed, sentence); a control that is missing is passed as None and the sentence says what
-the verdict rests on without it.
+Every claim is judged by one rule (`vaekit.analysis.why.evidence`): its interval must lie wholly on the claimed side
+of the null. The sentence states the evidence, then what the report shows beside it, which does not decide. A claim
+whose control is missing has no evidence: its sentence says "not shown" and what is missing.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-
-Verdict = tuple[bool, str]
+from vaekit.analysis.why.evidence import Evidence
 
 
 def _times(ratio: float) -> str:
-    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
-def gradient_verdict(
-    trained: tuple[float, float], initial: tuple[float, float], curves: tuple[float, float] | None
-) -> Verdict:
-    """`trained`, `initial`: the score-function and leave-one-out-baseline variances as multiples of the pathwise
-    one; `curves`: the final validation −ELBO of the pathwise and the baseline run trained for the same time."""
-    confirmed = min(*trained, *initial) > 1
-    if confirmed:
-        text = (
-            f"confirmed: pathwise gradients have {_times(trained[0])} less variance than score-function ones and "
-            f"{_times(trained[1])} less than with a leave-one-out baseline after training "
-            f"({_times(initial[0])} and {_times(initial[1])} at initialisation)"
-        )
-    else:
-        text = (
-            f"not confirmed: the score-function estimators' variance is {trained[0]:.3g}x and {trained[1]:.3g}x the "
-            f"pathwise one after training ({initial[0]:.3g}x and {initial[1]:.3g}x at initialisation), not all above 1x"
-        )
+def gradient_verdict(evidence: Evidence, plain: float, initial: float, curves: tuple[float, float] | None) -> str:
+    """`plain`: the score-function variance without a baseline over the pathwise one; `initial`: the evidence's
+    ratio at initialisation; `curves`: the final validation −ELBO of the pathwise and the score-function run."""
+    text = (
+        f"{evidence.sentence()}; without the baseline the score-function variance is {_times(plain)} the pathwise "
+        f"one, and at initialisation the baseline's ratio is {_times(initial)}"
+    )
     if curves is None:
-        return confirmed, text + "; no score-function run to compare learning curves with"
+        return text + "; no score-function run to compare learning curves with"
     pathwise, baseline = curves
     ahead = "ahead of" if pathwise < baseline else "not ahead of"
-    return confirmed, text + (
+    return text + (
         f"; in the same time the pathwise run reaches a validation −ELBO of {pathwise:.2f} nats, {ahead} the "
-        f"baseline run's {baseline:.2f}"
+        f"score-function run's {baseline:.2f} (one seed each: a learning curve, not evidence)"
     )
 
 
-def continuity_verdict(
-    vae: tuple[float, float],
-    ae: tuple[float, float] | None,
-    mixture: float | None,
-    paths: int = 200,
-    draws: int = 1000,
-) -> Verdict:
-    """`vae`, `ae`: (share of path points off the manifold, share of prior draws off it) for `paths` paths between
-    prior samples and `draws` prior draws; `mixture`: the off-manifold share for the autoencoder decoding its fitted
-    mixture's samples. The VAE must do better by more than two standard errors of the difference (paths counted as
-    the independent units, since the points along one path are not): a smaller gap is noise, and says so."""
-    if ae is None:
-        return False, (
-            f"not shown: {vae[0]:.0%} of the points on the VAE's prior paths lie off the data manifold, but without "
-            "an autoencoder run there is no control to compare with"
-        )
-    path_noise = 2 * math.sqrt((vae[0] * (1 - vae[0]) + ae[0] * (1 - ae[0])) / paths)
-    hole_noise = 2 * math.sqrt((vae[1] * (1 - vae[1]) + ae[1] * (1 - ae[1])) / draws)
-    confirmed = vae[0] < ae[0] - path_noise and vae[1] <= ae[1] + hole_noise
-    verdict = "confirmed" if confirmed else "not confirmed"
-    text = (
-        f"{verdict}: {vae[0]:.0%} of the points on paths between the VAE's prior samples lie off the data manifold "
-        f"against {ae[0]:.0%} for the autoencoder decoding N(0, I) samples, and {vae[1]:.0%} of prior samples fall "
-        f"in holes against {ae[1]:.0%}"
+def continuity_verdict(evidence: Evidence | None, vae: float, shares: dict[str, float], floor: float) -> str:
+    """`vae`: the VAE's share of inner path points off the manifold; `shares`: every other sampler's; `floor`: the
+    share of real held-out images the measure puts off the manifold."""
+    others = "; ".join(f"{name}: {share:.0%}" for name, share in shares.items())
+    context = (
+        f"{vae:.0%} of the inner points of paths between the VAE's prior samples lie off the data manifold, where "
+        f"{floor:.0%} of real held-out images do" + (f" ({others})" if others else "")
     )
-    if abs(vae[0] - ae[0]) <= path_noise:
-        text += f" (a difference within two standard errors, {path_noise:.0%})"
-    if mixture is not None:
-        text += f" (the autoencoder with a mixture fitted to its codes: {mixture:.0%} off the manifold)"
-    return confirmed, text
+    if evidence is None:
+        return f"not shown: {context}, but without an autoencoder run there is no control to compare with"
+    return f"{evidence.sentence()}. {context[0].upper()}{context[1:]}"
 
 
-def generalization_verdict(vae: tuple[float, float], control: tuple[float, float] | None) -> Verdict:
-    """(test − train NLL gap in nats, nearest-neighbour distance ratio train/test in features) for the VAE and the
-    memorizing control. A ratio near 1 means samples sit as close to unseen images as to training ones."""
-    gap, ratio = vae
-    if control is None:
-        confirmed = ratio >= 0.9
-        verdict = "confirmed" if confirmed else "not confirmed"
-        return confirmed, (
-            f"{verdict}: the VAE's NLL gap is {gap:.2f} nats and its samples are {ratio:.2f}x as far from the nearest "
-            "training image as from the nearest test image; no memorizing control to compare with"
-        )
-    control_gap, control_ratio = control
-    confirmed = gap < control_gap and ratio > control_ratio
-    verdict = "confirmed" if confirmed else "not confirmed"
-    return confirmed, (
-        f"{verdict}: the VAE's test NLL exceeds its training NLL by {gap:.2f} nats against {control_gap:.2f} for the "
-        f"memorizing control, and its samples are {ratio:.2f}x as far from training images as from test images "
-        f"against {control_ratio:.2f}x for the control"
+def generalization_verdict(evidence: Evidence | None, gap: float, copying: tuple[float, float, float]) -> str:
+    """`gap`: the VAE's test − train NLL; `copying`: the copying audit's (share of samples nearer a training image
+    than held-out images are, with its interval): 0.5 for samples as near the training set as unseen images."""
+    share, low, high = copying
+    audit = (
+        f"against the whole training set, its samples are farther from their nearest training image than a held-out "
+        f"image is from its own in {share:.0%} of pairs ({low:.0%} to {high:.0%}; 50% when samples sit as near the "
+        "training set as unseen images do, below when they copy it)"
     )
-
-
-def kl_verdict(vae_aggregate: float, ae_aggregate: float | None, sweep: list[tuple[float, int]]) -> Verdict:
-    """`vae_aggregate`, `ae_aggregate`: KL of the moment-matched aggregate posterior to N(0, I), nats; `sweep`:
-    (β, active units) pairs. Confirmed when the KL keeps the VAE's codes nearer N(0, I) than the autoencoder's and
-    raising β never adds active units (collapse at large β)."""
-    parts, confirmed = [], True
-    if ae_aggregate is None:
-        parts.append(f"the VAE's aggregate posterior is {vae_aggregate:.2f} nats from N(0, I) (no autoencoder control)")
-    else:
-        closer = vae_aggregate < ae_aggregate
-        confirmed &= closer
-        parts.append(
-            f"the VAE's aggregate posterior is {vae_aggregate:.2f} nats from N(0, I) against {ae_aggregate:.2f} for "
-            "the autoencoder's codes"
+    if evidence is None:
+        return (
+            f"not shown: the VAE's test NLL exceeds its training NLL by {gap:.2f} nats, but without a memorizing run "
+            f"there is no control to compare with; {audit}"
         )
-    ordered = sorted(sweep)
-    if len(ordered) < 2:
-        parts.append("no β sweep to show collapse")
-    else:
-        monotone = all(a[1] >= b[1] for a, b in itertools.pairwise(ordered))
-        confirmed &= monotone and ordered[0][1] > ordered[-1][1]
-        units = " → ".join(f"{n} at β={beta:g}" for beta, n in ordered)
-        parts.append(f"active units go {units}")
-    return confirmed, ("confirmed: " if confirmed else "not confirmed: ") + "; ".join(parts)
+    return f"{evidence.sentence()}; {audit}"
+
+
+def kl_verdict(evidence: Evidence | None, closed_form: float, monte_carlo: tuple[float, float, float]) -> str:
+    """`closed_form`: the VAE's mean KL per image in closed form; `monte_carlo`: its Monte Carlo estimate with the
+    interval, which the closed form should fall in."""
+    estimate, low, high = monte_carlo
+    inside = "inside" if low <= closed_form <= high else "outside"
+    check = (
+        f"the closed-form KL, {closed_form:.2f} nats per image, lies {inside} its Monte Carlo estimate's interval "
+        f"({estimate:.2f}, {low:.2f} to {high:.2f})"
+    )
+    if evidence is None:
+        return f"not shown: without an autoencoder run there are no codes without a KL to compare with; {check}"
+    return f"{evidence.sentence()}; {check}"
