@@ -297,3 +297,17 @@ def test_the_printed_report_is_numbered_as_shown_and_fits_80_columns(
     assert max(len(line) for line in stdout.splitlines() if not line.startswith("wrote ")) <= 80
     assert not re.search(r"…\s*[│┃]", stdout)  # no header or cell cut short (rich ends those with …)
     assert "NLL (importance-weighted bound)" in stdout and "bits/dim" in stdout
+
+
+def test_scoring_reports_its_progress_call_by_call_up_to_the_total() -> None:
+    """What the progress bar of `vaekit evaluate` shows: every call of a split counted once, in order, to its total,
+    and the same bound as without a bar."""
+    from vaekit.analysis.evaluate import MAX_ROWS, likelihood_scores
+
+    model = VAE(ModelConfig(hidden=[8], latent_dim=2, input_shape=[1, 3, 3]))
+    x = torch.rand(50, 1, 3, 3)
+    k = MAX_ROWS // 10  # 10 images a call: 5 calls
+    seen: list[tuple[str, int, int]] = []
+    report, _ = likelihood_scores(model, x, "test", k, progress=lambda *step: seen.append(step))
+    assert seen == [("test split, k = 409", done, 5) for done in range(1, 6)]
+    assert report.nll == likelihood_scores(model, x, "test", k)[0].nll

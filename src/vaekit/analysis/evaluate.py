@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from vaekit.training.distributed import Ranks
 from vaekit.training.runs import Run
 
 NEIGHBOUR_ROWS, NEIGHBOUR_COLUMNS = 8, 6  # neighbours.png: a sample and its 5 nearest training images per row
+Progress = Callable[[str, int, int], None]  # (what is being scored, calls done, calls in all): for a progress bar
 MAX_ROWS = 4096  # decoder evaluations per call: bounds memory at MAX_ROWS × pixels floats, whatever k is
 SUBSET_SEED = 7
 NO_BOUND = (
@@ -165,6 +166,7 @@ def likelihood_scores(
     data: DataConfig | None = None,
     ranks: Ranks = Ranks(),
     y: Tensor | None = None,
+    progress: Progress | None = None,
 ) -> tuple[LikelihoodReport, Tensor | None]:
     """The report, and each image's NLL bound (float64, on the CPU; None for an autoencoder): what paired comparisons
     of two runs on the same images need.
@@ -183,9 +185,10 @@ def likelihood_scores(
     per_call = max(1, MAX_ROWS // k) if bounded else MAX_ROWS  # images per call; iwae_bound chunks the samples within
     n = len(x_scored)
     log_px, kl, bound, squared = (torch.zeros(n, dtype=wide, device=device) for _ in range(4))
-    for call, start in enumerate(range(0, n, per_call)):
-        if call % ranks.world != ranks.rank:
-            continue
+    mine = [call for call in range(math.ceil(n / per_call)) if call % ranks.world == ranks.rank]
+    label = f"{split} split, k = {k}" if bounded else f"{split} split"
+    for done, call in enumerate(mine, start=1):
+        start = call * per_call
         generator.manual_seed(seed + 1 + call)
         rows = slice(start, start + per_call)
         batch, labels = x_scored[rows], None if y is None else y[rows]
@@ -194,6 +197,8 @@ def likelihood_scores(
         squared[rows] = (model.reconstruct(batch, labels) - batch).to(wide).pow(2).flatten(1).mean(1)
         if bounded:
             bound[rows] = iwae_bound(model, batch, k, generator, MAX_ROWS, labels).to(wide) + offset
+        if progress is not None:
+            progress(label, done, len(mine))
     for values in (log_px, kl, bound, squared):
         ranks.sum(values)
     reconstruction, pixels = log_px, math.prod(x.shape[1:])
@@ -285,6 +290,7 @@ def evaluate(
     train_images: int | None = None,
     write: bool = True,
     ranks: Ranks = Ranks(),
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Answer the four questions for `run`; with `write`, also save evaluation.json and the pictures in the run.
 
@@ -306,10 +312,12 @@ def evaluate(
     train_scored = _subset(data.train, train_images or len(data.test))
     scored = []
     if split in ("test", "both"):
-        scored.append(likelihood_scores(model, data.test.x, "test", k, seed, run.config.data, ranks, data.test.y))
+        test = data.test
+        scored.append(likelihood_scores(model, test.x, "test", k, seed, run.config.data, ranks, test.y, progress))
     if split in ("train", "both"):
         train_y = train_scored.y
-        scored.append(likelihood_scores(model, train_scored.x, "train", k, seed, run.config.data, ranks, train_y))
+        train_x = train_scored.x
+        scored.append(likelihood_scores(model, train_x, "train", k, seed, run.config.data, ranks, train_y, progress))
     reports = [report for report, _ in scored]
     per_image = {report.split: nll for report, nll in scored if nll is not None}
     if not ranks.main:  # the classifier, the samples and the KL anatomy are rank 0's alone
