@@ -160,6 +160,22 @@ def test_sharded_evaluation_scores_every_image_once_as_one_process_does(one_proc
         assert sharded[name] == pytest.approx(getattr(single, name), rel=1e-12), name
 
 
+def test_sharded_scores_are_the_rows_one_process_writes(one_process: Path, tmp_path: Path) -> None:
+    from vaekit.analysis.scores import score_images
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "vaekit", "score", str(one_process)]
+    options = ["--dataset", "digits", "--k", "50", "--device", "cpu", "--out", str(tmp_path / "s.csv")]
+    done = subprocess.run([*command, *options], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    header, rows = lines[0].split(","), [[float(v) for v in line.split(",")] for line in lines[1:]]
+    single = score_images(load_run(one_process), "digits", "test", k=50)
+    assert header == list(single) and len(rows) == len(single["index"])
+    for i, name in enumerate(header):
+        assert [row[i] for row in rows] == pytest.approx(single[name].tolist(), rel=1e-12), name
+
+
 def test_a_conditional_run_gives_each_rank_the_labels_of_its_rows(tmp_path: Path) -> None:
     config = reference_config(epochs=3)
     config.model.condition = "label"  # type: ignore[attr-defined]

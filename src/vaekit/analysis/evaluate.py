@@ -156,24 +156,33 @@ def likelihood_report(
     return likelihood_scores(model, x, split, k, seed, data, ranks, y)[0]
 
 
+@dataclass
+class ImageTerms:
+    """Each image's terms, float64 on the CPU, in the order of the images: what a report averages and `vaekit score`
+    writes row by row."""
+
+    log_px: Tensor  # E_q log p(x|z) from one draw, with the scoring offset (dequantization's −D·log 256)
+    kl: Tensor
+    bound: Tensor | None  # the k-sample importance-weighted bound on log p(x); None for an autoencoder
+    squared: Tensor  # mean squared error per pixel of the reconstruction from the posterior mean
+    data: str  # what exactly was scored
+
+
 @torch.inference_mode()
-def likelihood_scores(
+def image_terms(
     model: VAE,
     x: Tensor,
-    split: str,
     k: int,
     seed: int = 0,
     data: DataConfig | None = None,
     ranks: Ranks = Ranks(),
     y: Tensor | None = None,
     progress: Progress | None = None,
-) -> tuple[LikelihoodReport, Tensor | None]:
-    """The report, and each image's NLL bound (float64, on the CPU; None for an autoencoder): what paired comparisons
-    of two runs on the same images need.
-
-    The ELBO, the k-sample bound and the reconstruction error of the images `x`, scored as the run scores them;
-    for an autoencoder only the reconstruction, since it has neither an ELBO nor a bound. A conditional model scores
-    each image given its label in `y`: the bounds are then on log p(x|y).
+    label: str = "images",
+) -> ImageTerms:
+    """The ELBO's terms, the k-sample bound and the reconstruction error of each image of `x`, scored as the run
+    scores them; for an autoencoder the bound is None, since it has neither an ELBO nor a bound. A conditional model
+    scores each image given its label in `y`: the bounds are then on log p(x|y).
 
     The images go in calls of a few at a time, each with its own seed, so that under torchrun every rank takes every
     W-th call and scores those images exactly as one process would: each image once, no padding; the per-image
@@ -186,7 +195,6 @@ def likelihood_scores(
     n = len(x_scored)
     log_px, kl, bound, squared = (torch.zeros(n, dtype=wide, device=device) for _ in range(4))
     mine = [call for call in range(math.ceil(n / per_call)) if call % ranks.world == ranks.rank]
-    label = f"{split} split, k = {k}" if bounded else f"{split} split"
     for done, call in enumerate(mine, start=1):
         start = call * per_call
         generator.manual_seed(seed + 1 + call)
@@ -201,19 +209,39 @@ def likelihood_scores(
             progress(label, done, len(mine))
     for values in (log_px, kl, bound, squared):
         ranks.sum(values)
-    reconstruction, pixels = log_px, math.prod(x.shape[1:])
+    cpu = [values.double().cpu() for values in (log_px, kl, bound, squared)]
+    return ImageTerms(cpu[0], cpu[1], cpu[2] if bounded else None, cpu[3], what)
+
+
+def likelihood_scores(
+    model: VAE,
+    x: Tensor,
+    split: str,
+    k: int,
+    seed: int = 0,
+    data: DataConfig | None = None,
+    ranks: Ranks = Ranks(),
+    y: Tensor | None = None,
+    progress: Progress | None = None,
+) -> tuple[LikelihoodReport, Tensor | None]:
+    """The report of the images `x` (`image_terms`, averaged over them, with standard errors), and each image's NLL
+    bound (float64, on the CPU; None for an autoencoder): what paired comparisons of two runs on the same images
+    need."""
+    label = f"{split} split, k = {k}" if model.posterior.has_density else f"{split} split"
+    terms = image_terms(model, x, k, seed, data, ranks, y, progress, label)
+    reconstruction, pixels = terms.log_px, math.prod(x.shape[1:])
     report = LikelihoodReport(
-        split=split, images=len(x_scored), k=0, neg_elbo=None, neg_elbo_se=None, nll=None, nll_se=None,
-        bits_per_dim=None, reconstruction=-float(reconstruction.mean()), kl=None, data=what,
-        mse=float(squared.mean()),
+        split=split, images=len(x), k=0, neg_elbo=None, neg_elbo_se=None, nll=None, nll_se=None,
+        bits_per_dim=None, reconstruction=-float(reconstruction.mean()), kl=None, data=terms.data,
+        mse=float(terms.squared.mean()),
     )  # fmt: skip
-    if not bounded:
+    if terms.bound is None:
         return report, None
-    (elbo, elbo_se), (mean_bound, bound_se) = mean_and_se(reconstruction - kl), mean_and_se(bound)
+    (elbo, elbo_se), (mean_bound, bound_se) = mean_and_se(reconstruction - terms.kl), mean_and_se(terms.bound)
     return dataclasses.replace(
         report, k=k, neg_elbo=-elbo, neg_elbo_se=elbo_se, nll=-mean_bound, nll_se=bound_se,
-        bits_per_dim=float(bits_per_dim(-mean_bound, pixels)), kl=float(kl.mean()),
-    ), (-bound).double().cpu()  # fmt: skip
+        bits_per_dim=float(bits_per_dim(-mean_bound, pixels)), kl=float(terms.kl.mean()),
+    ), -terms.bound  # fmt: skip
 
 
 # ---- 2. the KL term ---------------------------------------------------------------------------------------------

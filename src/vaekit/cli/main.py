@@ -29,6 +29,7 @@ from vaekit.cli.common import (
     output,
 )
 from vaekit.cli.latent import latent_app
+from vaekit.cli.score import score
 from vaekit.cli.tools import evaluate, export, gradients, serve
 from vaekit.cli.train import train
 from vaekit.cli.why import why
@@ -274,6 +275,7 @@ def pack(
 for command in (evaluate, gradients, serve, export):  # defined in cli_tools.py, registered after the core commands
     app.command(cls=Command)(command)
 app.command(cls=Command)(why)  # cli/why.py
+app.command(cls=Command)(score)  # cli/score.py
 app.add_typer(latent_app, name="latent")
 
 
