@@ -4,6 +4,7 @@ evaluate` reports, rank data unlike the training data higher, and refuse bad inp
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 
 from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit import load_run, train
+from vaekit.analysis.detection import separation
 from vaekit.analysis.evaluate import likelihood_report
 from vaekit.analysis.scores import score_images
 from vaekit.data.sources import load_dataset
+from vaekit.errors import VaekitError
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +86,36 @@ def test_an_autoencoder_has_only_its_reconstruction_scores(tmp_path: Path) -> No
     run = train(config, tmp_path / "ae")
     columns = score_images(run, "digits", "test", k=5)
     assert list(columns) == ["index", "label", "reconstruction_nll", "mse"]
+
+
+def test_separation_of_two_known_laws_matches_their_formulas() -> None:
+    """N(0, 1) inliers against N(2, 1) outliers: AUROC Φ(2/√2) = 0.921; at 95% true positives the threshold is
+    2 − 1.645, where 1 − Φ(0.355) = 36% of the inliers are flagged; a reversed score has AUROC 1 − 0.921."""
+    rng = np.random.default_rng(0)
+    inliers, outliers = rng.normal(0, 1, 4000), rng.normal(2, 1, 4000)
+    found = separation("x", inliers, outliers)
+    assert found.auroc == pytest.approx(0.921, abs=0.01)
+    assert found.auroc_interval[0] < 0.921 < found.auroc_interval[1]
+    assert found.fpr_at_95_tpr == pytest.approx(0.361, abs=0.03)
+    assert found.fpr_interval[0] < found.fpr_at_95_tpr < found.fpr_interval[1]
+    assert separation("x", -inliers, -outliers).auroc == pytest.approx(1 - found.auroc)
+    with pytest.raises(VaekitError, match="NaN or an infinity"):
+        separation("x", np.array([1.0, np.nan]), outliers)
+
+
+def test_ood_scores_both_sets_and_reports_each_scores_separation(run_dir: Path, tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=(400, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", x=noise[:300], x_test=noise[300:])
+    out = tmp_path / "both.csv"
+    code, stdout, stderr = invoke("score", run_dir, "--dataset", "digits", "--ood", tmp_path / "noise.npz", "--k", "5",
+                                  "--out", out)  # fmt: skip
+    assert code == 0, stderr
+    table = read_csv(out)
+    assert (table["set"] == 0).sum() == 297 and (table["set"] == 1).sum() == 100
+    report = json.loads((tmp_path / "both-separation.json").read_text())
+    by_score = {s["score"]: s for s in report["scores"]}
+    assert set(by_score) == {"nll", "neg_elbo", "kl", "reconstruction_nll", "mse"}
+    nll = table["nll"]
+    expected = separation("nll", nll[table["set"] == 0], nll[table["set"] == 1])
+    assert by_score["nll"]["auroc"] == pytest.approx(expected.auroc) and by_score["nll"]["auroc"] > 0.99
+    assert "nll" in stdout and "AUROC" in stdout

@@ -1,16 +1,22 @@
-"""`vaekit score`: a run's per-image scores for a dataset, as a CSV or Parquet table."""
+"""`vaekit score`: a run's per-image scores for a dataset, as a CSV or Parquet table; with `--ood`, how well each score
+tells the dataset from another."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+from rich.table import Table
 
 from vaekit.cli.common import DeviceOpt, RunArg, SeedOpt, friendly_errors, load_on, out_console
 from vaekit.cli.tools import scoring_progress
 from vaekit.devices import resolve_device
 from vaekit.training import distributed
+
+NOT_SCORES = ("index", "label", "set")
 
 
 @friendly_errors
@@ -21,12 +27,20 @@ def score(
     ],
     split: Annotated[str, typer.Option(help="Which of its splits: test | train | val.")] = "test",
     k: Annotated[int, typer.Option("--k", help="Importance samples per image for the NLL bound.", min=1)] = 100,
+    ood: Annotated[
+        str | None,
+        typer.Option(
+            help="Data unlike the run's: its test split is scored too, and each score's AUROC, AUPRC and false "
+            "positives at 95% true positives are reported, OOD images as positives.",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="The table to write, .csv or .parquet.  \\[default: RUN/scores-DATASET-SPLIT.csv]"),
     ] = None,
     data_dir: Annotated[
-        str | None, typer.Option(help="Folder holding the dataset's files.  \\[default: the run's]", show_default=False)
+        str | None, typer.Option(help="Folder holding the datasets' files.  \\[default: the run's]", show_default=False)
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -34,11 +48,14 @@ def score(
     """Per-image scores of a dataset under the run: NLL bound (nats, bits/dim), −ELBO, KL, reconstruction error.
 
     One row per image, with its index and label; the bounds are sharded over ranks under torchrun, like `evaluate`.
+    With --ood, the table holds both datasets (column `set`: in or out) and OUT-separation.json the metrics.
     """
     from vaekit.analysis.scores import FORMATS, score_images, write_scores
     from vaekit.errors import VaekitError
+    from vaekit.files import atomic_write_json
 
-    target = out or run / f"scores-{Path(dataset).stem}-{split}.csv"
+    suffix = f"-vs-{Path(ood).stem}" if ood else ""
+    target = out or run / f"scores-{Path(dataset).stem}-{split}{suffix}.csv"
     if target.suffix not in FORMATS:  # before any image is scored
         raise VaekitError(f"--out {target}: name a .csv or .parquet file")
     ranks, where = distributed.start(resolve_device(device))
@@ -46,10 +63,38 @@ def score(
         loaded = load_on(run, str(where))
         with scoring_progress(f"scoring {dataset} under {run} on {loaded.model.device}") as advance:
             columns = score_images(loaded, dataset, split, k, seed, ranks, advance, data_dir)
+            others = None if ood is None else score_images(loaded, ood, "test", k, seed, ranks, advance, data_dir)
     finally:
         distributed.stop()
     if not ranks.main:
         return
-    write_scores(columns, target)
-    shown = ", ".join(name for name in columns if name not in ("index", "label"))
-    out_console.print(f"wrote {target}: {len(columns['index']):,} images × {shown}", highlight=False, soft_wrap=True)
+    if others is None:
+        write_scores(columns, target)
+        shown = ", ".join(name for name in columns if name not in NOT_SCORES)
+        out_console.print(
+            f"wrote {target}: {len(columns['index']):,} images × {shown}", highlight=False, soft_wrap=True
+        )
+        return
+    from vaekit.analysis.detection import separation
+
+    names = [name for name in columns if name not in NOT_SCORES and name != "bits_per_dim"]  # bits/dim ranks as nll
+    found = [separation(name, columns[name], others[name], seed) for name in names]
+    both = {name: np.concatenate([columns[name], others[name]]) for name in columns if name in others}
+    both["set"] = np.array([0] * len(columns["index"]) + [1] * len(others["index"]))  # 0: in, 1: out
+    write_scores(both, target)
+    report = target.with_name(target.stem + "-separation.json")
+    atomic_write_json(report, {"in": dataset, "in_split": split, "out": ood, "out_split": "test", "k": k,
+                               "scores": [dataclasses.asdict(s) for s in found]})  # fmt: skip
+    table = Table(title=f"{dataset} ({split}) against {ood} (test): the OOD images are the positives")
+    for column in ("score", "AUROC", "AUPRC", "FPR at 95% TPR"):
+        table.add_column(column, justify="left" if column == "score" else "right", no_wrap=True)
+    for s in found:
+        table.add_row(s.score, _cell(s.auroc, s.auroc_interval, 3), _cell(s.auprc, s.auprc_interval),
+                      _cell(s.fpr_at_95_tpr, s.fpr_interval))  # fmt: skip
+    out_console.print(table)
+    out_console.print("95% intervals: a bootstrap over the images of each set", highlight=False)
+    out_console.print(f"wrote {target}, {report}", highlight=False, soft_wrap=True)
+
+
+def _cell(value: float, interval: tuple[float, float], digits: int = 2) -> str:
+    return f"{value:.{digits}f} ({interval[0]:.2f}–{interval[1]:.2f})"
