@@ -40,7 +40,10 @@ def score(
         typer.Option(help="The table to write, .csv or .parquet.  \\[default: RUN/scores-DATASET-SPLIT.csv]"),
     ] = None,
     data_dir: Annotated[
-        str | None, typer.Option(help="Folder holding the datasets' files.  \\[default: the run's]", show_default=False)
+        str | None, typer.Option(help="Folder holding the dataset's files.  \\[default: the run's]", show_default=False)
+    ] = None,
+    ood_data_dir: Annotated[
+        str | None, typer.Option(help="Folder holding --ood's files.  \\[default: --data-dir's]", show_default=False)
     ] = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -63,7 +66,8 @@ def score(
         loaded = load_on(run, str(where))
         with scoring_progress(f"scoring {dataset} under {run} on {loaded.model.device}") as advance:
             columns = score_images(loaded, dataset, split, k, seed, ranks, advance, data_dir)
-            others = None if ood is None else score_images(loaded, ood, "test", k, seed, ranks, advance, data_dir)
+            other_dir = ood_data_dir or data_dir
+            others = None if ood is None else score_images(loaded, ood, "test", k, seed, ranks, advance, other_dir)
     finally:
         distributed.stop()
     if not ranks.main:
