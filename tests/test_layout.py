@@ -19,7 +19,8 @@ import vaekit
 # Each stage may import its own and earlier stages only.
 STAGES = {
     "config": 0, "errors": 0, "devices": 0, "files": 0, "memory": 0, "parts": 0, "small_files": 0, "version": 0,
-    "model": 1, "data": 2, "training": 3, "analysis": 4, "export": 4, "tracking": 4, "api": 5, "web": 6, "cli": 7,
+    "model": 1, "data": 2, "training": 3, "analysis": 4, "export": 4, "tracking": 4, "api": 5, "detector": 5,
+    "web": 6, "cli": 7,
 }  # fmt: skip
 ABOVE_EVERY_STAGE = ("__init__", "__main__")  # the facade and `python -m vaekit`
 PACKAGE = Path(vaekit.__file__).parent

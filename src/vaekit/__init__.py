@@ -21,6 +21,7 @@ __all__ = [
     "Callback",
     "ContinuousBernoulli",
     "DataConfig",
+    "Detector",
     "DiagonalGaussian",
     "DiscretizedLogisticMixture",
     "EpochEnd",
@@ -45,3 +46,13 @@ __all__ = [
     "load_run",
     "train",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`vaekit.Detector`, imported when first asked for: it brings scikit-learn, which nothing else here needs."""
+    if name == "Detector":
+        from vaekit.detector import Detector
+
+        return Detector
+    raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+

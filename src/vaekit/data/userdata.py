@@ -340,9 +340,10 @@ def class_numbers(labels: np.ndarray, name: str) -> Tensor:
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def images_from_array(array: np.ndarray, name: str) -> Tensor:
-    """Accept (N, H, W), (N, C, H, W), (N, H, W, C) with C in {1, 3}, or (N, D) vectors (as (N, 1, 1, D))."""
-    return torch.from_numpy(_pixels(array, name))
+def images_from_array(array: np.ndarray, name: str, whole: bool = True) -> Tensor:
+    """Accept (N, H, W), (N, C, H, W), (N, H, W, C) with C in {1, 3}, or (N, D) vectors (as (N, 1, 1, D)); `whole`:
+    a dataset, which must hold enough examples to split (a batch to score needs only one)."""
+    return torch.from_numpy(_pixels(array, name, whole))
 
 
 def _pixels(array: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
