@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit import load_run, train
-from vaekit.analysis.detection import separation
+from vaekit.analysis.detection import calibrate, separation, wilson
 from vaekit.analysis.evaluate import likelihood_report
 from vaekit.analysis.scores import score_images
 from vaekit.data.sources import load_dataset
@@ -119,3 +119,32 @@ def test_ood_scores_both_sets_and_reports_each_scores_separation(run_dir: Path, 
     expected = separation("nll", nll[table["set"] == 0], nll[table["set"] == 1])
     assert by_score["nll"]["auroc"] == pytest.approx(expected.auroc) and by_score["nll"]["auroc"] > 0.99
     assert "nll" in stdout and "AUROC" in stdout
+
+
+def test_wilson_intervals_and_calibration_on_a_known_law() -> None:
+    assert wilson(50, 100) == pytest.approx((0.404, 0.596), abs=0.001)
+    low, high = wilson(0, 100)
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.037, abs=0.001)
+    rng = np.random.default_rng(0)
+    found = calibrate("x", rng.normal(size=20000), rng.normal(size=20000), 0.05)
+    assert found.threshold == pytest.approx(1.645, abs=0.03)  # the 95th percentile of N(0, 1)
+    assert found.measured_interval[0] < 0.05 < found.measured_interval[1]
+    with pytest.raises(VaekitError, match=r"--fpr 1\.5"):
+        calibrate("x", rng.normal(size=10), rng.normal(size=10), 1.5)
+
+
+def test_reference_thresholds_flag_the_scored_rows_and_report_the_measured_rate(run_dir: Path, tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=(400, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", x=noise[:300], x_test=noise[300:])
+    out = tmp_path / "flags.csv"
+    code, stdout, stderr = invoke("score", run_dir, "--dataset", tmp_path / "noise.npz", "--reference", "digits",
+                                  "--fpr", "0.1", "--k", "5", "--out", out)  # fmt: skip
+    assert code == 0, stderr
+    table = read_csv(out)
+    assert table["flag_nll"].mean() == 1.0  # every noise image lies above the digits' threshold
+    thresholds = {s["score"]: s for s in json.loads((tmp_path / "flags-thresholds.json").read_text())["scores"]}
+    run = load_run(run_dir)
+    validation = score_images(run, "digits", "val", k=5)["nll"]
+    assert thresholds["nll"]["threshold"] == pytest.approx(np.quantile(validation, 0.9))
+    assert thresholds["nll"]["held_out_images"] == 297 and 0.02 < thresholds["nll"]["measured_fpr"] < 0.25
+    assert "FPR on its test split" in stdout

@@ -63,3 +63,37 @@ def separation(score: str, inliers: np.ndarray, outliers: np.ndarray, seed: int 
         score, point[0], (float(low[0]), float(high[0])), point[1], (float(low[1]), float(high[1])),
         point[2], (float(low[2]), float(high[2])), len(inliers), len(outliers),
     )  # fmt: skip
+
+
+@dataclass
+class Calibrated:
+    """A score's threshold set on in-distribution validation images for a target false-positive rate, and the rate
+    measured on other in-distribution images (held out from both training and the threshold)."""
+
+    score: str
+    threshold: float
+    target_fpr: float
+    measured_fpr: float
+    measured_interval: tuple[float, float]  # Wilson's 95% interval for a binomial share
+    validation_images: int
+    held_out_images: int
+
+
+def calibrate(score: str, validation: np.ndarray, held_out: np.ndarray, fpr: float) -> Calibrated:
+    """The threshold above which `fpr` of the validation scores lie, and the share of held-out scores above it."""
+    if not 0 < fpr < 1:
+        raise VaekitError(f"--fpr {fpr:g}: give a false-positive rate above 0 and below 1, such as 0.05")
+    if len(validation) < 2 or len(held_out) < 2:
+        raise VaekitError("calibrating needs at least two validation and two held-out images")
+    threshold = float(np.quantile(validation, 1 - fpr))
+    flagged = int((np.asarray(held_out) > threshold).sum())
+    n = len(held_out)
+    return Calibrated(score, threshold, fpr, flagged / n, wilson(flagged, n), len(validation), n)
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion (good near 0 and 1, where the normal one fails)."""
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)

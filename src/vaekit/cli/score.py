@@ -35,6 +35,15 @@ def score(
             show_default=False,
         ),
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="In-distribution data: each score's threshold is set on its validation split for --fpr, the rate "
+            "is measured on its test split, and the scored rows are flagged (columns flag_SCORE).",
+            show_default=False,
+        ),
+    ] = None,
+    fpr: Annotated[float, typer.Option(help="The false-positive rate the --reference thresholds aim at.")] = 0.05,
     out: Annotated[
         Path | None,
         typer.Option(help="The table to write, .csv or .parquet.  \\[default: RUN/scores-DATASET-SPLIT.csv]"),
@@ -68,13 +77,20 @@ def score(
             columns = score_images(loaded, dataset, split, k, seed, ranks, advance, data_dir)
             other_dir = ood_data_dir or data_dir
             others = None if ood is None else score_images(loaded, ood, "test", k, seed, ranks, advance, other_dir)
+            references = None
+            if reference is not None:
+                references = [
+                    score_images(loaded, reference, part, k, seed, ranks, advance, data_dir) for part in ("val", "test")
+                ]
     finally:
         distributed.stop()
     if not ranks.main:
         return
+    if references is not None:
+        _flag(columns, references, reference or "", fpr, target)
     if others is None:
         write_scores(columns, target)
-        shown = ", ".join(name for name in columns if name not in NOT_SCORES)
+        shown = ", ".join(name for name in columns if name not in NOT_SCORES and not name.startswith("flag_"))
         out_console.print(
             f"wrote {target}: {len(columns['index']):,} images × {shown}", highlight=False, soft_wrap=True
         )
@@ -98,6 +114,30 @@ def score(
     out_console.print(table)
     out_console.print("95% intervals: a bootstrap over the images of each set", highlight=False)
     out_console.print(f"wrote {target}, {report}", highlight=False, soft_wrap=True)
+
+
+def _flag(columns: dict[str, np.ndarray], references: list[dict[str, np.ndarray]], name: str, fpr: float,
+          target: Path) -> None:  # fmt: skip
+    """Thresholds from the reference's validation split, flags on `columns`, and the report of both."""
+    from vaekit.analysis.detection import calibrate
+    from vaekit.files import atomic_write_json
+
+    validation, held_out = references
+    names = [n for n in columns if n not in NOT_SCORES and n != "bits_per_dim"]
+    found = [calibrate(n, validation[n], held_out[n], fpr) for n in names]
+    for calibrated in found:
+        columns[f"flag_{calibrated.score}"] = (columns[calibrated.score] > calibrated.threshold).astype(np.int64)
+    table = Table(title=f"thresholds for a false-positive rate of {fpr:g}, set on {name} (validation)")
+    for column in ("score", "threshold", "FPR on its test split", "flagged here"):
+        table.add_column(column, justify="left" if column == "score" else "right", no_wrap=True)
+    for c in found:
+        low, high = c.measured_interval
+        flagged = float(columns[f"flag_{c.score}"].mean())
+        table.add_row(c.score, f"{c.threshold:.4g}", f"{c.measured_fpr:.3f} ({low:.3f}–{high:.3f})", f"{flagged:.1%}")
+    out_console.print(table)
+    report = target.with_name(target.stem + "-thresholds.json")
+    atomic_write_json(report, {"reference": name, "fpr": fpr, "scores": [dataclasses.asdict(c) for c in found]})
+    out_console.print(f"wrote {report}", highlight=False, soft_wrap=True)
 
 
 def _cell(value: float, interval: tuple[float, float], digits: int = 2) -> str:
