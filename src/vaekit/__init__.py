@@ -55,4 +55,3 @@ def __getattr__(name: str) -> object:
 
         return Detector
     raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
-
