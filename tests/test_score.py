@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit import load_run, train
-from vaekit.analysis.detection import calibrate, separation, wilson
+from vaekit.analysis.detection import calibrate, separation, typicality, wilson
 from vaekit.analysis.evaluate import likelihood_report
 from vaekit.analysis.scores import score_images
 from vaekit.data.sources import load_dataset
@@ -138,7 +138,7 @@ def test_reference_thresholds_flag_the_scored_rows_and_report_the_measured_rate(
     np.savez(tmp_path / "noise.npz", x=noise[:300], x_test=noise[300:])
     out = tmp_path / "flags.csv"
     code, stdout, stderr = invoke("score", run_dir, "--dataset", tmp_path / "noise.npz", "--reference", "digits",
-                                  "--fpr", "0.1", "--k", "5", "--out", out)  # fmt: skip
+                                  "--fpr", "0.1", "--k", "5", "--batch", "20", "--out", out)  # fmt: skip
     assert code == 0, stderr
     table = read_csv(out)
     assert table["flag_nll"].mean() == 1.0  # every noise image lies above the digits' threshold
@@ -147,4 +147,21 @@ def test_reference_thresholds_flag_the_scored_rows_and_report_the_measured_rate(
     validation = score_images(run, "digits", "val", k=5)["nll"]
     assert thresholds["nll"]["threshold"] == pytest.approx(np.quantile(validation, 0.9))
     assert thresholds["nll"]["held_out_images"] == 297 and 0.02 < thresholds["nll"]["measured_fpr"] < 0.25
-    assert "FPR on its test split" in stdout
+    assert "FPR on its test split" in stdout and "typicality of 5 batches of 20 by nll: 100% with p < 0.1" in stdout
+    tested = json.loads((tmp_path / "flags-thresholds.json").read_text())["typicality"]
+    assert tested[0]["score"] == "nll" and len(tested[0]["p_values"]) == 5
+
+
+def test_the_typicality_test_holds_its_level_and_flags_batches_too_likely_as_well_as_too_unlikely() -> None:
+    """In-distribution batches are rejected at about the test's level; a batch of images *more* likely than typical
+    (an NLL far below the mean, as MNIST's under a Fashion-MNIST model) is rejected like an unlikely one."""
+    rng = np.random.default_rng(0)
+    validation, held_out = rng.normal(100, 10, 5000), rng.normal(100, 10, 5000)
+    typical = typicality("nll", rng.normal(100, 10, 25 * 400), validation, held_out, 25)
+    assert len(typical.p_values) == 400
+    assert np.mean(np.array(typical.p_values) < 0.05) == pytest.approx(0.05, abs=0.025)
+    for shift in (-8.0, 8.0):  # each image is within the usual range; the batch's mean is not
+        shifted = typicality("nll", rng.normal(100 + shift, 10, 250), validation, held_out, 25)
+        assert max(shifted.p_values) < 0.05, shift
+    with pytest.raises(VaekitError, match="--batch 300"):
+        typicality("nll", rng.normal(size=250), validation, held_out, 300)

@@ -97,3 +97,32 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     centre = (share + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(centre - half), float(centre + half)
+
+
+@dataclass
+class Typicality:
+    """Nalisnick et al. (2019)'s typicality test of batches: is a batch's mean score as close to the in-distribution
+    mean as batches of in-distribution images of its size are? A small p-value says the batch is atypical, even
+    where each image's likelihood is high (a batch of MNIST under a Fashion-MNIST model)."""
+
+    score: str
+    batch_size: int
+    reference_mean: float  # the score's mean over the reference's validation images (the entropy estimate)
+    batch_means: list[float]
+    p_values: list[float]  # per batch: the share of resampled in-distribution batches at least as far from the mean
+
+
+def typicality(
+    score: str, batches: np.ndarray, validation: np.ndarray, held_out: np.ndarray, batch_size: int, seed: int = 0
+) -> Typicality:
+    """The test of consecutive `batch_size` rows of `batches` (a last, shorter batch is dropped). The in-distribution
+    mean is taken on `validation`; how far batches of that law stray from it, on `held_out` in-distribution images
+    resampled into RESAMPLES batches, so the test's own false-positive rate is its level."""
+    if batch_size < 1 or len(batches) < batch_size:
+        raise VaekitError(f"--batch {batch_size}: give a batch size from 1 to the {len(batches)} images scored")
+    centre = float(np.mean(validation))
+    rng = np.random.default_rng(seed)
+    null = np.abs(rng.choice(held_out, (10 * RESAMPLES, batch_size)).mean(1) - centre)
+    means = [float(np.mean(batches[i : i + batch_size])) for i in range(0, len(batches) - batch_size + 1, batch_size)]
+    p_values = [float((1 + (null >= abs(m - centre)).sum()) / (1 + len(null))) for m in means]
+    return Typicality(score, batch_size, centre, means, p_values)

@@ -44,6 +44,14 @@ def score(
         ),
     ] = None,
     fpr: Annotated[float, typer.Option(help="The false-positive rate the --reference thresholds aim at.")] = 0.05,
+    batch: Annotated[
+        int,
+        typer.Option(
+            help="With --reference: also test consecutive batches of this many scored rows for typicality "
+            "(Nalisnick et al. 2019), each with its p-value.",
+            min=0,
+        ),
+    ] = 0,
     out: Annotated[
         Path | None,
         typer.Option(help="The table to write, .csv or .parquet.  \\[default: RUN/scores-DATASET-SPLIT.csv]"),
@@ -87,7 +95,7 @@ def score(
     if not ranks.main:
         return
     if references is not None:
-        _flag(columns, references, reference or "", fpr, target)
+        _flag(columns, references, reference or "", fpr, target, batch, seed)
     if others is None:
         write_scores(columns, target)
         shown = ", ".join(name for name in columns if name not in NOT_SCORES and not name.startswith("flag_"))
@@ -117,9 +125,9 @@ def score(
 
 
 def _flag(columns: dict[str, np.ndarray], references: list[dict[str, np.ndarray]], name: str, fpr: float,
-          target: Path) -> None:  # fmt: skip
+          target: Path, batch: int, seed: int) -> None:  # fmt: skip
     """Thresholds from the reference's validation split, flags on `columns`, and the report of both."""
-    from vaekit.analysis.detection import calibrate
+    from vaekit.analysis.detection import calibrate, typicality
     from vaekit.files import atomic_write_json
 
     validation, held_out = references
@@ -136,7 +144,17 @@ def _flag(columns: dict[str, np.ndarray], references: list[dict[str, np.ndarray]
         table.add_row(c.score, f"{c.threshold:.4g}", f"{c.measured_fpr:.3f} ({low:.3f}–{high:.3f})", f"{flagged:.1%}")
     out_console.print(table)
     report = target.with_name(target.stem + "-thresholds.json")
-    atomic_write_json(report, {"reference": name, "fpr": fpr, "scores": [dataclasses.asdict(c) for c in found]})
+    written: dict[str, object] = {"reference": name, "fpr": fpr, "scores": [dataclasses.asdict(c) for c in found]}
+    if batch:
+        tested = [typicality(n, columns[n], validation[n], held_out[n], batch, seed) for n in names]
+        written["typicality"] = [dataclasses.asdict(t) for t in tested]
+        for t in tested:
+            atypical = float(np.mean(np.array(t.p_values) < fpr))
+            out_console.print(
+                f"typicality of {len(t.p_values)} batches of {batch} by {t.score}: {atypical:.0%} with p < {fpr:g}",
+                highlight=False,
+            )
+    atomic_write_json(report, written)
     out_console.print(f"wrote {report}", highlight=False, soft_wrap=True)
 
 
