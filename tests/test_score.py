@@ -165,3 +165,19 @@ def test_the_typicality_test_holds_its_level_and_flags_batches_too_likely_as_wel
         assert max(shifted.p_values) < 0.05, shift
     with pytest.raises(VaekitError, match="--batch 300"):
         typicality("nll", rng.normal(size=250), validation, held_out, 300)
+
+
+def test_ood_and_reference_together_flag_both_sets_and_batch_needs_a_reference(run_dir: Path, tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=(400, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", x=noise[:300], x_test=noise[300:])
+    out = tmp_path / "all.csv"
+    code, _, stderr = invoke("score", run_dir, "--dataset", "digits", "--ood", tmp_path / "noise.npz",
+                             "--reference", "digits", "--k", "5", "--out", out)  # fmt: skip
+    assert code == 0, stderr
+    table = read_csv(out)
+    inside, outside = table["flag_nll"][table["set"] == 0], table["flag_nll"][table["set"] == 1]
+    assert len(inside) == 297 and outside.mean() == 1.0 and inside.mean() < 0.2
+    scores = {s["score"] for s in json.loads((tmp_path / "all-separation.json").read_text())["scores"]}
+    assert not any(score.startswith("flag_") for score in scores)
+    code, _, stderr = invoke("score", run_dir, "--dataset", "digits", "--batch", "10", "--out", tmp_path / "b.csv")
+    one_line_error(code, stderr, "--batch", "add --reference D")

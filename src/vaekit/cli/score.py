@@ -68,16 +68,18 @@ def score(
     """Per-image scores of a dataset under the run: NLL bound (nats, bits/dim), −ELBO, KL, reconstruction error.
 
     One row per image, with its index and label; the bounds are sharded over ranks under torchrun, like `evaluate`.
-    With --ood, the table holds both datasets (column `set`: in or out) and OUT-separation.json the metrics.
+    With --ood the table holds both datasets (column `set`: 0 for D, 1 for the other) and OUT-separation.json the
+    metrics; with --reference, flag_SCORE columns and OUT-thresholds.json.
     """
     from vaekit.analysis.scores import FORMATS, score_images, write_scores
     from vaekit.errors import VaekitError
-    from vaekit.files import atomic_write_json
 
     suffix = f"-vs-{Path(ood).stem}" if ood else ""
     target = out or run / f"scores-{Path(dataset).stem}-{split}{suffix}.csv"
     if target.suffix not in FORMATS:  # before any image is scored
         raise VaekitError(f"--out {target}: name a .csv or .parquet file")
+    if batch and reference is None:
+        raise VaekitError("--batch tests batches against --reference's images: add --reference D, or drop --batch")
     ranks, where = distributed.start(resolve_device(device))
     try:
         loaded = load_on(run, str(where))
@@ -85,31 +87,34 @@ def score(
             columns = score_images(loaded, dataset, split, k, seed, ranks, advance, data_dir)
             other_dir = ood_data_dir or data_dir
             others = None if ood is None else score_images(loaded, ood, "test", k, seed, ranks, advance, other_dir)
-            references = None
-            if reference is not None:
-                references = [
-                    score_images(loaded, reference, part, k, seed, ranks, advance, data_dir) for part in ("val", "test")
-                ]
+            parts = ("val", "test") if reference is not None else ()
+            references = [score_images(loaded, str(reference), p, k, seed, ranks, advance, data_dir) for p in parts]
     finally:
         distributed.stop()
     if not ranks.main:
         return
-    if references is not None:
-        _flag(columns, references, reference or "", fpr, target, batch, seed)
-    if others is None:
-        write_scores(columns, target)
-        shown = ", ".join(name for name in columns if name not in NOT_SCORES and not name.startswith("flag_"))
-        out_console.print(
-            f"wrote {target}: {len(columns['index']):,} images × {shown}", highlight=False, soft_wrap=True
-        )
-        return
-    from vaekit.analysis.detection import separation
-
     names = [name for name in columns if name not in NOT_SCORES and name != "bits_per_dim"]  # bits/dim ranks as nll
+    tables = [columns] if others is None else [columns, others]
+    if references:
+        _flag(tables, names, references, reference or "", fpr, target, batch, seed)
+    if others is not None:
+        _separate(columns, others, names, dataset, split, ood or "", k, seed, target)
+        columns = {name: np.concatenate([columns[name], others[name]]) for name in columns if name in others}
+        columns["set"] = np.array([0] * (len(columns["index"]) - len(others["index"])) + [1] * len(others["index"]))
+    write_scores(columns, target)
+    shown = ", ".join(name for name in columns if name not in NOT_SCORES and not name.startswith("flag_"))
+    out_console.print(f"wrote {target}: {len(columns['index']):,} images × {shown}", highlight=False, soft_wrap=True)
+
+
+def _separate(
+    columns: dict[str, np.ndarray], others: dict[str, np.ndarray], names: list[str], dataset: str, split: str,
+    ood: str, k: int, seed: int, target: Path,
+) -> None:  # fmt: skip
+    """Each score's AUROC, AUPRC and FPR at 95% TPR between the two sets: printed, and OUT-separation.json."""
+    from vaekit.analysis.detection import separation
+    from vaekit.files import atomic_write_json
+
     found = [separation(name, columns[name], others[name], seed) for name in names]
-    both = {name: np.concatenate([columns[name], others[name]]) for name in columns if name in others}
-    both["set"] = np.array([0] * len(columns["index"]) + [1] * len(others["index"]))  # 0: in, 1: out
-    write_scores(both, target)
     report = target.with_name(target.stem + "-separation.json")
     atomic_write_json(report, {"in": dataset, "in_split": split, "out": ood, "out_split": "test", "k": k,
                                "scores": [dataclasses.asdict(s) for s in found]})  # fmt: skip
@@ -121,32 +126,34 @@ def score(
                       _cell(s.fpr_at_95_tpr, s.fpr_interval))  # fmt: skip
     out_console.print(table)
     out_console.print("95% intervals: a bootstrap over the images of each set", highlight=False)
-    out_console.print(f"wrote {target}, {report}", highlight=False, soft_wrap=True)
+    out_console.print(f"wrote {report}", highlight=False, soft_wrap=True)
 
 
-def _flag(columns: dict[str, np.ndarray], references: list[dict[str, np.ndarray]], name: str, fpr: float,
-          target: Path, batch: int, seed: int) -> None:  # fmt: skip
-    """Thresholds from the reference's validation split, flags on `columns`, and the report of both."""
+def _flag(
+    tables: list[dict[str, np.ndarray]], names: list[str], references: list[dict[str, np.ndarray]], name: str,
+    fpr: float, target: Path, batch: int, seed: int,
+) -> None:  # fmt: skip
+    """Thresholds from the reference's validation split, flag_SCORE columns on every scored table, the rate each
+    threshold has on the reference's test split, and with `batch` the typicality of the first table's batches."""
     from vaekit.analysis.detection import calibrate, typicality
     from vaekit.files import atomic_write_json
 
     validation, held_out = references
-    names = [n for n in columns if n not in NOT_SCORES and n != "bits_per_dim"]
     found = [calibrate(n, validation[n], held_out[n], fpr) for n in names]
-    for calibrated in found:
-        columns[f"flag_{calibrated.score}"] = (columns[calibrated.score] > calibrated.threshold).astype(np.int64)
+    for columns in tables:
+        for c in found:
+            columns[f"flag_{c.score}"] = (columns[c.score] > c.threshold).astype(np.int64)
     table = Table(title=f"thresholds for a false-positive rate of {fpr:g}, set on {name} (validation)")
     for column in ("score", "threshold", "FPR on its test split", "flagged here"):
         table.add_column(column, justify="left" if column == "score" else "right", no_wrap=True)
     for c in found:
         low, high = c.measured_interval
-        flagged = float(columns[f"flag_{c.score}"].mean())
+        flagged = float(np.mean(np.concatenate([t[f"flag_{c.score}"] for t in tables])))
         table.add_row(c.score, f"{c.threshold:.4g}", f"{c.measured_fpr:.3f} ({low:.3f}–{high:.3f})", f"{flagged:.1%}")
     out_console.print(table)
-    report = target.with_name(target.stem + "-thresholds.json")
     written: dict[str, object] = {"reference": name, "fpr": fpr, "scores": [dataclasses.asdict(c) for c in found]}
     if batch:
-        tested = [typicality(n, columns[n], validation[n], held_out[n], batch, seed) for n in names]
+        tested = [typicality(n, tables[0][n], validation[n], held_out[n], batch, seed) for n in names]
         written["typicality"] = [dataclasses.asdict(t) for t in tested]
         for t in tested:
             atypical = float(np.mean(np.array(t.p_values) < fpr))
@@ -154,6 +161,7 @@ def _flag(columns: dict[str, np.ndarray], references: list[dict[str, np.ndarray]
                 f"typicality of {len(t.p_values)} batches of {batch} by {t.score}: {atypical:.0%} with p < {fpr:g}",
                 highlight=False,
             )
+    report = target.with_name(target.stem + "-thresholds.json")
     atomic_write_json(report, written)
     out_console.print(f"wrote {report}", highlight=False, soft_wrap=True)
 
