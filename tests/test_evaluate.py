@@ -309,5 +309,5 @@ def test_scoring_reports_its_progress_call_by_call_up_to_the_total() -> None:
     k = MAX_ROWS // 10  # 10 images a call: 5 calls
     seen: list[tuple[str, int, int]] = []
     report, _ = likelihood_scores(model, x, "test", k, progress=lambda *step: seen.append(step))
-    assert seen == [("test split, k = 409", done, 5) for done in range(1, 6)]
+    assert seen == [("scoring the test split, k = 409", done, 5) for done in range(1, 6)]
     assert report.nll == likelihood_scores(model, x, "test", k)[0].nll

@@ -242,3 +242,11 @@ def test_the_report_opens_offline_in_a_real_browser(made: tuple[Path, dict[str, 
     assert shown == {s.key: s.headline for s in report.sections}
     assert len(verdicts) == 4 and all(v.startswith(("confirmed", "not confirmed", "not shown")) for v in verdicts)
     assert errors == [] and fetched == []
+
+
+@pytest.mark.slow
+def test_measuring_reports_each_claim_to_the_progress_bar(made: tuple[Path, dict[str, Path], WhyReport]) -> None:
+    _, folders, _ = made
+    seen: list[tuple[str, int, int]] = []
+    build_report(load_roles({"vae": folders["vae"]}), CHEAP, lambda *step: seen.append(step))
+    assert seen == [("claims measured", done, 4) for done in range(1, 5)]

@@ -227,7 +227,7 @@ def likelihood_scores(
     """The report of the images `x` (`image_terms`, averaged over them, with standard errors), and each image's NLL
     bound (float64, on the CPU; None for an autoencoder): what paired comparisons of two runs on the same images
     need."""
-    label = f"{split} split, k = {k}" if model.posterior.has_density else f"{split} split"
+    label = f"scoring the {split} split" + (f", k = {k}" if model.posterior.has_density else "")
     terms = image_terms(model, x, k, seed, data, ranks, y, progress, label)
     reconstruction, pixels = terms.log_px, math.prod(x.shape[1:])
     report = LikelihoodReport(

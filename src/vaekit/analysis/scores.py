@@ -57,7 +57,9 @@ def score_images(
     if run.model.conditional:
         raise VaekitError("the run is conditional (--condition label): scores need an unconditional run")
     model = run.model.eval()
-    terms = image_terms(model, images.x, k, seed, data_config, ranks, None, progress, f"{dataset} {split} split")
+    terms = image_terms(
+        model, images.x, k, seed, data_config, ranks, None, progress, f"scoring {dataset}'s {split} split"
+    )
     pixels = math.prod(shape)
     columns: dict[str, np.ndarray] = {"index": np.arange(len(images.x))}
     if images.y is not None:

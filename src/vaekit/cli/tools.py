@@ -98,7 +98,7 @@ def scoring_progress(title: str) -> Iterator[Callable[[str, int, int], None]]:
 
         def advance(what: str, done: int, total: int) -> None:
             if what not in tasks:
-                tasks[what] = bar.add_task(f"scoring the {what}", total=total)
+                tasks[what] = bar.add_task(what, total=total)
             bar.update(tasks[what], completed=done)
 
         yield advance

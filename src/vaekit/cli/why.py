@@ -41,6 +41,7 @@ def why(
     from vaekit.analysis.why import Settings, build_report, summary, write_report
     from vaekit.analysis.why.runs import load_roles, parse_budget, parse_runs, train_in_budget
     from vaekit.api import train
+    from vaekit.cli.tools import scoring_progress
     from vaekit.config import DataConfig, TrainConfig
     from vaekit.devices import resolve_device
 
@@ -65,8 +66,8 @@ def why(
                 "continues them"
             ) from None
     settings = Settings(repeats=repeats, k=k, images=images, samples=prior_samples, seed=seed)
-    with err_console.status(f"measuring the four claims on {len(folders)} runs"):
-        report = build_report(load_roles(folders, where), settings)
+    with scoring_progress(f"measuring the four claims on {len(folders)} runs") as advance:
+        report = build_report(load_roles(folders, where), settings, advance)
     written = write_report(report, out)
     for line in summary(report):
         out_console.print(line, highlight=False, soft_wrap=True)

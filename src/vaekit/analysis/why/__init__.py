@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def build_report(runs: dict[str, Run], settings: Settings | None = None) -> WhyReport:
-    """Measure the four claims on `runs` (role → run; the VAE is required, every other role is a control)."""
+def build_report(
+    runs: dict[str, Run], settings: Settings | None = None, progress: Callable[[str, int, int], None] | None = None
+) -> WhyReport:
+    """Measure the four claims on `runs` (role → run; the VAE is required, every other role is a control);
+    `progress` hears of each claim measured ("claims measured", done, 4)."""
     settings = settings or Settings()
     vae = runs[VAE]
     shape = vae.config.model.input_shape
@@ -80,9 +84,12 @@ def build_report(runs: dict[str, Run], settings: Settings | None = None) -> WhyR
         )
     real = space.embed(grey.test.x[: settings.images])
     ctx = Context(runs, data, grey, space, real, settings)
-    measured = [
-        claim(ctx) for claim in (gradients.gradients, continuity.continuity, generalization.generalization, kl.kl)
-    ]
+    measured = []
+    claims = (gradients.gradients, continuity.continuity, generalization.generalization, kl.kl)
+    for done, claim in enumerate(claims, start=1):
+        measured.append(claim(ctx))
+        if progress is not None:
+            progress("claims measured", done, len(claims))
     return WhyReport(
         vae.config.data.dataset, {r: str(run.path) for r, run in runs.items()}, space.test_accuracy, measured
     )
