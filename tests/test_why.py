@@ -106,13 +106,15 @@ def test_the_report_s_numbers_are_the_existing_tools_numbers(made: tuple[Path, d
 def test_a_missing_control_is_said_not_failed_on(made: tuple[Path, dict[str, Path], WhyReport]) -> None:
     _, folders, _ = made
     alone = build_report(load_roles({"vae": folders["vae"]}), CHEAP)
-    for key, role in (("gradients", "score-function"), ("continuity", "ae"), ("generalization", "memorize")):
+    for key, role in (("gradients", "score-function"), ("continuity", "ae"), ("generalization", "memorize"),
+                      ("kl", "mc-kl")):  # fmt: skip
         assert any(f"no {role} run" in line for line in section(alone, key).missing), key
     assert "no score-function run" in section(alone, "gradients").verdict
     assert section(alone, "continuity").verdict.startswith("not shown")
     assert section(alone, "kl").verdict.startswith("not shown")
     assert all(section(alone, key).evidence is None for key in ("continuity", "generalization", "kl"))
     assert all(not s.missing for s in made[2].sections)
+    assert "with the KL sampled instead" in section(made[2], "kl").verdict
 
 
 def evidence(interval: tuple[float, float], null: float = 0.0, side: str = "above") -> Evidence:

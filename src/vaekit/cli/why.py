@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 RUNS_HELP = (
     "Build the report from existing runs instead of training: "
-    "vae=PATH[,score-function=PATH,ae=PATH,beta-0.25=PATH,beta-4=PATH,memorize=PATH]."
+    "vae=PATH[,score-function=PATH,ae=PATH,beta-0.25=PATH,beta-4=PATH,memorize=PATH,mc-kl=PATH]."
 )
 
 

@@ -112,3 +112,9 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
 def subset(split: Split, size: int) -> Split:
     """A seeded subset of `size` examples (the whole split when it is no larger)."""
     return split if size >= len(split) else split_off(split, size, SUBSET_SEED)[1]
+
+
+def final_loss(run: Run) -> float:
+    """The last epoch's validation (else training) −ELBO: where a learning curve ends."""
+    last = run.history[-1]
+    return float(-(last.get("val") or last["train"])["elbo"])

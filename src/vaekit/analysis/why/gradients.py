@@ -9,10 +9,9 @@ import math
 
 from vaekit.analysis.estimators import GradientReport, gradient_lab
 from vaekit.analysis.why import figures, verdicts
-from vaekit.analysis.why.base import Context, Section, Table, missing
+from vaekit.analysis.why.base import Context, Section, Table, final_loss, missing
 from vaekit.analysis.why.evidence import Evidence
 from vaekit.analysis.why.runs import SCORE_FUNCTION
-from vaekit.training.runs import Run
 
 BASELINE = "score-function-baseline"  # the stronger score-function estimator: the control that could win
 
@@ -47,7 +46,7 @@ def gradients(ctx: Context) -> Section:
     curves = None
     if SCORE_FUNCTION in ctx.runs:
         histories["score-function + baseline"] = ctx.runs[SCORE_FUNCTION].history
-        curves = (_final_loss(ctx.vae), _final_loss(ctx.runs[SCORE_FUNCTION]))
+        curves = (final_loss(ctx.vae), final_loss(ctx.runs[SCORE_FUNCTION]))
     else:
         section.missing.append(missing(SCORE_FUNCTION, "no learning curve trained with the score-function estimator"))
     low, high = trained.ratio_intervals.get(BASELINE, (math.nan, math.nan))  # none: too few draws to resample
@@ -70,11 +69,6 @@ def gradients(ctx: Context) -> Section:
         "reports": [dataclasses.asdict(r) for r in (trained, initial)],
     }
     return section
-
-
-def _final_loss(run: Run) -> float:
-    last = run.history[-1]
-    return float(-(last.get("val") or last["train"])["elbo"])
 
 
 def _ratio(report: GradientReport, estimator: str) -> str:

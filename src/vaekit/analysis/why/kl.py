@@ -16,10 +16,11 @@ from vaekit.analysis.intervals import bootstrap, weighted_mean
 from vaekit.analysis.plots import kl_per_dim_figure
 from vaekit.analysis.sample_quality import frechet_distance, precision_recall
 from vaekit.analysis.why import figures, verdicts
-from vaekit.analysis.why.base import Context, Section, Table, fmt, missing
+from vaekit.analysis.why.base import Context, Section, Table, final_loss, fmt, missing
 from vaekit.analysis.why.evidence import Evidence
+from vaekit.analysis.why.figures import curves_figure
 from vaekit.analysis.why.measures import MAX_MMD_POINTS, resampled_mmd, whitened
-from vaekit.analysis.why.runs import AE, VAE
+from vaekit.analysis.why.runs import AE, MC_KL, VAE
 from vaekit.data.scoring import Scoring
 from vaekit.devices import generator_on
 from vaekit.training.runs import Run
@@ -103,6 +104,16 @@ def kl(ctx: Context) -> Section:
             )
         )
     section.verdict = verdicts.kl_verdict(section.evidence, closed_form, monte_carlo)
+    if MC_KL in ctx.runs:
+        histories = {"closed-form KL": ctx.vae.history, "Monte Carlo KL": ctx.runs[MC_KL].history}
+        section.figures.append(("the VAE trained with its KL in closed form and sampled", curves_figure(histories)))
+        section.verdict += (
+            f"; trained for the same time with the KL sampled instead, the validation −ELBO is "
+            f"{final_loss(ctx.runs[MC_KL]):.2f} nats against {final_loss(ctx.vae):.2f} in closed form (one seed "
+            "each: a learning curve, not evidence)"
+        )
+    else:
+        section.missing.append(missing(MC_KL, "no run trained with a sampled KL to set the closed form beside"))
     section.figures.append(
         (
             "KL per latent dimension of the VAE, largest first, and each dimension's activity",

@@ -21,7 +21,7 @@ from vaekit.errors import VaekitError
 from vaekit.files import atomic_write
 from vaekit.training.runs import CONFIG, Run, load_run, read_history
 
-VAE, SCORE_FUNCTION, AE, MEMORIZE = "vae", "score-function", "ae", "memorize"
+VAE, SCORE_FUNCTION, AE, MEMORIZE, MC_KL = "vae", "score-function", "ae", "memorize", "mc-kl"
 BETAS = (0.25, 4.0)  # with the VAE's β = 1, the sweep
 MEMORIZE_IMAGES, MEMORIZE_EPOCHS = 200, 300  # a small subset, trained long: what copying training images looks like
 SUBSET_SEED = 11
@@ -31,6 +31,7 @@ ROLES: dict[str, dict[str, object]] = {  # role → the settings that differ fro
     AE: {"kind": "ae"},
     **{f"beta-{beta:g}": {"beta": beta} for beta in BETAS},
     MEMORIZE: {"val_size": 0, "batch_size": 32},
+    MC_KL: {"objective": "iwae", "k": 1},  # the ELBO with its KL sampled at z ~ q(z|x) instead of in closed form
 }
 Trainer = Callable[[TrainConfig, Path, bool], Run]  # (config, run folder, resume) → the run; `vaekit.train` in use
 
