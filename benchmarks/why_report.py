@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--budget", default="15m")
     parser.add_argument("--out", type=Path, help="where to write instead of the docs (a check of the path)")
     parser.add_argument("--render", action="store_true", help="only re-write docs/why.md's table")
+    parser.add_argument("--work", type=Path, help="keep the trained runs here (a second call measures them again "
+                        "without training) [a temporary folder]")  # fmt: skip
     args = parser.parse_args()
     if args.render:
         render(json.loads(RESULTS.read_text()))
@@ -78,7 +80,8 @@ def main() -> None:
     from demo import commit, processor  # one definition of where a recorded run came from
 
     command = ["vaekit", "why", "--dataset", args.dataset, "--budget", args.budget]
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as temporary:
+        work = str(args.work or temporary)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "vaekit", *command[1:], "--out", work], check=True)
         wall = time.perf_counter() - start

@@ -20,7 +20,7 @@ from vaekit.analysis.evaluate import kl_report, likelihood_report
 from vaekit.analysis.intervals import bootstrap, weighted_mean
 from vaekit.analysis.why import Settings, WhyReport, build_report, write_report
 from vaekit.analysis.why.evidence import Evidence
-from vaekit.analysis.why.measures import mmd, trimmed_mean
+from vaekit.analysis.why.measures import mmd, trimmed_mean, whitened
 from vaekit.analysis.why.runs import (
     MEMORIZE_IMAGES,
     ROLES,
@@ -252,3 +252,15 @@ def test_measuring_reports_each_claim_to_the_progress_bar(made: tuple[Path, dict
     seen: list[tuple[str, int, int]] = []
     build_report(load_roles({"vae": folders["vae"]}), CHEAP, lambda *step: seen.append(step))
     assert seen == [("claims measured", done, 4) for done in range(1, 5)]
+
+
+def test_whitening_fitted_on_other_codes_gives_them_the_priors_moments_only_approximately() -> None:
+    generator = torch.Generator().manual_seed(0)
+    mix = torch.randn(3, 3, generator=generator)
+    train_codes, test_codes = (torch.randn(4000, 3, generator=generator) @ mix + 2.0 for _ in range(2))
+    own = whitened(train_codes, train_codes).double()
+    torch.testing.assert_close(own.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cov(own.T), torch.eye(3, dtype=torch.float64), atol=1e-4, rtol=0)
+    other = whitened(test_codes, train_codes).double()
+    assert other.mean(0).abs().max() < 0.1 and (torch.cov(other.T) - torch.eye(3)).abs().max() < 0.15
+    assert other.mean(0).abs().max() > 1e-4  # not exact: fitted elsewhere, as a model's moments would be

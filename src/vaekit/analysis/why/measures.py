@@ -131,11 +131,14 @@ def resampled_mmd(x: Tensor, y: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
     return statistic
 
 
-def whitened(codes: Tensor) -> Tensor:
-    """The codes with mean 0 and identity covariance (Cholesky whitening): a control with the prior's first two
-    moments by construction, so what is left between it and N(0, I) is shape."""
-    centred = codes.double() - codes.double().mean(0)
-    covariance = centred.T @ centred / (len(codes) - 1) + 1e-9 * torch.eye(codes.shape[1], dtype=torch.float64)
+def whitened(codes: Tensor, fitted_on: Tensor) -> Tensor:
+    """`codes` mapped by the affine map that gives `fitted_on` mean 0 and identity covariance (Cholesky whitening).
+    Fitted on other codes (the training images'), it is a control given the prior's first two moments the way a
+    model would be, not by construction on the very codes it is judged on."""
+    reference = fitted_on.double()
+    mean = reference.mean(0)
+    centred = reference - mean
+    covariance = centred.T @ centred / (len(reference) - 1) + 1e-9 * torch.eye(reference.shape[1], dtype=torch.float64)
     factor = torch.linalg.cholesky(covariance)
-    white: Tensor = torch.linalg.solve_triangular(factor, centred.T, upper=False).T
+    white: Tensor = torch.linalg.solve_triangular(factor, (codes.double() - mean).T, upper=False).T
     return white.float()
