@@ -3,6 +3,7 @@ written, every relative link and named file exists, and the README stays a front
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -105,3 +106,18 @@ def test_the_demo_figures_the_pages_quote_are_the_ones_its_results_file_records(
         assert f"test ELBO {results['test_elbo']:.2f} nats/image" in text, page.name
         quoted = [int(n) for n in re.findall(r"about (\d+) seconds of training", text)]
         assert quoted == [round(results["train_seconds"], -1)], page.name
+
+
+def test_the_why_table_is_the_one_its_results_file_gives() -> None:
+    """docs/why.md's summary of `vaekit why` is written by benchmarks/why_report.py from benchmarks/why/results.json:
+    every estimate, interval and verdict the page shows is one the report measured."""
+    spec = importlib.util.spec_from_file_location("why_report", ROOT / "benchmarks" / "why_report.py")
+    assert spec is not None and spec.loader is not None
+    why_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(why_report)
+    results = json.loads((ROOT / "benchmarks" / "why" / "results.json").read_text())
+    page = (DOCS / "why.md").read_text(encoding="utf-8")
+    shown = page.split(why_report.START, 1)[1].split(why_report.END, 1)[0].strip()
+    assert shown == why_report.table(results)
+    verdicts = [s["evidence"]["verdict"] for s in results["report"]["sections"] if s["evidence"]]
+    assert len(verdicts) == 4 and set(verdicts) <= {"confirmed", "not confirmed"}
