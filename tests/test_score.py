@@ -88,6 +88,7 @@ def test_an_autoencoder_has_only_its_reconstruction_scores(tmp_path: Path) -> No
     assert list(columns) == ["index", "label", "reconstruction_nll", "mse"]
 
 
+@pytest.mark.slow  # a bootstrap of three metrics over thousands of images
 def test_separation_of_two_known_laws_matches_their_formulas() -> None:
     """N(0, 1) inliers against N(2, 1) outliers: AUROC Φ(2/√2) = 0.921; at 95% true positives the threshold is
     2 − 1.645, where 1 − Φ(0.355) = 36% of the inliers are flagged; a reversed score has AUROC 1 − 0.921."""
@@ -103,6 +104,7 @@ def test_separation_of_two_known_laws_matches_their_formulas() -> None:
         separation("x", np.array([1.0, np.nan]), outliers)
 
 
+@pytest.mark.slow  # a bootstrap of three metrics over thousands of images
 def test_ood_scores_both_sets_and_reports_each_scores_separation(run_dir: Path, tmp_path: Path) -> None:
     noise = np.random.default_rng(0).integers(0, 256, size=(400, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "noise.npz", x=noise[:300], x_test=noise[300:])
@@ -167,6 +169,7 @@ def test_the_typicality_test_holds_its_level_and_flags_batches_too_likely_as_wel
         typicality("nll", rng.normal(size=250), validation, held_out, 300)
 
 
+@pytest.mark.slow  # a bootstrap of three metrics over thousands of images
 def test_ood_and_reference_together_flag_both_sets_and_batch_needs_a_reference(run_dir: Path, tmp_path: Path) -> None:
     noise = np.random.default_rng(0).integers(0, 256, size=(400, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "noise.npz", x=noise[:300], x_test=noise[300:])
