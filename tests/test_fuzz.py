@@ -42,6 +42,8 @@ from hypothesis import strategies as st
 from tests.fuzz import strategies
 from tests.fuzz.worker import Worker, materialize
 
+pytestmark = pytest.mark.slow  # a worker process and 192 cases: `make test` runs them, the unit tier does not
+
 PROFILE = "vaekit-fuzz-" + os.environ.get("VAEKIT_FUZZ", "ci")
 SOAK = PROFILE == "vaekit-fuzz-soak"
 CI_EXAMPLES = 16
