@@ -121,3 +121,17 @@ def test_the_why_table_is_the_one_its_results_file_gives() -> None:
     assert shown == why_report.table(results)
     verdicts = [s["evidence"]["verdict"] for s in results["report"]["sections"] if s["evidence"]]
     assert len(verdicts) == 4 and set(verdicts) <= {"confirmed", "not confirmed"}
+
+
+def test_the_protocol_row_the_docs_quote_is_the_one_its_results_file_records() -> None:
+    """docs/measured.md quotes the MNIST VAE row run under benchmarks/PROTOCOL.md: two seeds from a clean commit, each
+    seed's test NLL and their mean as benchmarks/mnist-protocol/results.json records them."""
+    results = json.loads((ROOT / "benchmarks" / "mnist-protocol" / "results.json").read_text())
+    done = [row for row in results["rows"] if row["status"] == "done"]
+    assert len(done) >= 2 and "+changes" not in results["hardware"]["commit"]
+    assert results["protocol"]["val_size"] > 0 and results["protocol"]["budget_epochs"] == 364
+    text = (DOCS / "measured.md").read_text(encoding="utf-8")
+    for row in done:
+        assert f"seed {row['seed']}: {row['test_nll']:.2f}" in text
+    mean = sum(row["test_nll"] for row in done) / len(done)
+    assert f"mean **{mean:.2f}**" in text
