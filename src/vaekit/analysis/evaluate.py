@@ -14,6 +14,7 @@ the model is: images move to its device at the boundary, noise is drawn there, a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from vaekit.data.sources import Split, load_dataset, split_off, to_float
 from vaekit.devices import accumulate_dtype, generator_on
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write, atomic_write_json
-from vaekit.model.objectives import bits_per_dim, iwae_bound
+from vaekit.model.hierarchy import layer_sizes_of, log_weights_above
+from vaekit.model.objectives import bits_per_dim, chunked_bound, iwae_bound
 from vaekit.model.vae import VAE
 from vaekit.training.distributed import Ranks
 from vaekit.training.runs import Run
@@ -76,6 +78,7 @@ class KLReport:
     # learned prior (no closed form)
     aggregate_kl: float | None
     prior: str = "N(0, I)"
+    layer_sizes: list[int] = field(default_factory=list)  # a hierarchy's D1 … DL (kl_per_dim in that order); else []
 
 
 @dataclass
@@ -166,6 +169,10 @@ class ImageTerms:
     bound: Tensor | None  # the k-sample importance-weighted bound on log p(x); None for an autoencoder
     squared: Tensor  # mean squared error per pixel of the reconstruction from the posterior mean
     data: str  # what exactly was scored
+    # A hierarchy's (`vaekit.model.hierarchy`), else None: the bounds L>j on log p(x) with the j lowest layers drawn
+    # from their conditional prior, j = 1 … L−1, (N, L−1); and each layer's KL given the layers above, (N, L)
+    bounds_above: Tensor | None = None
+    kl_layers: Tensor | None = None
 
 
 @torch.inference_mode()
@@ -194,6 +201,9 @@ def image_terms(
     per_call = max(1, MAX_ROWS // k) if bounded else MAX_ROWS  # images per call; iwae_bound chunks the samples within
     n = len(x_scored)
     log_px, kl, bound, squared = (torch.zeros(n, dtype=wide, device=device) for _ in range(4))
+    sizes = layer_sizes_of(model)
+    above, kl_layers = torch.zeros(n, max(0, len(sizes) - 1), dtype=wide), torch.zeros(n, len(sizes), dtype=wide)
+    above, kl_layers = above.to(device), kl_layers.to(device)
     mine = [call for call in range(math.ceil(n / per_call)) if call % ranks.world == ranks.rank]
     for done, call in enumerate(mine, start=1):
         start = call * per_call
@@ -205,12 +215,20 @@ def image_terms(
         squared[rows] = (model.reconstruct(batch, labels) - batch).to(wide).pow(2).flatten(1).mean(1)
         if bounded:
             bound[rows] = iwae_bound(model, batch, k, generator, MAX_ROWS, labels).to(wide) + offset
+        if sizes and terms.kl_units is not None:
+            per_layer = torch.split(terms.kl_units, sizes, dim=-1)
+            kl_layers[rows] = torch.stack([units.sum(-1) for units in per_layer], -1).to(wide)
+        for j in range(1, len(sizes)):
+            draw = functools.partial(log_weights_above, model, batch, j, generator=generator)
+            above[rows, j - 1] = chunked_bound(draw, len(batch), k, MAX_ROWS).to(wide) + offset
         if progress is not None:
             progress(label, done, len(mine))
-    for values in (log_px, kl, bound, squared):
-        ranks.sum(values)
-    cpu = [values.double().cpu() for values in (log_px, kl, bound, squared)]
-    return ImageTerms(cpu[0], cpu[1], cpu[2] if bounded else None, cpu[3], what)
+    for values in (log_px, kl, bound, squared, above, kl_layers):
+        if values.numel():  # the same on every rank
+            ranks.sum(values)
+    cpu = [values.double().cpu() for values in (log_px, kl, bound, squared, above, kl_layers)]
+    layered = cpu[4:] if sizes else [None, None]
+    return ImageTerms(cpu[0], cpu[1], cpu[2] if bounded else None, cpu[3], what, *layered)
 
 
 def likelihood_scores(
@@ -282,6 +300,7 @@ def kl_report(model: VAE, x: Tensor, threshold: float = 0.01, chunk: int = 2000,
         aggregate_mean=agg_mean.tolist(), aggregate_var=agg_var.tolist(),
         aggregate_kl=None if agg_kl is None else float(agg_kl),
         prior=model.prior.describe() + ("; KL per unit shown against N(0, I)" if stand_in else ""),
+        layer_sizes=layer_sizes_of(model),
     )  # fmt: skip
 
 

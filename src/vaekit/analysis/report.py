@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from vaekit.analysis.evaluate import Evaluation
+from vaekit.analysis.evaluate import Evaluation, KLReport
 
 
 def _row(table: Table, *cells: str) -> None:
@@ -61,6 +61,17 @@ def _with_se(value: float | None, se: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} ± {se or 0:.2f}"
 
 
+def _per_layer(kl: KLReport) -> str:
+    """`z1: 3.10 nats, 5 of 16 active; z2: …` for a hierarchy's layers, bottom first (KL given the layers above)."""
+    cells, start = [], 0
+    for layer, size in enumerate(kl.layer_sizes, start=1):
+        units = range(start, start + size)
+        active = sum(kl.activity[d] > kl.threshold for d in units)
+        cells.append(f"z{layer}: {sum(kl.kl_per_dim[d] for d in units):.2f} nats, {active} of {size} active")
+        start += size
+    return "; ".join(cells)
+
+
 def _kl(evaluation: Evaluation) -> Table:
     kl = evaluation.kl
     table = Table(title="What does the KL term do?  (test split)", title_justify="left", show_header=False)
@@ -73,6 +84,8 @@ def _kl(evaluation: Evaluation) -> Table:
     agg_mean, agg_var = kl.aggregate_mean, kl.aggregate_var
     _row(table, "active units", f"{kl.active_units} of {len(kl.kl_per_dim)} (Cov_x E_q[z_d] > {kl.threshold:g})")
     _row(table, "total KL", f"{sum(kl.kl_per_dim):.2f} nats; largest: {top}")
+    if kl.layer_sizes:
+        _row(table, "KL and active units per layer", _per_layer(kl))
     if kl.prior == "N(0, I)":
         _row(table, "aggregate q(z) mean", f"{min(agg_mean):+.3f} … {max(agg_mean):+.3f}  (prior: 0)")
         _row(table, "aggregate q(z) variance", f"{min(agg_var):.3f} … {max(agg_var):.3f}  (prior: 1)")

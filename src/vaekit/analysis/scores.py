@@ -4,8 +4,11 @@ that flag inputs unlike the training data.
 Each row holds the image's index in its split and its label (where the data has labels), the importance-weighted
 negative log-likelihood bound in nats and in bits/dim, the negative ELBO and its two terms (the reconstruction term
 −E_q log p(x|z) and the KL), and the reconstruction's mean squared error per pixel: the score reconstruction-based
-detectors use, beside the likelihoods. Images are scored as the run scores its own (the same binarization or
-dequantization), so a row of another dataset is comparable with a row of the run's own test split.
+detectors use, beside the likelihoods. A hierarchy's rows add LLR>j = L − L>j for each j = 1 … L−1 (Havtorn et
+al. 2021): the full bound less the bound whose j lowest layers are drawn from their conditional prior, which scores
+what the upper, semantic layers make of an image and leaves out the low-level statistics that give simple images of
+any kind a high likelihood; and each layer's KL, kl_z1 … kl_zL. Images are scored as the run scores its own (the
+same binarization or dequantization), so a row of another dataset is comparable with a row of the run's own test split.
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ def score_images(
         columns["bits_per_dim"] = (-terms.bound / (pixels * math.log(2))).numpy()  # as `bits_per_dim` defines it
         columns["neg_elbo"] = (terms.kl - terms.log_px).numpy()
         columns["kl"] = terms.kl.numpy()
+    if terms.bounds_above is not None and terms.bound is not None:  # a hierarchy's (Havtorn et al. 2021)
+        for j, bound_above in enumerate(terms.bounds_above.unbind(-1), start=1):
+            columns[f"llr>{j}"] = (terms.bound - bound_above).numpy()
+    if terms.kl_layers is not None:
+        for layer, kl in enumerate(terms.kl_layers.unbind(-1), start=1):
+            columns[f"kl_z{layer}"] = kl.numpy()
     columns["reconstruction_nll"] = (-terms.log_px).numpy()
     columns["mse"] = terms.squared.numpy()
     return columns

@@ -106,8 +106,7 @@ def elbo(
     if estimator not in ELBO_ESTIMATORS:
         raise VaekitError(f"unknown estimator {estimator!r} for the ELBO: use one of {', '.join(ELBO_ESTIMATORS)}")
     posterior = model.encode(x, y)
-    kl_units = model.prior.kl_per_unit(posterior)
-    if estimator != "reparam" and kl_units is None:  # a sampled KL would need its own score term
+    if estimator != "reparam" and model.prior.kl_per_unit(posterior) is None:  # a sampled KL needs a score term too
         raise VaekitError(
             f"the score-function estimators need a closed-form KL, and {model.prior.describe()} has none: "
             "use --estimator reparam, or the standard prior"
@@ -122,6 +121,7 @@ def elbo(
         if estimator == "score-function-baseline":
             reward = reward - leave_one_out_mean(reward)
         log_px = log_px + score_term(reward, posterior.log_prob(z))
+    kl_units = model.prior.kl_per_unit(posterior, z)  # given z, for a closed form that holds given the layers above
     kl = kl_units.sum(-1) if kl_units is not None else model.prior.kl(posterior, z)
     if estimator == "reparam" and posterior.relaxed:  # the ELBO itself needs exact samples of q; no gradient
         with torch.no_grad():
@@ -220,10 +220,16 @@ def iwae_bound(
     O(max_rows · pixels) for any k; the log-sum-exp over all k weights is accumulated in float64
     (float32 on MPS). Returns (N,).
     """
-    chunk = max(1, max_rows // len(x))
-    partial = []  # log Σ w over each chunk, (N,) each
+    return chunked_bound(lambda samples: log_importance_weights(model, x, samples, generator, y), len(x), k, max_rows)
+
+
+def chunked_bound(log_weights: Callable[[int], Tensor], n: int, k: int, max_rows: int = 4096) -> Tensor:
+    """log (1/k) Σ_i w_i for n images, from `log_weights(s)`, which draws s samples' log w (s, n), called with at most
+    `max_rows` rows (n · s ≤ max_rows) at a time; accumulated in float64 (float32 on MPS). Returns (n,)."""
+    chunk = max(1, max_rows // n)
+    partial = []  # log Σ w over each chunk, (n,) each
     for start in range(0, k, chunk):
-        log_w = log_importance_weights(model, x, min(chunk, k - start), generator, y)
+        log_w = log_weights(min(chunk, k - start))
         partial.append(torch.logsumexp(log_w.to(accumulate_dtype(log_w.device)), dim=0))
     return torch.logsumexp(torch.stack(partial), dim=0) - math.log(k)
 
@@ -281,8 +287,9 @@ OBJECTIVES.register(
         "reparameterized encoder gradient (Tucker et al. 2018)",
         requires=(
             Requirement(
-                lambda c: c.model.latent == "gaussian" and c.model.kind == "vae",
-                "the importance-weighted bound needs a Gaussian posterior: use --model vae --latent gaussian",
+                lambda c: c.model.latent != "categorical" and c.model.kind == "vae",
+                "the importance-weighted bound needs a Gaussian posterior: use --model vae --latent gaussian (or "
+                "hierarchy)",
             ),
             Requirement(lambda c: c.estimator in PATHWISE, "--objective iwae takes --estimator reparam (IWAE) or dreg"),
             Requirement(

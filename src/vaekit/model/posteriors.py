@@ -433,6 +433,10 @@ def posterior_family(config: ModelConfig) -> Family:
     stochastic layers when `second_layer` is given)."""
     if config.latent == "categorical":
         return CategoricalFamily(config)
+    build = POSTERIORS[config.latent].impl  # a family registered with its builder, in a module of its own
+    if build is not None:
+        family: Family = build(config)
+        return family
     if config.second_layer:
         return TwoLayerGaussianFamily(config)
     return PointMassFamily(config.latent_dim) if config.kind == "ae" else GaussianFamily(config.latent_dim)

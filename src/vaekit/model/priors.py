@@ -57,8 +57,10 @@ class Prior(nn.Module):
     def describe(self) -> str:
         raise NotImplementedError
 
-    def kl_per_unit(self, posterior: Posterior) -> Tensor | None:
-        """KL(q ‖ p) per latent unit, (..., units), where a closed form exists; else None."""
+    def kl_per_unit(self, posterior: Posterior, z: Tensor | None = None) -> Tensor | None:
+        """KL(q ‖ p) per latent unit, (..., units), where a closed form exists; else None. `z`, the posterior samples
+        (samples, ..., D) the objective drew, serves a prior whose closed form holds given some of the code (a
+        hierarchy's, layer by layer given the layers above)."""
         for kind in type(self).__mro__:
             rule = CLOSED_FORMS.get((kind, type(posterior)))
             if rule is not None:
@@ -68,7 +70,7 @@ class Prior(nn.Module):
     def kl(self, posterior: Posterior, z: Tensor | None = None) -> Tensor:
         """KL(q(z|x) ‖ p(z)) per example: exact where a closed form exists, else the Monte Carlo estimate
         mean_s [log q(z_s|x) − log p(z_s)] at the posterior samples `z` (samples, ..., D) the objective already drew."""
-        per_unit = self.kl_per_unit(posterior)
+        per_unit = self.kl_per_unit(posterior, z)
         if per_unit is not None:
             return per_unit.sum(-1)
         if z is None:
@@ -96,7 +98,11 @@ class StandardNormal(Prior):
         self.register_buffer("anchor", torch.zeros(()), persistent=False)  # follows .to(device)
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """−½ Σ (log 2π + z²)."""
+        return self.log_density(z)
+
+    @staticmethod
+    def log_density(z: Tensor) -> Tensor:
+        """log N(z; 0, I) = −½ Σ (log 2π + z²)."""
         return -0.5 * (LOG_2PI + z**2).sum(-1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -275,7 +281,8 @@ def _standard(config: ModelConfig, family: Family, encode: Encode) -> Prior:
         return UniformCategorical(codes.latent_vars, codes.categories)
     if config.second_layer:
         return TwoLayerPrior(config)
-    return StandardNormal(family.latent_dim)
+    own_prior = getattr(family, "own_prior", None)  # a family whose codes have a prior of their own (a hierarchy)
+    return own_prior() if own_prior is not None else StandardNormal(family.latent_dim)
 
 
 def learned_prior_requirements() -> tuple[Requirement, ...]:
