@@ -84,3 +84,18 @@ def test_the_demo_record_holds_the_run_and_where_it_ran(tmp_path: Path) -> None:
     )
     assert results["commit"] and results["processor"] and results["torch"]
     assert f"test ELBO {results['test_elbo']:.2f} nats/image" in out
+
+
+def test_the_ood_benchmark_writes_a_record_per_score_with_pyods_rows_beside(tmp_path: Path) -> None:
+    """digits against uniform-noise images: the likelihood must tell them apart, and every record has its fields."""
+    run_benchmark("ood/run.py", "--smoke", "--seeds", "0", "--out", str(tmp_path))
+    records = json.loads((tmp_path / "results.json").read_text())
+    scores = {r["score"] for r in records}
+    assert {"iw-nll", "elbo", "llr>1", "llr>2", "typicality", "recon", "pyod-vae", "pyod-vae-kl"} <= scores
+    for r in records:
+        assert {"in", "out", "model", "auroc", "auroc_interval", "auprc", "fpr95", "seeds", "commit"} <= set(r)
+        low, high = r["auroc_interval"]
+        assert 0 <= low <= r["auroc"] <= high <= 1 and r["seeds"] == [0] and r["in_images"] == 297
+    by_score = {r["score"]: r for r in records}
+    assert by_score["iw-nll"]["auroc"] > 0.9 and "pyod" in by_score["pyod-vae"]["model"]
+    assert "| digits → " in (tmp_path / "results.md").read_text()
