@@ -383,7 +383,15 @@ def test_page_in_a_real_browser(server_url: str, tmp_path: Path) -> None:
         expect(decoded).not_to_have_attribute("src", first or "")
         thumbnails = page.locator("#thumbnails img")
         expect(thumbnails).to_have_count(24)
+        slots = "[...document.querySelectorAll('#interp-row img')]"
+        loaded = f"{slots}.every(img => img.complete && img.naturalWidth > 0)"  # a broken image has no width
+        assert page.evaluate(loaded), "an interpolation slot shows a broken image before any is chosen"
+        assert page.evaluate(f"{slots}.every(img => img.classList.contains('empty'))")
         thumbnails.nth(0).click()
+        expect(page.locator("#endpoint-a")).not_to_have_class(re.compile("empty"))
+        assert page.evaluate(loaded) and page.evaluate(
+            "document.getElementById('endpoint-b').classList.contains('empty')"
+        )
         thumbnails.nth(5).click()
         scrub, interpolated = page.locator("#scrub"), page.locator("#interp-image")
         expect(scrub).to_be_enabled()

@@ -119,20 +119,34 @@ async function buildThumbnails() {
   });
 }
 
+// An interpolation slot before its image is chosen: a blank placeholder (a transparent pixel), never a broken image
+// with its alt text.
+const EMPTY = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7";
+
+function show(slot, src) {
+  slot.src = src;
+  slot.classList.remove("empty");
+}
+
+function clear(slot) {
+  slot.src = EMPTY;
+  slot.classList.add("empty");
+}
+
 async function pick(index, img) {
   if (state.pickA === null || state.pickB !== null) {
     document.querySelectorAll("#thumbnails img").forEach((t) => t.classList.remove("pick-a", "pick-b"));
     state.pickA = index; state.pickB = null; state.path = null;
     img.classList.add("pick-a");
-    $("endpoint-a").src = img.src;
-    $("endpoint-b").removeAttribute("src");
+    show($("endpoint-a"), img.src);
+    clear($("endpoint-b"));
     $("scrub").disabled = true;
     $("scrub-label").textContent = "now choose B";
     return;
   }
   state.pickB = index;
   img.classList.add("pick-b");
-  $("endpoint-b").src = img.src;
+  show($("endpoint-b"), img.src);
   state.path = await api("/api/interpolate", { a: state.pickA, b: state.pickB, steps: 41, extend: 0.5 });
   $("scrub").disabled = false;
   showScrub();
@@ -141,7 +155,7 @@ async function pick(index, img) {
 function showScrub() {
   if (!state.path) return;
   const i = Number($("scrub").value);
-  $("interp-image").src = state.path.images[i];
+  show($("interp-image"), state.path.images[i]);
   $("decoded").src = state.path.images[i];
   const t = state.path.t[i];
   const where = t < 0 ? "extrapolating before A" : t > 1 ? "extrapolating past B" : "between A and B";
