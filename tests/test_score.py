@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.conftest import invoke, one_line_error, tiny_config
 from vaekit import load_run, train
@@ -121,6 +122,8 @@ def test_ood_scores_both_sets_and_reports_each_scores_separation(run_dir: Path, 
     expected = separation("nll", nll[table["set"] == 0], nll[table["set"] == 1])
     assert by_score["nll"]["auroc"] == pytest.approx(expected.auroc) and by_score["nll"]["auroc"] > 0.99
     assert "nll" in stdout and "AUROC" in stdout
+    with Image.open(tmp_path / "both-separation.png") as figure:  # histograms per score and the ROC curves
+        assert figure.format == "PNG" and figure.width > 800 and figure.height > 400
 
 
 def test_wilson_intervals_and_calibration_on_a_known_law() -> None:

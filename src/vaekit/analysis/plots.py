@@ -253,3 +253,40 @@ def gradient_variance_figure(stats: list[Any], estimators: tuple[str, ...]) -> b
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def separation_figure(
+    scores: dict[str, tuple[np.ndarray, np.ndarray]], aurocs: dict[str, float], inside: str, outside: str
+) -> bytes:
+    """For each score (higher: more unlike the run's data), the histograms of its values on the in- and the
+    out-of-distribution images; and every score's ROC curve, the out-of-distribution images the positives."""
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    names = list(scores)
+    columns = min(4, len(names) + 1)
+    rows = math.ceil((len(names) + 1) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.7 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, name in zip(flat, names, strict=False):
+        values_in, values_out = scores[name]
+        finite = np.concatenate([values_in, values_out])
+        low, high = np.percentile(finite, [0.5, 99.5])
+        edges = np.linspace(low, high if high > low else low + 1, 50)
+        ax.hist(values_in, edges, alpha=0.6, density=True, label=inside, color="tab:blue")
+        ax.hist(values_out, edges, alpha=0.6, density=True, label=outside, color="tab:orange")
+        ax.set_title(f"{name}  (AUROC {aurocs[name]:.3f})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    flat[0].legend(fontsize=7)
+    roc = flat[len(names)]
+    for name in names:
+        values_in, values_out = scores[name]
+        truth = np.concatenate([np.zeros(len(values_in)), np.ones(len(values_out))])
+        fpr, tpr, _ = roc_curve(truth, np.concatenate([values_in, values_out]))
+        roc.plot(fpr, tpr, label=name, lw=1)
+    roc.plot([0, 1], [0, 1], color="tab:gray", ls=":", lw=1)
+    roc.set(xlabel="false-positive rate", ylabel="true-positive rate", title="ROC")
+    roc.legend(fontsize=6)
+    for ax in flat[len(names) + 1 :]:
+        ax.axis("off")
+    return _png(fig)

@@ -68,8 +68,9 @@ def score(
     """Per-image scores of a dataset under the run: NLL bound (nats, bits/dim), −ELBO, KL, reconstruction error.
 
     One row per image, with its index and label; the bounds are sharded over ranks under torchrun, like `evaluate`.
-    With --ood the table holds both datasets (column `set`: 0 for D, 1 for the other) and OUT-separation.json the
-    metrics; with --reference, flag_SCORE columns and OUT-thresholds.json.
+    With --ood the table holds both datasets (column `set`: 0 for D, 1 for the other), OUT-separation.json the
+    metrics and OUT-separation.png each score's histograms and ROC curve; with --reference, flag_SCORE columns and
+    OUT-thresholds.json.
     """
     from vaekit.analysis.scores import FORMATS, score_images, write_scores
     from vaekit.errors import VaekitError
@@ -112,9 +113,14 @@ def _separate(
 ) -> None:  # fmt: skip
     """Each score's AUROC, AUPRC and FPR at 95% TPR between the two sets: printed, and OUT-separation.json."""
     from vaekit.analysis.detection import separation
-    from vaekit.files import atomic_write_json
+    from vaekit.analysis.plots import separation_figure
+    from vaekit.files import atomic_write, atomic_write_json
 
     found = [separation(name, columns[name], others[name], seed) for name in names]
+    figure = target.with_name(target.stem + "-separation.png")
+    values = {name: (columns[name], others[name]) for name in names}
+    aurocs = {s.score: s.auroc for s in found}
+    atomic_write(figure, separation_figure(values, aurocs, Path(dataset).name, Path(ood).name))
     report = target.with_name(target.stem + "-separation.json")
     atomic_write_json(report, {"in": dataset, "in_split": split, "out": ood, "out_split": "test", "k": k,
                                "scores": [dataclasses.asdict(s) for s in found]})  # fmt: skip
@@ -126,7 +132,7 @@ def _separate(
                       _cell(s.fpr_at_95_tpr, s.fpr_interval))  # fmt: skip
     out_console.print(table)
     out_console.print("95% intervals: a bootstrap over the images of each set", highlight=False)
-    out_console.print(f"wrote {report}", highlight=False, soft_wrap=True)
+    out_console.print(f"wrote {report} and {figure.name}", highlight=False, soft_wrap=True)
 
 
 def _flag(
