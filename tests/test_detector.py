@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from tests.conftest import tiny_config
-from vaekit import Detector, VaekitError, train
+from vaekit import Detector, VaekitError, load_run, train
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,18 @@ def test_it_scores_with_a_trained_run_folder_and_checks_its_input(
                          (Detector(run=run.path, contamination=0.7), "contamination=0.7")):  # fmt: skip
         with pytest.raises(VaekitError, match=message):
             bad.fit(images)
+
+
+def test_a_hierarchy_detector_scores_by_llr_and_names_the_ks_it_allows(tmp_path: Path) -> None:
+    images = load_digits().images[:300] / 16.0
+    detector = Detector(score="llr>1", layers=3, latent_dim=4, hidden=(32,), epochs=2, k=4, work_dir=tmp_path / "h")
+    scores = detector.fit(images).decision_function(images[:5])
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+    assert load_run(tmp_path / "h" / "run").config.model.latent == "hierarchy"
+    with pytest.raises(VaekitError, match="its hierarchy allows llr>1, llr>2"):
+        Detector(run=tmp_path / "h" / "run", score="llr>3", k=2).fit(images)
+    plain = train(tiny_config(epochs=1), tmp_path / "plain")
+    with pytest.raises(VaekitError, match="LLR>k needs layers ≥ 2"):
+        Detector(run=plain.path, score="llr>1", k=2).fit(images)
+    with pytest.raises(VaekitError, match="score='llr>0'"):
+        Detector(score="llr>0").fit(images)

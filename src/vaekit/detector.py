@@ -7,11 +7,14 @@ the training data; `predict(X)` is 1 above the threshold and 0 below (PyOD's lab
 vaekit reads from an array file: (N, H, W), (N, C, H, W) or (N, D) rows, uint8 pixels or floats in [0, 1].
 
 The score is one of `vaekit score`'s columns: the importance-weighted NLL bound by default, or the −ELBO, the KL, the
-reconstruction term or the reconstruction's squared error (what PyOD's own VAE scores by).
+reconstruction term or the reconstruction's squared error (what PyOD's own VAE scores by); for a hierarchy
+(`layers` ≥ 2, or a run trained with `--latent hierarchy`) also the likelihood ratio `llr>k` of Havtorn et al. (2021).
 """
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,8 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from vaekit.errors import VaekitError
 
-SCORES = ("nll", "neg_elbo", "kl", "reconstruction_nll", "mse")
+SCORES = ("nll", "neg_elbo", "kl", "reconstruction_nll", "mse", "llr>k")
+LLR = re.compile(r"llr>[1-9][0-9]*")
 
 
 class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
@@ -36,6 +40,7 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         epochs: int = 20,
         latent_dim: int = 8,
         hidden: tuple[int, ...] = (256,),
+        layers: int = 1,
         batch_size: int = 128,
         seed: int = 0,
         work_dir: str | Path | None = None,
@@ -48,6 +53,7 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         self.epochs = epochs
         self.latent_dim = latent_dim
         self.hidden = hidden
+        self.layers = layers
         self.batch_size = batch_size
         self.seed = seed
         self.work_dir = work_dir
@@ -57,8 +63,8 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         """Train a VAE on X (or load `run`), then set the threshold on X's own scores."""
         from vaekit.training.runs import load_run
 
-        if self.score not in SCORES:
-            raise VaekitError(f"score={self.score!r}: use one of {', '.join(SCORES)}")
+        if self.score not in SCORES[:-1] and not LLR.fullmatch(self.score):
+            raise VaekitError(f"score={self.score!r}: use one of {', '.join(SCORES)} (k from 1 to layers − 1)")
         if not 0 < self.contamination < 0.5:
             raise VaekitError(f"contamination={self.contamination}: give the share of outliers, above 0 and below 0.5")
         self.run_ = Path(self.run) if self.run is not None else self._train(np.asarray(X))
@@ -79,16 +85,19 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         expected = self.model_.config.model.input_shape
         if list(x.shape[1:]) != expected:
             raise VaekitError(f"X has rows of shape {list(x.shape[1:])} and the model takes {expected}: reshape them")
+        from vaekit.analysis.scores import score_columns
+
         terms = image_terms(self.model_.model.eval(), x, self.k, self.seed, self.model_.config.data)
-        if terms.bound is None and self.score not in ("reconstruction_nll", "mse"):
-            raise VaekitError(f"the run is an autoencoder, which has no {self.score}: use score='mse'")
-        columns = {
-            "nll": None if terms.bound is None else -terms.bound, "neg_elbo": terms.kl - terms.log_px,
-            "kl": terms.kl, "reconstruction_nll": -terms.log_px, "mse": terms.squared,
-        }  # fmt: skip
-        chosen = columns[self.score]
-        assert chosen is not None
-        return chosen.numpy()
+        columns = score_columns(terms, math.prod(expected))
+        if self.score not in columns:
+            if terms.bound is None:
+                raise VaekitError(f"the run is an autoencoder, which has no {self.score}: use score='mse'")
+            allowed = [name for name in columns if LLR.fullmatch(name)]
+            raise VaekitError(
+                f"the run has no {self.score}: "
+                + (f"its hierarchy allows {', '.join(allowed)}" if allowed else "LLR>k needs layers ≥ 2 (a hierarchy)")
+            )
+        return columns[self.score]
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for a row scored above `threshold_` (an outlier), 0 otherwise."""
@@ -102,8 +111,9 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         folder = Path(self.work_dir) if self.work_dir is not None else Path(tempfile.mkdtemp(prefix="vaekit-detector-"))
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "train.npz", x=x)
+        hierarchy = {"latent": "hierarchy", "options": {"layers": self.layers}} if self.layers > 1 else {}
         config = TrainConfig(
-            model=ModelConfig(latent_dim=self.latent_dim, hidden=list(self.hidden)),
+            model=ModelConfig(latent_dim=self.latent_dim, hidden=list(self.hidden), **hierarchy),  # type: ignore[arg-type]
             data=DataConfig(dataset=str(folder / "train.npz"), val_size=0),
             epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, device=self.device,
         )  # fmt: skip

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaekit.analysis.evaluate import Progress, image_terms
+from vaekit.analysis.evaluate import ImageTerms, Progress, image_terms
 from vaekit.data.sources import load_dataset
 from vaekit.errors import VaekitError
 from vaekit.files import atomic_write
@@ -63,10 +63,15 @@ def score_images(
     terms = image_terms(
         model, images.x, k, seed, data_config, ranks, None, progress, f"scoring {dataset}'s {split} split"
     )
-    pixels = math.prod(shape)
     columns: dict[str, np.ndarray] = {"index": np.arange(len(images.x))}
     if images.y is not None:
         columns["label"] = images.y.numpy()
+    return columns | score_columns(terms, math.prod(shape))
+
+
+def score_columns(terms: ImageTerms, pixels: int) -> dict[str, np.ndarray]:
+    """Each score of `image_terms`' result, by its column name (an autoencoder's: the reconstruction's alone)."""
+    columns: dict[str, np.ndarray] = {}
     if terms.bound is not None:
         columns["nll"] = (-terms.bound).numpy()
         columns["bits_per_dim"] = (-terms.bound / (pixels * math.log(2))).numpy()  # as `bits_per_dim` defines it
