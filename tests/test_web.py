@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import numpy as np
 import pytest
 import schemathesis
 import uvicorn
@@ -108,6 +109,19 @@ def test_decode_encode_interpolate_sample_thumbnails(client: TestClient) -> None
     assert thumbs["indices"] == list(range(290, 297))  # stops at the end of the 297 test images
 
 
+def test_score_places_an_image_among_the_test_images(trained: tuple[VAE, Split], client: TestClient) -> None:
+    """A test image scores like the test images; noise is less likely than every one of them."""
+    _, test = trained
+    own = client.post("/api/score", json={"pixels": test.x[0].flatten().tolist()})
+    assert own.status_code == 200, own.text
+    scored = own.json()
+    assert scored["reference_images"] == 297 and scored["k"] == 100 and scored["llr"] == {}
+    assert 0.02 < scored["unlikelier_than"] < 0.98 and scored["nll"] <= scored["neg_elbo"] + 1.0
+    assert png_size(scored["image"]) == (8, 8) and png_size(scored["reconstruction"]) == (8, 8)
+    noise = np.random.default_rng(0).integers(0, 256, 64).tolist()
+    assert client.post("/api/score", json={"pixels": noise}).json()["unlikelier_than"] == 1.0
+
+
 @pytest.mark.parametrize(
     ("method", "path", "payload", "status", "fragment"),
     [
@@ -128,6 +142,22 @@ def test_decode_encode_interpolate_sample_thumbnails(client: TestClient) -> None
         ("post", "/api/interpolate", {"a": 0, "b": 300}, 422, "b: Input should be less than or equal to 296"),
         ("post", "/api/sample", {"n": 0}, 422, "n:"),
         ("post", "/api/sample", {"n": 10**6}, 422, "n:"),
+        ("post", "/api/score", {"pixels": [0] * 63}, 422, "pixels: List should have at least 64 items"),
+        (
+            "post",
+            "/api/score",
+            {"pixels": [0] * 63 + [256]},
+            422,
+            "pixels.63: Input should be less than or equal to 255",
+        ),
+        (
+            "post",
+            "/api/score",
+            {"pixels": [0] * 63 + [-1]},
+            422,
+            "pixels.63: Input should be greater than or equal to 0",
+        ),
+        ("post", "/api/score", {"pixels": [0] * 63 + ["9"]}, 422, "pixels.63: Input should be a valid integer"),
         ("get", "/api/thumbnails?count=100000", None, 422, "count"),
         ("get", "/api/thumbnails?start=5000", None, 422, "start: Input should be less than or equal to 296"),
     ],
@@ -406,6 +436,15 @@ def test_page_in_a_real_browser(server_url: str, tmp_path: Path) -> None:
         expect(page.locator("#status")).to_contain_text("test image")
         page.locator("#pad").hover(position={"x": 200, "y": 20})
         expect(page.locator("#status")).to_contain_text("pad:")
+        draw = page.locator("#draw").bounding_box()
+        assert draw is not None
+        page.mouse.move(draw["x"] + 60, draw["y"] + 40)  # a stroke down the middle, like a digit 1
+        page.mouse.down()
+        page.mouse.move(draw["x"] + 110, draw["y"] + 190, steps=8)
+        page.mouse.up()
+        page.locator("#score").click()
+        expect(page.locator("#score-result")).to_contain_text("less likely than")
+        expect(page.locator("#score-reconstruction")).not_to_have_class(re.compile("empty"))
         page.screenshot(path=str(tmp_path / "explorer.png"))
         browser.close()
     assert errors == []

@@ -185,7 +185,8 @@ def serve(
     cpus = os.cpu_count() or 1
     workers = workers or min(4, cpus)
     torch.set_num_threads(max(1, cpus // workers))  # workers × torch threads stays within the machine
-    app_ = create_app(loaded.model, test, str(run), CLASS_NAMES.get(loaded.config.data.dataset), top_k, hosts, workers)
+    names = CLASS_NAMES.get(loaded.config.data.dataset)
+    app_ = create_app(loaded.model, test, str(run), names, top_k, hosts, workers, loaded.config.data)
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"note: binding {host} makes the explorer reachable from other machines")
     if host in WILDCARD_BINDS and not allow_host:

@@ -26,8 +26,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from torch import Tensor
 
-from vaekit.analysis.evaluate import kl_report
+from vaekit.analysis.evaluate import image_terms, kl_report
 from vaekit.analysis.latent import interpolate
+from vaekit.analysis.scores import score_columns
+from vaekit.config import DataConfig
 from vaekit.data.sources import Split, to_float
 from vaekit.errors import VaekitError
 from vaekit.model.vae import VAE
@@ -41,7 +43,9 @@ from vaekit.web.schemas import (
     Info,
     Integer,
     Interpolation,
+    Pixel,
     Samples,
+    Scored,
     StrictBody,
     Thumbnails,
     problem_responses,
@@ -81,11 +85,13 @@ def create_app(
     top_k: int = 8,
     hosts: Sequence[str] = LOOPBACK_HOSTS,
     workers: int = 2,
+    data: DataConfig | None = None,
 ) -> FastAPI:
     """The explorer for one model and its test split.
 
     hosts: the Host names it answers (`guards.allowed_hosts` builds them); any other gets 400, so a page on another
-    site cannot reach it through DNS rebinding. workers: threads that run the model."""
+    site cannot reach it through DNS rebinding. workers: threads that run the model. data: the run's data settings,
+    so that an image scored through /api/score is scored as the run scores its own (binarized or dequantized)."""
     threads = ModelThreads(workers)
     model = model.eval()
     kl = kl_report(model, test.x)
@@ -112,6 +118,7 @@ def create_app(
         return FileResponse(STATIC / "docs.html")
 
     add_api(app, model, test, info, threads)
+    add_scoring(app, model, test, threads, data)
     return app
 
 
@@ -201,3 +208,53 @@ def add_api(app: FastAPI, model: VAE, test: Split, info: Info, threads: ModelThr
         count: Annotated[int, Query(ge=1, le=MAX_IMAGES, description="At most this many, fewer at the end.")] = 24,
     ) -> Thumbnails:
         return await threads.run(strip, start, count)
+
+
+SCORE_K = 100  # importance samples for an image scored in the explorer
+REFERENCE_IMAGES = 500  # test images whose scores place an uploaded image among them
+
+
+def add_scoring(app: FastAPI, model: VAE, test: Split, threads: ModelThreads, data: DataConfig | None) -> None:
+    """POST /api/score: one image's scores under the run (the NLL bound, the −ELBO, a hierarchy's LLR>k, the
+    reconstruction error) and where its NLL falls among the test split's, for a picture drawn or uploaded in the
+    page. The reference scores are computed once, on first use, with the same k and seeds."""
+    channels, height, width = model.input_shape
+    size = channels * height * width
+    reference: dict[str, Any] = {}
+
+    class ScoreRequest(StrictBody):
+        pixels: list[Pixel] = Field(
+            min_length=size,
+            max_length=size,
+            description=f"The image's {size} grey levels (0 to 255), channel by channel, row by row: {channels}x"
+            f"{height}x{width}.",
+        )
+
+    def scores(x: Tensor) -> dict[str, Any]:
+        terms = image_terms(model, x, SCORE_K, 0, data)
+        return score_columns(terms, size)
+
+    def scored(pixels: list[int]) -> Scored:
+        if not reference:
+            reference.update(scores(test.x[:REFERENCE_IMAGES]))
+        image = torch.tensor(pixels, dtype=torch.uint8).view(1, channels, height, width)
+        found = scores(image)
+        key = "nll" if "nll" in found else "mse"
+        unlikelier = float((reference[key] < found[key][0]).mean())
+        value = {name: float(found[name][0]) for name in found}
+        with torch.no_grad():
+            reconstruction = model.reconstruct(to_float(image).to(model.device))[0]
+        return Scored(
+            nll=value.get("nll"), bits_per_dim=value.get("bits_per_dim"), neg_elbo=value.get("neg_elbo"),
+            mse=value["mse"], llr={name: v for name, v in value.items() if name.startswith("llr>")},
+            unlikelier_than=unlikelier, reference_images=len(reference[key]), k=SCORE_K,
+            image=png_data_url(to_float(image[0])), reconstruction=png_data_url(reconstruction),
+        )  # fmt: skip
+
+    @app.post(
+        "/api/score",
+        summary="Score an image under the run: its NLL, −ELBO, LLR>k and reconstruction error, against the test split",
+        responses=problem_responses(body=True),
+    )
+    async def score_one(request: ScoreRequest) -> Scored:
+        return await threads.run(scored, request.pixels)

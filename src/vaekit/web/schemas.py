@@ -22,6 +22,8 @@ def json_integer(value: object) -> object:
 
 
 Integer = Annotated[int, BeforeValidator(json_integer)]
+# A grey level of an 8-bit image. The bounds sit inside, so that the schema states them as minimum and maximum.
+Pixel = Annotated[Annotated[int, Field(ge=0, le=255)], BeforeValidator(json_integer)]
 PngDataUrl = Annotated[str, Field(pattern=r"^data:image/png;base64,", description="A PNG at the image's own size.")]
 
 
@@ -88,3 +90,19 @@ class Thumbnails(BaseModel):
     indices: list[int]
     labels: list[int] | None
     images: list[PngDataUrl]
+
+
+class Scored(BaseModel):
+    nll: float | None = Field(description="−log p(x) by the importance-weighted bound, nats; null for an autoencoder.")
+    bits_per_dim: float | None
+    neg_elbo: float | None = Field(description="The negative ELBO, nats; null for an autoencoder.")
+    mse: float = Field(description="Squared error per pixel of the reconstruction from the posterior mean.")
+    llr: dict[str, float] = Field(description="A hierarchy's LLR>k by name (llr>1, …); empty for other models.")
+    unlikelier_than: float | None = Field(
+        description="Share of the reference test images whose NLL (or, for an autoencoder, MSE) is lower than this "
+        "image's: near 1 for an image unlike the training data."
+    )
+    reference_images: int
+    k: int = Field(description="Importance samples per image.")
+    image: PngDataUrl = Field(description="The image as scored.")
+    reconstruction: PngDataUrl

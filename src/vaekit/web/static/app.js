@@ -163,6 +163,72 @@ function showScrub() {
   setZ(state.path.z[i], `interpolation t = ${t.toFixed(2)}`);
 }
 
+// Scoring a drawn or uploaded image: the drawing canvas is shrunk to the model's image size, its grey levels (or
+// colour channels) sent to /api/score, and the answer says where the image's NLL falls among the test images'.
+function setupDrawing() {
+  const canvas = $("draw"), context = canvas.getContext("2d");
+  context.fillStyle = "#000"; context.fillRect(0, 0, canvas.width, canvas.height);
+  let drawing = false, last = null;
+  const point = (event) => {
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+  };
+  canvas.addEventListener("pointerdown", (event) => { drawing = true; last = point(event); });
+  canvas.addEventListener("pointerup", () => { drawing = false; });
+  canvas.addEventListener("pointerleave", () => { drawing = false; });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    const next = point(event);
+    context.strokeStyle = "#fff"; context.lineWidth = 18; context.lineCap = "round";
+    context.beginPath(); context.moveTo(...last); context.lineTo(...next); context.stroke();
+    last = next;
+  });
+  $("clear-drawing").addEventListener("click", () => {
+    context.fillStyle = "#000"; context.fillRect(0, 0, canvas.width, canvas.height);
+  });
+  $("upload").addEventListener("change", async () => {
+    const file = $("upload").files[0];
+    if (!file) return;
+    const picture = await createImageBitmap(file);
+    context.fillStyle = "#000"; context.fillRect(0, 0, canvas.width, canvas.height);
+    context.drawImage(picture, 0, 0, canvas.width, canvas.height);
+  });
+  $("score").addEventListener("click", scoreDrawing);
+}
+
+function drawingPixels() {
+  const [channels, height, width] = state.info.image_shape;
+  const small = document.createElement("canvas");
+  small.width = width; small.height = height;
+  const context = small.getContext("2d");
+  context.drawImage($("draw"), 0, 0, width, height);
+  const rgba = context.getImageData(0, 0, width, height).data;
+  const pixels = [];
+  for (let c = 0; c < channels; c++) {
+    for (let i = 0; i < width * height; i++) {
+      const [r, g, b] = [rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]];
+      pixels.push(channels === 1 ? Math.round((r + g + b) / 3) : [r, g, b][c]);
+    }
+  }
+  return pixels;
+}
+
+async function scoreDrawing() {
+  $("score-result").textContent = "scoring…";
+  try {
+    const scored = await api("/api/score", { pixels: drawingPixels() });
+    show($("score-reconstruction"), scored.reconstruction);
+    const share = (scored.unlikelier_than * 100).toFixed(0);
+    const what = scored.nll === null ? `MSE ${scored.mse.toFixed(4)}` :
+      `NLL ${scored.nll.toFixed(1)} nats (${scored.bits_per_dim.toFixed(3)} bits/dim, k = ${scored.k})`;
+    const ratios = Object.entries(scored.llr).map(([name, value]) => `${name.toUpperCase()} ${value.toFixed(1)}`);
+    $("score-result").textContent = `${what}; less likely than ${share}% of ${scored.reference_images} test images` +
+      (ratios.length ? `; ${ratios.join(", ")}` : "") + `; MSE ${scored.mse.toFixed(4)}`;
+  } catch (error) {
+    $("score-result").textContent = error.message;
+  }
+}
+
 async function main() {
   state.info = await api("/api/info");
   const info = state.info;
@@ -172,6 +238,7 @@ async function main() {
   state.z = new Array(info.latent_dim).fill(0);
   buildSliders();
   buildKlBars();
+  setupDrawing();
   drawPad();
   $("pad").addEventListener("pointermove", onPad);
   $("pad").addEventListener("pointerdown", onPad);
