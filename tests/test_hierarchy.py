@@ -293,3 +293,13 @@ def test_bad_hierarchy_settings_are_one_line_errors(args: list[str], fragment: s
     code, _, stderr = invoke(*TRAIN, "--out", tmp_path / "run", *args)
     assert_clean_error(code, stderr, fragment)
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_convolutional_hierarchy_trains_from_the_conv_encoders_features(tmp_path: Path) -> None:
+    args = ["train", "--dataset", "digits", "--network", "conv", "--hidden", "8,16", "--latent", "hierarchy"]
+    code, _, stderr = invoke(*args, "--layers", "3", "--ladder-width", "16", "--epochs", "1", "--quiet", "--out",
+                             tmp_path / "conv")  # fmt: skip
+    assert code == 0, stderr
+    model = load_run(tmp_path / "conv").model
+    assert isinstance(model.encoder[0], torch.nn.Conv2d) and model.posterior.features == 16
+    assert model.sample(2).shape == (2, 1, 8, 8)
