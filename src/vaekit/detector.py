@@ -107,13 +107,14 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         """A VAE trained on the rows, in `work_dir` (a fresh temporary folder when None)."""
         from vaekit.api import train
         from vaekit.config import DataConfig, ModelConfig, TrainConfig
+        from vaekit.model.hierarchy import hierarchy_settings
 
         folder = Path(self.work_dir) if self.work_dir is not None else Path(tempfile.mkdtemp(prefix="vaekit-detector-"))
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "train.npz", x=x)
-        hierarchy = {"latent": "hierarchy", "options": {"layers": self.layers}} if self.layers > 1 else {}
+        hierarchy = hierarchy_settings(self.layers) if self.layers > 1 else {}
         config = TrainConfig(
-            model=ModelConfig(latent_dim=self.latent_dim, hidden=list(self.hidden), **hierarchy),  # type: ignore[arg-type]
+            model=ModelConfig(latent_dim=self.latent_dim, hidden=list(self.hidden), **hierarchy),
             data=DataConfig(dataset=str(folder / "train.npz"), val_size=0),
             epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, device=self.device,
         )  # fmt: skip

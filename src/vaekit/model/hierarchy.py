@@ -272,6 +272,12 @@ def log_weights_above(model: Any, x: Tensor, prior_below: int, k: int, generator
     return weights
 
 
+def hierarchy_settings(layers: int) -> dict[str, Any]:
+    """The `ModelConfig` fields that make a model a hierarchy of `layers` layers, for code that builds configs (the
+    Detector) without naming the part itself."""
+    return {"latent": "hierarchy", "options": {"layers": layers}}
+
+
 def layer_sizes_of(model: Any) -> list[int]:
     """[D1, …, DL] when the model's codes are a top-down hierarchy (which LLR>k needs), else []."""
     family = model.posterior
