@@ -123,10 +123,11 @@ def test_the_why_table_is_the_one_its_results_file_gives() -> None:
     assert len(verdicts) == 4 and set(verdicts) <= {"confirmed", "not confirmed"}
 
 
-def test_the_protocol_row_the_docs_quote_is_the_one_its_results_file_records() -> None:
-    """docs/measured.md quotes the MNIST VAE row run under benchmarks/PROTOCOL.md: two seeds from a clean commit, each
-    seed's test NLL and their mean as benchmarks/mnist-protocol/results.json records them."""
-    results = json.loads((ROOT / "benchmarks" / "mnist-protocol" / "results.json").read_text())
+@pytest.mark.parametrize("folder", ["mnist-protocol", "fashion-mnist-protocol"])
+def test_the_protocol_rows_the_docs_quote_are_the_ones_their_results_files_record(folder: str) -> None:
+    """docs/measured.md quotes the VAE rows run under benchmarks/PROTOCOL.md: two seeds from a clean commit, each
+    seed's test NLL and their mean as benchmarks/FOLDER/results.json records them."""
+    results = json.loads((ROOT / "benchmarks" / folder / "results.json").read_text())
     done = [row for row in results["rows"] if row["status"] == "done"]
     assert len(done) >= 2 and "+changes" not in results["hardware"]["commit"]
     assert results["protocol"]["val_size"] > 0 and results["protocol"]["budget_epochs"] == 364
