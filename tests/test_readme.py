@@ -136,3 +136,15 @@ def test_the_protocol_rows_the_docs_quote_are_the_ones_their_results_files_recor
         assert f"seed {row['seed']}: {row['test_nll']:.2f}" in text
     mean = sum(row["test_nll"] for row in done) / len(done)
     assert f"mean **{mean:.2f}**" in text
+
+
+def test_the_ood_figures_the_docs_quote_are_the_ones_its_results_file_records() -> None:
+    """docs/evaluation.md quotes benchmarks/ood/results.json: each quoted score's AUROC, from two seeds of a clean
+    commit, with PyOD's rows beside vaekit's."""
+    rows = json.loads((ROOT / "benchmarks" / "ood" / "results.json").read_text())
+    text = (DOCS / "evaluation.md").read_text(encoding="utf-8")
+    quoted = [r for r in rows if f"| `{r['score']}` |" in text]
+    assert {"iw-nll", "llr>1", "recon", "pyod-vae", "pyod-vae-kl"} <= {r["score"] for r in quoted}
+    for r in quoted:
+        assert len(r["seeds"]) >= 2 and "+changes" not in r["commit"]
+        assert f"| `{r['score']}` | {r['auroc']:.3f} ({r['auroc_interval'][0]:.3f}–" in text
