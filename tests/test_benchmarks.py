@@ -87,9 +87,16 @@ def test_the_demo_record_holds_the_run_and_where_it_ran(tmp_path: Path) -> None:
 
 
 def test_the_ood_benchmark_writes_a_record_per_score_with_pyods_rows_beside(tmp_path: Path) -> None:
-    """digits against uniform-noise images: the likelihood must tell them apart, and every record has its fields."""
+    """digits against uniform-noise images: the likelihood must tell them apart, and every record has its fields;
+    an earlier run's records of another model stay."""
+    earlier = {"in": "digits", "out": "elsewhere", "score": "iw-nll", "model": "an earlier model", "auroc": 0.5,
+               "auroc_interval": [0.4, 0.6], "auroc_by_seed": [0.5], "auprc": 0.5, "fpr95": 0.9, "seeds": [0],
+               "commit": "abc", "in_images": 297, "out_images": 10}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps([earlier]))
     run_benchmark("ood/run.py", "--smoke", "--seeds", "0", "--out", str(tmp_path))
     records = json.loads((tmp_path / "results.json").read_text())
+    assert records[0] == earlier and "hierarchy (ladder)" in records[1]["model"]
+    assert len({(r["in"], r["out"], r["score"], r["model"]) for r in records}) == len(records)
     scores = {r["score"] for r in records}
     assert {"iw-nll", "elbo", "llr>1", "llr>2", "typicality", "recon", "pyod-vae", "pyod-vae-kl"} <= scores
     for r in records:

@@ -27,11 +27,13 @@ from vaekit.model.hierarchy import (
     TopDownGaussian,
     TopDownPrior,
     layer_sizes,
+    layer_sizes_of,
     log_weights_above,
     precision_weighted,
 )
 from vaekit.model.objectives import iwae_bound, log_importance_weights
 from vaekit.model.posteriors import DiagonalGaussian
+from vaekit.model.priors import StandardNormal
 from vaekit.model.randomness import BatchSlice
 from vaekit.model.vae import VAE
 
@@ -142,16 +144,30 @@ def test_noise_for_a_batch_slice_is_the_full_batchs_rows() -> None:
     torch.testing.assert_close(part, full[:, 2:5])
 
 
-def tiny_model() -> tuple[VAE, Tensor]:
+# z1 as one 2×2 map on the ladder network's half-resolution grid of a 4×4 image: the same sizes, [4, 2, 1]
+SPATIAL = ModelConfig(
+    network="ladder",
+    latent="hierarchy",
+    hidden=[4],
+    latent_dim=2,
+    input_shape=[1, 4, 4],
+    options={**OPTIONS, "z1_channels": 1},
+)
+
+
+def tiny_model(config: ModelConfig = CONFIG) -> tuple[VAE, Tensor]:
     torch.manual_seed(0)
-    model = VAE(CONFIG).double()
-    x = torch.rand(500, 1, 3, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64).round()
+    model = VAE(config).double()
+    shape = config.input_shape
+    x = torch.rand(500, *shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).round()
     return model, x
 
 
 @torch.no_grad()
-def test_llr_above_zero_is_zero_and_each_bound_above_k_is_a_bound_of_its_own() -> None:
-    model, x = tiny_model()
+@pytest.mark.parametrize("config", [CONFIG, SPATIAL], ids=["flat", "spatial"])
+def test_llr_above_zero_is_zero_and_each_bound_above_k_is_a_bound_of_its_own(config: ModelConfig) -> None:
+    model, x = tiny_model(config)
+    assert layer_sizes(config) == SIZES
     ordinary = log_importance_weights(model, x, 16, torch.Generator().manual_seed(8))
     above_zero = log_weights_above(model, x, 0, 16, torch.Generator().manual_seed(8))
     torch.testing.assert_close(above_zero, ordinary)  # LLR>0 = L − L>0 = 0, draw for draw
@@ -162,6 +178,25 @@ def test_llr_above_zero_is_zero_and_each_bound_above_k_is_a_bound_of_its_own() -
         bound = torch.logsumexp(log_weights_above(model, x[:20], k, 4000, torch.Generator().manual_seed(10)), 0)
         bound = bound - math.log(4000)
         assert float((bound - truth).mean()) < 0.05, (k, float((bound - truth).mean()))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("config", [CONFIG, SPATIAL], ids=["flat", "spatial"])
+def test_at_the_mean_the_lower_layers_are_their_conditional_priors_mean_and_leave_the_weight(
+    config: ModelConfig,
+) -> None:
+    model, x = tiny_model(config)
+    posterior = model.encode(x[:6])
+    z, log_ratio = posterior.draw(3, torch.Generator().manual_seed(4), prior_below=1, at_mean=True)
+    z1, z2, z3 = model.posterior.top_down.split(z)
+    p1 = conditional(model.posterior, 0, z2)
+    torch.testing.assert_close(z1, p1.mean)  # z1 set to the mean of p(z1 | z2)
+    _, (q2, p2), (q3, _) = posterior.pairs(z)
+    assert p2 is not None
+    expected = StandardNormal.log_density(z3) - q3.log_prob(z3) + p2.log_prob(z2) - q2.log_prob(z2)  # z1 adds nothing
+    torch.testing.assert_close(log_ratio, expected)
+    weights = log_weights_above(model, x[:6], 1, 3, torch.Generator().manual_seed(4), at_mean=True)
+    torch.testing.assert_close(weights, model.decode(z).log_prob(x[:6]) + log_ratio)
 
 
 @torch.no_grad()
@@ -303,3 +338,54 @@ def test_a_convolutional_hierarchy_trains_from_the_conv_encoders_features(tmp_pa
     model = load_run(tmp_path / "conv").model
     assert isinstance(model.encoder[0], torch.nn.Conv2d) and model.posterior.features == 16
     assert model.sample(2).shape == (2, 1, 8, 8)
+
+
+@torch.no_grad()
+def test_a_spatial_z1_reads_its_own_neighbourhood_and_the_decoder_reads_the_maps_above() -> None:
+    config = ModelConfig(
+        network="ladder", latent="hierarchy", hidden=[4], latent_dim=3, input_shape=[1, 16, 16],
+        options={"layers": 3, "ladder_width": 8, "z1_channels": 2},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = VAE(config)
+    assert layer_sizes(config) == [2 * 8 * 8, 3, 1]
+    x = torch.rand(1, 1, 16, 16)
+    nudged = x.clone()
+    nudged[0, 0, 0, 0] += 1.0  # one corner pixel
+    before, after = (model.encode(image).bottom_up[0].mu.reshape(2, 8, 8) for image in (x, nudged))
+    changed = (before - after).abs().amax(0) > 0
+    assert changed[0, 0] and not changed[5:, :].any() and not changed[:, 5:].any()  # the far corner stays
+    z = model.encode(x).rsample(5)
+    read = model.posterior.decoder_input(z)
+    assert read.shape == (5, 1, (2 + 4) * 8 * 8)
+    torch.testing.assert_close(read[..., : 2 * 64], z[..., : 2 * 64])  # z1, then the maps p(z1 | z2) is read from
+    torch.testing.assert_close(read[..., 2 * 64 :], model.posterior.top_down.nets[0].features(z[..., 128:131]))
+
+
+def test_a_ladder_hierarchy_with_a_spatial_z1_trains_evaluates_and_scores(tmp_path: Path) -> None:
+    args = ["train", "--dataset", "digits", "--network", "ladder", "--hidden", "8", "--latent", "hierarchy"]
+    args += ["--z1-channels", "2", "--latent-dim", "4", "--ladder-width", "16", "--binarize", "dynamic"]
+    code, _, stderr = invoke(*args, "--epochs", "1", "--quiet", "--out", tmp_path / "ladder")
+    assert code == 0, stderr
+    model = load_run(tmp_path / "ladder").model
+    assert layer_sizes_of(model) == [2 * 4 * 4, 4, 2]  # z1: two 4×4 maps of the 8×8 digits
+    assert model.sample(2).shape == (2, 1, 8, 8)
+    code, _, stderr = invoke("score", tmp_path / "ladder", "--dataset", "digits", "--k", "4", "--out",
+                             tmp_path / "scores.csv")  # fmt: skip
+    assert code == 0, stderr
+    header = (tmp_path / "scores.csv").read_text().splitlines()[0].split(",")
+    assert {"llr>1", "llr>2", "kl_z1", "kl_z3"} <= set(header)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--latent", "hierarchy", "--z1-channels", "2"], "add --network ladder"),
+        (["--network", "ladder"], "add --latent hierarchy --z1-channels C"),
+        (["--network", "ladder", "--latent", "hierarchy", "--z1-channels", "2", "--condition", "label"], "--condition"),
+    ],
+)
+def test_a_spatial_z1_and_the_ladder_network_go_together(args: list[str], fragment: str, tmp_path: Path) -> None:
+    code, _, stderr = invoke("train", "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "run", *args)
+    assert_clean_error(code, stderr, fragment)
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -169,8 +169,9 @@ class ImageTerms:
     bound: Tensor | None  # the k-sample importance-weighted bound on log p(x); None for an autoencoder
     squared: Tensor  # mean squared error per pixel of the reconstruction from the posterior mean
     data: str  # what exactly was scored
-    # A hierarchy's (`vaekit.model.hierarchy`), else None: the bounds L>j on log p(x) with the j lowest layers drawn
-    # from their conditional prior, j = 1 … L−1, (N, L−1); and each layer's KL given the layers above, (N, L)
+    # A hierarchy's (`vaekit.model.hierarchy`), else None: L>j, the k-sample bound with the j lowest layers at their
+    # conditional prior's mean (`log_weights_above`), j = 1 … L−1, (N, L−1); and each layer's KL given the layers
+    # above, (N, L)
     bounds_above: Tensor | None = None
     kl_layers: Tensor | None = None
 
@@ -219,7 +220,7 @@ def image_terms(
             per_layer = torch.split(terms.kl_units, sizes, dim=-1)
             kl_layers[rows] = torch.stack([units.sum(-1) for units in per_layer], -1).to(wide)
         for j in range(1, len(sizes)):
-            draw = functools.partial(log_weights_above, model, batch, j, generator=generator)
+            draw = functools.partial(log_weights_above, model, batch, j, generator=generator, at_mean=True)
             above[rows, j - 1] = chunked_bound(draw, len(batch), k, MAX_ROWS).to(wide) + offset
         if progress is not None:
             progress(label, done, len(mine))

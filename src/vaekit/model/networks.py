@@ -1,4 +1,5 @@
-"""Encoder and decoder builders: MLP (any depth, a chosen activation), conv, and residual conv.
+"""Encoder and decoder builders: MLP (any depth, a chosen activation), conv, residual conv, and the ladder's
+half-resolution conv stages.
 
 Encoders map (N, C, H, W) to (N, F) features (the posterior family reads them: F = 2D for a Gaussian); decoders map
 (N, D) to (N, C', H, W), where C' is the likelihood's number of outputs per image (its channels).
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from vaekit.errors import VaekitError
-from vaekit.parts import NETWORKS, Part
+from vaekit.parts import NETWORKS, Part, Requirement
 
 if TYPE_CHECKING:
     from vaekit.config import TrainConfig
@@ -128,6 +129,56 @@ def resconv_decoder(shape: Shape, channels: Sequence[int], latent_dim: int, acti
     return conv_decoder(shape, channels, latent_dim, activation, residual=True)
 
 
+LADDER_ONLY = "--network ladder feeds a hierarchy with a spatial z1: add --latent hierarchy --z1-channels C"
+
+
+def half_grid(shape: Shape) -> tuple[int, int]:
+    """The ladder's grid: half the image's height and width, each of which must be divisible by 4 (one stride-2
+    step to z1's grid, and one more on the way up to the layers above)."""
+    _, height, width = shape
+    if height % 4 or width % 4:
+        raise VaekitError(
+            f"--network ladder needs height and width divisible by 4, got {height}x{width}: resize the images"
+        )
+    return height // 2, width // 2
+
+
+def ladder_encoder(shape: Shape, channels: Sequence[int], out_features: int, activation: str = "relu") -> nn.Sequential:
+    """x → feature maps at half resolution, flattened (channels[0] × H/2 × W/2): the bottom of a hierarchy's
+    bottom-up pass, which reads z1 out of them with a convolution, so that z1 stays local."""
+    grid_h, grid_w = half_grid(shape)
+    width = channels[0]
+    if out_features != width * grid_h * grid_w:
+        raise VaekitError(LADDER_ONLY)
+    act = ACTIVATIONS[activation]
+    return nn.Sequential(
+        nn.Conv2d(shape[0], width, 3, padding=1),
+        act(),
+        nn.Conv2d(width, width, 4, stride=2, padding=1),
+        Residual(width, activation),
+        nn.Flatten(),
+    )
+
+
+def ladder_decoder(shape: Shape, channels: Sequence[int], latent_dim: int, activation: str = "relu") -> nn.Sequential:
+    """Half-resolution maps, flattened → (C', H, W): a shallow decoder, one residual block and one upsampling step,
+    so that p(x | z1) models local detail and the layers above carry what the image is of."""
+    grid_h, grid_w = half_grid(shape)
+    width = channels[0]
+    if latent_dim % (grid_h * grid_w):
+        raise VaekitError(LADDER_ONLY)
+    act = ACTIVATIONS[activation]
+    return nn.Sequential(
+        nn.Unflatten(1, (latent_dim // (grid_h * grid_w), grid_h, grid_w)),
+        nn.Conv2d(latent_dim // (grid_h * grid_w), width, 3, padding=1),
+        Residual(width, activation),
+        act(),
+        nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+        act(),
+        nn.Conv2d(width, shape[0], 3, padding=1),
+    )
+
+
 Builder = Callable[[Shape, Sequence[int], int, str], nn.Sequential]
 
 
@@ -162,6 +213,25 @@ NETWORKS.register(
         settle=default_hidden([32, 64]),
         doc="residual conv: 28×28 or 32×32 images, 1 or 3 channels",
         impl=Network(resconv_encoder, resconv_decoder, flat_input=False),
+    )
+)
+
+
+NETWORKS.register(
+    Part(
+        "ladder",
+        "ladder conv",
+        settle=default_hidden([32]),
+        doc="conv stages that keep a half-resolution grid, for a hierarchy whose z1 is feature maps "
+        "(`--latent hierarchy --z1-channels C`); `--hidden` is their channels",
+        requires=(
+            Requirement(
+                lambda c: c.model.latent == "hierarchy" and c.model.options.get("z1_channels", 0) > 0,
+                LADDER_ONLY,
+            ),
+            Requirement(lambda c: c.model.condition == "none", "--network ladder reads no label: drop --condition"),
+        ),
+        impl=Network(ladder_encoder, ladder_decoder, flat_input=False),
     )
 )
 

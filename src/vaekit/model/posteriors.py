@@ -1,9 +1,9 @@
 """Posterior families q(z|x): the distribution objects, and the small modules that turn encoder features into them.
 
 A family module says what the rest of the model needs to know about its codes, so that nobody asks which kind it is:
-`features` (encoder outputs), `latent_dim` (the size of a code), `decoded_dim` (how much of it the decoder reads:
-all of it, but z1 of a two-layer code), `unit_size` (entries per latent unit: 1, or K for a one-hot categorical
-variable), `has_density` (an autoencoder's point mass has none, hence no ELBO),
+`features` (encoder outputs), `latent_dim` (the size of a code), `decoder_input` and its size `decoded_dim` (what
+of a code the decoder reads: all of it, but z1 of a two-layer code), `unit_size` (entries per latent unit: 1, or K
+for a one-hot categorical variable), `has_density` (an autoencoder's point mass has none, hence no ELBO),
 `continuous` (whether paths and sliders through the codes make sense) and `relaxes` (whether training codes are a
 relaxation rather than samples of q). `at_step` lets a family follow a schedule
 (the Gumbel-softmax temperature); `record` says what of it belongs in the training metrics.
@@ -331,6 +331,10 @@ class GaussianFamily(nn.Module):
         mu, logvar = features.chunk(2, dim=-1)
         return DiagonalGaussian(mu, logvar)
 
+    def decoder_input(self, z: Tensor) -> Tensor:
+        """What of a code (..., latent_dim) the decoder reads, (..., decoded_dim)."""
+        return z[..., : self.decoded_dim]
+
     def at_step(self, step: int) -> None:
         """No schedule."""
 
@@ -398,6 +402,10 @@ class CategoricalFamily(nn.Module):
     def forward(self, features: Tensor) -> Posterior:
         logits = features.reshape(*features.shape[:-1], self.codes.latent_vars, self.codes.categories)
         return RelaxedCategorical(logits, self.temperature, self.codes.straight_through, hard=not self.training)
+
+    def decoder_input(self, z: Tensor) -> Tensor:
+        """The decoder reads the whole code."""
+        return z
 
     def at_step(self, step: int) -> None:
         codes = self.codes

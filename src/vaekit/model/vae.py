@@ -63,7 +63,7 @@ class VAE(nn.Module):
         """p(x|z) for latents (..., D); leading sample dimensions are kept. A conditional model reads the labels y
         (N,) of the last leading dimension, and decodes [z, one-hot(y)]."""
         leading = z.shape[:-1]
-        z = z[..., : self.posterior.decoded_dim]  # the decoder reads z1 of a two-layer code
+        z = self.posterior.decoder_input(z)  # e.g. z1 of a two-layer code
         code = self._one_hot(y, z)
         if code is not None:
             z = torch.cat([z, code.expand(*leading, -1)], -1)
