@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow  # every test here runs whole trainings or benchmarks
@@ -106,3 +107,16 @@ def test_the_ood_benchmark_writes_a_record_per_score_with_pyods_rows_beside(tmp_
     by_score = {r["score"]: r for r in records}
     assert by_score["iw-nll"]["auroc"] > 0.9 and "pyod" in by_score["pyod-vae"]["model"]
     assert "| digits → " in (tmp_path / "results.md").read_text()
+
+
+def test_the_ood_benchmark_holds_out_one_class_at_a_time(tmp_path: Path) -> None:
+    """--one-class: the model trains without the class, whose test images are the out-of-distribution set."""
+    run_benchmark("ood/run.py", "--smoke", "--one-class", "digits", "--classes", "3", "--seeds", "0", "--no-pyod",
+                  "--out", str(tmp_path))  # fmt: skip
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["in"], r["out"]) for r in records} == {("digits-without-3", "digits-3")}
+    inside, outside = (np.load(tmp_path / "data" / name) for name in ("digits-without-3.npz", "digits-3.npz"))
+    assert 3 not in inside["y_train"] and 3 not in inside["y_test"]
+    assert (len(inside["x_test"]), len(outside["x_test"])) == (records[0]["in_images"], records[0]["out_images"])
+    assert len(inside["x_test"]) + len(outside["x_test"]) == 297
+    assert "One class held out, averaged over the classes" in (tmp_path / "results.md").read_text()

@@ -71,12 +71,17 @@ def test_it_scores_with_a_trained_run_folder_and_checks_its_input(
             bad.fit(images)
 
 
-def test_a_hierarchy_detector_scores_by_llr_and_names_the_ks_it_allows(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("z1_channels", "network"), [(0, "mlp"), (2, "ladder")])
+def test_a_hierarchy_detector_scores_by_llr_and_names_the_ks_it_allows(
+    z1_channels: int, network: str, tmp_path: Path
+) -> None:
     images = load_digits().images[:300] / 16.0
-    detector = Detector(score="llr>1", layers=3, latent_dim=4, hidden=(32,), epochs=2, k=4, work_dir=tmp_path / "h")
+    detector = Detector(score="llr>1", layers=3, z1_channels=z1_channels, latent_dim=4, hidden=(8,), epochs=2, k=4,
+                        work_dir=tmp_path / "h")  # fmt: skip
     scores = detector.fit(images).decision_function(images[:5])
     assert scores.shape == (5,) and np.isfinite(scores).all()
-    assert load_run(tmp_path / "h" / "run").config.model.latent == "hierarchy"
+    model = load_run(tmp_path / "h" / "run").config.model
+    assert (model.latent, model.network, model.options.get("z1_channels", 0)) == ("hierarchy", network, z1_channels)
     with pytest.raises(VaekitError, match="its hierarchy allows llr>1, llr>2"):
         Detector(run=tmp_path / "h" / "run", score="llr>3", k=2).fit(images)
     plain = train(tiny_config(epochs=1), tmp_path / "plain")

@@ -1,7 +1,8 @@
 """Out-of-distribution detection with a trained VAE: each score's AUROC, AUPRC and FPR at 95% TPR, vaekit's hierarchy
 against PyOD's VAE trained on the same images in the same run.
 
-For each pair IN:OUT (Fashion-MNIST → MNIST and MNIST → Fashion-MNIST by default) and each seed:
+For each pair IN:OUT (Fashion-MNIST → MNIST and MNIST → Fashion-MNIST by default, or with `--one-class D` each class
+of D held out: IN the other classes, OUT that class's test images) and each seed:
   1. `vaekit train` a top-down hierarchy on IN's training split (its validation split held out, as always);
   2. `vaekit score RUN --dataset IN --ood OUT` scores IN's and OUT's test images, and `--split val` IN's validation
      images, which set the typicality score's centre (nothing else is chosen, and nothing on test);
@@ -16,8 +17,11 @@ Every setting is fixed here, before the run; each record says its seeds, commit 
 the mean over seeds; its interval spans the seeds' 95% bootstrap intervals over images (lowest low to highest high).
 
     python benchmarks/ood/run.py [--pairs fashion-mnist:mnist,mnist:fashion-mnist] [--seeds 0,1]
-        [--mnist-dir ../shared/data] [--out benchmarks/ood]
+        [--model ladder|mlp] [--mnist-dir ../shared/data] [--out benchmarks/ood] [--no-pyod]
+    python benchmarks/ood/run.py --one-class fashion-mnist [--classes 0,…,9] [--seeds 0,1]
     python benchmarks/ood/run.py --smoke --out /tmp/ood      # digits against noise, tiny widths: seconds
+
+A run adds its records to OUT/results.json and keeps those of the models, pairs and scores it does not measure again.
 
 Writes OUT/results.json (a list of records {"in", "out", "score", "model", "auroc", "auroc_interval", "auprc",
 "fpr95", "seeds", "commit", …}), OUT/results.md, and the run folders and score tables under OUT/runs.
@@ -116,6 +120,28 @@ NOT_SCORES = ("index", "label", "set")
 RENAMED = {"nll": "iw-nll", "neg_elbo": "elbo", "mse": "recon"}  # vaekit score's columns → the benchmark's names
 
 
+def one_class_tasks(dataset: str, classes: list[int], folder: Path, data_dir: str | None) -> list[tuple[str, str]]:
+    """For each class c, the pair (`dataset` without c, c alone) as two .npz files in `folder`: the model trains on the
+    other classes' training images and scores their test images against class c's test images."""
+    from vaekit.config import DataConfig
+    from vaekit.data.sources import load_dataset
+
+    data = load_dataset(DataConfig(dataset=dataset, data_dir=data_dir, val_size=0))
+    train, test = data.train, data.test
+    if train.y is None or test.y is None:
+        sys.exit(f"--one-class needs labels and {dataset} has none")
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for c in classes:
+        inside, outside = folder / f"{Path(dataset).stem}-without-{c}.npz", folder / f"{Path(dataset).stem}-{c}.npz"
+        keep, alone = train.y != c, test.y == c
+        np.savez(inside, x_train=train.x[keep].numpy(), y_train=train.y[keep].numpy(),
+                 x_test=test.x[test.y != c].numpy(), y_test=test.y[test.y != c].numpy())  # fmt: skip
+        np.savez(outside, x_train=train.x[~keep].numpy(), x_test=test.x[alone].numpy())
+        pairs.append((str(inside), str(outside)))
+    return pairs
+
+
 def vaekit(*args: str) -> list[str]:
     return [sys.executable, "-m", "vaekit", *args]
 
@@ -186,6 +212,11 @@ def pyod_scores(
     return found
 
 
+def named(dataset: str) -> str:
+    """A dataset's name in the records: an array file's stem (`fashion-mnist-without-3`), else the name itself."""
+    return Path(dataset).stem if dataset.endswith(".npz") else dataset
+
+
 def records(
     pair: tuple[str, str], by_seed: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]], models: dict[str, str],
     about: str,
@@ -198,7 +229,7 @@ def records(
     for score in by_seed[seeds[0]]:
         found = [separation(score, *by_seed[seed][score], seed=seed) for seed in seeds]
         out.append({
-            "in": pair[0], "out": pair[1], "score": score, "model": models.get(score, models["vaekit"]),
+            "in": named(pair[0]), "out": named(pair[1]), "score": score, "model": models.get(score, models["vaekit"]),
             "auroc": statistics.fmean(f.auroc for f in found),
             "auroc_interval": [min(f.auroc_interval[0] for f in found), max(f.auroc_interval[1] for f in found)],
             "auroc_by_seed": [f.auroc for f in found],
@@ -229,6 +260,13 @@ def report(rows: list[dict[str, Any]], about: str, seconds: float) -> str:
         seeds = ", ".join(f"{a:.3f}" for a in r["auroc_by_seed"])
         lines.append(f"| {r['in']} → {r['out']} | {r['score']} | {r['model']} | {r['auroc']:.3f} ({low:.3f}–"
                      f"{high:.3f}) | {seeds} | {r['auprc']:.3f} | {r['fpr95']:.3f} |")  # fmt: skip
+    held_out = [r for r in rows if "-without-" in r["in"]]
+    if held_out:
+        lines += ["", "One class held out, averaged over the classes:", ""]
+        lines += ["| score | model | classes | mean AUROC | lowest |", "|---|---|---|---|---|"]
+        for score, model in dict.fromkeys((r["score"], r["model"]) for r in held_out):
+            found = [r["auroc"] for r in held_out if (r["score"], r["model"]) == (score, model)]
+            lines.append(f"| {score} | {model} | {len(found)} | {statistics.fmean(found):.3f} | {min(found):.3f} |")
     return "\n".join([*lines, ""])
 
 
@@ -241,11 +279,16 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="digits against noise images, tiny widths: seconds")
     parser.add_argument("--no-pyod", action="store_true", help="leave PyOD's rows out (those already there stay)")
     parser.add_argument("--model", choices=sorted(MODELS), default="ladder", help="the hierarchy to train")
+    parser.add_argument("--one-class", metavar="DATASET", help="instead of --pairs: each class of DATASET held out")
+    parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="the classes --one-class holds out")
     args = parser.parse_args()
     s = (SMOKE if args.smoke else MODELS)[args.model]
     pairs = [tuple(p.split(":")) for p in args.pairs.split(",")]
     data_dirs = {"mnist": str(Path(args.mnist_dir).resolve() / "mnist")}
-    if args.smoke:
+    if args.one_class:
+        classes = [int(c) for c in args.classes.split(",")]
+        pairs = one_class_tasks(args.one_class, classes, args.out / "data", data_dirs.get(args.one_class))
+    if args.smoke and not args.one_class:
         noise = args.out / "noise.npz"
         noise.parent.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)

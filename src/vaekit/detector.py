@@ -8,7 +8,9 @@ vaekit reads from an array file: (N, H, W), (N, C, H, W) or (N, D) rows, uint8 p
 
 The score is one of `vaekit score`'s columns: the importance-weighted NLL bound by default, or the −ELBO, the KL, the
 reconstruction term or the reconstruction's squared error (what PyOD's own VAE scores by); for a hierarchy
-(`layers` ≥ 2, or a run trained with `--latent hierarchy`) also the likelihood ratio `llr>k` of Havtorn et al. (2021).
+(`layers` ≥ 2, or a run trained with `--latent hierarchy`) also the likelihood ratio `llr>k` of Havtorn et al. (2021),
+which separates best with a spatial z1 (`z1_channels` maps on the ladder network's grid; `hidden` is then its
+channels, e.g. (32,)).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         latent_dim: int = 8,
         hidden: tuple[int, ...] = (256,),
         layers: int = 1,
+        z1_channels: int = 0,
         batch_size: int = 128,
         seed: int = 0,
         work_dir: str | Path | None = None,
@@ -54,6 +57,7 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.layers = layers
+        self.z1_channels = z1_channels
         self.batch_size = batch_size
         self.seed = seed
         self.work_dir = work_dir
@@ -112,7 +116,7 @@ class Detector(OutlierMixin, BaseEstimator):  # type: ignore[misc]
         folder = Path(self.work_dir) if self.work_dir is not None else Path(tempfile.mkdtemp(prefix="vaekit-detector-"))
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "train.npz", x=x)
-        hierarchy = hierarchy_settings(self.layers) if self.layers > 1 else {}
+        hierarchy = hierarchy_settings(self.layers, self.z1_channels) if self.layers > 1 else {}
         config = TrainConfig(
             model=ModelConfig(latent_dim=self.latent_dim, hidden=list(self.hidden), **hierarchy),
             data=DataConfig(dataset=str(folder / "train.npz"), val_size=0),
