@@ -362,7 +362,8 @@ def test_a_spatial_z1_reads_its_own_neighbourhood_and_the_decoder_reads_the_maps
     torch.testing.assert_close(read[..., 2 * 64 :], model.posterior.top_down.nets[0].features(z[..., 128:131]))
 
 
-def test_a_ladder_hierarchy_with_a_spatial_z1_trains_evaluates_and_scores(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_ladder_hierarchy_with_a_spatial_z1_trains_and_scores(tmp_path: Path) -> None:
     args = ["train", "--dataset", "digits", "--network", "ladder", "--hidden", "8", "--latent", "hierarchy"]
     args += ["--z1-channels", "2", "--latent-dim", "4", "--ladder-width", "16", "--binarize", "dynamic"]
     code, _, stderr = invoke(*args, "--epochs", "1", "--quiet", "--out", tmp_path / "ladder")
