@@ -1,5 +1,5 @@
 """Encoder and decoder builders: MLP (any depth, a chosen activation), conv, residual conv, and the ladder's
-half-resolution conv stages.
+half-resolution conv stages with the convolutions that read a hierarchy's spatial z1 out of them and predict it.
 
 Encoders map (N, C, H, W) to (N, F) features (the posterior family reads them: F = 2D for a Gaussian); decoders map
 (N, D) to (N, C', H, W), where C' is the likelihood's number of outputs per image (its channels).
@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 from vaekit.errors import VaekitError
@@ -177,6 +178,52 @@ def ladder_decoder(shape: Shape, channels: Sequence[int], latent_dim: int, activ
         act(),
         nn.Conv2d(width, shape[0], 3, padding=1),
     )
+
+
+class MapReadout(nn.Module):
+    """Feature maps, flattened (..., C·h·w) → a diagonal Gaussian's parameters at each position of z1's grid,
+    flattened [μ (c·h·w), log σ² (c·h·w)]: a 3×3 convolution, so that each position of z1 reads its own
+    neighbourhood and z1 keeps what is local."""
+
+    def __init__(self, maps: int, channels: int, grid: tuple[int, int], activation: str) -> None:
+        super().__init__()
+        self.maps, self.grid = maps, grid
+        self.net = nn.Sequential(ACTIVATIONS[activation](), nn.Conv2d(maps, 2 * channels, 3, padding=1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        mu, logvar = self.net(features.reshape(-1, self.maps, *self.grid)).chunk(2, dim=1)
+        flat: Tensor = torch.cat([mu.flatten(1), logvar.flatten(1)], -1)
+        return flat.reshape(*features.shape[:-1], -1)
+
+
+class MapConditional(nn.Module):
+    """z2 → p(z1 | z2) on z1's grid: an MLP to a quarter-resolution map, one upsampling step and a residual block give
+    feature maps, which `MapReadout` reads. The decoder reads those maps beside z1 (a skip connection, as in BIVA
+    and Havtorn et al.'s HVAE), so what the layers above say reaches p(x | z1, z2) directly."""
+
+    def __init__(self, above: int, width: int, maps: int, channels: int, grid: tuple[int, int], activation: str):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        quarter = (grid[0] // 2, grid[1] // 2)
+        self.maps = nn.Sequential(
+            nn.Linear(above, width),
+            act(),
+            nn.Linear(width, maps * quarter[0] * quarter[1]),
+            act(),
+            nn.Unflatten(1, (maps, *quarter)),
+            nn.ConvTranspose2d(maps, maps, 4, stride=2, padding=1),
+            Residual(maps, activation),
+        )
+        self.readout = MapReadout(maps, channels, grid, activation)
+
+    def features(self, above: Tensor) -> Tensor:
+        """The maps p(z1 | z2) is read from, flattened: (..., maps·h·w) for z2 (..., D2)."""
+        flat: Tensor = self.maps(above.reshape(-1, above.shape[-1])).flatten(1)
+        return flat.reshape(*above.shape[:-1], -1)
+
+    def forward(self, above: Tensor) -> Tensor:
+        params: Tensor = self.readout(self.features(above))
+        return params
 
 
 Builder = Callable[[Shape, Sequence[int], int, str], nn.Sequential]
