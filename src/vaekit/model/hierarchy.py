@@ -84,11 +84,11 @@ class TopDown(nn.Module):
     def __init__(self, sizes: list[int], width: int, activation: str, bottom: nn.Module | None = None) -> None:
         super().__init__()
         self.sizes = sizes
+        # p(z1 | z2) is `bottom` where given (on a grid: `MapConditional`), like every layer above an MLP otherwise
         self.nets = nn.ModuleList(
-            mlp(above, [width, width], 2 * below, activation) for below, above in itertools.pairwise(sizes)
+            bottom if layer == 0 and bottom is not None else mlp(above, [width, width], 2 * below, activation)
+            for layer, (below, above) in enumerate(itertools.pairwise(sizes))
         )
-        if bottom is not None:  # p(z1 | z2) on a grid (`MapConditional`)
-            self.nets[0] = bottom
 
     def conditional(self, layer: int, above: Tensor, frozen: bool = False) -> DiagonalGaussian:
         """p(z_layer | z_{layer+1}) (0-based `layer`) for codes of the layer above; `frozen` evaluates the network with
@@ -266,15 +266,16 @@ class HierarchyFamily(GaussianFamily):
         width = settings.ladder_width
         self.features, self.latent_dim, self.decoded_dim = width, sum(self.sizes), self.sizes[0]
         act = ACTIVATIONS[config.activation]
-        self.up = nn.ModuleList(nn.Sequential(act(), nn.Linear(width, width)) for _ in self.sizes[1:])
-        self.readouts = nn.ModuleList(nn.Sequential(act(), nn.Linear(width, 2 * size)) for size in self.sizes)
-        bottom = None
-        if settings.z1_channels:  # z1 on the ladder network's half-resolution grid
+        self.spatial = settings.z1_channels > 0  # z1 on the ladder network's half-resolution grid
+        first_up: nn.Module
+        first_readout: nn.Module
+        bottom: nn.Module | None = None
+        if self.spatial:
             maps, grid = config.hidden[0], half_grid(config.input_shape)
             quarter = (grid[0] // 2) * (grid[1] // 2)
             self.features = maps * grid[0] * grid[1]
             self.decoded_dim = (settings.z1_channels + maps) * grid[0] * grid[1]
-            self.up[0] = nn.Sequential(
+            first_up = nn.Sequential(
                 nn.Unflatten(1, (maps, *grid)),
                 act(),
                 nn.Conv2d(maps, maps, 4, stride=2, padding=1),
@@ -283,9 +284,15 @@ class HierarchyFamily(GaussianFamily):
                 nn.Flatten(),
                 nn.Linear(maps * quarter, width),
             )
-            self.readouts[0] = MapReadout(maps, settings.z1_channels, grid, config.activation)
+            first_readout = MapReadout(maps, settings.z1_channels, grid, config.activation)
             bottom = MapConditional(self.sizes[1], width, maps, settings.z1_channels, grid, config.activation)
-        self.spatial = bottom is not None
+        else:  # in the order a flat hierarchy always built them, so that a seed gives the same weights as before
+            first_up = nn.Sequential(act(), nn.Linear(width, width))
+        self.up = nn.ModuleList([first_up, *(nn.Sequential(act(), nn.Linear(width, width)) for _ in self.sizes[2:])])
+        if not self.spatial:
+            first_readout = nn.Sequential(act(), nn.Linear(width, 2 * self.sizes[0]))
+        rest = (nn.Sequential(act(), nn.Linear(width, 2 * size)) for size in self.sizes[1:])
+        self.readouts = nn.ModuleList([first_readout, *rest])
         self.top_down = TopDown(self.sizes, width, config.activation, bottom)
 
     def forward(self, features: Tensor) -> TopDownGaussian:  # type: ignore[override]  # one more posterior kind
