@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +119,14 @@ def test_the_autoencoder_is_a_point_mass_and_evaluate_says_what_it_lacks(tmp_pat
     for seed in (0, 1):  # σ = 0: whatever the noise, the code itself
         assert torch.equal(posterior.rsample(generator=torch.Generator().manual_seed(seed)), code)
     assert torch.equal(model.prior.kl_per_unit(posterior), torch.zeros_like(code))  # not 14.5 + μ²/2 nats per dim
-    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "ae"), "--k", "5", "--prior-samples", "50"])
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "ae"), "--k", "5", "--prior-samples", "50"], env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("an autoencoder has no ELBO and no likelihood bound")
+    assert max(len(line) for line in result.stdout.splitlines() if not line.startswith("wrote ")) <= 80
+    title = r"^1\. How likely is held-out data\?  \(nats per image\) *$"  # whole, above a table of narrow cells
+    assert re.search(title, result.stdout, flags=re.MULTILINE)
     assert "not applicable" in result.stdout and "kl_per_dim.png" not in result.stdout
     saved = json.loads((tmp_path / "ae" / "evaluation.json").read_text())
     test = saved["likelihood"][0]

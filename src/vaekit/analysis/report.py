@@ -25,6 +25,7 @@ def evaluation_tables(evaluation: Evaluation) -> list[Table]:
         tables.append(_samples(evaluation))
     for number, table in enumerate(tables, start=1):
         table.title = f"{number}. {table.title}"
+        table.min_width = len(table.title)  # a narrow table (one split, an autoencoder's) keeps its title on one line
     return tables
 
 

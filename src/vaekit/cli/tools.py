@@ -78,7 +78,7 @@ def evaluate(
         out_console.print_json(json.dumps(evaluation.to_dict()))
         return
     if NO_BOUND in evaluation.notes:
-        out_console.print(NO_BOUND, highlight=False, soft_wrap=True)
+        out_console.print(NO_BOUND, highlight=False)  # wrapped to the terminal, as the tables are
     for table in evaluation_tables(evaluation):
         out_console.print(table)
     pictures = ["kl_per_dim.png", "neighbours.png"] if evaluation.kl else ["neighbours.png"]
