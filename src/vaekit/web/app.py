@@ -198,7 +198,7 @@ def add_api(app: FastAPI, model: VAE, test: Split, info: Info, threads: ModelThr
     async def interpolate_pair(request: InterpolateRequest) -> Interpolation:
         return await threads.run(interpolated, request)
 
-    @app.post("/api/sample", summary="Decoded draws from the prior N(0, I)", responses=body_errors)
+    @app.post("/api/sample", summary="Decoded draws from the model's own prior", responses=body_errors)
     async def sample(request: SampleRequest) -> Samples:
         return await threads.run(sampled, request.n, request.seed)
 
