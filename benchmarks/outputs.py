@@ -119,7 +119,8 @@ def record(step: Step, work: Path, args: argparse.Namespace) -> dict[str, object
     text = "\n".join(line.rstrip() for line in done.stdout.splitlines()).strip("\n") + "\n"
     (args.out / f"{step.name}.txt").write_text(text, encoding="utf-8")
     print(f"{step.name}: {seconds:.0f} s", flush=True)
-    return {"name": step.name, "command": step.command, "seconds": round(seconds, 1)}
+    load = os.getloadavg()[0]  # over the last minute: a step that shared the cores says so
+    return {"name": step.name, "command": step.command, "seconds": round(seconds, 1), "load_average": round(load, 2)}
 
 
 def main() -> None:
