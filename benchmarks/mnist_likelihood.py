@@ -150,7 +150,7 @@ def learning_rate(
     ones. `decades` sets the overall fall (base to base·10^-decades): short runs gain from less than the paper's.
     hold: base for the first `hold_at` of the budget (three quarters unless --hold-at says), then base·10^(-decades/2)
     for half of the rest and base·10^-decades for the last half. At a fixed number of epochs it beat every even decay
-    (docs/measured.md: "How far the rate should fall")."""
+    (pilots scored on the test split, so withdrawn: the history of docs/measured.md, "How far the rate should fall")."""
     if schedule == "decade":
         return float(base * 10 ** (-decades * fraction))
     if schedule == "hold":
@@ -518,6 +518,8 @@ def markdown(results: dict[str, Any]) -> str:
     p, hw = results["protocol"], results["hardware"]
     k = p["eval_k"]
     lines = [f"# {p['dataset']}: test log-likelihood, vaekit against {PAPER}", ""]
+    if results.get("withdrawn"):  # a record kept as history, not as figures to quote (benchmarks/PROTOCOL.md)
+        lines += [f"**Withdrawn**: {results['withdrawn']}", ""]
     if p["smoke"]:
         lines += ["**Smoke run**: seconds of training on tiny networks; these numbers measure nothing.", ""]
     lines += [

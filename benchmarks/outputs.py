@@ -119,7 +119,7 @@ def record(step: Step, work: Path, args: argparse.Namespace) -> dict[str, object
     text = "\n".join(line.rstrip() for line in done.stdout.splitlines()).strip("\n") + "\n"
     (args.out / f"{step.name}.txt").write_text(text, encoding="utf-8")
     print(f"{step.name}: {seconds:.0f} s", flush=True)
-    load = os.getloadavg()[0]  # over the last minute: a step that shared the cores says so
+    load = os.getloadavg()[0]  # the last minute: about 2 for a step alone on 2 cores, more beside other work
     return {"name": step.name, "command": step.command, "seconds": round(seconds, 1), "load_average": round(load, 2)}
 
 

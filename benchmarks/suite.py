@@ -39,12 +39,16 @@ BENCHMARKS: list[tuple[str, list[str], str]] = [
     ("memory_scaling", [], "resident memory and time per sample from packs of 10k to 1M images, against memory"),
     ("quality", [], "test −ELBO after 10 epochs against the tutorial pipeline"),
     ("demo", [], "make demo's run, recorded in benchmarks/demo/results.json: the figures the README quotes"),
+    ("outputs", [], "the command outputs the docs show, recorded in benchmarks/outputs/ (about 20 minutes)"),
+    ("why_report", [], "vaekit why --budget 15m, recorded in benchmarks/why/ for docs/why.md"),
 ]
 
 QUICK = {
     "memory_scaling": ["--sizes", "300", "600", "--baseline-max", "300"],
     "iwae_speed": ["--dataset", "digits", "--k", "5", "--warmup-steps", "2", "--blocks", "1", "--block", "2"],
     "loop_costs": ["--dataset", "digits", "--batches", "30", "--rounds", "2", "--batch-size", "32"],
+    "outputs": ["--dataset", "digits", "--epochs", "1", "--only", "train-demo", "--out", "/tmp/vaekit-outputs-quick"],
+    "why_report": ["--dataset", "digits", "--budget", "60s", "--out", "/tmp/vaekit-why-quick"],
 }
 HEADER = [
     "# vaekit benchmarks",

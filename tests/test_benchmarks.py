@@ -87,6 +87,19 @@ def test_the_demo_record_holds_the_run_and_where_it_ran(tmp_path: Path) -> None:
     assert f"test ELBO {results['test_elbo']:.2f} nats/image" in out
 
 
+def test_the_outputs_record_holds_what_each_command_printed(tmp_path: Path) -> None:
+    """benchmarks/outputs.py: a step runs after the steps it needs, and each output is recorded with its command."""
+    run_benchmark(
+        "outputs.py", "--dataset", "digits", "--epochs", "1", "--only", "smoothness-demo", "--out", str(tmp_path)
+    )
+    assert "epoch   1  train −ELBO" in (tmp_path / "train-demo.txt").read_text()  # the epoch lines (error stream) too
+    assert "latent smoothness: 200 linear paths" in (tmp_path / "smoothness-demo.txt").read_text()
+    entries = json.loads((tmp_path / "results.json").read_text())["outputs"]
+    assert [entry["name"] for entry in entries] == ["train-demo", "smoothness-demo"]
+    assert entries[1]["command"] == "vaekit latent smoothness runs/demo" and entries[1]["seconds"] > 0
+    assert entries[1]["commit"] and entries[1]["processor"] and entries[1]["torch"]
+
+
 def test_the_ood_benchmark_writes_a_record_per_score_with_pyods_rows_beside(tmp_path: Path) -> None:
     """digits against uniform-noise images: the likelihood must tell them apart, and every record has its fields;
     an earlier run's records of another model stay."""

@@ -1,10 +1,9 @@
 """Polyak averaging of the weights (Polyak & Juditsky 1992): a moving average of every parameter, updated after each
 optimizer step, which the run evaluates, draws and saves as its model in place of the last step's weights.
 
-SGD's iterates wander around a minimum at the scale the learning rate sets; their average sits nearer its middle. On
-MNIST's VAE a 0.999 average does at a constant rate most of what stepping the rate down does, and still gains after the
-step down (docs/measured.md: "Beyond the schedule"). Training itself is unchanged: the optimizer steps the raw weights,
-which state.pt keeps beside the average so that a resume continues both exactly.
+SGD's iterates wander around a minimum at the scale the learning rate sets; their average sits nearer its middle, so
+at a constant rate it does much of what stepping the rate down does. Training itself is unchanged: the optimizer steps
+the raw weights, which state.pt keeps beside the average so that a resume continues both exactly.
 
 `torch.optim.swa_utils.AveragedModel` does the same job for any averaging rule, but finds and groups the tensors at
 every step: 0.16 s an epoch of the paper's MNIST model (600 steps) against 0.07 s for the one fused lerp a step here.
