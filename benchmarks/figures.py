@@ -15,7 +15,6 @@ command that wrote it down (`make bench`, the scripts in benchmarks/) or from a 
 from __future__ import annotations
 
 import bisect
-import json
 import re
 import sys
 from collections.abc import Iterator
@@ -139,12 +138,6 @@ def is_excerpt(block: str, recorded: str) -> bool:
             return False
         at = places[0] + len(run)
     return True
-
-
-def published() -> list[dict[str, object]]:
-    """benchmarks/published.json: each cited figure with what it is and where it is printed."""
-    records: list[dict[str, object]] = json.loads(PUBLISHED.read_text(encoding="utf-8"))
-    return records
 
 
 def main() -> None:

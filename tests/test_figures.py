@@ -50,6 +50,15 @@ def test_a_typed_figure_fails_the_check_and_a_cited_one_passes(tmp_path: Path) -
     assert [figure.text for figure in figures.unheld([page])] == ["81.234567"]
 
 
+def test_every_cited_figure_is_quoted_and_names_its_source() -> None:
+    """benchmarks/published.json holds what the pages cite from papers, each with its source: nothing else."""
+    records = json.loads(figures.PUBLISHED.read_text(encoding="utf-8"))
+    text = "\n".join(page.read_text(encoding="utf-8") for page in figures.PAGES)
+    for record in records:
+        assert record["what"] and record["source"], record
+        assert f"{record['figure']:.2f}" in text or f"{record['figure']:.3f}" in text, record
+
+
 def test_a_percentage_is_held_by_its_fraction_and_rounding_is_to_the_shown_decimals() -> None:
     values = sorted([0.4454, 86.2])
     held = figures.Figure(Path("p"), 1, "44.5%", 44.5, 1, True)
