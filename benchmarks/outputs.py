@@ -32,8 +32,6 @@ from demo import commit, processor  # benchmarks/demo.py: the commit (marked +ch
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "outputs"
 MNIST = "../shared/data"  # where the score example finds MNIST, as the docs name it (relative to the repository)
-MARKER = "<!-- output: {name} -->"
-ELISION = "..."
 
 
 @dataclass(frozen=True)
